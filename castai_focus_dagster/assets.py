@@ -1,0 +1,196 @@
+"""The four daily-partitioned assets: Cast AI clusters, workload costs, enrichment context, FOCUS rows.
+
+Each returns a `DailyValues` so that a run over many days (single-run backfill, `--partition-range`)
+fetches, transforms and writes one day at a time. The FOCUS asset audits every day before the IO
+manager publishes it: a failing audit raises and nothing replaces the previously published object.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import dagster as dg
+import pyarrow as pa
+
+from castai_focus_dagster.audit import audit_focus
+from castai_focus_dagster.daily import DailyValues
+from castai_focus_dagster.enrichment import fetch_enrichment
+from castai_focus_dagster.focus_publication import FocusDay
+from castai_focus_dagster.focus_transform import FocusOptions, to_focus
+from castai_focus_dagster.models import Cluster, EnrichmentContext
+from castai_focus_dagster.partitions import daily_partitions
+from castai_focus_dagster.resources import CastAIResource, FocusStorageResource
+from castai_focus_dagster.windows import DayWindow, day_window
+
+IO_MANAGER_KEY = "focus_io_manager"
+CASTAI_POOL = "castai_api"
+OWNERS = ["team:finops-platform"]
+WINDOW_END_KEY = b"castai_focus.window_end"
+
+# Transient HTTP faults are retried inside the client; this covers what is left (a pod restart, a long outage).
+API_RETRY_POLICY = dg.RetryPolicy(
+    max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
+
+_common = dict(
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    io_manager_key=IO_MANAGER_KEY,
+    owners=OWNERS,
+)
+
+
+@dg.asset(
+    group_name="castai",
+    kinds={"castai", "python"},
+    pool=CASTAI_POOL,
+    retry_policy=API_RETRY_POLICY,
+    description="Cast AI clusters of the organisation after COLLECTION_INCLUDE/EXCLUDE_CLUSTER_IDS.",
+    **_common,  # type: ignore[arg-type]
+)
+def castai_clusters(context: dg.AssetExecutionContext, castai: CastAIResource) -> DailyValues[list[Cluster]]:
+    settings = castai.settings
+    clusters = castai.client.list_clusters(
+        settings.collection_include_cluster_ids, settings.collection_exclude_cluster_ids
+    )
+    context.add_output_metadata(
+        {
+            "clusters": len(clusters),
+            "providers": dg.MetadataValue.json(sorted({c.provider_type for c in clusters})),
+            "cluster_names": dg.MetadataValue.json(sorted(c.name for c in clusters)),
+        }
+    )
+    # The cluster list is current, not historical: every day of the run uses the same list.
+    return DailyValues(keys=context.partition_keys, produce=lambda _key: clusters)
+
+
+@dg.asset(
+    group_name="castai",
+    kinds={"castai", "pyarrow"},
+    pool=CASTAI_POOL,
+    retry_policy=API_RETRY_POLICY,
+    description=(
+        "Cast AI workload costs (one row per cluster × workload × bucket, columnar), fetched per cluster "
+        "with bounded concurrency for the day's complete buckets."
+    ),
+    **_common,  # type: ignore[arg-type]
+)
+def castai_workload_costs(
+    context: dg.AssetExecutionContext, castai: CastAIResource, castai_clusters: DailyValues[list[Cluster]]
+) -> DailyValues[pa.Table]:
+    settings = castai.settings
+
+    def fetch(key: str) -> pa.Table:
+        window = day_window(key, settings.step_seconds)
+        cluster_ids = [c.id for c in castai_clusters.get(key)]
+        if window.is_empty or not cluster_ids:
+            table = _empty_workloads()
+        else:
+            tables = [
+                table
+                for _cluster_id, table in castai.client.workload_costs_many(
+                    cluster_ids,
+                    window.start,
+                    window.end,
+                    window.step_seconds,
+                    labels=settings.focus_tag_allowlist,
+                    include_namespaces=settings.collection_include_namespaces,
+                    exclude_namespaces=settings.collection_exclude_namespaces,
+                )
+            ]
+            table = pa.concat_tables(tables).unify_dictionaries() if tables else _empty_workloads()
+        context.log.info(f"{key}: {table.num_rows} workload buckets from {len(cluster_ids)} clusters")
+        return table.replace_schema_metadata({WINDOW_END_KEY: window.end.isoformat().encode()})
+
+    return DailyValues(keys=context.partition_keys, produce=fetch)
+
+
+@dg.asset(
+    group_name="castai",
+    kinds={"castai", "python"},
+    pool=CASTAI_POOL,
+    retry_policy=API_RETRY_POLICY,
+    description=(
+        "Prices, discounts, enterprise organisations and platform usage. Each endpoint that fails is "
+        "recorded as missing; the export continues with documented fallbacks."
+    ),
+    **_common,  # type: ignore[arg-type]
+)
+def castai_enrichment_context(
+    context: dg.AssetExecutionContext, castai: CastAIResource
+) -> DailyValues[EnrichmentContext]:
+    enrichment = fetch_enrichment(
+        castai.client, enterprise_id=castai.settings.focus_enterprise_id, logger=context.log  # type: ignore[arg-type]
+    )
+    context.add_output_metadata(
+        {
+            "enrichment_completeness": enrichment.completeness,
+            "missing": dg.MetadataValue.json(enrichment.missing),
+            "cluster_prices": len(enrichment.cluster_prices),
+            "discounts": len(enrichment.discounts),
+            "child_organizations": len(enrichment.child_organizations),
+        }
+    )
+    # Prices and discounts are current values (the API has no history): one fetch serves every day of the run.
+    return DailyValues(keys=context.partition_keys, produce=lambda _key: enrichment)
+
+
+@dg.asset(
+    group_name="focus",
+    kinds={"parquet", "s3"},
+    description=(
+        "FOCUS 1.3 Cost and Usage rows, published as Hive-partitioned Parquet/CSV "
+        "(version=focus-1.3/year=/month=/day=) after a conformance and conservation audit."
+    ),
+    metadata={"focus_version": "1.3"},
+    **_common,  # type: ignore[arg-type]
+)
+def focus_cost_and_usage(
+    context: dg.AssetExecutionContext,
+    storage: FocusStorageResource,
+    castai_clusters: DailyValues[list[Cluster]],
+    castai_workload_costs: DailyValues[pa.Table],
+    castai_enrichment_context: DailyValues[EnrichmentContext],
+) -> DailyValues[FocusDay]:
+    settings = storage.settings
+    options = FocusOptions.from_settings(settings)
+
+    def build(key: str) -> FocusDay:
+        workloads = castai_workload_costs.get(key)
+        enrichment = castai_enrichment_context.get(key)
+        clusters = {c.id: c for c in castai_clusters.get(key)}
+        table = to_focus(workloads, clusters, enrichment, options)
+        report = audit_focus(table, workloads)
+        if not report.passed:
+            raise dg.Failure(
+                description=f"FOCUS rows for {key} failed the audit, nothing was published: {report.summary()}",
+                metadata={"failed_rules": dg.MetadataValue.json([r.rule for r in report.failures])},
+            )
+        return FocusDay(
+            window=_window_of(key, workloads, settings.step_seconds),
+            table=table,
+            audit=report,
+            enrichment_completeness=enrichment.completeness,
+            enrichment_missing=dict(enrichment.missing),
+        )
+
+    return DailyValues(keys=context.partition_keys, produce=build)
+
+
+def _window_of(key: str, workloads: pa.Table, step_seconds: int) -> DayWindow:
+    """The window the workload costs were fetched for (recorded by that asset), so the manifest matches it."""
+    window = day_window(key, step_seconds)
+    recorded = (workloads.schema.metadata or {}).get(WINDOW_END_KEY)
+    if recorded:
+        end = datetime.fromisoformat(recorded.decode()).astimezone(UTC)
+        window = DayWindow(day=window.day, start=window.start, end=end, step_seconds=step_seconds)
+    return window
+
+
+def _empty_workloads() -> pa.Table:
+    from castai_focus_dagster.models import empty_workload_costs
+
+    return empty_workload_costs()
+
+
+FOCUS_ASSETS = [castai_clusters, castai_workload_costs, castai_enrichment_context, focus_cost_and_usage]

@@ -1,0 +1,99 @@
+"""The audit of write-audit-publish: checks a day's FOCUS rows before they replace the published object.
+
+Two families of rules, both vectorised:
+- FOCUS conformance (`conformance.check_conformance`): the FOCUS 1.3 rules the exporter relies on;
+- conservation (DESIGN §7.1): per workload, Σ BilledCost equals Cast AI's cost (compute + storage)
+  × bucket hours, within $0.000001 per row.
+Pure code: no Dagster import, so the same audit runs in tests, benchmarks and asset checks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from castai_focus_dagster.conformance import RuleResult, check_conformance
+from castai_focus_dagster.models import TIERS
+
+CONSERVATION_TOLERANCE_PER_ROW = 1e-6
+COST_COLUMNS = ("BilledCost", "EffectiveCost", "ListCost", "ContractedCost")
+_WORKLOAD_KEYS = ("cluster_id", "namespace", "workload_type", "workload_name")
+_FOCUS_WORKLOAD_KEYS = ("x_CastAIClusterId", "x_CastAINamespace", "x_CastAIWorkloadType", "x_CastAIWorkloadName")
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    results: list[RuleResult]
+    totals: dict[str, float] = field(default_factory=dict)
+    source_total: float = 0.0
+    workloads: int = 0
+    clusters: int = 0
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.results)
+
+    @property
+    def failures(self) -> list[RuleResult]:
+        return [r for r in self.results if not r.passed]
+
+    def summary(self) -> str:
+        if self.passed:
+            return f"{len(self.results)} rules passed"
+        return "; ".join(f"{r.rule}: {r.message} ({r.failing_rows} rows)" for r in self.failures)
+
+
+def cost_totals(focus: pa.Table) -> dict[str, float]:
+    return {name: float(pc.sum(focus[name]).as_py() or 0.0) for name in COST_COLUMNS}
+
+
+def source_costs_by_workload(workloads: pa.Table) -> pa.Table:
+    """Cast AI's own cost per workload: (cost{Tier} summed over tiers + storageCost) × bucket hours."""
+    hours = pc.divide(pc.cast(workloads["step_seconds"], pa.float64()), 3600.0)
+    hourly = workloads["storageCost"]
+    for tier in TIERS:
+        hourly = pc.add(hourly, workloads[f"cost{tier}"])
+    keyed = pa.table(
+        {key: pc.cast(workloads[key], pa.string()) for key in _WORKLOAD_KEYS}
+        | {"cost": pc.multiply(hourly, hours)}
+    )
+    return keyed.group_by(list(_WORKLOAD_KEYS)).aggregate([("cost", "sum")])
+
+
+def check_conservation(focus: pa.Table, workloads: pa.Table) -> RuleResult:
+    """Every workload's Σ BilledCost equals its Cast AI cost; no FOCUS row belongs to an unknown workload."""
+    source = source_costs_by_workload(workloads)
+    exported = pa.table(
+        {key: pc.cast(focus[col], pa.string()) for key, col in zip(_WORKLOAD_KEYS, _FOCUS_WORKLOAD_KEYS, strict=True)}
+        | {"billed": focus["BilledCost"], "rows": pa.array(np.ones(focus.num_rows, dtype=np.int64))}
+    ).group_by(list(_WORKLOAD_KEYS)).aggregate([("billed", "sum"), ("rows", "sum")])
+    joined = source.join(exported, keys=list(_WORKLOAD_KEYS), join_type="full outer")
+    src = np.nan_to_num(joined["cost_sum"].to_numpy(zero_copy_only=False).astype(float))
+    out = np.nan_to_num(joined["billed_sum"].to_numpy(zero_copy_only=False).astype(float))
+    rows = np.nan_to_num(joined["rows_sum"].to_numpy(zero_copy_only=False).astype(float))
+    bad = np.abs(src - out) > CONSERVATION_TOLERANCE_PER_ROW * np.maximum(rows, 1.0)
+    failing = int(bad.sum())
+    message = "Σ BilledCost per workload equals Cast AI cost (compute + storage) × hours"
+    if failing:
+        i = int(np.argmax(bad))
+        message += (
+            f"; first mismatch {joined['cluster_id'][i]}/{joined['namespace'][i]}/"
+            f"{joined['workload_type'][i]}/{joined['workload_name'][i]}: exported {out[i]:.6f} vs Cast AI {src[i]:.6f}"
+        )
+    return RuleResult(rule="conservation", passed=failing == 0, failing_rows=failing, message=message)
+
+
+def audit_focus(focus: pa.Table, workloads: pa.Table) -> AuditReport:
+    results = [*check_conformance(focus), check_conservation(focus, workloads)]
+    source = source_costs_by_workload(workloads)
+    return AuditReport(
+        results=results,
+        totals=cost_totals(focus),
+        source_total=float(pc.sum(source["cost_sum"]).as_py() or 0.0),
+        workloads=pc.count_distinct(pc.binary_join_element_wise(
+            *[pc.cast(focus[c], pa.string()) for c in _FOCUS_WORKLOAD_KEYS], "/")).as_py() if focus.num_rows else 0,
+        clusters=pc.count_distinct(focus["x_CastAIClusterId"]).as_py() if focus.num_rows else 0,
+    )

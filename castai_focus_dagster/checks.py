@@ -1,0 +1,120 @@
+"""Asset checks on the published FOCUS objects: they re-read what consumers will read.
+
+The audit inside write-audit-publish already refuses bad rows before anything is replaced; these checks
+report, in the UI and per run, that the objects actually published are conformant and agree with their
+manifest. They read the run's own partitions from its tags (partition-aware checks are a Dagster
+preview feature, so they are not used).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from datetime import date
+
+import dagster as dg
+import pyarrow.compute as pc
+
+from castai_focus_dagster.assets import focus_cost_and_usage
+from castai_focus_dagster.conformance import check_conformance
+from castai_focus_dagster.layout import manifest_key
+from castai_focus_dagster.object_store import ObjectStore
+from castai_focus_dagster.partitions import daily_partitions
+from castai_focus_dagster.resources import FocusStorageResource
+from castai_focus_dagster.serialize import read_focus_bytes
+
+TOTAL_TOLERANCE = 1e-6
+
+
+def run_partition_keys(tags: Mapping[str, str]) -> list[str]:
+    """The daily partitions a run covered, from its `dagster/partition` or range tags."""
+    if "dagster/partition" in tags:
+        return [tags["dagster/partition"]]
+    start = tags.get("dagster/asset_partition_range_start")
+    end = tags.get("dagster/asset_partition_range_end")
+    if start and end:
+        return list(
+            daily_partitions.get_partition_keys_in_range(dg.PartitionKeyRange(start=start, end=end))
+        )
+    return []
+
+
+def _manifest(store: ObjectStore, prefix: str, key: str) -> dict:  # type: ignore[type-arg]
+    return json.loads(store.get(manifest_key(prefix, date.fromisoformat(key))))
+
+
+@dg.asset_check(
+    asset=focus_cost_and_usage,
+    blocking=True,
+    description="Every object the day's manifest lists exists with the listed size, SHA-256 and row count.",
+)
+def focus_manifest_consistency(
+    context: dg.AssetCheckExecutionContext, storage: FocusStorageResource
+) -> dg.AssetCheckResult:
+    problems: list[str] = []
+    keys = run_partition_keys(context.run.tags)
+    for key in keys:
+        try:
+            manifest = _manifest(storage.store, storage.settings.s3_prefix, key)
+        except KeyError:
+            problems.append(f"{key}: no manifest")
+            continue
+        for item in manifest["files"]:
+            try:
+                data = storage.store.get(item["key"])
+            except KeyError:
+                problems.append(f"{key}: {item['key']} is listed but missing")
+                continue
+            if hashlib.sha256(data).hexdigest() != item["sha256"] or len(data) != item["bytes"]:
+                problems.append(f"{key}: {item['key']} differs from its manifest entry")
+    return dg.AssetCheckResult(
+        passed=not problems and bool(keys),
+        metadata={"partitions": dg.MetadataValue.json(keys), "problems": dg.MetadataValue.json(problems)},
+    )
+
+
+@dg.asset_check(
+    asset=focus_cost_and_usage,
+    blocking=True,
+    description=(
+        "The published objects parse with the FOCUS schema, pass the built-in FOCUS 1.3 conformance rules, "
+        "and their cost totals equal the manifest's."
+    ),
+)
+def focus_published_conformance(
+    context: dg.AssetCheckExecutionContext, storage: FocusStorageResource
+) -> dg.AssetCheckResult:
+    settings = storage.settings
+    problems: list[str] = []
+    rows = 0
+    keys = run_partition_keys(context.run.tags)
+    for key in keys:
+        try:
+            manifest = _manifest(storage.store, settings.s3_prefix, key)
+        except KeyError:
+            problems.append(f"{key}: no manifest")
+            continue
+        for item in manifest["files"]:
+            table = read_focus_bytes(storage.store.get(item["key"]), manifest.get("format", settings.s3_format))
+            rows += table.num_rows
+            problems += [f"{key}: {r.rule}: {r.message}" for r in check_conformance(table) if not r.passed]
+            billed = float(pc.sum(table["BilledCost"]).as_py() or 0.0)
+            expected = float(manifest["totals"]["BilledCost"])
+            if abs(billed - expected) > TOTAL_TOLERANCE * max(1, table.num_rows):
+                problems.append(f"{key}: Σ BilledCost {billed:.6f} differs from the manifest's {expected:.6f}")
+    return dg.AssetCheckResult(
+        passed=not problems and bool(keys),
+        metadata={
+            "rows_checked": dg.MetadataValue.int(rows),
+            "partitions": dg.MetadataValue.json(keys),
+            "problems": dg.MetadataValue.json(problems[:50]),
+        },
+    )
+
+
+FOCUS_CHECKS = [
+    focus_manifest_consistency,
+    focus_published_conformance,
+    *dg.build_column_schema_change_checks(assets=[focus_cost_and_usage]),
+]

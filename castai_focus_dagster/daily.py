@@ -1,0 +1,31 @@
+"""Per-day values that are computed or loaded lazily.
+
+A run may cover many daily partitions (single-run backfills, `--partition-range`). Assets return a
+`DailyValues` and inputs arrive as `DailyValues`, so the IO manager computes, writes and frees one day
+at a time: memory is set by the largest day, not by the length of the backfill.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DailyValues(Generic[T]):
+    """One value per partition key (YYYY-MM-DD), produced on demand by `produce(key)`."""
+
+    keys: Sequence[str]
+    produce: Callable[[str], T]
+
+    def get(self, key: str) -> T:
+        if key not in self.keys:
+            raise KeyError(f"partition {key} is not part of this run ({', '.join(self.keys)})")
+        return self.produce(key)
+
+    def items(self) -> Iterator[tuple[str, T]]:
+        for key in self.keys:
+            yield key, self.produce(key)

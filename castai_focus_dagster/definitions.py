@@ -1,0 +1,40 @@
+"""The code location: every asset, check, job, schedule, sensor and resource, built in one place.
+
+Secrets are wired with `dg.EnvVar`, resolved in the run process; everything else is read from the
+environment and validated when a run starts (see resources.py).
+"""
+
+import os
+
+import dagster as dg
+
+from castai_focus_dagster.assets import FOCUS_ASSETS, IO_MANAGER_KEY
+from castai_focus_dagster.checks import FOCUS_CHECKS
+from castai_focus_dagster.io_manager import FocusIOManager
+from castai_focus_dagster.jobs import focus_export_job
+from castai_focus_dagster.resources import CastAIResource, FocusStorageResource
+from castai_focus_dagster.schedules import focus_restatement_schedule
+from castai_focus_dagster.sensors import focus_gap_sensor
+
+
+def _secret(name: str) -> dg.EnvVar | str:
+    """An EnvVar when the variable exists (its value is read at run time); "" when it is not configured."""
+    return dg.EnvVar(name) if name in os.environ else ""
+
+
+storage = FocusStorageResource(s3_secret_access_key=_secret("S3_SECRET_ACCESS_KEY"))
+
+defs = dg.Definitions(
+    assets=FOCUS_ASSETS,
+    asset_checks=FOCUS_CHECKS,
+    jobs=[focus_export_job],
+    schedules=[focus_restatement_schedule],
+    sensors=[focus_gap_sensor],
+    resources={
+        "castai": CastAIResource(api_key=_secret("CASTAI_API_KEY")),
+        "storage": storage,
+        IO_MANAGER_KEY: FocusIOManager(storage=storage),
+    },
+    # One run pod per partition range; steps are sequential, so processes would only add memory.
+    executor=dg.in_process_executor,
+)

@@ -1,0 +1,177 @@
+"""From one day's audited FOCUS table to published objects and the metadata Dagster shows for them."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from typing import Any
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from castai_focus_dagster import __version__
+from castai_focus_dagster.audit import AuditReport
+from castai_focus_dagster.focus_schema import FOCUS_COLUMNS, FOCUS_SCHEMA
+from castai_focus_dagster.object_store import ObjectStore
+from castai_focus_dagster.publish import PublishRequest, publish_partition
+from castai_focus_dagster.serialize import to_csv_bytes, to_parquet_bytes
+from castai_focus_dagster.settings import Settings
+from castai_focus_dagster.windows import DayWindow
+
+PREVIEW_ROWS = 10
+PREVIEW_COLUMNS = (
+    "ChargePeriodStart", "SubAccountName", "ResourceName", "x_CastAIResource", "x_CastAIPricingTier",
+    "PricingQuantity", "PricingUnit", "BilledCost", "ListCost", "ContractedCost",
+)
+
+
+@dataclass(frozen=True)
+class FocusDay:
+    """One day of FOCUS rows that passed the audit, with what the manifest and the UI report about it."""
+
+    window: DayWindow
+    table: pa.Table
+    audit: AuditReport
+    enrichment_completeness: float
+    enrichment_missing: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PublishedDay:
+    day: FocusDay
+    keys: list[str]
+    manifest_key: str
+    checksum_sha256: str
+    bytes: int
+
+    @property
+    def row_count(self) -> int:
+        return self.day.table.num_rows
+
+    def metadata(self) -> dict[str, Any]:
+        audit = self.day.audit
+        return {
+            "dagster/row_count": dg.MetadataValue.int(self.row_count),
+            "billed_cost": dg.MetadataValue.float(audit.totals.get("BilledCost", 0.0)),
+            "effective_cost": dg.MetadataValue.float(audit.totals.get("EffectiveCost", 0.0)),
+            "list_cost": dg.MetadataValue.float(audit.totals.get("ListCost", 0.0)),
+            "contracted_cost": dg.MetadataValue.float(audit.totals.get("ContractedCost", 0.0)),
+            "castai_cost": dg.MetadataValue.float(audit.source_total),
+            "clusters": dg.MetadataValue.int(audit.clusters),
+            "workloads": dg.MetadataValue.int(audit.workloads),
+            "enrichment_completeness": dg.MetadataValue.float(self.day.enrichment_completeness),
+            "complete_day": dg.MetadataValue.bool(self.day.window.complete),
+            "bytes": dg.MetadataValue.int(self.bytes),
+            "sha256": dg.MetadataValue.text(self.checksum_sha256),
+            "output_keys": dg.MetadataValue.json(self.keys),
+            "manifest": dg.MetadataValue.text(self.manifest_key),
+        }
+
+    @staticmethod
+    def combined_metadata(days: list[PublishedDay]) -> dict[str, Any]:
+        """Output metadata: the day's figures for a one-day run; sums plus a per-day table for a range."""
+        if len(days) == 1:
+            only = days[0]
+            return {
+                **only.metadata(),
+                "audit": dg.MetadataValue.md(_audit_markdown(only.day.audit)),
+                "preview": dg.MetadataValue.md(_preview_markdown(only.day.table)),
+                "dagster/column_schema": column_schema(),
+                "enrichment_missing": dg.MetadataValue.json(only.day.enrichment_missing),
+            }
+        total = sum(d.row_count for d in days)
+        billed = sum(d.day.audit.totals.get("BilledCost", 0.0) for d in days)
+        lines = ["| day | rows | BilledCost | ListCost | ContractedCost |", "|---|---:|---:|---:|---:|"]
+        lines += [
+            f"| {d.day.window.day} | {d.row_count} | {d.day.audit.totals.get('BilledCost', 0.0):.6f} | "
+            f"{d.day.audit.totals.get('ListCost', 0.0):.6f} | {d.day.audit.totals.get('ContractedCost', 0.0):.6f} |"
+            for d in days
+        ]
+        return {
+            "dagster/row_count": dg.MetadataValue.int(total),
+            "billed_cost": dg.MetadataValue.float(billed),
+            "days": dg.MetadataValue.md("\n".join(lines)),
+            "output_keys": dg.MetadataValue.json([k for d in days for k in d.keys]),
+            "dagster/column_schema": column_schema(),
+        }
+
+
+def column_schema() -> dg.TableSchema:
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(name=c.name, type=str(c.arrow_type), description=c.source) for c in FOCUS_COLUMNS
+        ]
+    )
+
+
+def encode(table: pa.Table, fmt: str) -> bytes:
+    return to_parquet_bytes(table) if fmt == "parquet" else to_csv_bytes(table)
+
+
+def decode_check(data: bytes, fmt: str, expected_rows: int) -> None:
+    """Audit of the staged bytes themselves: they parse, with the FOCUS schema and the expected row count."""
+    if fmt == "parquet":
+        table = pq.read_table(io.BytesIO(data))
+        if table.schema.remove_metadata() != FOCUS_SCHEMA.remove_metadata():
+            raise ValueError("staged Parquet object does not carry the FOCUS schema")
+        rows = table.num_rows
+    else:
+        rows = pacsv.read_csv(io.BytesIO(data)).num_rows
+    if rows != expected_rows:
+        raise ValueError(f"staged object holds {rows} rows, expected {expected_rows}")
+
+
+def publish_focus_day(store: ObjectStore, settings: Settings, day: FocusDay, run_id: str) -> PublishedDay:
+    fmt = settings.s3_format
+    data = encode(day.table, fmt)
+    request = PublishRequest(
+        day=day.window.day,
+        organization_id=settings.organization_id,
+        fmt=fmt,
+        data=data,
+        row_count=day.table.num_rows,
+        totals=day.audit.totals,
+        source_window=(day.window.start, day.window.end),
+        step_seconds=day.window.step_seconds,
+        run_id=run_id,
+        complete=day.window.complete,
+        schema_columns=[(c.name, c.focus_type) for c in FOCUS_COLUMNS],
+        generator_version=__version__,
+        extra={
+            "clusters": day.audit.clusters,
+            "workloads": day.audit.workloads,
+            "castai_cost": day.audit.source_total,
+            "enrichment_completeness": day.enrichment_completeness,
+            "enrichment_missing": day.enrichment_missing,
+        },
+    )
+    result = publish_partition(
+        store,
+        request,
+        prefix=settings.s3_prefix,
+        ternary_prefix=settings.ternary_path_prefix if settings.ternary_enabled else None,
+        audit=lambda staged: decode_check(staged, fmt, day.table.num_rows),
+    )
+    return PublishedDay(
+        day=day,
+        keys=[*result.data_keys, *result.ternary_keys],
+        manifest_key=result.manifest_key,
+        checksum_sha256=result.checksum_sha256,
+        bytes=result.bytes,
+    )
+
+
+def _audit_markdown(report: AuditReport) -> str:
+    lines = ["| rule | passed | failing rows | detail |", "|---|---|---:|---|"]
+    lines += [f"| {r.rule} | {'yes' if r.passed else 'NO'} | {r.failing_rows} | {r.message} |" for r in report.results]
+    return "\n".join(lines)
+
+
+def _preview_markdown(table: pa.Table) -> str:
+    cols = [c for c in PREVIEW_COLUMNS if c in table.column_names]
+    head = table.select(cols).slice(0, PREVIEW_ROWS).to_pylist()
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join("" if row[c] is None else str(row[c]) for c in cols) + " |" for row in head]
+    return "\n".join(lines)

@@ -1,0 +1,188 @@
+"""Configuration: every original variable with its default, one error listing every problem, no leaked secrets."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from castai_focus_dagster.settings import (
+    SANDBOX_ORGANIZATION_ID,
+    SETTINGS_DOC,
+    ConfigError,
+    Settings,
+    key_allowed_over,
+    load_settings,
+)
+
+# The variables of the original castai-focus README (issue 2), each must exist with its documented default.
+ORIGINAL_VARIABLES = [
+    "CASTAI_API_URL", "CASTAI_API_KEY", "CASTAI_ORGANIZATION_ID", "COLLECTION_LOOKBACK_HOURS",
+    "COLLECTION_GRANULARITY", "COLLECTION_INCLUDE_CLUSTER_IDS", "COLLECTION_EXCLUDE_CLUSTER_IDS",
+    "COLLECTION_INCLUDE_NAMESPACES", "COLLECTION_EXCLUDE_NAMESPACES", "FOCUS_BILLING_CURRENCY",
+    "FOCUS_SERVICE_PROVIDER_NAME", "FOCUS_INVOICE_ISSUER_NAME", "FOCUS_PUBLISHER_NAME",
+    "FOCUS_BILLING_ACCOUNT_NAME", "FOCUS_TAG_ALLOWLIST", "FOCUS_ENTERPRISE_ID", "S3_BUCKET", "S3_REGION",
+    "S3_PREFIX", "S3_FORMAT", "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY", "TERNARY_ENABLED",
+    "TERNARY_PATH_PREFIX", "JOB_BACKFILL_DAYS", "LOG_LEVEL",
+]
+PRODUCTION = {
+    "CASTAI_API_URL": "https://api.eu.cast.ai",
+    "CASTAI_API_KEY": "ck-live-7f3a9b1e2d",
+    "CASTAI_ORGANIZATION_ID": "0b9a2f00-1111-4c2a-9d7e-2b3c4d5e6f70",
+}
+SECRET_KEY = "ck-live-7f3a9b1e2d"
+SECRET_S3 = "s3-secret-Zx81QmP"
+
+
+def problems_of(env: dict[str, str]) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_settings(env)
+    return info.value.problems
+
+
+def test_every_original_variable_is_documented_with_its_origin() -> None:
+    documented = {d.env: d for d in SETTINGS_DOC}
+    for name in ORIGINAL_VARIABLES:
+        assert name in documented, name
+        assert documented[name].origin == "original"
+    added = {d.env for d in SETTINGS_DOC if d.origin == "added"}
+    assert {"LOCAL_OUTPUT_DIR", "S3_ENDPOINT_URL"} <= added
+
+
+@pytest.mark.parametrize("doc", SETTINGS_DOC, ids=lambda d: d.env)
+def test_each_variable_is_accepted_and_its_documented_default_applies(doc) -> None:  # type: ignore[no-untyped-def]
+    defaults = load_settings({"CASTAI_API_URL": "sandbox"})
+    field = doc.env.lower()
+    value = getattr(defaults, field)
+    shown = value.get_secret_value() if hasattr(value, "get_secret_value") else value
+    if doc.env == "CASTAI_API_URL":
+        without_url = {k: v for k, v in PRODUCTION.items() if k != "CASTAI_API_URL"}
+        assert load_settings(without_url).castai_api_url == doc.default
+        return
+    if isinstance(shown, tuple):
+        assert shown == tuple(p for p in doc.default.split(",") if p)
+    elif isinstance(shown, bool):
+        assert shown is (doc.default == "true")
+    elif isinstance(shown, (int, float)):
+        assert shown == type(shown)(doc.default)
+    else:
+        assert shown == doc.default
+    # ...and an explicit value of the documented default is accepted as well.
+    load_settings({"CASTAI_API_URL": "sandbox", doc.env: doc.default} if doc.default else {"CASTAI_API_URL": "sandbox"})
+
+
+def test_defaults_need_nothing_in_sandbox_mode() -> None:
+    settings = load_settings({"CASTAI_API_URL": "sandbox"})
+    assert settings.is_sandbox and not settings.uses_s3
+    assert settings.organization_id == SANDBOX_ORGANIZATION_ID
+    assert settings.local_output_dir == "./data"
+    assert settings.step_seconds == 3600
+
+
+def test_production_settings_parse_lists_and_flags() -> None:
+    settings = load_settings(
+        PRODUCTION
+        | {
+            "COLLECTION_INCLUDE_CLUSTER_IDS": " a , b,,c ",
+            "FOCUS_TAG_ALLOWLIST": "team,app.kubernetes.io/name",
+            "COLLECTION_GRANULARITY": "DAILY",
+            "S3_BUCKET": "finops",
+            "S3_PREFIX": "/castai",
+            "TERNARY_ENABLED": "true",
+        }
+    )
+    assert settings.collection_include_cluster_ids == ("a", "b", "c")
+    assert settings.focus_tag_allowlist == ("team", "app.kubernetes.io/name")
+    assert settings.step_seconds == 86400
+    assert settings.s3_prefix == "castai/"
+    assert settings.ternary_enabled and settings.uses_s3
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"COLLECTION_GRANULARITY": "weekly"}, "COLLECTION_GRANULARITY"),
+        ({"S3_FORMAT": "json"}, "S3_FORMAT"),
+        ({"FOCUS_BILLING_CURRENCY": "usd"}, "FOCUS_BILLING_CURRENCY"),
+        ({"FOCUS_BILLING_CURRENCY": "XAU"}, "FOCUS_BILLING_CURRENCY"),
+        ({"COLLECTION_LOOKBACK_HOURS": "two"}, "COLLECTION_LOOKBACK_HOURS"),
+        ({"JOB_BACKFILL_DAYS": "-1"}, "JOB_BACKFILL_DAYS"),
+        ({"CASTAI_MAX_CONCURRENCY": "0"}, "CASTAI_MAX_CONCURRENCY"),
+        ({"LOG_LEVEL": "verbose"}, "LOG_LEVEL"),
+        ({"FOCUS_ALLOCATION_MODE": "namespace"}, "FOCUS_ALLOCATION_MODE"),
+        ({"TERNARY_ENABLED": "maybe"}, "TERNARY_ENABLED"),
+        (
+            {"COLLECTION_INCLUDE_CLUSTER_IDS": "a", "COLLECTION_EXCLUDE_CLUSTER_IDS": "b"},
+            "COLLECTION_INCLUDE_CLUSTER_IDS and COLLECTION_EXCLUDE_CLUSTER_IDS",
+        ),
+        (
+            {"COLLECTION_INCLUDE_NAMESPACES": "a", "COLLECTION_EXCLUDE_NAMESPACES": "b"},
+            "COLLECTION_INCLUDE_NAMESPACES and COLLECTION_EXCLUDE_NAMESPACES",
+        ),
+        ({"S3_ACCESS_KEY_ID": "AKIAEXAMPLE"}, "S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY"),
+        ({"S3_ENDPOINT_URL": "minio:9000"}, "S3_ENDPOINT_URL"),
+        ({"TERNARY_ENABLED": "true", "TERNARY_PATH_PREFIX": ""}, "TERNARY_PATH_PREFIX"),
+    ],
+)
+def test_each_validation_rule(env: dict[str, str], expected: str) -> None:
+    problems = problems_of({"CASTAI_API_URL": "sandbox"} | env)
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(expected)
+
+
+def test_required_values_outside_sandbox() -> None:
+    problems = problems_of({"CASTAI_API_URL": "https://api.cast.ai"})
+    assert any(p.startswith("CASTAI_API_KEY") for p in problems)
+    assert any(p.startswith("CASTAI_ORGANIZATION_ID") for p in problems)
+    load_settings(PRODUCTION)  # complete production settings load
+
+
+def test_plain_http_only_to_loopback() -> None:
+    problems = problems_of(PRODUCTION | {"CASTAI_API_URL": "http://api.cast.ai"})
+    assert problems == [
+        "CASTAI_API_URL: plain http is allowed only to a loopback host (the API key would travel unencrypted)"
+    ]
+    load_settings(PRODUCTION | {"CASTAI_API_URL": "http://127.0.0.1:8080"})
+    assert key_allowed_over("http://localhost:1") and key_allowed_over("http://[::1]:1")
+    assert not key_allowed_over("http://10.0.0.1") and key_allowed_over("https://api.cast.ai")
+
+
+def test_one_error_lists_every_problem() -> None:
+    env = {
+        "CASTAI_API_URL": "https://api.cast.ai",
+        "COLLECTION_GRANULARITY": "weekly",
+        "S3_FORMAT": "xml",
+        "FOCUS_BILLING_CURRENCY": "dollars",
+        "JOB_BACKFILL_DAYS": "many",
+        "COLLECTION_INCLUDE_NAMESPACES": "a",
+        "COLLECTION_EXCLUDE_NAMESPACES": "b",
+    }
+    with pytest.raises(ConfigError) as info:
+        load_settings(env)
+    message = str(info.value)
+    for name in ("COLLECTION_GRANULARITY", "S3_FORMAT", "FOCUS_BILLING_CURRENCY", "JOB_BACKFILL_DAYS",
+                 "COLLECTION_INCLUDE_NAMESPACES", "CASTAI_API_KEY", "CASTAI_ORGANIZATION_ID"):
+        assert name in message
+    assert message.startswith("invalid configuration (7 problem(s))")
+
+
+def test_secrets_never_appear_in_repr_logs_or_errors(caplog: pytest.LogCaptureFixture) -> None:
+    settings = load_settings(PRODUCTION | {"S3_ACCESS_KEY_ID": "AKIAEXAMPLE", "S3_SECRET_ACCESS_KEY": SECRET_S3})
+    assert settings.castai_api_key.get_secret_value() == SECRET_KEY
+    with caplog.at_level(logging.DEBUG):
+        logging.getLogger("castai_focus_dagster").info("settings: %s / %r", settings, settings)
+    for text in (repr(settings), str(settings), settings.model_dump_json(), caplog.text):
+        assert SECRET_KEY not in text and SECRET_S3 not in text
+    # A broken configuration that carries secrets must not echo them either.
+    bad = PRODUCTION | {"S3_SECRET_ACCESS_KEY": SECRET_S3, "COLLECTION_GRANULARITY": SECRET_KEY}
+    with pytest.raises(ConfigError) as info:
+        load_settings(bad)
+    assert SECRET_KEY not in str(info.value) and SECRET_S3 not in str(info.value)
+    assert SECRET_KEY not in repr(info.value)
+
+
+def test_settings_are_immutable() -> None:
+    settings = load_settings({"CASTAI_API_URL": "sandbox"})
+    with pytest.raises(ValueError):
+        settings.s3_bucket = "x"  # type: ignore[misc]
+    assert isinstance(settings, Settings)
