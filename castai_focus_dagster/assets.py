@@ -5,8 +5,6 @@ fetches, transforms and writes one day at a time. The FOCUS asset audits every d
 manager publishes it: a failing audit raises and nothing replaces the previously published object.
 """
 
-from __future__ import annotations
-
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -17,7 +15,6 @@ from castai_focus_dagster.daily import DailyValues
 from castai_focus_dagster.enrichment import fetch_enrichment
 from castai_focus_dagster.focus_publication import FocusDay
 from castai_focus_dagster.focus_transform import FocusOptions, to_focus
-from castai_focus_dagster.models import Cluster, EnrichmentContext
 from castai_focus_dagster.partitions import daily_partitions
 from castai_focus_dagster.resources import CastAIResource, FocusStorageResource
 from castai_focus_dagster.windows import DayWindow, day_window
@@ -27,17 +24,13 @@ CASTAI_POOL = "castai_api"
 OWNERS = ["team:finops-platform"]
 WINDOW_END_KEY = b"castai_focus.window_end"
 
-# Transient HTTP faults are retried inside the client; this covers what is left (a pod restart, a long outage).
+# Transient HTTP faults are retried inside the client; this covers the rest (pod restart, long outage).
 API_RETRY_POLICY = dg.RetryPolicy(
     max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
 )
 
-_common = dict(
-    partitions_def=daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    io_manager_key=IO_MANAGER_KEY,
-    owners=OWNERS,
-)
+# Every asset: daily partitions; one run walks a whole backfill range day by day (see daily.py).
+SINGLE_RUN = dg.BackfillPolicy.single_run()
 
 
 @dg.asset(
@@ -46,9 +39,12 @@ _common = dict(
     pool=CASTAI_POOL,
     retry_policy=API_RETRY_POLICY,
     description="Cast AI clusters of the organisation after COLLECTION_INCLUDE/EXCLUDE_CLUSTER_IDS.",
-    **_common,  # type: ignore[arg-type]
+    partitions_def=daily_partitions,
+    backfill_policy=SINGLE_RUN,
+    io_manager_key=IO_MANAGER_KEY,
+    owners=OWNERS,
 )
-def castai_clusters(context: dg.AssetExecutionContext, castai: CastAIResource) -> DailyValues[list[Cluster]]:
+def castai_clusters(context: dg.AssetExecutionContext, castai: CastAIResource) -> DailyValues:
     settings = castai.settings
     clusters = castai.client.list_clusters(
         settings.collection_include_cluster_ids, settings.collection_exclude_cluster_ids
@@ -73,11 +69,14 @@ def castai_clusters(context: dg.AssetExecutionContext, castai: CastAIResource) -
         "Cast AI workload costs (one row per cluster × workload × bucket, columnar), fetched per cluster "
         "with bounded concurrency for the day's complete buckets."
     ),
-    **_common,  # type: ignore[arg-type]
+    partitions_def=daily_partitions,
+    backfill_policy=SINGLE_RUN,
+    io_manager_key=IO_MANAGER_KEY,
+    owners=OWNERS,
 )
 def castai_workload_costs(
-    context: dg.AssetExecutionContext, castai: CastAIResource, castai_clusters: DailyValues[list[Cluster]]
-) -> DailyValues[pa.Table]:
+    context: dg.AssetExecutionContext, castai: CastAIResource, castai_clusters: DailyValues
+) -> DailyValues:
     settings = castai.settings
 
     def fetch(key: str) -> pa.Table:
@@ -114,13 +113,14 @@ def castai_workload_costs(
         "Prices, discounts, enterprise organisations and platform usage. Each endpoint that fails is "
         "recorded as missing; the export continues with documented fallbacks."
     ),
-    **_common,  # type: ignore[arg-type]
+    partitions_def=daily_partitions,
+    backfill_policy=SINGLE_RUN,
+    io_manager_key=IO_MANAGER_KEY,
+    owners=OWNERS,
 )
-def castai_enrichment_context(
-    context: dg.AssetExecutionContext, castai: CastAIResource
-) -> DailyValues[EnrichmentContext]:
+def castai_enrichment_context(context: dg.AssetExecutionContext, castai: CastAIResource) -> DailyValues:
     enrichment = fetch_enrichment(
-        castai.client, enterprise_id=castai.settings.focus_enterprise_id, logger=context.log  # type: ignore[arg-type]
+        castai.client, enterprise_id=castai.settings.focus_enterprise_id, logger=context.log
     )
     context.add_output_metadata(
         {
@@ -143,15 +143,18 @@ def castai_enrichment_context(
         "(version=focus-1.3/year=/month=/day=) after a conformance and conservation audit."
     ),
     metadata={"focus_version": "1.3"},
-    **_common,  # type: ignore[arg-type]
+    partitions_def=daily_partitions,
+    backfill_policy=SINGLE_RUN,
+    io_manager_key=IO_MANAGER_KEY,
+    owners=OWNERS,
 )
 def focus_cost_and_usage(
     context: dg.AssetExecutionContext,
     storage: FocusStorageResource,
-    castai_clusters: DailyValues[list[Cluster]],
-    castai_workload_costs: DailyValues[pa.Table],
-    castai_enrichment_context: DailyValues[EnrichmentContext],
-) -> DailyValues[FocusDay]:
+    castai_clusters: DailyValues,
+    castai_workload_costs: DailyValues,
+    castai_enrichment_context: DailyValues,
+) -> DailyValues:
     settings = storage.settings
     options = FocusOptions.from_settings(settings)
 
@@ -163,7 +166,9 @@ def focus_cost_and_usage(
         report = audit_focus(table, workloads)
         if not report.passed:
             raise dg.Failure(
-                description=f"FOCUS rows for {key} failed the audit, nothing was published: {report.summary()}",
+                description=(
+                    f"FOCUS rows for {key} failed the audit, nothing was published: {report.summary()}"
+                ),
                 metadata={"failed_rules": dg.MetadataValue.json([r.rule for r in report.failures])},
             )
         return FocusDay(

@@ -21,7 +21,12 @@ from castai_focus_dagster.models import TIERS
 CONSERVATION_TOLERANCE_PER_ROW = 1e-6
 COST_COLUMNS = ("BilledCost", "EffectiveCost", "ListCost", "ContractedCost")
 _WORKLOAD_KEYS = ("cluster_id", "namespace", "workload_type", "workload_name")
-_FOCUS_WORKLOAD_KEYS = ("x_CastAIClusterId", "x_CastAINamespace", "x_CastAIWorkloadType", "x_CastAIWorkloadName")
+_FOCUS_WORKLOAD_KEYS = (
+    "x_CastAIClusterId",
+    "x_CastAINamespace",
+    "x_CastAIWorkloadType",
+    "x_CastAIWorkloadName",
+)
 
 
 @dataclass(frozen=True)
@@ -66,10 +71,17 @@ def source_costs_by_workload(workloads: pa.Table) -> pa.Table:
 def check_conservation(focus: pa.Table, workloads: pa.Table) -> RuleResult:
     """Every workload's Σ BilledCost equals its Cast AI cost; no FOCUS row belongs to an unknown workload."""
     source = source_costs_by_workload(workloads)
-    exported = pa.table(
-        {key: pc.cast(focus[col], pa.string()) for key, col in zip(_WORKLOAD_KEYS, _FOCUS_WORKLOAD_KEYS, strict=True)}
-        | {"billed": focus["BilledCost"], "rows": pa.array(np.ones(focus.num_rows, dtype=np.int64))}
-    ).group_by(list(_WORKLOAD_KEYS)).aggregate([("billed", "sum"), ("rows", "sum")])
+    exported = (
+        pa.table(
+            {
+                key: pc.cast(focus[col], pa.string())
+                for key, col in zip(_WORKLOAD_KEYS, _FOCUS_WORKLOAD_KEYS, strict=True)
+            }
+            | {"billed": focus["BilledCost"], "rows": pa.array(np.ones(focus.num_rows, dtype=np.int64))}
+        )
+        .group_by(list(_WORKLOAD_KEYS))
+        .aggregate([("billed", "sum"), ("rows", "sum")])
+    )
     joined = source.join(exported, keys=list(_WORKLOAD_KEYS), join_type="full outer")
     src = np.nan_to_num(joined["cost_sum"].to_numpy(zero_copy_only=False).astype(float))
     out = np.nan_to_num(joined["billed_sum"].to_numpy(zero_copy_only=False).astype(float))
@@ -81,7 +93,8 @@ def check_conservation(focus: pa.Table, workloads: pa.Table) -> RuleResult:
         i = int(np.argmax(bad))
         message += (
             f"; first mismatch {joined['cluster_id'][i]}/{joined['namespace'][i]}/"
-            f"{joined['workload_type'][i]}/{joined['workload_name'][i]}: exported {out[i]:.6f} vs Cast AI {src[i]:.6f}"
+            f"{joined['workload_type'][i]}/{joined['workload_name'][i]}: "
+            f"exported {out[i]:.6f} vs Cast AI {src[i]:.6f}"
         )
     return RuleResult(rule="conservation", passed=failing == 0, failing_rows=failing, message=message)
 
@@ -93,7 +106,10 @@ def audit_focus(focus: pa.Table, workloads: pa.Table) -> AuditReport:
         results=results,
         totals=cost_totals(focus),
         source_total=float(pc.sum(source["cost_sum"]).as_py() or 0.0),
-        workloads=pc.count_distinct(pc.binary_join_element_wise(
-            *[pc.cast(focus[c], pa.string()) for c in _FOCUS_WORKLOAD_KEYS], "/")).as_py() if focus.num_rows else 0,
+        workloads=pc.count_distinct(
+            pc.binary_join_element_wise(*[pc.cast(focus[c], pa.string()) for c in _FOCUS_WORKLOAD_KEYS], "/")
+        ).as_py()
+        if focus.num_rows
+        else 0,
         clusters=pc.count_distinct(focus["x_CastAIClusterId"]).as_py() if focus.num_rows else 0,
     )

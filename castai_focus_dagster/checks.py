@@ -6,12 +6,11 @@ manifest. They read the run's own partitions from its tags (partition-aware chec
 preview feature, so they are not used).
 """
 
-from __future__ import annotations
-
 import hashlib
 import json
 from collections.abc import Mapping
 from datetime import date
+from typing import Any
 
 import dagster as dg
 import pyarrow.compute as pc
@@ -34,13 +33,11 @@ def run_partition_keys(tags: Mapping[str, str]) -> list[str]:
     start = tags.get("dagster/asset_partition_range_start")
     end = tags.get("dagster/asset_partition_range_end")
     if start and end:
-        return list(
-            daily_partitions.get_partition_keys_in_range(dg.PartitionKeyRange(start=start, end=end))
-        )
+        return list(daily_partitions.get_partition_keys_in_range(dg.PartitionKeyRange(start=start, end=end)))
     return []
 
 
-def _manifest(store: ObjectStore, prefix: str, key: str) -> dict:  # type: ignore[type-arg]
+def _manifest(store: ObjectStore, prefix: str, key: str) -> dict[str, Any]:
     return json.loads(store.get(manifest_key(prefix, date.fromisoformat(key))))
 
 
@@ -96,13 +93,17 @@ def focus_published_conformance(
             problems.append(f"{key}: no manifest")
             continue
         for item in manifest["files"]:
-            table = read_focus_bytes(storage.store.get(item["key"]), manifest.get("format", settings.s3_format))
+            table = read_focus_bytes(
+                storage.store.get(item["key"]), manifest.get("format", settings.s3_format)
+            )
             rows += table.num_rows
             problems += [f"{key}: {r.rule}: {r.message}" for r in check_conformance(table) if not r.passed]
             billed = float(pc.sum(table["BilledCost"]).as_py() or 0.0)
-            expected = float(manifest["totals"]["BilledCost"])
+            expected = float(manifest["costTotals"]["BilledCost"])
             if abs(billed - expected) > TOTAL_TOLERANCE * max(1, table.num_rows):
-                problems.append(f"{key}: Σ BilledCost {billed:.6f} differs from the manifest's {expected:.6f}")
+                problems.append(
+                    f"{key}: Σ BilledCost {billed:.6f} differs from the manifest's {expected:.6f}"
+                )
     return dg.AssetCheckResult(
         passed=not problems and bool(keys),
         metadata={

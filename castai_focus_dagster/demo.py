@@ -35,8 +35,8 @@ def main() -> int:
     from castai_focus_dagster.definitions import defs
     from castai_focus_dagster.layout import manifest_key
     from castai_focus_dagster.object_store import object_store_from_settings
-    from castai_focus_dagster.settings import ConfigError, load_settings
     from castai_focus_dagster.serialize import read_focus_bytes
+    from castai_focus_dagster.settings import ConfigError, load_settings
 
     try:
         settings = load_settings()
@@ -46,8 +46,10 @@ def main() -> int:
     today = datetime.now(UTC).date()
     first = today - timedelta(days=DEMO_DAYS)
     keys = [(first + timedelta(days=n)).isoformat() for n in range(DEMO_DAYS + 1)]
-    print(f"castai-focus-dagster demo: {keys[0]} .. {keys[-1]} from {settings.castai_api_url} "
-          f"({settings.collection_granularity} buckets)")
+    print(
+        f"castai-focus-dagster demo: {keys[0]} .. {keys[-1]} from {settings.castai_api_url} "
+        f"({settings.collection_granularity} buckets)"
+    )
 
     job = defs.resolve_job_def("focus_export_job")
     with dg.DagsterInstance.get() as instance:
@@ -69,22 +71,28 @@ def main() -> int:
     print(f"\nwritten under {store.describe('')}")
     for key in keys:
         manifest = json.loads(store.get(manifest_key(settings.s3_prefix, datetime.fromisoformat(key).date())))
+        totals = manifest["costTotals"]
+        partial = "" if manifest.get("complete") else "  (partial day)"
         for item in manifest["files"]:
-            table = read_focus_bytes(store.get(item["key"]), settings.s3_format)
-            tables.append(table)
-            print(f"  {item['key']}  rows={item['rows']:>6}  BilledCost={manifest['totals']['BilledCost']:.2f} "
-                  f"ListCost={manifest['totals']['ListCost']:.2f} ContractedCost={manifest['totals']['ContractedCost']:.2f}"
-                  f"{'' if manifest.get('complete') else '  (partial day)'}")
+            if item.get("role", "data") != "data":
+                continue
+            tables.append(read_focus_bytes(store.get(item["key"]), settings.s3_format))
+            print(
+                f"  {item['key']}  rows={item['rowCount']:>6}  BilledCost={totals['BilledCost']:.2f}  "
+                f"ListCost={totals['ListCost']:.2f}  ContractedCost={totals['ContractedCost']:.2f}{partial}"
+            )
         print(f"  manifest: {manifest_key(settings.s3_prefix, datetime.fromisoformat(key).date())}")
 
     everything = pa.concat_tables(tables)
     failed = [r for r in check_conformance(everything) if not r.passed]
-    print(f"\nbuilt-in FOCUS 1.3 conformance: {'PASS' if not failed else 'FAIL'} "
-          f"({everything.num_rows} rows, {len(failed)} failed rules)")
+    print(
+        f"\nbuilt-in FOCUS 1.3 conformance: {'PASS' if not failed else 'FAIL'} "
+        f"({everything.num_rows} rows, {len(failed)} failed rules)"
+    )
     for rule in failed:
         print(f"  - {rule.rule}: {rule.message}")
     verdict_ok = _finops_validator(everything)
-    print(f"\nopen the Dagster UI on this history: make dev   (then http://127.0.0.1:3000)")
+    print("\nopen the Dagster UI on this history: make dev   (then http://127.0.0.1:3000)")
     return 0 if not failed and verdict_ok else 1
 
 

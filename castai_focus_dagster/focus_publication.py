@@ -22,8 +22,16 @@ from castai_focus_dagster.windows import DayWindow
 
 PREVIEW_ROWS = 10
 PREVIEW_COLUMNS = (
-    "ChargePeriodStart", "SubAccountName", "ResourceName", "x_CastAIResource", "x_CastAIPricingTier",
-    "PricingQuantity", "PricingUnit", "BilledCost", "ListCost", "ContractedCost",
+    "ChargePeriodStart",
+    "SubAccountName",
+    "ResourceName",
+    "x_CastAIResource",
+    "x_CastAIPricingTier",
+    "PricingQuantity",
+    "PricingUnit",
+    "BilledCost",
+    "ListCost",
+    "ContractedCost",
 )
 
 
@@ -86,7 +94,8 @@ class PublishedDay:
         lines = ["| day | rows | BilledCost | ListCost | ContractedCost |", "|---|---:|---:|---:|---:|"]
         lines += [
             f"| {d.day.window.day} | {d.row_count} | {d.day.audit.totals.get('BilledCost', 0.0):.6f} | "
-            f"{d.day.audit.totals.get('ListCost', 0.0):.6f} | {d.day.audit.totals.get('ContractedCost', 0.0):.6f} |"
+            f"{d.day.audit.totals.get('ListCost', 0.0):.6f} | "
+            f"{d.day.audit.totals.get('ContractedCost', 0.0):.6f} |"
             for d in days
         ]
         return {
@@ -165,7 +174,10 @@ def publish_focus_day(store: ObjectStore, settings: Settings, day: FocusDay, run
 
 def _audit_markdown(report: AuditReport) -> str:
     lines = ["| rule | passed | failing rows | detail |", "|---|---|---:|---|"]
-    lines += [f"| {r.rule} | {'yes' if r.passed else 'NO'} | {r.failing_rows} | {r.message} |" for r in report.results]
+    lines += [
+        f"| {r.rule} | {'yes' if r.passed else 'NO'} | {r.failing_rows} | {r.message} |"
+        for r in report.results
+    ]
     return "\n".join(lines)
 
 

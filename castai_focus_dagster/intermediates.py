@@ -1,4 +1,4 @@
-"""Byte formats of the intermediate assets, stored under `{S3_PREFIX}_internal/` so any asset can re-run alone.
+"""Byte formats of the intermediate assets, stored under `{S3_PREFIX}_internal/`: any asset can re-run alone.
 
 Clusters and the enrichment context are small JSON documents; workload costs are Parquet in
 `WORKLOAD_COSTS_SCHEMA` (dictionary-encoded strings keep repeated names cheap).

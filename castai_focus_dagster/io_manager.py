@@ -6,8 +6,6 @@ The published asset goes through `publish.publish_partition`: staged, read back 
 its deterministic Hive key (plus the Ternary copy), then FOCUS metadata and the manifest, last.
 """
 
-from __future__ import annotations
-
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -54,7 +52,9 @@ class FocusIOManager(dg.ConfigurableIOManager):
     def handle_output(self, context: dg.OutputContext, obj: DailyValues[Any]) -> None:
         name = context.asset_key.path[-1]
         if not isinstance(obj, DailyValues):
-            raise dg.DagsterInvariantViolationError(f"{name} must return DailyValues, got {type(obj).__name__}")
+            raise dg.DagsterInvariantViolationError(
+                f"{name} must return DailyValues, got {type(obj).__name__}"
+            )
         if name == PUBLISHED_ASSET:
             self._publish(context, obj)
         else:
@@ -91,13 +91,17 @@ class FocusIOManager(dg.ConfigurableIOManager):
     def _publish(self, context: dg.OutputContext, obj: DailyValues[Any]) -> None:
         days: list[PublishedDay] = []
         for key, day_result in obj.items():
-            published = publish_focus_day(self.storage.store, self.storage.settings, day_result, context.run_id)
+            published = publish_focus_day(
+                self.storage.store, self.storage.settings, day_result, context.run_id
+            )
             days.append(published)
             context.log.info(f"published {key}: {published.row_count} rows to {', '.join(published.keys)}")
             if len(obj.keys) > 1:
                 # One observation per day so per-partition figures stay visible in a multi-day run.
                 context.log_event(
-                    dg.AssetObservation(asset_key=context.asset_key, partition=key, metadata=published.metadata())
+                    dg.AssetObservation(
+                        asset_key=context.asset_key, partition=key, metadata=published.metadata()
+                    )
                 )
         context.add_output_metadata(PublishedDay.combined_metadata(days))
 
@@ -106,5 +110,3 @@ def _day(partition_key: str) -> Any:
     from datetime import date
 
     return date.fromisoformat(partition_key)
-
-

@@ -21,13 +21,20 @@ import pyarrow as pa
 # Cast AI per-bucket workload metrics (average hourly rates / average counts), in API field order.
 TIERS: tuple[str, ...] = ("OnDemand", "Spot", "SpotFallback")
 TIERED_METRICS: tuple[str, ...] = (
-    "cost", "cpuCount", "podCount", "uptimeMinutes", "cpuCost", "ramCost", "ramGib",
-    "gpuCost", "gpuCount", "tpuCost", "tpuCount",
+    "cost",
+    "cpuCount",
+    "podCount",
+    "uptimeMinutes",
+    "cpuCost",
+    "ramCost",
+    "ramGib",
+    "gpuCost",
+    "gpuCount",
+    "tpuCost",
+    "tpuCount",
 )
 UNTIERED_METRICS: tuple[str, ...] = ("storageCost", "storageGib")
-METRIC_COLUMNS: tuple[str, ...] = tuple(
-    f"{m}{t}" for m in TIERED_METRICS for t in TIERS
-) + UNTIERED_METRICS
+METRIC_COLUMNS: tuple[str, ...] = tuple(f"{m}{t}" for m in TIERED_METRICS for t in TIERS) + UNTIERED_METRICS
 
 # Resources of the FOCUS row model: (resource, cost field prefix, quantity field prefix, tiered?)
 RESOURCES: tuple[tuple[str, str, str, bool], ...] = (
@@ -169,7 +176,9 @@ class EnrichmentContext:
 
         return cls(
             cluster_prices={k: ClusterPrice(**v) for k, v in data.get("cluster_prices", {}).items()},
-            default_pricing=DefaultPricing(**data["default_pricing"]) if data.get("default_pricing") else None,
+            default_pricing=DefaultPricing(**data["default_pricing"])
+            if data.get("default_pricing")
+            else None,
             discounts=[
                 Discount(
                     **{

@@ -5,8 +5,6 @@ before secrets exist, and a bad configuration fails the run with one message lis
 The two secrets arrive through `dg.EnvVar`, so the UI and run config show only the variable name.
 """
 
-from __future__ import annotations
-
 import logging
 import os
 from collections.abc import Iterator
@@ -37,7 +35,7 @@ class CastAIResource(dg.ConfigurableResource):
     _client: CastAIClient | None = PrivateAttr(default=None)
 
     @contextmanager
-    def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator[CastAIResource]:
+    def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator["CastAIResource"]:
         settings = exporter_settings(CASTAI_API_KEY=self.api_key)
         logger = context.log if context.log is not None else logging.getLogger(__name__)
         with ExitStack() as stack:
@@ -97,4 +95,4 @@ def _secret(value: str) -> Any:
 
 def _as_logger(log: Any) -> logging.Logger:
     """Dagster's DagsterLogManager quacks like a Logger; the client only calls debug/info/warning."""
-    return log  # type: ignore[no-any-return]
+    return log

@@ -1,8 +1,6 @@
 """Restatement schedule: Cast AI keeps revising recent costs, so every tick re-materialises each day
 that overlaps the last `COLLECTION_LOOKBACK_HOURS` (and today's partial day)."""
 
-from __future__ import annotations
-
 import os
 from datetime import UTC, datetime, timedelta
 
@@ -33,13 +31,15 @@ def restated_partition_keys(now: datetime, lookback_hours: int) -> list[str]:
     cron_schedule=os.environ.get("SCHEDULE_CRON", DEFAULT_CRON),
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.STOPPED,
-    description="Re-materialise every day overlapping the last COLLECTION_LOOKBACK_HOURS (late Cast AI data).",
+    description="Re-materialise each day overlapping the last COLLECTION_LOOKBACK_HOURS (late Cast AI data).",
 )
 def focus_restatement_schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
     settings = load_settings()
     now = context.scheduled_execution_time or datetime.now(UTC)
     tick = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M")
     return [
-        dg.RunRequest(partition_key=key, run_key=f"restate-{key}@{tick}", tags={"castai_focus/trigger": "schedule"})
+        dg.RunRequest(
+            partition_key=key, run_key=f"restate-{key}@{tick}", tags={"castai_focus/trigger": "schedule"}
+        )
         for key in restated_partition_keys(now, settings.collection_lookback_hours)
     ]

@@ -1,8 +1,6 @@
 """Gap filling: on first deployment and after outages, request the days of the last `JOB_BACKFILL_DAYS`
 that have never been published."""
 
-from __future__ import annotations
-
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -37,7 +35,9 @@ def focus_gap_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | d
     stamp = now.date().isoformat()
     return dg.SensorResult(
         run_requests=[
-            dg.RunRequest(partition_key=key, run_key=f"gap-{key}@{stamp}", tags={"castai_focus/trigger": "gap"})
+            dg.RunRequest(
+                partition_key=key, run_key=f"gap-{key}@{stamp}", tags={"castai_focus/trigger": "gap"}
+            )
             for key in missing
         ]
     )

@@ -51,58 +51,130 @@ class SettingDoc:
 
 
 SETTINGS_DOC: tuple[SettingDoc, ...] = (
-    SettingDoc("CASTAI_API_URL", US_API_URL,
-               "Cast AI API base URL (`https://api.cast.ai` US, `https://api.eu.cast.ai` EU); "
-               "`sandbox` starts the built-in simulated Cast AI on 127.0.0.1.", "original"),
-    SettingDoc("CASTAI_API_KEY", "", "Cast AI API key (sent as `X-API-Key`). Required unless "
-               "`CASTAI_API_URL=sandbox`. Secret: never logged.", "original"),
-    SettingDoc("CASTAI_ORGANIZATION_ID", "", "Cast AI organization id: BillingAccountId, file names, "
-               "pricing endpoints. Required unless sandbox (then the sandbox organization).", "original"),
-    SettingDoc("COLLECTION_LOOKBACK_HOURS", "24", "How far back the schedule restates: every daily "
-               "partition overlapping the last N hours is re-materialised on each tick.", "original"),
-    SettingDoc("COLLECTION_GRANULARITY", "hourly", "Bucket size of the charge periods: `hourly` "
-               "(3600 s) or `daily` (86400 s). Not the partitioning, which is always daily.", "original"),
-    SettingDoc("COLLECTION_INCLUDE_CLUSTER_IDS", "", "Comma-separated cluster ids to export (empty: all).",
-               "original"),
-    SettingDoc("COLLECTION_EXCLUDE_CLUSTER_IDS", "", "Comma-separated cluster ids to skip. Exclusive "
-               "with the include list.", "original"),
-    SettingDoc("COLLECTION_INCLUDE_NAMESPACES", "", "Comma-separated namespaces to export (empty: all); "
-               "sent to Cast AI as `filter.namespaces` and applied again client-side.", "original"),
-    SettingDoc("COLLECTION_EXCLUDE_NAMESPACES", "", "Comma-separated namespaces to drop. Exclusive with "
-               "the include list.", "original"),
-    SettingDoc("FOCUS_BILLING_CURRENCY", "USD", "ISO 4217 national currency code of all cost columns.",
-               "original"),
-    SettingDoc("FOCUS_SERVICE_PROVIDER_NAME", "CAST AI", "ServiceProviderName and the deprecated "
-               "ProviderName.", "original"),
+    SettingDoc(
+        "CASTAI_API_URL",
+        US_API_URL,
+        "Cast AI API base URL (`https://api.cast.ai` US, `https://api.eu.cast.ai` EU); "
+        "`sandbox` starts the built-in simulated Cast AI on 127.0.0.1.",
+        "original",
+    ),
+    SettingDoc(
+        "CASTAI_API_KEY",
+        "",
+        "Cast AI API key (sent as `X-API-Key`). Required unless "
+        "`CASTAI_API_URL=sandbox`. Secret: never logged.",
+        "original",
+    ),
+    SettingDoc(
+        "CASTAI_ORGANIZATION_ID",
+        "",
+        "Cast AI organization id: BillingAccountId, file names, "
+        "pricing endpoints. Required unless sandbox (then the sandbox organization).",
+        "original",
+    ),
+    SettingDoc(
+        "COLLECTION_LOOKBACK_HOURS",
+        "24",
+        "How far back the schedule restates: every daily "
+        "partition overlapping the last N hours is re-materialised on each tick.",
+        "original",
+    ),
+    SettingDoc(
+        "COLLECTION_GRANULARITY",
+        "hourly",
+        "Bucket size of the charge periods: `hourly` "
+        "(3600 s) or `daily` (86400 s). Not the partitioning, which is always daily.",
+        "original",
+    ),
+    SettingDoc(
+        "COLLECTION_INCLUDE_CLUSTER_IDS",
+        "",
+        "Comma-separated cluster ids to export (empty: all).",
+        "original",
+    ),
+    SettingDoc(
+        "COLLECTION_EXCLUDE_CLUSTER_IDS",
+        "",
+        "Comma-separated cluster ids to skip. Exclusive with the include list.",
+        "original",
+    ),
+    SettingDoc(
+        "COLLECTION_INCLUDE_NAMESPACES",
+        "",
+        "Comma-separated namespaces to export (empty: all); "
+        "sent to Cast AI as `filter.namespaces` and applied again client-side.",
+        "original",
+    ),
+    SettingDoc(
+        "COLLECTION_EXCLUDE_NAMESPACES",
+        "",
+        "Comma-separated namespaces to drop. Exclusive with the include list.",
+        "original",
+    ),
+    SettingDoc(
+        "FOCUS_BILLING_CURRENCY", "USD", "ISO 4217 national currency code of all cost columns.", "original"
+    ),
+    SettingDoc(
+        "FOCUS_SERVICE_PROVIDER_NAME",
+        "CAST AI",
+        "ServiceProviderName and the deprecated ProviderName.",
+        "original",
+    ),
     SettingDoc("FOCUS_INVOICE_ISSUER_NAME", "CAST AI", "InvoiceIssuerName.", "original"),
-    SettingDoc("FOCUS_PUBLISHER_NAME", "CAST AI", "PublisherName (deprecated in FOCUS 1.3, still "
-               "mandatory).", "original"),
-    SettingDoc("FOCUS_BILLING_ACCOUNT_NAME", "", "BillingAccountName (empty: the organization id).",
-               "original"),
-    SettingDoc("FOCUS_TAG_ALLOWLIST", "", "Comma-separated label/tag keys kept in Tags (empty: all). "
-               "Also sent as `labelsToInclude`.", "original"),
-    SettingDoc("FOCUS_ENTERPRISE_ID", "", "Cast AI enterprise (parent) organization id: when set, "
-               "SubAccount* is the child organization that owns each cluster.", "original"),
+    SettingDoc(
+        "FOCUS_PUBLISHER_NAME",
+        "CAST AI",
+        "PublisherName (deprecated in FOCUS 1.3, still mandatory).",
+        "original",
+    ),
+    SettingDoc(
+        "FOCUS_BILLING_ACCOUNT_NAME", "", "BillingAccountName (empty: the organization id).", "original"
+    ),
+    SettingDoc(
+        "FOCUS_TAG_ALLOWLIST",
+        "",
+        "Comma-separated label/tag keys kept in Tags (empty: all). Also sent as `labelsToInclude`.",
+        "original",
+    ),
+    SettingDoc(
+        "FOCUS_ENTERPRISE_ID",
+        "",
+        "Cast AI enterprise (parent) organization id: when set, "
+        "SubAccount* is the child organization that owns each cluster.",
+        "original",
+    ),
     SettingDoc("S3_BUCKET", "", "Target bucket. Empty: write to `LOCAL_OUTPUT_DIR` instead.", "original"),
     SettingDoc("S3_REGION", "us-east-1", "Bucket region.", "original"),
     SettingDoc("S3_PREFIX", "", "Key prefix before `version=focus-1.3/` (e.g. `castai/`).", "original"),
     SettingDoc("S3_FORMAT", "parquet", "`parquet` (Snappy) or `csv`.", "original"),
-    SettingDoc("S3_ACCESS_KEY_ID", "", "Static access key id. Empty: the default AWS chain (IRSA).",
-               "original"),
-    SettingDoc("S3_SECRET_ACCESS_KEY", "", "Static secret key (with `S3_ACCESS_KEY_ID`). Secret: never "
-               "logged.", "original"),
-    SettingDoc("TERNARY_ENABLED", "false", "Also write each data object under `TERNARY_PATH_PREFIX`.",
-               "original"),
+    SettingDoc(
+        "S3_ACCESS_KEY_ID", "", "Static access key id. Empty: the default AWS chain (IRSA).", "original"
+    ),
+    SettingDoc(
+        "S3_SECRET_ACCESS_KEY",
+        "",
+        "Static secret key (with `S3_ACCESS_KEY_ID`). Secret: never logged.",
+        "original",
+    ),
+    SettingDoc(
+        "TERNARY_ENABLED", "false", "Also write each data object under `TERNARY_PATH_PREFIX`.", "original"
+    ),
     SettingDoc("TERNARY_PATH_PREFIX", "ternary/", "Prefix of the Ternary copy.", "original"),
-    SettingDoc("JOB_BACKFILL_DAYS", "7", "Days the gap-filling sensor looks back for missing "
-               "partitions.", "original"),
+    SettingDoc(
+        "JOB_BACKFILL_DAYS", "7", "Days the gap-filling sensor looks back for missing partitions.", "original"
+    ),
     SettingDoc("LOG_LEVEL", "info", "`debug`, `info`, `warn`, `error`.", "original"),
-    SettingDoc("LOCAL_OUTPUT_DIR", "./data", "Output folder when `S3_BUCKET` is empty (same key layout).",
-               "added"),
+    SettingDoc(
+        "LOCAL_OUTPUT_DIR", "./data", "Output folder when `S3_BUCKET` is empty (same key layout).", "added"
+    ),
     SettingDoc("S3_ENDPOINT_URL", "", "S3-compatible endpoint (MinIO, moto, Ceph). Empty: AWS.", "added"),
     SettingDoc("FOCUS_SERVICE_NAME", "Kubernetes", "ServiceName.", "added"),
-    SettingDoc("FOCUS_ALLOCATION_MODE", "workload", "`workload` (one row per workload charge) or "
-               "`split` (FOCUS 1.3 split cost allocation).", "added"),
+    SettingDoc(
+        "FOCUS_ALLOCATION_MODE",
+        "workload",
+        "`workload` (one row per workload charge) or `split` (FOCUS 1.3 split cost allocation).",
+        "added",
+    ),
     SettingDoc("SCHEDULE_CRON", "0 */6 * * *", "Cron (UTC) of the restatement schedule.", "added"),
     SettingDoc("CASTAI_MAX_CONCURRENCY", "8", "Clusters fetched in parallel.", "added"),
     SettingDoc("CASTAI_RATE_LIMIT_RPS", "20", "Client-side request rate limit (requests/second).", "added"),
@@ -123,7 +195,7 @@ def _csv(value: Any) -> tuple[str, ...]:
 
 
 class Settings(BaseModel):
-    """Validated exporter settings. Build with `load_settings()`; field names are the env names lower-cased."""
+    """Validated exporter settings; build with `load_settings()`. Field names: the env names, lower-cased."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -165,16 +237,20 @@ class Settings(BaseModel):
     castai_page_limit: int = Field(ge=1, le=10_000)
 
     @field_validator(
-        "collection_include_cluster_ids", "collection_exclude_cluster_ids",
-        "collection_include_namespaces", "collection_exclude_namespaces", "focus_tag_allowlist",
+        "collection_include_cluster_ids",
+        "collection_exclude_cluster_ids",
+        "collection_include_namespaces",
+        "collection_exclude_namespaces",
+        "focus_tag_allowlist",
         mode="before",
     )
     @classmethod
     def _split_csv(cls, value: Any) -> tuple[str, ...]:
         return _csv(value)
 
-    @field_validator("collection_granularity", "s3_format", "log_level", "focus_allocation_mode",
-                     mode="before")
+    @field_validator(
+        "collection_granularity", "s3_format", "log_level", "focus_allocation_mode", mode="before"
+    )
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
@@ -244,19 +320,24 @@ def _cross_field_problems(raw: Mapping[str, str]) -> list[str]:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             problems.append(f"CASTAI_API_URL: must be an http(s) URL or 'sandbox', got {url!r}")
         elif not key_allowed_over(url):
-            problems.append("CASTAI_API_URL: plain http is allowed only to a loopback host "
-                            "(the API key would travel unencrypted)")
+            problems.append(
+                "CASTAI_API_URL: plain http is allowed only to a loopback host "
+                "(the API key would travel unencrypted)"
+            )
         if not get("CASTAI_API_KEY"):
             problems.append("CASTAI_API_KEY: required when CASTAI_API_URL is not 'sandbox'")
         if not get("CASTAI_ORGANIZATION_ID"):
             problems.append("CASTAI_ORGANIZATION_ID: required when CASTAI_API_URL is not 'sandbox'")
     for what in ("CLUSTER_IDS", "NAMESPACES"):
         if _csv(get(f"COLLECTION_INCLUDE_{what}")) and _csv(get(f"COLLECTION_EXCLUDE_{what}")):
-            problems.append(f"COLLECTION_INCLUDE_{what} and COLLECTION_EXCLUDE_{what}: "
-                            "set one or the other, not both")
+            problems.append(
+                f"COLLECTION_INCLUDE_{what} and COLLECTION_EXCLUDE_{what}: set one or the other, not both"
+            )
     if bool(get("S3_ACCESS_KEY_ID")) != bool(get("S3_SECRET_ACCESS_KEY")):
-        problems.append("S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY: set both (static keys) or neither "
-                        "(default AWS credential chain / IRSA)")
+        problems.append(
+            "S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY: set both (static keys) or neither "
+            "(default AWS credential chain / IRSA)"
+        )
     endpoint = get("S3_ENDPOINT_URL")
     if endpoint and urlsplit(endpoint).scheme not in ("http", "https"):
         problems.append(f"S3_ENDPOINT_URL: must be an http(s) URL, got {endpoint!r}")

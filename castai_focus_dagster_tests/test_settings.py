@@ -1,4 +1,4 @@
-"""Configuration: every original variable with its default, one error listing every problem, no leaked secrets."""
+"""Configuration: every original variable with its default, one error listing all problems, no leaks."""
 
 from __future__ import annotations
 
@@ -17,13 +17,32 @@ from castai_focus_dagster.settings import (
 
 # The variables of the original castai-focus README (issue 2), each must exist with its documented default.
 ORIGINAL_VARIABLES = [
-    "CASTAI_API_URL", "CASTAI_API_KEY", "CASTAI_ORGANIZATION_ID", "COLLECTION_LOOKBACK_HOURS",
-    "COLLECTION_GRANULARITY", "COLLECTION_INCLUDE_CLUSTER_IDS", "COLLECTION_EXCLUDE_CLUSTER_IDS",
-    "COLLECTION_INCLUDE_NAMESPACES", "COLLECTION_EXCLUDE_NAMESPACES", "FOCUS_BILLING_CURRENCY",
-    "FOCUS_SERVICE_PROVIDER_NAME", "FOCUS_INVOICE_ISSUER_NAME", "FOCUS_PUBLISHER_NAME",
-    "FOCUS_BILLING_ACCOUNT_NAME", "FOCUS_TAG_ALLOWLIST", "FOCUS_ENTERPRISE_ID", "S3_BUCKET", "S3_REGION",
-    "S3_PREFIX", "S3_FORMAT", "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY", "TERNARY_ENABLED",
-    "TERNARY_PATH_PREFIX", "JOB_BACKFILL_DAYS", "LOG_LEVEL",
+    "CASTAI_API_URL",
+    "CASTAI_API_KEY",
+    "CASTAI_ORGANIZATION_ID",
+    "COLLECTION_LOOKBACK_HOURS",
+    "COLLECTION_GRANULARITY",
+    "COLLECTION_INCLUDE_CLUSTER_IDS",
+    "COLLECTION_EXCLUDE_CLUSTER_IDS",
+    "COLLECTION_INCLUDE_NAMESPACES",
+    "COLLECTION_EXCLUDE_NAMESPACES",
+    "FOCUS_BILLING_CURRENCY",
+    "FOCUS_SERVICE_PROVIDER_NAME",
+    "FOCUS_INVOICE_ISSUER_NAME",
+    "FOCUS_PUBLISHER_NAME",
+    "FOCUS_BILLING_ACCOUNT_NAME",
+    "FOCUS_TAG_ALLOWLIST",
+    "FOCUS_ENTERPRISE_ID",
+    "S3_BUCKET",
+    "S3_REGION",
+    "S3_PREFIX",
+    "S3_FORMAT",
+    "S3_ACCESS_KEY_ID",
+    "S3_SECRET_ACCESS_KEY",
+    "TERNARY_ENABLED",
+    "TERNARY_PATH_PREFIX",
+    "JOB_BACKFILL_DAYS",
+    "LOG_LEVEL",
 ]
 PRODUCTION = {
     "CASTAI_API_URL": "https://api.eu.cast.ai",
@@ -68,7 +87,9 @@ def test_each_variable_is_accepted_and_its_documented_default_applies(doc) -> No
     else:
         assert shown == doc.default
     # ...and an explicit value of the documented default is accepted as well.
-    load_settings({"CASTAI_API_URL": "sandbox", doc.env: doc.default} if doc.default else {"CASTAI_API_URL": "sandbox"})
+    load_settings(
+        {"CASTAI_API_URL": "sandbox", doc.env: doc.default} if doc.default else {"CASTAI_API_URL": "sandbox"}
+    )
 
 
 def test_defaults_need_nothing_in_sandbox_mode() -> None:
@@ -160,14 +181,23 @@ def test_one_error_lists_every_problem() -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(env)
     message = str(info.value)
-    for name in ("COLLECTION_GRANULARITY", "S3_FORMAT", "FOCUS_BILLING_CURRENCY", "JOB_BACKFILL_DAYS",
-                 "COLLECTION_INCLUDE_NAMESPACES", "CASTAI_API_KEY", "CASTAI_ORGANIZATION_ID"):
+    for name in (
+        "COLLECTION_GRANULARITY",
+        "S3_FORMAT",
+        "FOCUS_BILLING_CURRENCY",
+        "JOB_BACKFILL_DAYS",
+        "COLLECTION_INCLUDE_NAMESPACES",
+        "CASTAI_API_KEY",
+        "CASTAI_ORGANIZATION_ID",
+    ):
         assert name in message
     assert message.startswith("invalid configuration (7 problem(s))")
 
 
 def test_secrets_never_appear_in_repr_logs_or_errors(caplog: pytest.LogCaptureFixture) -> None:
-    settings = load_settings(PRODUCTION | {"S3_ACCESS_KEY_ID": "AKIAEXAMPLE", "S3_SECRET_ACCESS_KEY": SECRET_S3})
+    settings = load_settings(
+        PRODUCTION | {"S3_ACCESS_KEY_ID": "AKIAEXAMPLE", "S3_SECRET_ACCESS_KEY": SECRET_S3}
+    )
     assert settings.castai_api_key.get_secret_value() == SECRET_KEY
     with caplog.at_level(logging.DEBUG):
         logging.getLogger("castai_focus_dagster").info("settings: %s / %r", settings, settings)

@@ -1,0 +1,666 @@
+"""Typed decoding of Cast AI JSON responses into the project's data contracts.
+
+Why msgspec: a workload-costs response is tens of MB per cluster and day, and every decimal is a
+JSON *string* ("0.412800"). msgspec decoders run with `strict=False`, so those strings become
+floats inside the C decoder, and unknown keys are skipped without building Python dicts. The
+decoded metric structs are turned into Arrow columns through one numpy structured array per page
+(`np.array(list_of_tuples, dtype=record)`), so no Python code runs per field per bucket.
+
+Tolerance rules (Cast AI emits protojson; empty values may be omitted, see castai-api.md §1.2):
+unknown keys are ignored; a missing metric field means 0.0; a missing cursor, list or map means
+empty. What cannot be repaired raises `InvalidResponse` naming the field (and the workload); the
+client turns it into a `CastAIError` that also names the endpoint and the cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, TypeVar
+
+import msgspec
+import numpy as np
+import pyarrow as pa
+
+from castai_focus_dagster.models import (
+    METRIC_COLUMNS,
+    WORKLOAD_COSTS_SCHEMA,
+    ChildOrganization,
+    Cluster,
+    ClusterPrice,
+    DefaultPricing,
+    Discount,
+    FeatureUsage,
+)
+
+AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
+NonEmptyStr = Annotated[str, msgspec.Meta(min_length=1)]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+class InvalidResponse(ValueError):
+    """A response that cannot be decoded; `reason` is "invalid JSON" or "invalid response"."""
+
+    def __init__(self, detail: str, *, reason: str, field: str | None = None, workload: str | None = None):
+        super().__init__(detail)
+        self.reason = reason
+        self.field = field
+        self.workload = workload
+
+
+# --------------------------------------------------------------------------------------------------
+# Structs (field names follow the API through rename="camel"; order of metric fields matters: it is
+# the column order of the record arrays, checked against models.METRIC_COLUMNS by the tests).
+
+
+class _Region(msgspec.Struct, rename="camel"):
+    name: str = ""
+    display_name: str = ""
+
+
+class _Cluster(msgspec.Struct, rename="camel"):
+    id: NonEmptyStr
+    name: str = ""
+    organization_id: str = ""
+    provider_type: str = ""
+    region: _Region | None = None
+    tags: dict[str, str] | None = None
+    status: str | None = None
+
+
+class _ClustersResponse(msgspec.Struct):
+    items: list[_Cluster] = []
+
+
+class WorkloadCostItem(msgspec.Struct, rename="camel", gc=False):
+    """One bucket of one workload (average hourly rates / average counts over the bucket)."""
+
+    timestamp: AwareDatetime
+    cost_on_demand: float = 0.0
+    cost_spot: float = 0.0
+    cost_spot_fallback: float = 0.0
+    cpu_count_on_demand: float = 0.0
+    cpu_count_spot: float = 0.0
+    cpu_count_spot_fallback: float = 0.0
+    pod_count_on_demand: float = 0.0
+    pod_count_spot: float = 0.0
+    pod_count_spot_fallback: float = 0.0
+    uptime_minutes_on_demand: float = 0.0
+    uptime_minutes_spot: float = 0.0
+    uptime_minutes_spot_fallback: float = 0.0
+    cpu_cost_on_demand: float = 0.0
+    cpu_cost_spot: float = 0.0
+    cpu_cost_spot_fallback: float = 0.0
+    ram_cost_on_demand: float = 0.0
+    ram_cost_spot: float = 0.0
+    ram_cost_spot_fallback: float = 0.0
+    ram_gib_on_demand: float = 0.0
+    ram_gib_spot: float = 0.0
+    ram_gib_spot_fallback: float = 0.0
+    gpu_cost_on_demand: float = 0.0
+    gpu_cost_spot: float = 0.0
+    gpu_cost_spot_fallback: float = 0.0
+    gpu_count_on_demand: float = 0.0
+    gpu_count_spot: float = 0.0
+    gpu_count_spot_fallback: float = 0.0
+    tpu_cost_on_demand: float = 0.0
+    tpu_cost_spot: float = 0.0
+    tpu_cost_spot_fallback: float = 0.0
+    tpu_count_on_demand: float = 0.0
+    tpu_count_spot: float = 0.0
+    tpu_count_spot_fallback: float = 0.0
+    storage_cost: float = 0.0
+    storage_gib: float = 0.0
+
+
+class _Label(msgspec.Struct, gc=False):
+    name: str
+    value: str = ""
+
+
+class WorkloadItem(msgspec.Struct, rename="camel"):
+    workload_name: NonEmptyStr
+    namespace: NonEmptyStr
+    workload_type: str = ""
+    cost_metrics: list[WorkloadCostItem] = []
+    labels: list[_Label] = []
+
+
+class _WorkloadCostsPage(msgspec.Struct):
+    items: list[WorkloadItem] = []
+    next_cursor: str | None = msgspec.field(default=None, name="nextCursor")
+
+
+class CostReportItem(msgspec.Struct, rename="camel", gc=False):
+    """One bucket of the cluster cost report (`GET /v1/cost-reports/clusters/{id}/cost`)."""
+
+    timestamp: AwareDatetime
+    cost_on_demand: float = 0.0
+    cost_spot: float = 0.0
+    cost_spot_fallback: float = 0.0
+    cpu_count_on_demand: float = 0.0
+    cpu_count_spot: float = 0.0
+    cpu_count_spot_fallback: float = 0.0
+    cpu_cost_on_demand: float = 0.0
+    ram_cost_on_demand: float = 0.0
+    cpu_cost_spot: float = 0.0
+    ram_cost_spot: float = 0.0
+    cpu_cost_spot_fallback: float = 0.0
+    ram_cost_spot_fallback: float = 0.0
+    ram_gib_on_demand: float = 0.0
+    ram_gib_spot: float = 0.0
+    ram_gib_spot_fallback: float = 0.0
+    gpu_cost_on_demand: float = 0.0
+    gpu_cost_spot: float = 0.0
+    gpu_cost_spot_fallback: float = 0.0
+    gpu_count_on_demand: float = 0.0
+    gpu_count_spot: float = 0.0
+    gpu_count_spot_fallback: float = 0.0
+    storage_gib: float = 0.0
+    storage_cost: float = 0.0
+    total_cpu_cost_on_demand: float = 0.0
+    total_cpu_cost_spot: float = 0.0
+    total_cpu_cost_spot_fallback: float = 0.0
+    total_ram_cost_on_demand: float = 0.0
+    total_ram_cost_spot: float = 0.0
+    total_ram_cost_spot_fallback: float = 0.0
+    total_gpu_cost_on_demand: float = 0.0
+    total_gpu_cost_spot: float = 0.0
+    total_gpu_cost_spot_fallback: float = 0.0
+    total_storage_cost: float = 0.0
+    tpu_cost_on_demand: float = 0.0
+    tpu_cost_spot: float = 0.0
+    tpu_cost_spot_fallback: float = 0.0
+    tpu_count_on_demand: float = 0.0
+    tpu_count_spot: float = 0.0
+    tpu_count_spot_fallback: float = 0.0
+    total_tpu_cost_on_demand: float = 0.0
+    total_tpu_cost_spot: float = 0.0
+    total_tpu_cost_spot_fallback: float = 0.0
+
+
+class _CostReportResponse(msgspec.Struct):
+    items: list[CostReportItem] = []
+
+
+class _ClusterPrice(msgspec.Struct, rename="camel"):
+    cluster_id: NonEmptyStr
+    cpu_hourly_price: float
+    memory_gib_hourly_price: float
+    default: bool = False
+
+
+class _ClusterPricesPage(msgspec.Struct):
+    items: list[_ClusterPrice] = []
+    next_cursor: str | None = msgspec.field(default=None, name="nextPageCursor")
+
+
+class _Prices(msgspec.Struct, rename="camel"):
+    cpu_hourly_price: float | None = None
+    memory_gib_hourly_price: float | None = None
+
+
+class _DefaultPricingResponse(_Prices):
+    pricing: _Prices | None = None  # tolerated wrapper: the shape of this endpoint is not published
+
+
+class _DiscountPricing(msgspec.Struct):
+    value: float
+    type: str = "TYPE_UNKNOWN"
+
+
+class _Discount(msgspec.Struct, rename="camel"):
+    id: str = ""
+    name: str | None = None
+    enabled: bool = False
+    target: str = "TARGET_UNKNOWN"
+    clusters: list[str] = []
+    life_cycles: list[str] = []
+    regions: list[str] = []
+    start_date: AwareDatetime | None = None
+    end_date: AwareDatetime | None = None
+    pricing: list[_DiscountPricing] = []
+
+
+class _DiscountsPage(msgspec.Struct):
+    discounts: list[_Discount] = []
+    next_cursor: str | None = msgspec.field(default=None, name="nextPageToken")
+
+
+class _ChildOrganization(msgspec.Struct, rename="camel"):
+    organization_id: NonEmptyStr
+    organization_name: str = ""
+
+
+class _EnterpriseUsageResponse(msgspec.Struct, rename="camel"):
+    enterprise_id: str = ""
+    organizations: list[_ChildOrganization] = []
+
+
+class _Feature(msgspec.Struct, rename="camel"):
+    feature: NonEmptyStr
+    display_name: str = ""
+    usage: float = 0.0
+    unit: str = ""
+
+
+class _PlatformUsageResponse(msgspec.Struct):
+    features: list[_Feature] = []
+
+
+class _ErrorResponse(msgspec.Struct, rename="camel"):
+    message: str = ""
+    field_violations: list[dict[str, Any]] = []
+
+
+COST_REPORT_COLUMNS: tuple[str, ...] = CostReportItem.__struct_encode_fields__[1:]
+_WORKLOAD_RECORD = np.dtype([("timestamp", object), *((name, np.float64) for name in METRIC_COLUMNS)])
+_COST_REPORT_RECORD = np.dtype([("timestamp", object), *((name, np.float64) for name in COST_REPORT_COLUMNS)])
+
+T = TypeVar("T")
+_ERROR_PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+_MISSING_FIELD = re.compile(r"missing required field `(?P<field>[^`]+)`")
+_ITEM_INDEX = re.compile(r"^\.(?P<list>\w+)\[(?P<index>\d+)\]")
+
+
+def _decoder(response_type: type[T]) -> msgspec.json.Decoder[T]:
+    """strict=False: Cast AI's string decimals ("0.412800") decode straight to float."""
+    return msgspec.json.Decoder(response_type, strict=False)
+
+
+# Built once (msgspec decoders are thread-safe), shared by every client thread.
+_CLUSTERS = _decoder(_ClustersResponse)
+_WORKLOAD_COSTS_PAGE = _decoder(_WorkloadCostsPage)
+_COST_REPORT = _decoder(_CostReportResponse)
+_CLUSTER_PRICES_PAGE = _decoder(_ClusterPricesPage)
+_DEFAULT_PRICING = _decoder(_DefaultPricingResponse)
+_DISCOUNTS_PAGE = _decoder(_DiscountsPage)
+_ENTERPRISE_USAGE = _decoder(_EnterpriseUsageResponse)
+_PLATFORM_USAGE = _decoder(_PlatformUsageResponse)
+_ERROR = _decoder(_ErrorResponse)
+
+
+def _decode(body: bytes, decoder: msgspec.json.Decoder[T]) -> T:
+    try:
+        return decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        if not isinstance(exc, msgspec.ValidationError):
+            raise InvalidResponse(f"invalid JSON: {_body_kind(body)}", reason="invalid JSON") from None
+        raise _validation_problem(exc, body) from None
+
+
+def _body_kind(body: bytes) -> str:
+    head = body.lstrip()[:64].lower()
+    if head.startswith(b"<"):
+        return "an HTML/XML document instead of JSON"
+    if not head:
+        return "an empty body"
+    return "malformed JSON"
+
+
+def _validation_problem(exc: msgspec.ValidationError, body: bytes) -> InvalidResponse:
+    """Name the field and, inside a workload-costs item, the workload the bad value belongs to."""
+    message = str(exc)
+    path_match = _ERROR_PATH.search(message)
+    path = path_match.group("path") if path_match else ""
+    missing = _MISSING_FIELD.search(message)
+    field = missing.group("field") if missing else (re.findall(r"\.(\w+)", path) or [None])[-1]
+    workload = None
+    item = _ITEM_INDEX.match(path)
+    if item and item.group("list") == "items":
+        workload = _workload_at(body, int(item.group("index")))
+    detail = message if workload is None else f"{message} (workload {workload})"
+    return InvalidResponse(detail, reason="invalid response", field=field, workload=workload)
+
+
+def _workload_at(body: bytes, index: int) -> str | None:
+    """Error path only: re-read the body generically to name the workload at items[index]."""
+    try:
+        item = msgspec.json.decode(body)["items"][index]
+    except (msgspec.DecodeError, LookupError, TypeError):
+        return None
+    if not isinstance(item, dict) or "workloadName" not in item:
+        return None
+    return workload_label(
+        str(item.get("namespace", "?")), str(item.get("workloadType", "?")), str(item["workloadName"])
+    )
+
+
+def workload_label(namespace: str, workload_type: str, workload_name: str) -> str:
+    return f"{namespace}/{workload_type}/{workload_name}"
+
+
+def to_microseconds(moment: datetime) -> int:
+    return (moment - _EPOCH) // _MICROSECOND
+
+
+# --------------------------------------------------------------------------------------------------
+# Error bodies
+
+
+def error_message(body: bytes) -> tuple[str, str | None]:
+    """(message, first violated field) of an ErrorResponse body; a short description for other bodies."""
+    try:
+        error = _ERROR.decode(body)
+    except msgspec.DecodeError:
+        return f"{_body_kind(body)} in the error response", None
+    violations = [v for v in error.field_violations if isinstance(v, dict)]
+    field = str(violations[0].get("field")) if violations and violations[0].get("field") else None
+    details = "; ".join(f"{v.get('field', '?')}: {v.get('description', '')}" for v in violations)
+    return (f"{error.message} ({details})" if details else error.message) or "no message", field
+
+
+# --------------------------------------------------------------------------------------------------
+# Small endpoints
+
+
+def decode_clusters(body: bytes) -> list[Cluster]:
+    response = _decode(body, _CLUSTERS)
+    return [
+        Cluster(
+            id=c.id,
+            name=c.name or c.id,
+            organization_id=c.organization_id,
+            provider_type=c.provider_type,
+            region_name=(c.region.name or None) if c.region else None,
+            region_display_name=(c.region.display_name or None) if c.region else None,
+            tags=dict(c.tags or {}),
+            status=c.status or None,
+        )
+        for c in response.items
+    ]
+
+
+def _check_price(value: float, field: str, cluster_id: str | None = None) -> float:
+    if not np.isfinite(value) or value < 0:
+        where = f" (cluster price of {cluster_id})" if cluster_id else ""
+        raise InvalidResponse(
+            f"{field} must be a finite number >= 0, got {value!r}{where}",
+            reason="invalid response",
+            field=field,
+        )
+    return value
+
+
+def decode_cluster_prices_page(body: bytes) -> tuple[list[ClusterPrice], str | None]:
+    page = _decode(body, _CLUSTER_PRICES_PAGE)
+    prices = [
+        ClusterPrice(
+            cluster_id=p.cluster_id,
+            cpu_hourly_price=_check_price(p.cpu_hourly_price, "cpuHourlyPrice", p.cluster_id),
+            memory_gib_hourly_price=_check_price(
+                p.memory_gib_hourly_price, "memoryGibHourlyPrice", p.cluster_id
+            ),
+            is_default=p.default,
+        )
+        for p in page.items
+    ]
+    return prices, page.next_cursor
+
+
+def decode_default_pricing(body: bytes) -> DefaultPricing:
+    response = _decode(body, _DEFAULT_PRICING)
+    prices: _Prices = response
+    if response.cpu_hourly_price is None and response.memory_gib_hourly_price is None and response.pricing:
+        prices = response.pricing
+    cpu, memory = prices.cpu_hourly_price, prices.memory_gib_hourly_price
+    if cpu is None or memory is None:
+        field = "cpuHourlyPrice" if cpu is None else "memoryGibHourlyPrice"
+        raise InvalidResponse(f"{field} is missing", reason="invalid response", field=field)
+    return DefaultPricing(_check_price(cpu, "cpuHourlyPrice"), _check_price(memory, "memoryGibHourlyPrice"))
+
+
+@dataclass(frozen=True)
+class DiscountsPage:
+    discounts: list[Discount]
+    unpriced_ids: list[str]  # discounts without a pricing tier: they change no price, so they are skipped
+
+
+def decode_discounts_page(body: bytes) -> tuple[DiscountsPage, str | None]:
+    page = _decode(body, _DISCOUNTS_PAGE)
+    priced = [d for d in page.discounts if d.pricing]
+    discounts = [
+        Discount(
+            id=d.id,
+            name=d.name,
+            enabled=d.enabled,
+            target=d.target,
+            pricing_type=d.pricing[0].type,  # "Currently only single-tiered discounts are supported."
+            value=_check_price(d.pricing[0].value, "pricing.value"),
+            clusters=tuple(d.clusters),
+            life_cycles=tuple(d.life_cycles),
+            regions=tuple(d.regions),
+            start_date=d.start_date,
+            end_date=d.end_date,
+        )
+        for d in priced
+    ]
+    unpriced = [d.id or d.name or "?" for d in page.discounts if not d.pricing]
+    return DiscountsPage(discounts, unpriced), page.next_cursor
+
+
+def decode_enterprise_organizations(body: bytes, enterprise_id: str) -> dict[str, ChildOrganization]:
+    response = _decode(body, _ENTERPRISE_USAGE)
+    if response.enterprise_id and response.enterprise_id != enterprise_id:
+        raise InvalidResponse(
+            f"report is for enterprise {response.enterprise_id}, not {enterprise_id}",
+            reason="invalid response",
+            field="enterpriseId",
+        )
+    return {
+        o.organization_id: ChildOrganization(
+            id=o.organization_id, name=o.organization_name or o.organization_id
+        )
+        for o in response.organizations
+    }
+
+
+def decode_platform_usage(body: bytes) -> list[FeatureUsage]:
+    response = _decode(body, _PLATFORM_USAGE)
+    return [
+        FeatureUsage(feature=f.feature, display_name=f.display_name or f.feature, usage=f.usage, unit=f.unit)
+        for f in response.features
+    ]
+
+
+# --------------------------------------------------------------------------------------------------
+# Time series (workload costs, cluster cost report)
+
+
+@dataclass(frozen=True)
+class BucketWindow:
+    """The requested window: bucket timestamps must lie in (start, end] on start + k·step."""
+
+    start: datetime
+    end: datetime
+    step_seconds: int
+
+    def __post_init__(self) -> None:
+        for name, moment in (("start", self.start), ("end", self.end)):
+            if moment.tzinfo is None or moment.utcoffset() is None:
+                raise ValueError(f"{name} must be timezone-aware, got {moment!r}")
+        if self.step_seconds <= 0:
+            raise ValueError(f"step_seconds must be positive, got {self.step_seconds}")
+        if self.end <= self.start:
+            raise ValueError(f"end {self.end.isoformat()} must be after start {self.start.isoformat()}")
+
+    def bad_timestamps(self, micros: np.ndarray) -> np.ndarray:
+        start, end = to_microseconds(self.start), to_microseconds(self.end)
+        step = self.step_seconds * 1_000_000
+        return (micros <= start) | (micros > end) | ((micros - start) % step != 0)
+
+
+def _records(rows: list[tuple[Any, ...]], record: np.dtype) -> tuple[pa.Array, np.ndarray]:
+    """Row tuples → (timestamp array, structured numpy array of the float fields), in C."""
+    table = np.array(rows, dtype=record)
+    timestamps = pa.array(table["timestamp"], type=pa.timestamp("us", tz="UTC"))
+    return timestamps, table
+
+
+def _first_bad_metric(table: np.ndarray, columns: Sequence[str]) -> tuple[int, str, float] | None:
+    for name in columns:
+        values = table[name]
+        bad = ~(np.isfinite(values) & (values >= 0))
+        if bad.any():
+            row = int(np.argmax(bad))
+            return row, name, float(values[row])
+    return None
+
+
+def decode_cost_report(body: bytes, window: BucketWindow) -> pa.Table:
+    """Cluster cost report → `timestamp` + every CostReportItem decimal as float64."""
+    items = _decode(body, _COST_REPORT).items
+    rows = [msgspec.structs.astuple(item) for item in items]
+    if not rows:
+        return cost_report_schema().empty_table()
+    timestamps, table = _records(rows, _COST_REPORT_RECORD)
+    micros = timestamps.cast(pa.int64()).to_numpy()
+    bad_times = window.bad_timestamps(micros)
+    if bad_times.any():
+        row = int(np.argmax(bad_times))
+        raise InvalidResponse(
+            f"bucket timestamp {items[row].timestamp.isoformat()} is not in "
+            f"({window.start.isoformat()}, {window.end.isoformat()}] on a "
+            f"{window.step_seconds}s step",
+            reason="invalid response",
+            field="timestamp",
+        )
+    bad = _first_bad_metric(table, COST_REPORT_COLUMNS)
+    if bad:
+        row, name, value = bad
+        raise InvalidResponse(
+            f"{name} must be a finite number >= 0, got {value!r} at {items[row].timestamp.isoformat()}",
+            reason="invalid response",
+            field=name,
+        )
+    arrays = [timestamps, *(pa.array(np.ascontiguousarray(table[name])) for name in COST_REPORT_COLUMNS)]
+    return pa.Table.from_arrays(arrays, schema=cost_report_schema())
+
+
+def cost_report_schema() -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("timestamp", pa.timestamp("us", tz="UTC"), nullable=False),
+            *(pa.field(name, pa.float64(), nullable=False) for name in COST_REPORT_COLUMNS),
+        ]
+    )
+
+
+def decode_workload_costs_page(body: bytes) -> tuple[list[WorkloadItem], str | None]:
+    page = _decode(body, _WORKLOAD_COSTS_PAGE)
+    return page.items, page.next_cursor
+
+
+def labels_json(labels: Sequence[_Label]) -> str | None:
+    """Canonical JSON object of the workload's labels (sorted keys; a repeated key keeps its last value)."""
+    if not labels:
+        return None
+    return json.dumps(
+        {label.name: label.value for label in labels},
+        sort_keys=True,
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+
+
+def _dictionary(values: list[str | None], owners: pa.Array) -> pa.Array:
+    return pa.array(values, pa.string()).dictionary_encode().take(owners)
+
+
+class WorkloadCostsAssembler:
+    """Accumulates decoded workload-costs pages into one `WORKLOAD_COSTS_SCHEMA` table for a cluster.
+
+    Applies the namespace include/exclude filters client-side (the server filter is only a hint),
+    drops a workload that re-appears on a later page (keeping the first copy, counted in
+    `duplicates`), and validates every bucket: timestamp on the requested grid, metrics finite
+    and >= 0.
+    """
+
+    def __init__(
+        self,
+        cluster_id: str,
+        window: BucketWindow,
+        *,
+        include_namespaces: Sequence[str] = (),
+        exclude_namespaces: Sequence[str] = (),
+    ):
+        self.cluster_id = cluster_id
+        self.window = window
+        self.duplicates = 0
+        self._include = frozenset(include_namespaces)
+        self._exclude = frozenset(exclude_namespaces)
+        self._seen: set[tuple[str, str, str]] = set()
+        self._tables: list[pa.Table] = []
+
+    def add(self, items: Sequence[WorkloadItem]) -> None:
+        kept = [item for item in items if self._wanted(item)]
+        rows = [msgspec.structs.astuple(m) for item in kept for m in item.cost_metrics]
+        if not rows:
+            return
+        counts = np.fromiter((len(item.cost_metrics) for item in kept), dtype=np.int64, count=len(kept))
+        owner = np.repeat(np.arange(len(kept), dtype=np.int64), counts)
+        timestamps, table = _records(rows, _WORKLOAD_RECORD)
+        self._validate(kept, owner, timestamps, table)
+        owners = pa.array(owner)
+        n = len(rows)
+        arrays = [
+            pa.DictionaryArray.from_arrays(
+                pa.array(np.zeros(n, dtype=np.int32)), pa.array([self.cluster_id])
+            ),
+            _dictionary([item.namespace for item in kept], owners),
+            _dictionary([item.workload_type for item in kept], owners),
+            _dictionary([item.workload_name for item in kept], owners),
+            _dictionary([labels_json(item.labels) for item in kept], owners),
+            timestamps,
+            pa.array(np.full(n, self.window.step_seconds, dtype=np.int32)),
+            *(pa.array(np.ascontiguousarray(table[name])) for name in METRIC_COLUMNS),
+        ]
+        self._tables.append(pa.Table.from_arrays(arrays, schema=WORKLOAD_COSTS_SCHEMA))
+
+    def _wanted(self, item: WorkloadItem) -> bool:
+        if (self._include and item.namespace not in self._include) or item.namespace in self._exclude:
+            return False
+        key = (item.namespace, item.workload_type, item.workload_name)
+        if key in self._seen:
+            self.duplicates += 1
+            return False
+        self._seen.add(key)
+        return True
+
+    def _validate(
+        self, kept: Sequence[WorkloadItem], owner: np.ndarray, timestamps: pa.Array, table: np.ndarray
+    ) -> None:
+        def workload(row: int) -> str:
+            item = kept[int(owner[row])]
+            return workload_label(item.namespace, item.workload_type, item.workload_name)
+
+        bad_times = self.window.bad_timestamps(timestamps.cast(pa.int64()).to_numpy())
+        if bad_times.any():
+            row = int(np.argmax(bad_times))
+            w, moment = self.window, timestamps[row].as_py().isoformat()
+            raise InvalidResponse(
+                f"bucket timestamp {moment} of workload {workload(row)} is not in "
+                f"({w.start.isoformat()}, {w.end.isoformat()}] on a {w.step_seconds}s step",
+                reason="invalid response",
+                field="timestamp",
+                workload=workload(row),
+            )
+        bad = _first_bad_metric(table, METRIC_COLUMNS)
+        if bad:
+            row, name, value = bad
+            raise InvalidResponse(
+                f"{name} of workload {workload(row)} must be a finite number >= 0, got {value!r}",
+                reason="invalid response",
+                field=name,
+                workload=workload(row),
+            )
+
+    def table(self) -> pa.Table:
+        if not self._tables:
+            return WORKLOAD_COSTS_SCHEMA.empty_table()
+        return pa.concat_tables(self._tables).combine_chunks()

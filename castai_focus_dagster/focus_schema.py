@@ -1,0 +1,243 @@
+"""The one FOCUS 1.3 Cost-and-Usage schema every output file carries.
+
+The column list is data (`FOCUS_COLUMNS`): the Arrow schema, the conformance checks and the
+generated `docs/focus-mapping.md` all derive from it, so the three cannot drift apart.
+FOCUS columns come first (alphabetical, as the spec allows), then the `x_` columns.
+Conditional columns for features Cast AI does not have (commitment discounts, capacity
+reservations, contract commitments, several billing-account types) are omitted rather than
+filled with placeholders.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+FOCUS_VERSION = "1.3"
+
+# Cast AI cluster tags travel inside `Tags` under this prefix. Kubernetes label keys have at most one
+# "/", so no workload label can ever collide with a key of this two-slash provider scheme.
+PROVIDER_TAG_PREFIX = "castai/cluster/"
+
+_TIMESTAMP = pa.timestamp("us", tz="UTC")
+_ARROW_TYPES: dict[str, pa.DataType] = {
+    "String": pa.string(),
+    "JSON": pa.string(),  # serialized UTF-8 JSON object text
+    "Decimal": pa.float64(),
+    "Date/Time": _TIMESTAMP,
+}
+
+
+@dataclass(frozen=True)
+class FocusColumn:
+    name: str
+    arrow_type: pa.DataType
+    focus_type: str  # "String" | "Decimal" | "Date/Time" | "JSON"
+    level: str  # "Mandatory" | "Recommended" | "Conditional" | "Custom"
+    nullable: bool  # the spec's nullability (False: this exporter never writes a null there)
+    source: str  # where the value comes from; rendered into docs/focus-mapping.md
+
+    @property
+    def is_custom(self) -> bool:
+        return self.level == "Custom"
+
+
+def _col(name: str, focus_type: str, level: str, nullable: bool, source: str) -> FocusColumn:
+    return FocusColumn(name, _ARROW_TYPES[focus_type], focus_type, level, nullable, source)
+
+
+_M, _R, _C, _X = "Mandatory", "Recommended", "Conditional", "Custom"
+
+_SPLIT_ONLY = "null: filled only by split cost allocation mode (not implemented yet)"
+
+FOCUS_COLUMNS: tuple[FocusColumn, ...] = (
+    _col("AllocatedMethodDetails", "JSON", _R, True, _SPLIT_ONLY),
+    _col("AllocatedMethodId", "String", _C, True, _SPLIT_ONLY),
+    _col("AllocatedResourceId", "String", _C, True, _SPLIT_ONLY),
+    _col("AllocatedResourceName", "String", _C, True, _SPLIT_ONLY),
+    _col("AllocatedTags", "JSON", _C, True, _SPLIT_ONLY),
+    _col(
+        "AvailabilityZone",
+        "String",
+        _R,
+        True,
+        "null: Cast AI reports workload costs per cluster, not per zone",
+    ),
+    _col(
+        "BilledCost", "Decimal", _M, False, "`{resource}Cost{Tier}` (storage: `storageCost`) × bucket hours"
+    ),
+    _col("BillingAccountId", "String", _M, False, "Cast AI organization id (`CASTAI_ORGANIZATION_ID`)"),
+    _col("BillingAccountName", "String", _M, True, "`FOCUS_BILLING_ACCOUNT_NAME`, else the organization id"),
+    _col("BillingCurrency", "String", _M, False, "`FOCUS_BILLING_CURRENCY`"),
+    _col(
+        "BillingPeriodEnd",
+        "Date/Time",
+        _M,
+        False,
+        "first day of the month after ChargePeriodStart (exclusive)",
+    ),
+    _col("BillingPeriodStart", "Date/Time", _M, False, "first day of the month of ChargePeriodStart"),
+    _col("ChargeCategory", "String", _M, False, "`Usage`"),
+    _col("ChargeClass", "String", _M, True, "null (no corrections of invoiced periods)"),
+    _col(
+        "ChargeDescription",
+        "String",
+        _M,
+        True,
+        "resource, capacity and workload, e.g. `CPU on spot capacity for Deployment payments/checkout-api`",
+    ),
+    _col("ChargeFrequency", "String", _R, False, "`Usage-Based`"),
+    _col(
+        "ChargePeriodEnd", "Date/Time", _M, False, "bucket `timestamp` (Cast AI labels a bucket with its end)"
+    ),
+    _col("ChargePeriodStart", "Date/Time", _M, False, "bucket `timestamp` − `stepSeconds`"),
+    _col("ConsumedQuantity", "Decimal", _C, True, "= PricingQuantity"),
+    _col("ConsumedUnit", "String", _C, True, "= PricingUnit"),
+    _col(
+        "ContractedCost",
+        "Decimal",
+        _M,
+        False,
+        "ContractedUnitPrice × PricingQuantity (float64, same operation a reader recomputes)",
+    ),
+    _col(
+        "ContractedUnitPrice",
+        "Decimal",
+        _C,
+        True,
+        "cluster custom price, else list price less matching discounts, else ListUnitPrice (see Pricing)",
+    ),
+    _col("EffectiveCost", "Decimal", _M, False, "= BilledCost (Cast AI has no amortised commitments)"),
+    _col(
+        "HostProviderName",
+        "String",
+        _M,
+        True,
+        "cluster `providerType`: eks → AWS, gke → Google Cloud, "
+        "aks → Microsoft Azure, … (see Host providers)",
+    ),
+    _col("InvoiceId", "String", _R, True, "`CASTAI-{organizationId}-{YYYY}-{MM}` of the billing period"),
+    _col("InvoiceIssuerName", "String", _M, False, "`FOCUS_INVOICE_ISSUER_NAME`"),
+    _col(
+        "ListCost",
+        "Decimal",
+        _M,
+        False,
+        "ListUnitPrice × PricingQuantity (float64, same operation a reader recomputes)",
+    ),
+    _col(
+        "ListUnitPrice",
+        "Decimal",
+        _C,
+        True,
+        "organization default price (cpu, memory) when known, else the "
+        "effective rate `{resource}Cost{Tier}` ÷ quantity (see Pricing)",
+    ),
+    _col(
+        "PricingCategory",
+        "String",
+        _C,
+        True,
+        "`Standard` (on-demand, storage), `Dynamic` (spot, spot-fallback)",
+    ),
+    _col("PricingCurrency", "String", _C, True, "= BillingCurrency"),
+    _col("PricingCurrencyContractedUnitPrice", "Decimal", _C, True, "= ContractedUnitPrice"),
+    _col("PricingCurrencyEffectiveCost", "Decimal", _C, True, "= EffectiveCost"),
+    _col("PricingCurrencyListUnitPrice", "Decimal", _C, True, "= ListUnitPrice"),
+    _col(
+        "PricingQuantity",
+        "Decimal",
+        _M,
+        True,
+        "`cpuCount{Tier}`, `ramGib{Tier}`, `gpuCount{Tier}`, `tpuCount{Tier}`, `storageGib` × bucket hours",
+    ),
+    _col(
+        "PricingUnit",
+        "String",
+        _M,
+        True,
+        "`vCPU-Hours`, `GiB-Hours` (memory, storage), `GPU-Hours`, `TPU-Hours`",
+    ),
+    _col(
+        "ProviderName",
+        "String",
+        _M,
+        False,
+        "`FOCUS_SERVICE_PROVIDER_NAME` (deprecated in 1.3, still mandatory)",
+    ),
+    _col("PublisherName", "String", _M, False, "`FOCUS_PUBLISHER_NAME` (deprecated in 1.3, still mandatory)"),
+    _col("RegionId", "String", _C, True, "cluster `region.name`; null when the cluster has no region"),
+    _col(
+        "RegionName",
+        "String",
+        _C,
+        True,
+        "cluster `region.displayName`, else `region.name`; null iff RegionId is",
+    ),
+    _col(
+        "ResourceId", "String", _C, True, "`castai://{clusterId}/{namespace}/{workloadType}/{workloadName}`"
+    ),
+    _col("ResourceName", "String", _C, True, "workload name"),
+    _col("ResourceType", "String", _C, True, "workload type (`Deployment`, `StatefulSet`, …)"),
+    _col("ServiceCategory", "String", _M, False, "`Compute`"),
+    _col("ServiceName", "String", _M, False, "`FOCUS_SERVICE_NAME` (default `Kubernetes`)"),
+    _col("ServiceProviderName", "String", _M, False, "`FOCUS_SERVICE_PROVIDER_NAME`"),
+    _col("ServiceSubcategory", "String", _R, False, "`Containers`"),
+    _col(
+        "SkuId",
+        "String",
+        _C,
+        True,
+        "`castai-k8s-{resource}`: one SKU per resource, the same for every pricing "
+        "category (FOCUS: SkuId is consistent across PricingCategory values)",
+    ),
+    _col(
+        "SkuMeter",
+        "String",
+        _C,
+        True,
+        "per resource: `vCPU usage`, `Memory usage`, `GPU usage`, `TPU usage`, `Storage usage`",
+    ),
+    _col("SkuPriceDetails", "JSON", _C, True, "null: Cast AI publishes no per-price attributes"),
+    _col(
+        "SkuPriceId",
+        "String",
+        _C,
+        True,
+        "`castai-k8s-{resource}-{tier}-{clusterId}` (storage: `castai-k8s-storage-{clusterId}`); never null",
+    ),
+    _col(
+        "SubAccountId",
+        "String",
+        _C,
+        True,
+        "child organization id (with `FOCUS_ENTERPRISE_ID`), else cluster id",
+    ),
+    _col("SubAccountName", "String", _C, True, "child organization name, else cluster name"),
+    _col("SubAccountType", "String", _C, True, "`Organization` or `Cluster`"),
+    _col(
+        "Tags",
+        "JSON",
+        _C,
+        True,
+        "workload labels (keys as-is) + cluster tags under `castai/cluster/`, "
+        "filtered by `FOCUS_TAG_ALLOWLIST`; null when empty",
+    ),
+    _col("x_CastAIClusterId", "String", _X, False, "Cast AI cluster id"),
+    _col("x_CastAIClusterName", "String", _X, False, "Cast AI cluster name"),
+    _col("x_CastAINamespace", "String", _X, False, "Kubernetes namespace"),
+    _col("x_CastAIWorkloadType", "String", _X, False, "workload type"),
+    _col("x_CastAIWorkloadName", "String", _X, False, "workload name"),
+    _col("x_CastAIPricingTier", "String", _X, True, "`on-demand`, `spot`, `spot-fallback`; null for storage"),
+    _col("x_CastAIResource", "String", _X, False, "`cpu`, `memory`, `gpu`, `tpu`, `storage`"),
+    _col("x_CastAICpuCost", "Decimal", _X, True, "BilledCost on cpu rows, null elsewhere"),
+    _col("x_CastAIRamCost", "Decimal", _X, True, "BilledCost on memory rows, null elsewhere"),
+    _col("x_CastAIGpuCost", "Decimal", _X, True, "BilledCost on gpu rows, null elsewhere"),
+    _col("x_CastAITpuCost", "Decimal", _X, True, "BilledCost on tpu rows, null elsewhere"),
+    _col("x_CastAIStorageCost", "Decimal", _X, True, "BilledCost on storage rows, null elsewhere"),
+)
+
+FOCUS_SCHEMA: pa.Schema = pa.schema(
+    [pa.field(c.name, c.arrow_type, nullable=c.nullable) for c in FOCUS_COLUMNS]
+)

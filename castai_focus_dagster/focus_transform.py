@@ -1,0 +1,568 @@
+"""Cast AI workload costs -> FOCUS 1.3 Cost-and-Usage rows: a pure, vectorised function (no Dagster).
+
+Row model: one row per cluster x workload x charge period x pricing tier x resource, resource in
+{cpu, memory, gpu, tpu, storage}; storage is untiered. One row per resource is what lets every row
+satisfy FOCUS 1.3's `ListCost = ListUnitPrice x PricingQuantity`, which a row mixing CPU and RAM
+cost cannot. Rows whose cost and quantity are both zero are omitted.
+
+Cast AI metrics are average hourly rates over a bucket of `step_seconds` that ends at `timestamp`,
+so a bucket contributes `rate x step_seconds / 3600` (cost) and `count x step_seconds / 3600`
+(quantity-hours). Everything runs over whole columns: the 13 (resource, tier) charges form an
+n x 13 matrix, strings are built once per input row, cluster or label set and then gathered
+with `take`; the only Python loops run over clusters, discounts and distinct label sets.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from castai_focus_dagster.focus_schema import FOCUS_SCHEMA, PROVIDER_TAG_PREFIX
+from castai_focus_dagster.models import (
+    RESOURCES,
+    TIERS,
+    WORKLOAD_COSTS_SCHEMA,
+    Cluster,
+    Discount,
+    EnrichmentContext,
+)
+from castai_focus_dagster.settings import Settings
+
+_KEY_COLUMNS = ("cluster_id", "namespace", "workload_type", "workload_name")
+_TIER_LABELS = {"OnDemand": "on-demand", "Spot": "spot", "SpotFallback": "spot-fallback"}
+# Spot-fallback capacity is on-demand instances started because spot was unavailable: discounts that target
+# a lifecycle see it as on-demand, while its PricingCategory stays Dynamic (the provider chose the capacity).
+_TIER_LIFECYCLES = {
+    "on-demand": "LIFECYCLE_ON_DEMAND",
+    "spot": "LIFECYCLE_SPOT",
+    "spot-fallback": "LIFECYCLE_ON_DEMAND",
+}
+_RESOURCE_LABELS = {  # resource -> (ChargeDescription word, PricingUnit, SkuMeter)
+    "cpu": ("CPU", "vCPU-Hours", "vCPU usage"),
+    "memory": ("Memory", "GiB-Hours", "Memory usage"),
+    "gpu": ("GPU", "GPU-Hours", "GPU usage"),
+    "tpu": ("TPU", "TPU-Hours", "TPU usage"),
+    "storage": ("Storage", "GiB-Hours", "Storage usage"),
+}
+_DISCOUNT_TARGETS = {"TARGET_CPU": "cpu", "TARGET_MEMORY": "memory"}
+
+# Cast AI `providerType` -> FOCUS HostProviderName. Unknown types keep their own (readable) name.
+HOST_PROVIDER_NAMES: dict[str, str] = {
+    "eks": "AWS",
+    "selfhostedwithec2nodes": "AWS",
+    "gke": "Google Cloud",
+    "aks": "Microsoft Azure",
+    "oke": "Oracle Cloud Infrastructure",
+    "openshift": "Red Hat OpenShift",
+    "kops": "Self-managed (kOps)",
+    "anywhere": "Self-managed",
+}
+
+_MICROS_PER_SECOND = 1_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class FocusOptions:
+    """The configuration the transform needs, decoupled from how settings are loaded."""
+
+    organization_id: str
+    billing_account_name: str
+    billing_currency: str = "USD"
+    service_provider_name: str = "CAST AI"
+    invoice_issuer_name: str = "CAST AI"
+    publisher_name: str = "CAST AI"
+    service_name: str = "Kubernetes"
+    tag_allowlist: tuple[str, ...] = ()
+    enterprise_id: str = ""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FocusOptions:
+        return cls(
+            organization_id=settings.organization_id,
+            billing_account_name=settings.billing_account_name,
+            billing_currency=settings.focus_billing_currency,
+            service_provider_name=settings.focus_service_provider_name,
+            invoice_issuer_name=settings.focus_invoice_issuer_name,
+            publisher_name=settings.focus_publisher_name,
+            service_name=settings.focus_service_name,
+            tag_allowlist=settings.focus_tag_allowlist,
+            enterprise_id=settings.focus_enterprise_id,
+        )
+
+
+@dataclass(frozen=True)
+class Charge:
+    """One of the 13 (resource, tier) charges a Cast AI bucket splits into."""
+
+    resource: str
+    tier: str | None  # None: storage (untiered)
+    cost_field: str
+    quantity_field: str
+
+    @property
+    def pricing_category(self) -> str:
+        return "Standard" if self.tier in (None, "on-demand") else "Dynamic"
+
+    @property
+    def sku_id(self) -> str:
+        return f"castai-k8s-{self.resource}"
+
+    @property
+    def sku_price_prefix(self) -> str:
+        return self.sku_id if self.tier is None else f"{self.sku_id}-{self.tier}"
+
+    @property
+    def pricing_unit(self) -> str:
+        return _RESOURCE_LABELS[self.resource][1]
+
+    @property
+    def sku_meter(self) -> str:
+        return _RESOURCE_LABELS[self.resource][2]
+
+    @property
+    def description(self) -> str:
+        word = _RESOURCE_LABELS[self.resource][0]
+        return word if self.tier is None else f"{word} on {self.tier} capacity"
+
+
+CHARGES: tuple[Charge, ...] = tuple(
+    Charge(resource, _TIER_LABELS[tier], f"{cost}{tier}", f"{quantity}{tier}")
+    for resource, cost, quantity, tiered in RESOURCES
+    if tiered
+    for tier in TIERS
+) + tuple(
+    Charge(resource, None, cost, quantity) for resource, cost, quantity, tiered in RESOURCES if not tiered
+)
+
+
+def host_provider_name(provider_type: str, service_provider_name: str) -> str:
+    """FOCUS: the host when exposed; when it cannot be determined, the service provider itself."""
+    key = provider_type.strip().lower()
+    if not key:
+        return service_provider_name
+    return HOST_PROVIDER_NAMES.get(key, provider_type.strip())
+
+
+def to_focus(
+    workloads: pa.Table,
+    clusters: Mapping[str, Cluster],
+    context: EnrichmentContext,
+    options: FocusOptions,
+) -> pa.Table:
+    """FOCUS rows for a workload-costs table; the result always has exactly `FOCUS_SCHEMA`."""
+    prepared = prepare_workloads(workloads)
+    if prepared.num_rows == 0:
+        return FOCUS_SCHEMA.empty_table()
+    source = _Source(prepared)
+    cluster_info = _ClusterInfo.build(source.cluster_ids, clusters, context, options)
+
+    # Charge matrix: row-major nonzero() yields rows grouped per bucket, charges in CHARGES order.
+    cost_matrix = np.column_stack([source.metric(c.cost_field) for c in CHARGES])
+    quantity_matrix = np.column_stack([source.metric(c.quantity_field) for c in CHARGES])
+    row, charge = np.nonzero((cost_matrix != 0) | (quantity_matrix != 0))
+    if row.size == 0:
+        return FOCUS_SCHEMA.empty_table()
+    cost_rate = cost_matrix[row, charge]
+    quantity_rate = quantity_matrix[row, charge]
+    hours = source.step_seconds[row] / 3600.0
+    billed = cost_rate * hours
+    quantity = quantity_rate * hours
+    cluster_entry = source.cluster_entry[row]
+    period_end = source.timestamp_us[row]
+    period_start = period_end - source.step_seconds[row].astype(np.int64) * _MICROS_PER_SECOND
+
+    list_price, contracted_price = _unit_prices(
+        charge, cluster_entry, period_start, cost_rate, quantity_rate, cluster_info, context
+    )
+    # Exactly the float64 products a reader recomputes: FOCUS 1.3 allows no discrepancy.
+    list_cost = list_price * quantity
+    contracted_cost = contracted_price * quantity
+
+    month = period_start.astype("datetime64[us]").astype("datetime64[M]")
+    billing_start = month.astype("datetime64[us]").astype(np.int64)
+    billing_end = (month + 1).astype("datetime64[us]").astype(np.int64)
+    invoice_months, invoice_index = np.unique(month, return_inverse=True)
+    invoice_ids = pa.array(
+        [f"CASTAI-{options.organization_id}-{str(m)[:4]}-{str(m)[5:7]}" for m in invoice_months], pa.string()
+    )
+
+    charge_idx = pa.array(charge.astype(np.int32))
+    row_idx = pa.array(row.astype(np.int64))
+    cluster_idx = pa.array(cluster_entry.astype(np.int32))
+    resource = _per_charge([c.resource for c in CHARGES], charge_idx)
+    unit = _per_charge([c.pricing_unit for c in CHARGES], charge_idx)
+    cluster_id = source.cluster_id_text.take(row_idx)
+    n = int(row.size)
+
+    def const(value: str) -> pa.Array:
+        return pa.repeat(pa.scalar(value, pa.string()), n)
+
+    def money(values: np.ndarray) -> pa.Array:
+        return pa.array(values, pa.float64())
+
+    def instant(micros: np.ndarray) -> pa.Array:
+        return pa.array(micros, FOCUS_SCHEMA.field("ChargePeriodStart").type)
+
+    resource_np = np.array([c.resource for c in CHARGES])[charge]
+
+    def component(name: str) -> pa.Array:
+        return pa.array(billed, pa.float64(), mask=resource_np != name)
+
+    columns: dict[str, pa.Array] = {
+        "BilledCost": money(billed),
+        "BillingAccountId": const(options.organization_id),
+        "BillingAccountName": const(options.billing_account_name),
+        "BillingCurrency": const(options.billing_currency),
+        "BillingPeriodEnd": instant(billing_end),
+        "BillingPeriodStart": instant(billing_start),
+        "ChargeCategory": const("Usage"),
+        "ChargeDescription": pc.binary_join_element_wise(
+            _per_charge([c.description for c in CHARGES], charge_idx),
+            source.workload_label.take(row_idx),
+            " for ",
+        ),
+        "ChargeFrequency": const("Usage-Based"),
+        "ChargePeriodEnd": instant(period_end),
+        "ChargePeriodStart": instant(period_start),
+        "ConsumedQuantity": money(quantity),
+        "ConsumedUnit": unit,
+        "ContractedCost": money(contracted_cost),
+        "ContractedUnitPrice": money(contracted_price),
+        "EffectiveCost": money(billed),
+        "HostProviderName": cluster_info.host_provider.take(cluster_idx),
+        "InvoiceId": invoice_ids.take(pa.array(invoice_index.astype(np.int32))),
+        "InvoiceIssuerName": const(options.invoice_issuer_name),
+        "ListCost": money(list_cost),
+        "ListUnitPrice": money(list_price),
+        "PricingCategory": _per_charge([c.pricing_category for c in CHARGES], charge_idx),
+        "PricingCurrency": const(options.billing_currency),
+        "PricingCurrencyContractedUnitPrice": money(contracted_price),
+        "PricingCurrencyEffectiveCost": money(billed),
+        "PricingCurrencyListUnitPrice": money(list_price),
+        "PricingQuantity": money(quantity),
+        "PricingUnit": unit,
+        "ProviderName": const(options.service_provider_name),
+        "PublisherName": const(options.publisher_name),
+        "RegionId": cluster_info.region_id.take(cluster_idx),
+        "RegionName": cluster_info.region_name.take(cluster_idx),
+        "ResourceId": source.resource_id.take(row_idx),
+        "ResourceName": source.text("workload_name").take(row_idx),
+        "ResourceType": source.text("workload_type").take(row_idx),
+        "ServiceCategory": const("Compute"),
+        "ServiceName": const(options.service_name),
+        "ServiceProviderName": const(options.service_provider_name),
+        "ServiceSubcategory": const("Containers"),
+        "SkuId": _per_charge([c.sku_id for c in CHARGES], charge_idx),
+        "SkuMeter": _per_charge([c.sku_meter for c in CHARGES], charge_idx),
+        "SkuPriceId": pc.binary_join_element_wise(
+            _per_charge([c.sku_price_prefix for c in CHARGES], charge_idx), cluster_id, "-"
+        ),
+        "SubAccountId": cluster_info.sub_account_id.take(cluster_idx),
+        "SubAccountName": cluster_info.sub_account_name.take(cluster_idx),
+        "SubAccountType": cluster_info.sub_account_type.take(cluster_idx),
+        "Tags": _tags(source, cluster_info, options.tag_allowlist, row),
+        "x_CastAIClusterId": cluster_id,
+        "x_CastAIClusterName": cluster_info.name.take(cluster_idx),
+        "x_CastAINamespace": source.text("namespace").take(row_idx),
+        "x_CastAIWorkloadType": source.text("workload_type").take(row_idx),
+        "x_CastAIWorkloadName": source.text("workload_name").take(row_idx),
+        "x_CastAIPricingTier": _per_charge([c.tier for c in CHARGES], charge_idx),
+        "x_CastAIResource": resource,
+        "x_CastAICpuCost": component("cpu"),
+        "x_CastAIRamCost": component("memory"),
+        "x_CastAIGpuCost": component("gpu"),
+        "x_CastAITpuCost": component("tpu"),
+        "x_CastAIStorageCost": component("storage"),
+    }
+    arrays = [columns.get(f.name, pa.nulls(n, f.type)) for f in FOCUS_SCHEMA]
+    return pa.Table.from_arrays(arrays, schema=FOCUS_SCHEMA)
+
+
+def _per_charge(values: Sequence[str | None], charge_idx: pa.Array) -> pa.Array:
+    return pa.array(values, pa.string()).take(charge_idx)
+
+
+def prepare_workloads(workloads: pa.Table) -> pa.Table:
+    """The workload-costs table as the transform reads it (use it to audit against the same input).
+
+    Cast to `WORKLOAD_COSTS_SCHEMA`, duplicate buckets of a workload (same cluster, namespace, type,
+    name and timestamp) dropped with the first one kept, sorted by those keys so the output does
+    not depend on the order in which the API returned workloads.
+    """
+    missing = [name for name in WORKLOAD_COSTS_SCHEMA.names if name not in workloads.column_names]
+    if missing:
+        raise ValueError(f"workload costs table lacks column(s) {', '.join(missing)}")
+    table = workloads.select(WORKLOAD_COSTS_SCHEMA.names).cast(WORKLOAD_COSTS_SCHEMA).combine_chunks()
+    if table.num_rows == 0:
+        return table
+    keys = [_dense_codes(_dictionary(table, name)) for name in _KEY_COLUMNS]
+    timestamp = table.column("timestamp").cast(pa.int64()).to_numpy()
+    order = np.lexsort((timestamp, *reversed(keys)))  # stable: the first of duplicates stays first
+    sorted_keys = np.column_stack([k[order] for k in keys] + [timestamp[order]])
+    first = np.ones(order.size, dtype=bool)
+    first[1:] = np.any(sorted_keys[1:] != sorted_keys[:-1], axis=1)
+    table = table.take(pa.array(order[first])).combine_chunks()
+    # Re-encode the cluster ids so their dictionary holds only clusters that have rows.
+    cluster_ids = pc.dictionary_encode(table.column("cluster_id").cast(pa.string()))
+    table = table.set_column(0, WORKLOAD_COSTS_SCHEMA.field(0), cluster_ids)
+    step = table.column("step_seconds").to_numpy()
+    if np.any(step <= 0):
+        bad = int(np.argmax(step <= 0))
+        raise ValueError(
+            f"cluster {table.column('cluster_id')[bad].as_py()}: workload "
+            f"{table.column('workload_name')[bad].as_py()} has step_seconds {int(step[bad])} (must be > 0)"
+        )
+    return table
+
+
+class _Source:
+    """Column views of a prepared workload-costs table: codes, decoded strings, per-row identifiers."""
+
+    def __init__(self, table: pa.Table):
+        self.table = table
+        cluster = _dictionary(table, "cluster_id")
+        self.cluster_ids: list[str] = cluster.dictionary.to_pylist()
+        self.cluster_entry = cluster.indices.to_numpy(zero_copy_only=False)
+        self.step_seconds = table.column("step_seconds").to_numpy()
+        self.timestamp_us = table.column("timestamp").cast(pa.int64()).to_numpy()
+        self.cluster_id_text = self.text("cluster_id")
+        namespace, workload_type, name = (
+            self.text(c) for c in ("namespace", "workload_type", "workload_name")
+        )
+        self.resource_id = pc.binary_join_element_wise(
+            "castai://",
+            pc.binary_join_element_wise(self.cluster_id_text, namespace, workload_type, name, "/"),
+            "",
+        )
+        self.workload_label = pc.binary_join_element_wise(
+            workload_type, pc.binary_join_element_wise(namespace, name, "/"), " "
+        )
+
+    def metric(self, name: str) -> np.ndarray:
+        return self.table.column(name).to_numpy()
+
+    def text(self, name: str) -> pa.Array:
+        """A dictionary column decoded to plain strings (cheap: one gather over the dictionary)."""
+        column = _dictionary(self.table, name)
+        return column.dictionary.take(column.indices)
+
+    def label_entries(self) -> tuple[list[str | None], np.ndarray]:
+        """Distinct label JSON texts and, per row, the index into them (-1: no labels)."""
+        labels = _dictionary(self.table, "labels")
+        entry = pc.fill_null(labels.indices, -1).to_numpy()
+        return labels.dictionary.to_pylist(), entry
+
+
+def _dictionary(table: pa.Table, name: str) -> pa.DictionaryArray:
+    column = table.column(name)
+    chunk = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+    assert isinstance(chunk, pa.DictionaryArray)
+    return chunk
+
+
+def _dense_codes(column: pa.DictionaryArray) -> np.ndarray:
+    """Integer codes that order like the strings and are equal exactly when the strings are."""
+    ranks = pc.rank(column.dictionary, sort_keys="ascending", tiebreaker="dense").to_numpy()
+    return ranks[column.indices.to_numpy(zero_copy_only=False)]
+
+
+@dataclass(frozen=True)
+class _ClusterInfo:
+    """Per-cluster attributes, aligned with the `cluster_id` dictionary of the source table."""
+
+    clusters: list[Cluster]
+    name: pa.Array
+    host_provider: pa.Array
+    region_id: pa.Array
+    region_name: pa.Array
+    sub_account_id: pa.Array
+    sub_account_name: pa.Array
+    sub_account_type: pa.Array
+    custom_cpu_price: np.ndarray  # NaN: no custom price for this cluster
+    custom_memory_price: np.ndarray
+
+    @classmethod
+    def build(
+        cls,
+        cluster_ids: list[str],
+        clusters: Mapping[str, Cluster],
+        context: EnrichmentContext,
+        options: FocusOptions,
+    ) -> _ClusterInfo:
+        unknown = sorted(set(cluster_ids) - set(clusters))
+        if unknown:
+            raise ValueError(
+                f"workload costs reference cluster(s) {', '.join(unknown)} missing from the cluster list"
+            )
+        resolved = [clusters[cid] for cid in cluster_ids]
+
+        def sub_account(c: Cluster) -> tuple[str, str, str]:
+            child = context.child_organizations.get(c.organization_id) if options.enterprise_id else None
+            if child is not None:
+                return child.id, child.name, "Organization"
+            return c.id, c.name, "Cluster"
+
+        def custom(c: Cluster, attribute: str) -> float:
+            price = context.cluster_prices.get(c.id)
+            return float("nan") if price is None or price.is_default else float(getattr(price, attribute))
+
+        subs = [sub_account(c) for c in resolved]
+        region_ids = [c.region_name or None for c in resolved]
+        return cls(
+            clusters=resolved,
+            name=pa.array([c.name for c in resolved], pa.string()),
+            host_provider=pa.array(
+                [host_provider_name(c.provider_type, options.service_provider_name) for c in resolved],
+                pa.string(),
+            ),
+            region_id=pa.array(region_ids, pa.string()),
+            region_name=pa.array(
+                [
+                    (c.region_display_name or c.region_name) if rid else None
+                    for c, rid in zip(resolved, region_ids, strict=True)
+                ],
+                pa.string(),
+            ),
+            sub_account_id=pa.array([s[0] for s in subs], pa.string()),
+            sub_account_name=pa.array([s[1] for s in subs], pa.string()),
+            sub_account_type=pa.array([s[2] for s in subs], pa.string()),
+            custom_cpu_price=np.array([custom(c, "cpu_hourly_price") for c in resolved], dtype=np.float64),
+            custom_memory_price=np.array(
+                [custom(c, "memory_gib_hourly_price") for c in resolved], dtype=np.float64
+            ),
+        )
+
+
+def _unit_prices(
+    charge: np.ndarray,
+    cluster_entry: np.ndarray,
+    period_start_us: np.ndarray,
+    cost_rate: np.ndarray,
+    quantity_rate: np.ndarray,
+    clusters: _ClusterInfo,
+    context: EnrichmentContext,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(ListUnitPrice, ContractedUnitPrice) per row; see docs/focus-mapping.md "Pricing"."""
+    # The effective rate is cost per unit; a charge with cost but no quantity has no rate (documented: 0).
+    effective = np.divide(cost_rate, quantity_rate, out=np.zeros_like(cost_rate), where=quantity_rate != 0)
+    default = context.default_pricing
+    list_by_charge = np.full(len(CHARGES), np.nan)
+    if default is not None:
+        for i, c in enumerate(CHARGES):
+            if c.resource == "cpu":
+                list_by_charge[i] = default.cpu_hourly_price
+            elif c.resource == "memory":
+                list_by_charge[i] = default.memory_gib_hourly_price
+    row_list = list_by_charge[charge]
+    has_list = ~np.isnan(row_list)
+    list_price = np.where(has_list, row_list, effective)
+
+    contracted = list_price.copy()
+    for discount in context.discounts:
+        applies = has_list & _discount_applies(discount, charge, cluster_entry, period_start_us, clusters)
+        if applies.any():
+            contracted[applies] = _discounted(discount, contracted[applies])
+    for resource, custom in (("cpu", clusters.custom_cpu_price), ("memory", clusters.custom_memory_price)):
+        row_custom = custom[cluster_entry]
+        use = _charges_of(resource)[charge] & ~np.isnan(row_custom)
+        contracted[use] = row_custom[use]
+    return list_price, contracted
+
+
+def _charges_of(resource: str) -> np.ndarray:
+    return np.array([c.resource == resource for c in CHARGES])
+
+
+def _discount_applies(
+    discount: Discount,
+    charge: np.ndarray,
+    cluster_entry: np.ndarray,
+    period_start_us: np.ndarray,
+    clusters: _ClusterInfo,
+) -> np.ndarray:
+    resource = _DISCOUNT_TARGETS.get(discount.target)
+    if not discount.enabled or resource is None:
+        return np.zeros(charge.size, dtype=bool)
+    lifecycles = set(discount.life_cycles)
+    by_charge = np.array(
+        [
+            c.resource == resource
+            and (not lifecycles or _TIER_LIFECYCLES.get(c.tier or "", "") in lifecycles)
+            for c in CHARGES
+        ]
+    )
+    by_cluster = np.array(
+        [
+            (not discount.clusters or c.id in discount.clusters)
+            and (not discount.regions or (c.region_name or "") in discount.regions)
+            for c in clusters.clusters
+        ]
+    )
+    applies = by_charge[charge] & by_cluster[cluster_entry]
+    if discount.start_date is not None:
+        applies &= period_start_us >= _micros(discount.start_date)
+    if discount.end_date is not None:
+        applies &= period_start_us < _micros(discount.end_date)
+    return applies
+
+
+def _discounted(discount: Discount, price: np.ndarray) -> np.ndarray:
+    """Cast AI pricing types: PERCENTAGE ("0.1" = 10 % off), FLAT (subtract), FIXED (override)."""
+    if discount.pricing_type == "TYPE_PERCENTAGE":
+        result = price * (1.0 - discount.value)
+    elif discount.pricing_type == "TYPE_FLAT":
+        result = price - discount.value
+    elif discount.pricing_type == "TYPE_FIXED":
+        result = np.full_like(price, discount.value)
+    else:
+        return price
+    return np.maximum(result, 0.0)
+
+
+def _micros(moment: datetime) -> int:
+    """Microseconds since the epoch, exactly (naive datetimes are UTC)."""
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return (aware - _EPOCH) // timedelta(microseconds=1)
+
+
+def _tags(source: _Source, clusters: _ClusterInfo, allowlist: tuple[str, ...], row: np.ndarray) -> pa.Array:
+    """Tags of the output rows (`row`: their source rows), serialized once per distinct (cluster, labels)."""
+    label_texts, label_entry = source.label_entries()
+    combo = source.cluster_entry.astype(np.int64) * (len(label_texts) + 1) + (label_entry + 1)
+    distinct, inverse = np.unique(combo, return_inverse=True)
+    allowed = set(allowlist)
+    values: list[str | None] = []
+    for key in distinct.tolist():
+        cluster = clusters.clusters[key // (len(label_texts) + 1)]
+        label_index = key % (len(label_texts) + 1) - 1
+        labels = _parse_labels(label_texts[label_index] if label_index >= 0 else None, cluster.id)
+        merged: dict[str, Any] = {k: v for k, v in labels.items() if not allowed or k in allowed}
+        merged.update(
+            {PROVIDER_TAG_PREFIX + k: v for k, v in cluster.tags.items() if not allowed or k in allowed}
+        )
+        values.append(
+            json.dumps(merged, sort_keys=True, ensure_ascii=False, separators=(",", ":")) if merged else None
+        )
+    return pa.array(values, pa.string()).take(pa.array(inverse.reshape(-1)[row].astype(np.int64)))
+
+
+def _parse_labels(text: str | None, cluster_id: str) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        labels = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"cluster {cluster_id}: workload labels are not valid JSON ({exc.msg})") from exc
+    if not isinstance(labels, dict):
+        raise ValueError(
+            f"cluster {cluster_id}: workload labels must be a JSON object, got {type(labels).__name__}"
+        )
+    return labels

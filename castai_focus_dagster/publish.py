@@ -1,0 +1,413 @@
+"""Write-audit-publish of one daily FOCUS partition to an object store.
+
+Consumers (Athena, Ternary, DuckDB) read the data tree directly, so publication must never expose a
+partial, unaudited or duplicated object, and a manifest must never describe bytes that are not there:
+
+1. upload the bytes to a staging key outside the data tree;
+2. read them back, verify the SHA-256, run the caller's audit (which raises to abort);
+3. retire the partition's manifest if it describes other objects, then copy staging -> final data key
+   (deterministic: overwrites, never a second copy) and the Ternary copy;
+4. delete stale data objects of the partition (another format, hour files) in both trees;
+5. write the FOCUS metadata documents, then the manifest last;
+6. delete the staging object (and any a failed earlier run left for this partition).
+
+A failure before 3 leaves every published object untouched. A failure from 3 on may leave the partition
+without a manifest (and, during a format switch, with both formats), never with a manifest that lists
+missing or different bytes; re-running the publish repairs everything. The data bytes
+are the caller's and carry no run timestamp, so re-publishing identical data rewrites identical objects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+from castai_focus_dagster.focus_metadata import (
+    FOCUS_DATASET_ID,
+    TimeSector,
+    canonical_json,
+    column_definitions,
+    data_generator_document,
+    dataset_instance_document,
+    dataset_instance_id_for,
+    day_sector,
+    focus_datetime,
+    parse_focus_datetime,
+    recency_document,
+    schema_document,
+    schema_id_for,
+    sectors_from_recency,
+)
+from castai_focus_dagster.layout import (
+    FOCUS_VERSION,
+    DataFormat,
+    data_key,
+    manifest_day,
+    manifest_dir,
+    manifest_key,
+    metadata_keys,
+    partition_object_prefix,
+    staging_dir,
+    staging_key,
+    ternary_key,
+)
+from castai_focus_dagster.object_store import ObjectNotFound, ObjectStore
+
+MANIFEST_VERSION = 1
+CONTENT_TYPES: dict[str, str] = {
+    "parquet": "application/vnd.apache.parquet",
+    "csv": "text/csv; charset=utf-8",
+}
+JSON_CONTENT_TYPE = "application/json"
+# The part of a data object name after partition_object_prefix(): the hour and the format.
+_DATA_OBJECT_SUFFIX = re.compile(r"^\d{2}\.(parquet|csv)$")
+
+
+class PublishError(RuntimeError):
+    """Publication was refused or could not complete; the message names the object involved."""
+
+
+@dataclass(frozen=True)
+class PublishRequest:
+    """One daily partition's serialized FOCUS rows plus what the manifest and metadata must say about them."""
+
+    day: date
+    organization_id: str
+    fmt: DataFormat
+    data: bytes = field(repr=False)
+    row_count: int
+    totals: dict[str, float]  # BilledCost / EffectiveCost / ListCost / ContractedCost sums
+    source_window: tuple[datetime, datetime]
+    step_seconds: int
+    run_id: str
+    complete: bool  # False for a day that has not ended yet
+    schema_columns: Sequence[tuple[str, str]]  # (column name, Arrow type string) in file order
+    generator_version: str
+    extra: dict[str, Any] = field(default_factory=dict)  # clusters, workloads, enrichment completeness...
+    provider_tag_prefixes: tuple[str, ...] = ()  # prefixes of provider-defined keys inside Tags
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.row_count < 0:
+            problems.append(f"row_count must be >= 0, got {self.row_count}")
+        if self.step_seconds <= 0:
+            problems.append(f"step_seconds must be > 0, got {self.step_seconds}")
+        bad_totals = sorted(name for name, value in self.totals.items() if not math.isfinite(value))
+        if bad_totals:
+            problems.append(f"totals must be finite numbers: {', '.join(bad_totals)}")
+        start, end = self.source_window
+        if start.tzinfo is None or end.tzinfo is None or end < start:
+            problems.append("source_window must be two time-zone-aware datetimes, start <= end")
+        try:
+            canonical_json(_jsonable(self.extra))
+        except (TypeError, ValueError) as exc:
+            problems.append(f"extra must be JSON-serializable without NaN/inf ({exc})")
+        if problems:
+            raise ValueError(
+                f"invalid publish request for {self.organization_id} {self.day}: " + "; ".join(problems)
+            )
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    data_keys: list[str]
+    ternary_keys: list[str]
+    manifest_key: str
+    checksum_sha256: str
+    bytes: int
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def publish_partition(
+    store: ObjectStore,
+    req: PublishRequest,
+    *,
+    prefix: str,
+    ternary_prefix: str | None,
+    audit: Callable[[bytes], None] | None = None,
+    clock: Callable[[], datetime] = _utc_now,
+) -> PublishResult:
+    """Publish one partition (see the module docstring for the order and the guarantees)."""
+    final = data_key(prefix, req.organization_id, req.day, req.fmt)
+    # (tree prefix, data key, role) for the main tree and, when enabled, the Ternary tree.
+    trees = [(prefix, final, "data")]
+    if ternary_prefix:
+        copy = ternary_key(ternary_prefix, prefix, req.organization_id, req.day, req.fmt)
+        trees.append((ternary_prefix + prefix, copy, "ternary"))
+    checksum = hashlib.sha256(req.data).hexdigest()
+    files = [_file_entry(store, key, req, checksum, role) for _, key, role in trees]
+    staging = staging_key(prefix, final, req.run_id)
+    manifest_object = manifest_key(prefix, req.day)
+
+    try:
+        store.put(staging, req.data, CONTENT_TYPES[req.fmt])
+        staged = store.get(staging)
+        staged_checksum = hashlib.sha256(staged).hexdigest()
+        if staged_checksum != checksum:
+            raise PublishError(
+                f"staged object {store.describe(staging)} does not match the uploaded bytes "
+                f"(sha256 {staged_checksum} != {checksum}); nothing was published"
+            )
+        if audit is not None:
+            try:
+                audit(staged)
+            except Exception as exc:
+                exc.add_note(f"audit rejected {store.describe(final)}; the previous object is unchanged")
+                raise
+        _retire_manifest_unless_describing(store, manifest_object, files)
+        for _, key, _ in trees:
+            store.copy(staging, key)
+        for tree, key, _ in trees:
+            _delete_stale_data_objects(store, tree, req, keep=key)
+        now = clock()
+        schema_id, dataset_instance_id = _write_focus_metadata(store, req, prefix, now)
+        manifest = _manifest(req, files, checksum, schema_id, dataset_instance_id, now)
+        store.put(manifest_object, canonical_json(manifest), JSON_CONTENT_TYPE)
+    except BaseException as exc:
+        try:
+            store.delete(staging)
+        except Exception as cleanup:
+            exc.add_note(f"staging object {store.describe(staging)} could not be deleted: {cleanup}")
+        raise
+    _delete_partition_staging(store, prefix, req)
+    return PublishResult(
+        data_keys=[final],
+        ternary_keys=[key for _, key, _ in trees[1:]],
+        manifest_key=manifest_object,
+        checksum_sha256=checksum,
+        bytes=len(req.data),
+    )
+
+
+def _file_entry(
+    store: ObjectStore, key: str, req: PublishRequest, checksum: str, role: str
+) -> dict[str, Any]:
+    return {
+        "key": key,
+        "uri": store.describe(key),
+        "role": role,
+        "bytes": len(req.data),
+        "sha256": checksum,
+        "rowCount": req.row_count,
+    }
+
+
+def _read_json(store: ObjectStore, key: str) -> Any:
+    """A published JSON document, or None when it is absent or unreadable (it is then rebuilt)."""
+    try:
+        return json.loads(store.get(key))
+    except ObjectNotFound:
+        return None
+    except ValueError:  # not JSON (hand-edited or truncated by a foreign writer): rebuild it
+        return None
+
+
+def _put_json_if_changed(store: ObjectStore, key: str, document: Any, current: Any) -> None:
+    """Skip identical rewrites, so deterministic documents keep their S3 LastModified/ETag."""
+    if current is not None and canonical_json(current) == canonical_json(document):
+        return
+    store.put(key, canonical_json(document), JSON_CONTENT_TYPE)
+
+
+def _retire_manifest_unless_describing(store: ObjectStore, key: str, files: list[dict[str, Any]]) -> None:
+    """Delete the manifest before the objects it lists change, unless it lists exactly the new ones."""
+    current = _read_json(store, key)
+    if current is None:
+        if store.exists(key):  # unreadable manifest: it cannot vouch for anything
+            store.delete(key)
+        return
+
+    def described(entries: Any) -> set[tuple[Any, Any, Any]]:
+        if not isinstance(entries, list):
+            return set()
+        return {(e.get("key"), e.get("sha256"), e.get("bytes")) for e in entries if isinstance(e, dict)}
+
+    if described(current.get("files") if isinstance(current, dict) else None) != described(files):
+        store.delete(key)
+
+
+def _delete_stale_data_objects(store: ObjectStore, tree: str, req: PublishRequest, keep: str) -> None:
+    """Remove this organisation's other objects of the partition (previous format, hour files)."""
+    object_prefix = partition_object_prefix(tree, req.organization_id, req.day)
+    for key in store.list(object_prefix):
+        if key != keep and _DATA_OBJECT_SUFFIX.match(key[len(object_prefix) :]):
+            store.delete(key)
+
+
+def _delete_partition_staging(store: ObjectStore, prefix: str, req: PublishRequest) -> None:
+    """Delete this run's staging object and any a failed earlier run left for the same partition.
+
+    A concurrent run of the same partition would lose its staging object here and fail at its copy:
+    loud, and its previous objects are intact.
+    """
+    root = staging_dir(prefix)
+    partition_prefix = partition_object_prefix(prefix, req.organization_id, req.day)
+    for key in store.list(root):
+        _run_id, _, final = key[len(root) :].partition("/")
+        if final.startswith(partition_prefix):
+            store.delete(key)
+
+
+def _write_focus_metadata(
+    store: ObjectStore, req: PublishRequest, prefix: str, now: datetime
+) -> tuple[str, str]:
+    """Write DataGenerator, Schema, DatasetInstance and Recency; return (SchemaId, DatasetInstanceId)."""
+    keys = metadata_keys(prefix)
+    dataset_instance_id = dataset_instance_id_for(req.organization_id)
+    schema_id = schema_id_for(
+        req.organization_id,
+        column_definitions(req.schema_columns, req.provider_tag_prefixes),
+        req.generator_version,
+    )
+
+    _put_json_if_changed(
+        store, keys["data_generator"], data_generator_document(), _read_json(store, keys["data_generator"])
+    )
+
+    # Schema collection: one object per schema ever published (old partitions keep referencing theirs).
+    current_schemas = _read_json(store, keys["schema"])
+    schemas = _collection(current_schemas)
+    if not any(s.get("SchemaId") == schema_id for s in schemas):
+        schemas.append(
+            schema_document(
+                req.schema_columns,
+                schema_id=schema_id,
+                dataset_instance_id=dataset_instance_id,
+                creation_date=now,
+                data_generator_version=req.generator_version,
+                provider_tag_prefixes=req.provider_tag_prefixes,
+            )
+        )
+    schemas.sort(key=lambda s: (str(s.get("CreationDate")), str(s.get("SchemaId"))))
+    _put_json_if_changed(store, keys["schema"], schemas, current_schemas)
+
+    current_instances = _read_json(store, keys["dataset_instance"])
+    instances = _others(current_instances, dataset_instance_id) + dataset_instance_document(
+        dataset_instance_id, f"Cast AI Kubernetes cost and usage ({req.organization_id})"
+    )
+    instances.sort(key=lambda d: str(d.get("DatasetInstanceId")))
+    _put_json_if_changed(store, keys["dataset_instance"], instances, current_instances)
+
+    current_recency = _read_json(store, keys["recency"])
+    mine = _updated_recency(store, prefix, req, dataset_instance_id, current_recency, now)
+    recency = [*_others(current_recency, dataset_instance_id), mine]
+    recency.sort(key=lambda d: str(d.get("DatasetInstanceId")))
+    store.put(keys["recency"], canonical_json(recency), JSON_CONTENT_TYPE)
+    return schema_id, dataset_instance_id
+
+
+def _collection(document: Any) -> list[dict[str, Any]]:
+    """The objects of a published metadata collection; anything malformed counts as absent."""
+    return [d for d in document if isinstance(d, dict)] if isinstance(document, list) else []
+
+
+def _others(document: Any, dataset_instance_id: str) -> list[dict[str, Any]]:
+    """Objects of a metadata collection that belong to other dataset instances (kept as they are)."""
+    return [d for d in _collection(document) if d.get("DatasetInstanceId") != dataset_instance_id]
+
+
+def _updated_recency(
+    store: ObjectStore,
+    prefix: str,
+    req: PublishRequest,
+    dataset_instance_id: str,
+    current: Any,
+    now: datetime,
+) -> dict[str, Any]:
+    """This instance's Recency with today's sector set, plus sectors of any manifest Recency lost.
+
+    Concurrent partition runs read-modify-write the same recency.json; the last writer can drop another
+    run's sector. Every publish therefore re-adds sectors for manifests missing from Recency (one LIST,
+    and a GET only for the few days that went missing).
+    """
+    mine = [d for d in _collection(current) if d.get("DatasetInstanceId") == dataset_instance_id]
+    sectors: dict[date, TimeSector] = {}
+    if mine:
+        try:
+            sectors = {s.start.date(): s for s in sectors_from_recency(mine[0])}
+        except (KeyError, TypeError, ValueError):
+            sectors = {}  # malformed: rebuilt from the manifests below
+    for key in store.list(manifest_dir(prefix)):
+        day = manifest_day(key)
+        if day is None or day == req.day or day in sectors:
+            continue
+        lost = _sector_from_manifest(_read_json(store, key), req.organization_id, day)
+        if lost is not None:
+            sectors[day] = lost
+    sectors[req.day] = day_sector(req.day, complete=req.complete, last_updated=now)
+    return recency_document(dataset_instance_id, list(sectors.values()), now)
+
+
+def _sector_from_manifest(manifest: Any, organization_id: str, day: date) -> TimeSector | None:
+    if not isinstance(manifest, dict) or manifest.get("organizationId") != organization_id:
+        return None
+    try:
+        published = parse_focus_datetime(manifest["publishedAt"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return day_sector(day, complete=bool(manifest.get("complete")), last_updated=published)
+
+
+def _manifest(
+    req: PublishRequest,
+    files: list[dict[str, Any]],
+    checksum: str,
+    schema_id: str,
+    dataset_instance_id: str,
+    now: datetime,
+) -> dict[str, Any]:
+    sector = day_sector(req.day, complete=req.complete, last_updated=now)
+    return {
+        "manifestVersion": MANIFEST_VERSION,
+        "focusVersion": FOCUS_VERSION,
+        "focusDatasetId": FOCUS_DATASET_ID,
+        "datasetInstanceId": dataset_instance_id,
+        "schemaId": schema_id,
+        "organizationId": req.organization_id,
+        "partition": {
+            "day": req.day.isoformat(),
+            "start": focus_datetime(sector.start),
+            "end": focus_datetime(sector.end),
+        },
+        "complete": req.complete,
+        "format": req.fmt,
+        "files": files,
+        "rowCount": req.row_count,
+        "bytes": len(req.data),
+        "checksumSha256": checksum,
+        "costTotals": dict(sorted(req.totals.items())),
+        "sourceWindow": {
+            "start": focus_datetime(req.source_window[0]),
+            "end": focus_datetime(req.source_window[1]),
+            "stepSeconds": req.step_seconds,
+        },
+        "generatorVersion": req.generator_version,
+        "runId": req.run_id,
+        "publishedAt": focus_datetime(now),
+        "extra": _jsonable(req.extra),
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    """Manifest `extra` values as JSON (dates as ISO-8601); anything else unserializable is an error."""
+    if isinstance(value, datetime):
+        return focus_datetime(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = [_jsonable(v) for v in value]
+        return sorted(items, key=repr) if isinstance(value, (set, frozenset)) else items
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise TypeError(f"manifest extra value of type {type(value).__name__} is not JSON-serializable")

@@ -1,0 +1,47 @@
+"""Shared fixtures: the Cast AI sandbox over real HTTP on 127.0.0.1 and an exporter environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from castai_focus_dagster.sandbox import SandboxOrg, SandboxServer
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+@pytest.fixture(scope="session")
+def sandbox_org() -> SandboxOrg:
+    from castai_focus_dagster.sandbox import SandboxOrg
+
+    return SandboxOrg.generate(seed=7)
+
+
+@pytest.fixture
+def sandbox(sandbox_org: SandboxOrg) -> Iterator[SandboxServer]:
+    from castai_focus_dagster.sandbox import Faults, SandboxServer
+
+    with SandboxServer(sandbox_org, faults=Faults()) as server:
+        yield server
+
+
+@pytest.fixture
+def exporter_env(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sandbox: SandboxServer, sandbox_org: SandboxOrg
+) -> Path:
+    """Environment of an exporter pointed at the sandbox (as the real API) and a local output folder."""
+    out = tmp_path / "out"
+    for name in list(os.environ):
+        if name.startswith(("CASTAI_", "COLLECTION_", "FOCUS_", "S3_", "TERNARY_", "JOB_", "SCHEDULE_")):
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CASTAI_API_URL", sandbox.url)
+    monkeypatch.setenv("CASTAI_API_KEY", sandbox_org.api_key)
+    monkeypatch.setenv("CASTAI_ORGANIZATION_ID", sandbox_org.organization_id)
+    monkeypatch.setenv("LOCAL_OUTPUT_DIR", str(out))
+    monkeypatch.setenv("CASTAI_MAX_RETRIES", "2")
+    return out

@@ -1,0 +1,610 @@
+"""The Cast AI -> FOCUS 1.3 transform: row model, conservation, pricing, tags, accounts and edge cases.
+
+Expected values are derived here from the input metrics and the documented rules (docs/focus-mapping.md),
+never copied from the transform's output.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from castai_focus_dagster.conformance import check_conformance
+from castai_focus_dagster.focus_schema import FOCUS_SCHEMA, PROVIDER_TAG_PREFIX
+from castai_focus_dagster.focus_transform import (
+    FocusOptions,
+    host_provider_name,
+    prepare_workloads,
+    to_focus,
+)
+from castai_focus_dagster.models import (
+    METRIC_COLUMNS,
+    Cluster,
+    ClusterPrice,
+    DefaultPricing,
+    Discount,
+    EnrichmentContext,
+    empty_workload_costs,
+)
+from castai_focus_dagster.serialize import to_parquet_bytes
+from castai_focus_dagster.settings import load_settings
+from castai_focus_dagster_tests.focus_inputs import (
+    CHILD_PAYMENTS,
+    CLUSTERS,
+    DAY,
+    DEFAULT_PRICING,
+    ORGANIZATION_ID,
+    enrichment_context,
+    focus_options,
+    synthetic_org,
+    workload_table,
+)
+
+COMPONENT_COSTS = [
+    f"{r}Cost{t}" for r in ("cpu", "ram", "gpu", "tpu") for t in ("OnDemand", "Spot", "SpotFallback")
+]
+KEYS = ["cluster_id", "namespace", "workload_type", "workload_name"]
+
+
+def transform(table: pa.Table, context: EnrichmentContext | None = None, **options: object) -> pd.DataFrame:
+    out = to_focus(table, CLUSTERS, context or enrichment_context(), focus_options(**options))
+    assert out.schema.equals(FOCUS_SCHEMA, check_metadata=True)
+    return out.to_pandas()
+
+
+def one_row(context: EnrichmentContext | None = None, **fields: object) -> dict[str, Any]:
+    """The single FOCUS row of a one-bucket input, as Python values (None for null)."""
+    out = to_focus(workload_table([fields]), CLUSTERS, context or enrichment_context(), focus_options())
+    assert out.num_rows == 1, out.to_pylist()
+    return out.to_pylist()[0]
+
+
+def castai_cost_by_workload_day(workloads: pa.Table) -> pd.Series:
+    """Cast AI's cost per workload and UTC day: (compute components + storage) × bucket hours."""
+    df = workloads.to_pandas()
+    for key in [*KEYS, "labels"]:
+        df[key] = df[key].astype(object)
+    df = df.drop_duplicates(subset=[*KEYS, "timestamp"], keep="first")
+    hours = df["step_seconds"] / 3600.0
+    df["cost"] = (df[COMPONENT_COSTS].sum(axis=1) + df["storageCost"]) * hours
+    df["day"] = (df["timestamp"] - pd.to_timedelta(df["step_seconds"], unit="s")).dt.floor("D")
+    return df.groupby([*KEYS, "day"])["cost"].sum()
+
+
+def focus_cost_by_workload_day(focus: pd.DataFrame) -> pd.Series:
+    keys = ["x_CastAIClusterId", "x_CastAINamespace", "x_CastAIWorkloadType", "x_CastAIWorkloadName"]
+    df = focus.assign(day=focus["ChargePeriodStart"].dt.floor("D"))
+    totals = df.groupby([*keys, "day"])["BilledCost"].sum()
+    return totals.rename_axis([*KEYS, "day"])
+
+
+# --- schema and conservation ----------------------------------------------------------------------
+
+
+def test_empty_input_yields_empty_table_with_the_focus_schema() -> None:
+    out = to_focus(empty_workload_costs(), CLUSTERS, enrichment_context(), focus_options())
+    assert out.num_rows == 0
+    assert out.schema.equals(FOCUS_SCHEMA)
+
+
+def test_all_zero_workload_yields_no_rows_but_the_schema() -> None:
+    out = to_focus(
+        workload_table([{}, {"workload_name": "idle-2"}]), CLUSTERS, EnrichmentContext(), focus_options()
+    )
+    assert out.num_rows == 0
+    assert out.schema.equals(FOCUS_SCHEMA)
+
+
+@pytest.mark.parametrize("granularity", ["hourly", "daily"])
+def test_billed_cost_per_workload_and_day_equals_castai_cost(granularity: str) -> None:
+    org = synthetic_org()
+    workloads = getattr(org, granularity)
+    focus = transform(workloads)
+    expected = castai_cost_by_workload_day(workloads)
+    exported = focus_cost_by_workload_day(focus).reindex(expected.index, fill_value=0.0)
+    assert expected.sum() > 100  # a realistic day, not an accidentally empty one
+    np.testing.assert_allclose(exported.to_numpy(), expected.to_numpy(), rtol=0, atol=1e-6)
+    # Workloads whose every bucket is zero export nothing; no row belongs to an unknown workload.
+    assert set(focus_cost_by_workload_day(focus).index) <= set(expected.index)
+
+
+def test_hourly_and_daily_granularity_give_the_same_daily_totals() -> None:
+    org = synthetic_org()
+    hourly = focus_cost_by_workload_day(transform(org.hourly))
+    daily = focus_cost_by_workload_day(transform(org.daily))
+    assert set(hourly.index) == set(daily.index)
+    np.testing.assert_allclose(
+        hourly.sort_index().to_numpy(), daily.sort_index().to_numpy(), rtol=0, atol=1e-4
+    )
+
+
+def test_one_row_per_nonzero_resource_tier_charge() -> None:
+    org = synthetic_org()
+    df = org.hourly.to_pandas()
+    pairs = [
+        (f"{r}Cost{t}", f"{q}{t}")
+        for r, q in (("cpu", "cpuCount"), ("ram", "ramGib"), ("gpu", "gpuCount"), ("tpu", "tpuCount"))
+        for t in ("OnDemand", "Spot", "SpotFallback")
+    ]
+    pairs.append(("storageCost", "storageGib"))
+    expected = sum(int(((df[c] != 0) | (df[q] != 0)).sum()) for c, q in pairs)
+    focus = transform(org.hourly)
+    assert len(focus) == expected
+    assert not focus.duplicated(["ResourceId", "ChargePeriodStart", "SkuPriceId"]).any()
+
+
+def test_synthetic_output_passes_every_conformance_rule() -> None:
+    org = synthetic_org()
+    for workloads in (org.hourly, org.daily):
+        out = to_focus(workloads, org.clusters, org.context, focus_options())
+        assert [r for r in check_conformance(out) if not r.passed] == []
+
+
+# --- one bucket, every column ---------------------------------------------------------------------
+
+
+def test_single_spot_cpu_bucket_maps_every_column() -> None:
+    end = DAY + timedelta(hours=5)
+    row = one_row(
+        cpuCostSpot=0.5, cpuCountSpot=2.0, timestamp=end, labels={"app.kubernetes.io/name": "checkout"}
+    )
+    assert row["BilledCost"] == row["EffectiveCost"] == row["PricingCurrencyEffectiveCost"] == 0.5
+    assert row["PricingQuantity"] == row["ConsumedQuantity"] == 2.0
+    assert row["PricingUnit"] == row["ConsumedUnit"] == "vCPU-Hours"
+    assert row["ChargePeriodStart"] == end - timedelta(hours=1)
+    assert row["ChargePeriodEnd"] == end
+    assert row["BillingPeriodStart"] == datetime(2026, 3, 1, tzinfo=UTC)
+    assert row["BillingPeriodEnd"] == datetime(2026, 4, 1, tzinfo=UTC)
+    assert row["ChargeCategory"] == "Usage" and row["ChargeFrequency"] == "Usage-Based"
+    assert row["ChargeClass"] is None
+    assert row["PricingCategory"] == "Dynamic"
+    assert (row["ServiceCategory"], row["ServiceSubcategory"], row["ServiceName"]) == (
+        "Compute",
+        "Containers",
+        "Kubernetes",
+    )
+    assert row["ServiceProviderName"] == row["ProviderName"] == "CAST AI"
+    assert row["PublisherName"] == row["InvoiceIssuerName"] == "CAST AI"
+    assert row["HostProviderName"] == "AWS"
+    assert (row["BillingAccountId"], row["BillingAccountName"]) == (ORGANIZATION_ID, "Acme Corp")
+    assert row["BillingCurrency"] == row["PricingCurrency"] == "USD"
+    assert row["InvoiceId"] == f"CASTAI-{ORGANIZATION_ID}-2026-03"
+    assert row["ResourceId"] == "castai://c-eks-prod/payments/Deployment/checkout-api"
+    assert (row["ResourceName"], row["ResourceType"]) == ("checkout-api", "Deployment")
+    assert (row["RegionId"], row["RegionName"]) == ("eu-central-1", "EU (Frankfurt)")
+    assert row["AvailabilityZone"] is None
+    assert row["SkuId"] == "castai-k8s-cpu"
+    assert row["SkuPriceId"] == "castai-k8s-cpu-spot-c-eks-prod"
+    assert row["SkuMeter"] == "vCPU usage"
+    assert row["ChargeDescription"] == "CPU on spot capacity for Deployment payments/checkout-api"
+    assert (row["SubAccountId"], row["SubAccountName"], row["SubAccountType"]) == (
+        CHILD_PAYMENTS.id,
+        CHILD_PAYMENTS.name,
+        "Organization",
+    )
+    assert json.loads(row["Tags"]) == {
+        "app.kubernetes.io/name": "checkout",
+        f"{PROVIDER_TAG_PREFIX}env": "prod",
+        f"{PROVIDER_TAG_PREFIX}team": "payments",
+    }
+    # Spot rows carry the on-demand list price; the EKS CPU discount targets on-demand only.
+    assert row["ListUnitPrice"] == row["ContractedUnitPrice"] == DEFAULT_PRICING.cpu_hourly_price
+    assert row["ListCost"] == DEFAULT_PRICING.cpu_hourly_price * 2.0
+    assert row["x_CastAIPricingTier"] == "spot" and row["x_CastAIResource"] == "cpu"
+    assert row["x_CastAICpuCost"] == 0.5
+    assert all(
+        row[c] is None
+        for c in ("x_CastAIRamCost", "x_CastAIGpuCost", "x_CastAITpuCost", "x_CastAIStorageCost")
+    )
+    for column in (
+        "AllocatedMethodDetails",
+        "AllocatedMethodId",
+        "AllocatedResourceId",
+        "AllocatedResourceName",
+        "AllocatedTags",
+        "SkuPriceDetails",
+    ):
+        assert row[column] is None
+
+
+def test_daily_bucket_scales_rates_by_24_hours_and_spans_the_day() -> None:
+    row = one_row(
+        ramCostOnDemand=0.25, ramGibOnDemand=4.0, step_seconds=86400, timestamp=DAY + timedelta(days=1)
+    )
+    assert row["BilledCost"] == 0.25 * 24
+    assert row["PricingQuantity"] == 4.0 * 24
+    assert row["PricingUnit"] == "GiB-Hours"
+    assert row["ChargePeriodStart"] == DAY and row["ChargePeriodEnd"] == DAY + timedelta(days=1)
+    assert row["x_CastAIRamCost"] == 0.25 * 24 and row["SkuId"] == "castai-k8s-memory"
+
+
+def test_bucket_on_the_first_of_the_month_belongs_to_the_month_it_starts_in() -> None:
+    row = one_row(cpuCostOnDemand=1.0, cpuCountOnDemand=1.0, timestamp=datetime(2026, 4, 1, tzinfo=UTC))
+    assert row["BillingPeriodStart"] == datetime(2026, 3, 1, tzinfo=UTC)
+    assert row["InvoiceId"].endswith("-2026-03")
+
+
+def test_storage_only_workload_is_one_untiered_standard_row() -> None:
+    row = one_row(storageCost=0.002, storageGib=20.0, workload_type="StatefulSet", workload_name="db")
+    assert row["x_CastAIResource"] == "storage" and row["x_CastAIPricingTier"] is None
+    assert row["PricingCategory"] == "Standard" and row["PricingUnit"] == "GiB-Hours"
+    assert row["SkuId"] == "castai-k8s-storage" and row["SkuPriceId"] == "castai-k8s-storage-c-eks-prod"
+    assert row["ChargeDescription"] == "Storage for StatefulSet payments/db"
+    assert row["x_CastAIStorageCost"] == 0.002 and row["x_CastAICpuCost"] is None
+    assert row["ListUnitPrice"] == row["ContractedUnitPrice"] == 0.002 / 20.0  # effective rate
+
+
+def test_gpu_only_workload_prices_at_the_effective_rate() -> None:
+    row = one_row(gpuCostSpotFallback=5.0, gpuCountSpotFallback=2.0)
+    assert (row["x_CastAIResource"], row["x_CastAIPricingTier"], row["PricingCategory"]) == (
+        "gpu",
+        "spot-fallback",
+        "Dynamic",
+    )
+    assert row["PricingUnit"] == "GPU-Hours" and row["SkuMeter"] == "GPU usage"
+    assert row["ListUnitPrice"] == row["ContractedUnitPrice"] == 2.5
+    assert row["ListCost"] == row["ContractedCost"] == 5.0
+    assert row["x_CastAIGpuCost"] == 5.0
+
+
+def test_tpu_row_and_all_tiers_of_one_bucket_come_in_charge_order() -> None:
+    fields = {
+        "cpuCostOnDemand": 1.0,
+        "cpuCountOnDemand": 1.0,
+        "ramCostSpot": 0.1,
+        "ramGibSpot": 2.0,
+        "tpuCostSpot": 3.0,
+        "tpuCountSpot": 4.0,
+        "storageCost": 0.01,
+        "storageGib": 5.0,
+    }
+    df = transform(workload_table([fields]))
+    assert list(zip(df["x_CastAIResource"], df["x_CastAIPricingTier"].fillna("-"), strict=True)) == [
+        ("cpu", "on-demand"),
+        ("memory", "spot"),
+        ("tpu", "spot"),
+        ("storage", "-"),
+    ]
+    tpu = df[df["x_CastAIResource"] == "tpu"].iloc[0]
+    assert tpu["PricingUnit"] == "TPU-Hours" and tpu["x_CastAITpuCost"] == 3.0
+    assert df["BilledCost"].sum() == pytest.approx(1.0 + 0.1 + 3.0 + 0.01, abs=1e-12)
+
+
+def test_quantity_without_cost_is_kept_with_zero_cost() -> None:
+    row = one_row(EnrichmentContext(), gpuCountOnDemand=1.0)
+    assert row["BilledCost"] == 0.0 and row["PricingQuantity"] == 1.0
+    assert row["ListUnitPrice"] == 0.0
+
+
+# --- pricing --------------------------------------------------------------------------------------
+
+
+def test_percentage_discount_applies_to_matching_lifecycle_only() -> None:
+    df = transform(
+        workload_table(
+            [
+                {
+                    "cpuCostOnDemand": 0.3,
+                    "cpuCountOnDemand": 10.0,
+                    "cpuCostSpot": 0.1,
+                    "cpuCountSpot": 10.0,
+                    "cpuCostSpotFallback": 0.3,
+                    "cpuCountSpotFallback": 10.0,
+                }
+            ]
+        )
+    )
+    contracted = dict(zip(df["x_CastAIPricingTier"], df["ContractedUnitPrice"], strict=True))
+    discounted = DEFAULT_PRICING.cpu_hourly_price * (1 - 0.1)
+    # spot-fallback runs on on-demand instances, so the LIFECYCLE_ON_DEMAND discount matches it too.
+    assert contracted == {
+        "on-demand": discounted,
+        "spot": DEFAULT_PRICING.cpu_hourly_price,
+        "spot-fallback": discounted,
+    }
+    assert (df["ListUnitPrice"] == DEFAULT_PRICING.cpu_hourly_price).all()
+    assert (df["ContractedCost"] == df["ContractedUnitPrice"] * df["PricingQuantity"]).all()
+
+
+def test_flat_discount_matches_by_region() -> None:
+    gke = one_row(
+        cluster_id="c-gke-ml", ramCostOnDemand=0.1, ramGibOnDemand=20.0, timestamp=DAY + timedelta(hours=9)
+    )
+    eks = one_row(cluster_id="c-eks-prod", ramCostOnDemand=0.1, ramGibOnDemand=20.0)
+    assert gke["ContractedUnitPrice"] == DEFAULT_PRICING.memory_gib_hourly_price - 0.0005
+    assert eks["ContractedUnitPrice"] == DEFAULT_PRICING.memory_gib_hourly_price
+
+
+def test_discount_date_window_is_matched_per_charge_period() -> None:
+    rows = [
+        {
+            "cluster_id": "c-gke-ml",
+            "cpuCostOnDemand": 0.2,
+            "cpuCountOnDemand": 6.0,
+            "timestamp": DAY + timedelta(hours=h),
+        }
+        for h in (1, 6, 7)
+    ]
+    df = transform(workload_table(rows)).sort_values("ChargePeriodStart")
+    # The fixed 0.02 discount runs from DAY to DAY + 6 h: periods starting at 00:00 and 05:00 are inside.
+    assert df["ContractedUnitPrice"].tolist() == [0.02, 0.02, DEFAULT_PRICING.cpu_hourly_price]
+
+
+def test_discounts_compose_in_order_and_never_go_below_zero() -> None:
+    discounts = [
+        Discount("p", None, True, "TARGET_CPU", "TYPE_PERCENTAGE", 0.5),
+        Discount("f", None, True, "TARGET_CPU", "TYPE_FLAT", 0.01),
+        Discount("m", None, True, "TARGET_MEMORY", "TYPE_FLAT", 1.0),
+    ]
+    context = EnrichmentContext(default_pricing=DefaultPricing(0.04, 0.005), discounts=discounts)
+    df = transform(
+        workload_table(
+            [
+                {
+                    "cpuCostOnDemand": 0.1,
+                    "cpuCountOnDemand": 5.0,
+                    "ramCostOnDemand": 0.1,
+                    "ramGibOnDemand": 20.0,
+                }
+            ]
+        ),
+        context,
+    )
+    contracted = dict(zip(df["x_CastAIResource"], df["ContractedUnitPrice"], strict=True))
+    assert contracted == {"cpu": 0.04 * (1 - 0.5) - 0.01, "memory": 0.0}
+
+
+def test_disabled_and_instance_discounts_are_ignored() -> None:
+    context = enrichment_context(
+        discounts=[
+            Discount("off", None, False, "TARGET_CPU", "TYPE_FIXED", 0.0),
+            Discount("inst", None, True, "TARGET_INSTANCE", "TYPE_PERCENTAGE", 0.5),
+        ]
+    )
+    row = one_row(context, cpuCostOnDemand=0.3, cpuCountOnDemand=10.0)
+    assert row["ContractedUnitPrice"] == DEFAULT_PRICING.cpu_hourly_price
+
+
+def test_custom_cluster_price_wins_on_every_tier() -> None:
+    df = transform(
+        workload_table(
+            [
+                {
+                    "cluster_id": "c-aks-edge",
+                    "cpuCostOnDemand": 0.3,
+                    "cpuCountOnDemand": 10.0,
+                    "cpuCostSpot": 0.1,
+                    "cpuCountSpot": 10.0,
+                    "ramCostSpot": 0.01,
+                    "ramGibSpot": 4.0,
+                }
+            ]
+        )
+    )
+    contracted = {
+        (r, t): p
+        for r, t, p in zip(
+            df["x_CastAIResource"], df["x_CastAIPricingTier"], df["ContractedUnitPrice"], strict=True
+        )
+    }
+    assert contracted == {("cpu", "on-demand"): 0.0275, ("cpu", "spot"): 0.0275, ("memory", "spot"): 0.0036}
+
+
+def test_without_default_pricing_list_is_the_effective_rate_and_discounts_do_not_apply_twice() -> None:
+    context = enrichment_context(default_pricing=None)
+    eks = one_row(context, cpuCostOnDemand=0.3, cpuCountOnDemand=12.0)
+    assert eks["ListUnitPrice"] == eks["ContractedUnitPrice"] == 0.3 / 12.0
+    assert eks["ListCost"] == (0.3 / 12.0) * 12.0
+    aks = one_row(context, cluster_id="c-aks-edge", cpuCostOnDemand=0.3, cpuCountOnDemand=12.0)
+    assert (aks["ListUnitPrice"], aks["ContractedUnitPrice"]) == (0.3 / 12.0, 0.0275)
+
+
+def test_cost_without_quantity_keeps_cost_and_zero_rate() -> None:
+    row = one_row(EnrichmentContext(), gpuCostOnDemand=0.7)
+    assert row["BilledCost"] == 0.7 and row["PricingQuantity"] == 0.0
+    assert row["ListUnitPrice"] == row["ContractedUnitPrice"] == 0.0
+    assert row["ListCost"] == row["ContractedCost"] == 0.0
+    with_list = one_row(cpuCostOnDemand=0.7)
+    assert with_list["ListUnitPrice"] == DEFAULT_PRICING.cpu_hourly_price and with_list["ListCost"] == 0.0
+
+
+# --- tags -----------------------------------------------------------------------------------------
+
+
+def test_labels_are_kept_verbatim_and_cluster_tags_are_prefixed() -> None:
+    labels = {
+        "app.kubernetes.io/name": "api",
+        "example.com/owner": "Zoë Ångström",
+        "ünïcode": "値",
+        "flag": "",
+    }
+    row = one_row(cpuCostOnDemand=1.0, cpuCountOnDemand=1.0, labels=labels)
+    tags = json.loads(row["Tags"])
+    assert tags == {**labels, f"{PROVIDER_TAG_PREFIX}env": "prod", f"{PROVIDER_TAG_PREFIX}team": "payments"}
+    assert "Zoë Ångström" in row["Tags"]  # not \\u-escaped
+    assert list(tags) == sorted(tags)
+
+
+def test_missing_labels_give_cluster_tags_only_or_null() -> None:
+    eks = one_row(cpuCostOnDemand=1.0, cpuCountOnDemand=1.0)
+    assert json.loads(eks["Tags"]) == {
+        f"{PROVIDER_TAG_PREFIX}env": "prod",
+        f"{PROVIDER_TAG_PREFIX}team": "payments",
+    }
+    onprem = one_row(cluster_id="c-onprem", cpuCostOnDemand=1.0, cpuCountOnDemand=1.0)
+    assert onprem["Tags"] is None
+
+
+def test_allowlist_filters_label_keys_and_unprefixed_cluster_tag_keys() -> None:
+    table = workload_table(
+        [{"cpuCostOnDemand": 1.0, "cpuCountOnDemand": 1.0, "labels": {"team": "web", "x": "y"}}]
+    )
+    kept = transform(table, tag_allowlist=("team",)).iloc[0]
+    assert json.loads(kept["Tags"]) == {"team": "web", f"{PROVIDER_TAG_PREFIX}team": "payments"}
+    nothing = transform(table, tag_allowlist=("not-there",)).iloc[0]
+    assert pd.isna(nothing["Tags"])
+
+
+# --- accounts, regions, providers -----------------------------------------------------------------
+
+
+def test_sub_account_is_the_child_organization_only_when_resolved() -> None:
+    fields = {"cpuCostOnDemand": 1.0, "cpuCountOnDemand": 1.0}
+    enterprise = transform(workload_table([fields]))
+    assert enterprise.loc[0, "SubAccountType"] == "Organization"
+    plain = transform(workload_table([fields]), enterprise_id="")
+    assert tuple(plain.loc[0, ["SubAccountId", "SubAccountName", "SubAccountType"]]) == (
+        "c-eks-prod",
+        "eks-prod",
+        "Cluster",
+    )
+    not_a_child = transform(workload_table([{**fields, "cluster_id": "c-onprem"}]))
+    assert tuple(not_a_child.loc[0, ["SubAccountId", "SubAccountName", "SubAccountType"]]) == (
+        "c-onprem",
+        "onprem-lab",
+        "Cluster",
+    )
+    no_children = transform(workload_table([fields]), enrichment_context(child_organizations={}))
+    assert no_children.loc[0, "SubAccountType"] == "Cluster"
+
+
+def test_cluster_without_region_has_null_region_columns() -> None:
+    onprem = one_row(cluster_id="c-onprem", cpuCostOnDemand=1.0, cpuCountOnDemand=1.0)
+    assert onprem["RegionId"] is None and onprem["RegionName"] is None
+    assert onprem["HostProviderName"] == "Self-managed"
+    aks = one_row(cluster_id="c-aks-edge", cpuCostOnDemand=1.0, cpuCountOnDemand=1.0)
+    assert aks["RegionId"] == aks["RegionName"] == "westeurope"  # no display name: the name
+    assert aks["HostProviderName"] == "Microsoft Azure"
+
+
+@pytest.mark.parametrize(
+    ("provider_type", "expected"),
+    [
+        ("eks", "AWS"),
+        ("gke", "Google Cloud"),
+        ("aks", "Microsoft Azure"),
+        ("openshift", "Red Hat OpenShift"),
+        ("anywhere", "Self-managed"),
+        ("GKE", "Google Cloud"),
+        ("rancher", "rancher"),
+        ("", "CAST AI"),
+    ],
+)
+def test_host_provider_names(provider_type: str, expected: str) -> None:
+    assert host_provider_name(provider_type, "CAST AI") == expected
+
+
+# --- input hygiene and determinism ----------------------------------------------------------------
+
+
+def test_duplicate_buckets_are_counted_once_first_wins() -> None:
+    first = {"cpuCostOnDemand": 1.0, "cpuCountOnDemand": 1.0}
+    later = {"cpuCostOnDemand": 9.0, "cpuCountOnDemand": 9.0}
+    other_hour = {**first, "timestamp": DAY + timedelta(hours=2)}
+    df = transform(workload_table([first, later, other_hour]))
+    assert df["BilledCost"].tolist() == [1.0, 1.0]
+    assert prepare_workloads(workload_table([first, later, other_hour])).num_rows == 2
+
+
+def test_output_does_not_depend_on_input_order_or_chunking() -> None:
+    org = synthetic_org(workloads_per_cluster=4)
+    reference = to_parquet_bytes(to_focus(org.hourly, org.clusters, org.context, focus_options()))
+    shuffled = org.hourly.take(np.random.default_rng(1).permutation(org.hourly.num_rows))
+    chunked = pa.concat_tables([shuffled.slice(0, 100), shuffled.slice(100)])  # two different dictionaries
+    assert chunked.column("cluster_id").num_chunks == 2
+    assert to_parquet_bytes(to_focus(chunked, org.clusters, org.context, focus_options())) == reference
+
+
+def test_plain_string_key_columns_are_accepted() -> None:
+    table = workload_table([{"cpuCostOnDemand": 1.0, "cpuCountOnDemand": 1.0}])
+    plain = table.cast(
+        pa.schema(
+            [pa.field(f.name, pa.string()) if pa.types.is_dictionary(f.type) else f for f in table.schema]
+        )
+    )
+    assert transform(plain)["BilledCost"].tolist() == [1.0]
+
+
+def test_unknown_cluster_is_an_error_naming_it() -> None:
+    with pytest.raises(ValueError, match="c-missing"):
+        to_focus(
+            workload_table([{"cluster_id": "c-missing", "cpuCostOnDemand": 1.0}]),
+            CLUSTERS,
+            EnrichmentContext(),
+            focus_options(),
+        )
+
+
+def test_malformed_labels_are_an_error_naming_the_cluster() -> None:
+    with pytest.raises(ValueError, match=r"c-eks-prod.*not valid JSON"):
+        transform(workload_table([{"labels": "{not json", "cpuCostOnDemand": 1.0}]))
+
+
+def test_non_positive_step_is_an_error_naming_cluster_and_workload() -> None:
+    with pytest.raises(ValueError, match=r"c-eks-prod.*checkout-api.*step_seconds 0"):
+        transform(workload_table([{"step_seconds": 0, "cpuCostOnDemand": 1.0}]))
+
+
+def test_missing_input_column_is_an_error_naming_it() -> None:
+    with pytest.raises(ValueError, match="storageGib"):
+        to_focus(
+            empty_workload_costs().drop_columns(["storageGib"]),
+            CLUSTERS,
+            EnrichmentContext(),
+            focus_options(),
+        )
+
+
+def test_options_come_from_settings() -> None:
+    settings = load_settings(
+        {
+            "CASTAI_API_URL": "sandbox",
+            "FOCUS_TAG_ALLOWLIST": "team, env",
+            "FOCUS_BILLING_CURRENCY": "EUR",
+            "FOCUS_SERVICE_NAME": "EKS workloads",
+            "FOCUS_ENTERPRISE_ID": "ent-1",
+        }
+    )
+    options = FocusOptions.from_settings(settings)
+    assert options.organization_id == settings.organization_id != ""
+    assert options.billing_account_name == settings.organization_id  # FOCUS_BILLING_ACCOUNT_NAME empty
+    assert (options.billing_currency, options.service_name, options.enterprise_id) == (
+        "EUR",
+        "EKS workloads",
+        "ent-1",
+    )
+    assert options.tag_allowlist == ("team", "env")
+    assert (options.service_provider_name, options.publisher_name, options.invoice_issuer_name) == (
+        "CAST AI",
+    ) * 3
+
+
+def test_every_metric_column_of_the_contract_is_read() -> None:
+    """A bucket with every metric set exports 13 rows whose costs sum to the component costs."""
+    values = {name: float(i + 1) for i, name in enumerate(METRIC_COLUMNS)}
+    df = transform(workload_table([values]), EnrichmentContext())
+    assert len(df) == 13
+    assert df["BilledCost"].sum() == pytest.approx(sum(values[c] for c in [*COMPONENT_COSTS, "storageCost"]))
+
+
+def test_cluster_tags_and_region_come_from_the_cluster_mapping() -> None:
+    cluster = Cluster("c-x", "x", ORGANIZATION_ID, "gke", "europe-west1", "Belgium", {"a/b": "c"})
+    out = to_focus(
+        workload_table([{"cluster_id": "c-x", "cpuCostOnDemand": 1.0, "cpuCountOnDemand": 1.0}]),
+        {"c-x": cluster},
+        EnrichmentContext(cluster_prices={"c-x": ClusterPrice("c-x", 9, 9, True)}),
+        focus_options(),
+    ).to_pylist()[0]
+    assert json.loads(out["Tags"]) == {f"{PROVIDER_TAG_PREFIX}a/b": "c"}
+    assert (out["RegionId"], out["RegionName"], out["x_CastAIClusterName"]) == (
+        "europe-west1",
+        "Belgium",
+        "x",
+    )
+    assert out["ContractedUnitPrice"] == 1.0  # a default (is_default=True) cluster price is not custom

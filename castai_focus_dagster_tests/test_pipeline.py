@@ -1,0 +1,215 @@
+"""The product as users run it: the Dagster job on a real instance, the sandbox over HTTP, real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from castai_focus_dagster import assets as assets_module
+from castai_focus_dagster.definitions import defs
+from castai_focus_dagster.layout import data_key, manifest_key
+from castai_focus_dagster.schedules import restated_partition_keys
+from castai_focus_dagster.sensors import PUBLISHED_ASSET_KEY, missing_partition_keys
+
+DAY = "2026-11-01"
+DAYS = ["2026-11-02", "2026-11-03", "2026-11-04"]
+REPO = Path(__file__).resolve().parents[1]
+REPOSITORY = defs.get_repository_def()
+
+
+def run(keys: list[str], instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    job = defs.resolve_job_def("focus_export_job")
+    if len(keys) == 1:
+        return job.execute_in_process(partition_key=keys[0], instance=instance, raise_on_error=False)
+    tags = {"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]}
+    return job.execute_in_process(tags=tags, instance=instance, raise_on_error=False)
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def day_total_from_sandbox(org, key: str) -> float:  # type: ignore[no-untyped-def]
+    start = datetime.fromisoformat(key).replace(tzinfo=UTC)
+    end = start + timedelta(days=1)
+    return sum(
+        org.expected_cluster_total(c["id"] if isinstance(c, dict) else c.id, start, end) for c in org.clusters
+    )
+
+
+def test_one_day_end_to_end_to_local_files(exporter_env: Path, sandbox_org) -> None:  # type: ignore[no-untyped-def]
+    with dg.instance_for_test() as instance:
+        result = run([DAY], instance)
+        assert result.success
+        key = data_key("", sandbox_org.organization_id, date.fromisoformat(DAY), "parquet")
+        table = pq.read_table(exporter_env / key)
+        manifest = json.loads((exporter_env / manifest_key("", date.fromisoformat(DAY))).read_text())
+        billed = pc.sum(table["BilledCost"]).as_py()
+        assert table.num_rows == manifest["rowCount"] > 0
+        assert billed == pytest.approx(manifest["costTotals"]["BilledCost"], abs=1e-9)
+        # Conservation against the sandbox's own exact numbers, not against our output.
+        assert billed == pytest.approx(day_total_from_sandbox(sandbox_org, DAY), abs=1e-4)
+        materialization = result.asset_materializations_for_node("focus_cost_and_usage")[0]
+        meta = materialization.metadata
+        assert meta["dagster/row_count"].value == table.num_rows
+        assert meta["billed_cost"].value == pytest.approx(billed)
+        assert meta["enrichment_completeness"].value == 1.0
+        assert "preview" in meta and "dagster/column_schema" in meta
+        checks = result.get_asset_check_evaluations()
+        assert checks and all(c.passed for c in checks)
+        assert instance.get_materialized_partitions(PUBLISHED_ASSET_KEY) == {DAY}
+
+
+def test_rematerialising_is_idempotent(exporter_env: Path) -> None:
+    with dg.instance_for_test() as instance:
+        assert run([DAY], instance).success
+        first = snapshot(exporter_env)
+        assert run([DAY], instance).success
+        second = snapshot(exporter_env)
+    assert sorted(first) == sorted(second), "a re-run must not add or remove objects"
+    data = [k for k in first if k.startswith("version=focus-1.3/")]
+    assert data and all(first[k] == second[k] for k in data), "data objects must be byte-identical"
+    assert not [k for k in second if k.startswith("_staging/")]
+
+
+def test_three_day_single_run_writes_one_object_set_per_day(exporter_env: Path, sandbox_org) -> None:  # type: ignore[no-untyped-def]
+    with dg.instance_for_test() as instance:
+        result = run(DAYS, instance)
+        assert result.success
+        assert instance.get_materialized_partitions(PUBLISHED_ASSET_KEY) == set(DAYS)
+    for key in DAYS:
+        day = date.fromisoformat(key)
+        assert (exporter_env / data_key("", sandbox_org.organization_id, day, "parquet")).exists()
+        manifest = json.loads((exporter_env / manifest_key("", day)).read_text())
+        assert manifest["costTotals"]["BilledCost"] == pytest.approx(
+            day_total_from_sandbox(sandbox_org, key), abs=1e-4
+        )
+    data_files = sorted(p for p in exporter_env.rglob("*.parquet") if "version=focus-1.3" in str(p))
+    assert len(data_files) == 3
+
+
+def test_csv_format_replaces_the_parquet_object(
+    exporter_env: Path,
+    sandbox_org,
+    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+) -> None:
+    day = date.fromisoformat(DAY)
+    with dg.instance_for_test() as instance:
+        assert run([DAY], instance).success
+        monkeypatch.setenv("S3_FORMAT", "csv")
+        assert run([DAY], instance).success
+    csv_path = exporter_env / data_key("", sandbox_org.organization_id, day, "csv")
+    assert csv_path.exists()
+    assert not (exporter_env / data_key("", sandbox_org.organization_id, day, "parquet")).exists()
+    header = csv_path.read_text(encoding="utf-8").splitlines()[0]
+    assert header.startswith('"') or header.split(",")[0]
+    manifest = json.loads((exporter_env / manifest_key("", day)).read_text())
+    assert [f["key"] for f in manifest["files"]] == [data_key("", sandbox_org.organization_id, day, "csv")]
+
+
+def test_a_failed_audit_leaves_the_published_objects_unchanged(
+    exporter_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with dg.instance_for_test() as instance:
+        assert run([DAY], instance).success
+        before = snapshot(exporter_env)
+        real = assets_module.to_focus
+
+        def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+            table = real(*args, **kwargs)  # the real transform, then a wrong ListCost on every row
+            index = table.schema.get_field_index("ListCost")
+            return table.set_column(index, "ListCost", pc.add(table["ListCost"], 1.0))
+
+        monkeypatch.setattr(assets_module, "to_focus", broken)
+        result = run([DAY], instance)
+        assert not result.success
+        after = snapshot(exporter_env)
+    published = {k: v for k, v in before.items() if not k.startswith("_internal/")}
+    assert published == {k: v for k, v in after.items() if not k.startswith("_internal/")}
+
+
+def test_duckdb_reads_the_hive_tree_and_totals_match_the_manifests(exporter_env: Path) -> None:
+    with dg.instance_for_test() as instance:
+        assert run(DAYS, instance).success
+    pattern = str(exporter_env / "version=focus-1.3" / "*" / "*" / "*" / "*.parquet")
+    rows = duckdb.sql(
+        "SELECT year, month, day, sum(BilledCost), count(*) "
+        f"FROM read_parquet('{pattern}', hive_partitioning = true) "
+        "GROUP BY ALL ORDER BY ALL"
+    ).fetchall()
+    assert [f"{int(y):04d}-{int(m):02d}-{int(d):02d}" for y, m, d, _, _ in rows] == DAYS
+    for (_y, _m, _d, billed, count), key in zip(rows, DAYS, strict=True):
+        manifest = json.loads((exporter_env / manifest_key("", date.fromisoformat(key))).read_text())
+        assert billed == pytest.approx(manifest["costTotals"]["BilledCost"], abs=1e-6)
+        assert count == manifest["rowCount"]
+
+
+def test_schedule_requests_every_day_overlapping_the_lookback(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CASTAI_API_URL", "sandbox")
+    schedule = defs.resolve_schedule_def("focus_restatement_schedule")
+    tick = datetime(2026, 11, 20, 6, 0, tzinfo=UTC)
+    monkeypatch.setenv("COLLECTION_LOOKBACK_HOURS", "24")
+    context = dg.build_schedule_context(scheduled_execution_time=tick, repository_def=REPOSITORY)
+    requests = schedule.evaluate_tick(context).run_requests or []
+    assert [r.partition_key for r in requests] == ["2026-11-19", "2026-11-20"]
+    monkeypatch.setenv("COLLECTION_LOOKBACK_HOURS", "54")
+    requests = (
+        schedule.evaluate_tick(
+            dg.build_schedule_context(scheduled_execution_time=tick, repository_def=REPOSITORY)
+        ).run_requests
+        or []
+    )
+    assert [r.partition_key for r in requests] == ["2026-11-18", "2026-11-19", "2026-11-20"]
+    assert len({r.run_key for r in requests}) == 3
+    assert schedule.cron_schedule == "0 */6 * * *"
+    assert restated_partition_keys(datetime(2025, 1, 1, 1, tzinfo=UTC), 48) == ["2025-01-01"]
+
+
+def test_gap_sensor_requests_exactly_the_missing_days(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CASTAI_API_URL", "sandbox")
+    monkeypatch.setenv("JOB_BACKFILL_DAYS", "5")
+    today = datetime.now(UTC).date()
+    days = [(today - timedelta(days=n)).isoformat() for n in range(5, 0, -1)]
+    with dg.instance_for_test() as instance:
+        for key in (days[0], days[3]):
+            instance.report_runless_asset_event(dg.AssetMaterialization(PUBLISHED_ASSET_KEY, partition=key))
+        sensor = defs.resolve_sensor_def("focus_gap_sensor")
+        result = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, repository_def=REPOSITORY))
+        assert sorted(r.partition_key for r in result.run_requests or []) == [days[1], days[2], days[4]]
+        for key in days:
+            instance.report_runless_asset_event(dg.AssetMaterialization(PUBLISHED_ASSET_KEY, partition=key))
+        result = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, repository_def=REPOSITORY))
+        assert not result.run_requests
+    assert missing_partition_keys(datetime(2026, 1, 3, tzinfo=UTC), 2, {"2026-01-01"}) == ["2026-01-02"]
+
+
+def test_definitions_load_and_validate_from_the_cli(tmp_path: Path) -> None:
+    dg.Definitions.validate_loadable(defs)
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "definitions",
+            "validate",
+            "-m",
+            "castai_focus_dagster.definitions",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -1,0 +1,549 @@
+"""Write-audit-publish of a daily partition, key layout and FOCUS metadata, on a local folder and on S3.
+
+The data bytes are small fakes: publication treats them as opaque, and the FOCUS transform is tested
+elsewhere. Every expectation is derived from the output contract (DESIGN §4) or from the bytes written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from castai_focus_dagster import layout
+from castai_focus_dagster.focus_metadata import (
+    TimeSector,
+    column_definitions,
+    dataset_instance_id_for,
+    recency_document,
+    schema_id_for,
+)
+from castai_focus_dagster.layout import DataFormat
+from castai_focus_dagster.object_store import LocalObjectStore, ObjectStore, ObjectStoreError, S3ObjectStore
+from castai_focus_dagster.publish import PublishError, PublishRequest, publish_partition
+from castai_focus_dagster_tests.s3_server import (  # noqa: F401  (pytest fixtures)
+    Fault,
+    FaultInjectingStore,
+    HttpFaults,
+    InjectedFault,
+    S3TestServer,
+    s3_bucket_fixture,
+    s3_server_fixture,
+)
+
+ORG = "7e5b3c1a-0000-4000-8000-00000000c0de"
+PREFIX = "castai/"
+TERNARY = "ternary/"
+DAY = date(2025, 3, 4)
+T0 = datetime(2025, 3, 5, 1, 0, tzinfo=UTC)
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("BilledCost", "double"),
+    ("ChargePeriodStart", "timestamp[us, tz=UTC]"),
+    ("ListUnitPrice", "decimal128(38, 10)"),
+    ("ProviderName", "string"),
+    ("PublisherName", "string"),
+    ("ServiceName", "dictionary<values=string, indices=int32, ordered=0>"),
+    ("Tags", "string"),
+    ("x_CastAIClusterId", "string"),
+)
+METADATA = set(layout.metadata_keys(PREFIX).values())
+
+
+def request(
+    day: date = DAY, data: bytes = b"PAR1-fake-focus-rows", *, fmt: DataFormat = "parquet",
+    run_id: str = "run-1", complete: bool = True, columns: tuple[tuple[str, str], ...] = COLUMNS,
+) -> PublishRequest:  # fmt: skip
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return PublishRequest(
+        day=day,
+        organization_id=ORG,
+        fmt=fmt,
+        data=data,
+        row_count=len(data),  # any count: the manifest must repeat it
+        totals={"BilledCost": 12.5, "EffectiveCost": 12.5, "ListCost": 15.0, "ContractedCost": 13.75},
+        source_window=(start, start + timedelta(days=1)),
+        step_seconds=3600,
+        run_id=run_id,
+        complete=complete,
+        schema_columns=columns,
+        generator_version="0.1.0",
+        extra={"clusters": 3, "enrichmentCompleteness": 0.8, "collectedAt": start},
+        provider_tag_prefixes=("castai.cluster/",),
+    )
+
+
+def at(moment: datetime) -> Callable[[], datetime]:
+    return lambda: moment
+
+
+def publish(store: ObjectStore, req: PublishRequest, *, ternary: bool = True, now: datetime = T0,
+            audit: Callable[[bytes], None] | None = None) -> Any:  # fmt: skip
+    return publish_partition(
+        store, req, prefix=PREFIX, ternary_prefix=TERNARY if ternary else None, audit=audit, clock=at(now)
+    )
+
+
+def snapshot(store: ObjectStore) -> dict[str, bytes]:
+    return {key: store.get(key) for key in store.list("")}
+
+
+def wipe(store: ObjectStore) -> None:
+    for key in store.list(""):
+        store.delete(key)
+
+
+def data_objects(store: ObjectStore) -> dict[str, bytes]:
+    return {k: v for k, v in snapshot(store).items() if "version=focus-1.3/" in k}
+
+
+def assert_consistent(store: ObjectStore, *, staging_allowed: bool = False) -> None:
+    """No staging left, and every manifest lists objects that exist with exactly the listed bytes."""
+    if not staging_allowed:
+        assert store.list(layout.staging_dir(PREFIX)) == []
+    for key in store.list(layout.manifest_dir(PREFIX)):
+        manifest = json.loads(store.get(key))
+        for entry in manifest["files"]:
+            data = store.get(entry["key"])
+            assert hashlib.sha256(data).hexdigest() == entry["sha256"] == manifest["checksumSha256"]
+            assert len(data) == entry["bytes"]
+        # ...and nothing else of this organisation's partition sits in the data trees.
+        day = layout.manifest_day(key)
+        assert day is not None
+        listed = {e["key"] for e in manifest["files"]}
+        for tree in (PREFIX, TERNARY + PREFIX):
+            assert set(store.list(layout.partition_object_prefix(tree, ORG, day))) <= listed
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ObjectStore]:
+    if request.param == "local":
+        yield LocalObjectStore(tmp_path / "out")
+    else:
+        server: S3TestServer = request.getfixturevalue("s3_server")
+        yield S3ObjectStore(server.client(), server.new_bucket())
+
+
+# Key layout --------------------------------------------------------------------------------------------
+
+
+def test_keys_follow_the_output_contract() -> None:
+    hive = "version=focus-1.3/year=2025/month=03/day=04"
+    name = f"castai-focus-{ORG}-2025-03-04"
+    assert layout.data_key(PREFIX, ORG, DAY, "parquet") == f"castai/{hive}/{name}-00.parquet"
+    assert layout.data_key("", ORG, DAY, "csv", hour=7) == f"{hive}/{name}-07.csv"
+    assert layout.ternary_key(TERNARY, PREFIX, ORG, DAY, "csv") == f"ternary/castai/{hive}/{name}-00.csv"
+    assert layout.manifest_key(PREFIX, DAY) == (
+        "castai/metadata/focus-1.3/manifests/year=2025/month=03/day=04/manifest.json"
+    )
+    assert layout.metadata_keys(PREFIX) == {
+        "data_generator": "castai/metadata/focus-1.3/data-generator.json",
+        "schema": "castai/metadata/focus-1.3/schema.json",
+        "dataset_instance": "castai/metadata/focus-1.3/dataset-instance.json",
+        "recency": "castai/metadata/focus-1.3/recency.json",
+    }
+    final = layout.data_key(PREFIX, ORG, DAY, "parquet")
+    assert layout.staging_key(PREFIX, final, "r1") == f"castai/_staging/r1/{final}"
+    assert layout.internal_key(PREFIX, "workload_costs", DAY, "arrow") == (
+        "castai/_internal/workload_costs/year=2025/month=03/day=04/workload_costs.arrow"
+    )
+    assert layout.manifest_day(layout.manifest_key(PREFIX, DAY)) == DAY
+    assert layout.manifest_day(final) is None
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: layout.data_key(PREFIX, ORG, DAY, "json"),
+        lambda: layout.data_key(PREFIX, ORG, DAY, "csv", hour=24),
+        lambda: layout.data_key(PREFIX, "a/b", DAY, "csv"),
+        lambda: layout.staging_key(PREFIX, "k", "run/../x"),
+    ],
+)
+def test_layout_rejects_values_that_break_the_key_space(call: Callable[[], str]) -> None:
+    with pytest.raises(ValueError):
+        call()
+
+
+# Publication -------------------------------------------------------------------------------------------
+
+
+def test_publish_writes_exactly_the_contract_keys(store: ObjectStore) -> None:
+    req = request()
+    result = publish(store, req)
+    final = layout.data_key(PREFIX, ORG, DAY, "parquet")
+    assert result.data_keys == [final]
+    assert result.ternary_keys == [TERNARY + final]
+    assert result.manifest_key == layout.manifest_key(PREFIX, DAY)
+    assert set(store.list("")) == {final, TERNARY + final, result.manifest_key} | METADATA
+    assert store.get(final) == req.data
+    assert result.checksum_sha256 == hashlib.sha256(req.data).hexdigest() and result.bytes == len(req.data)
+    assert_consistent(store)
+
+
+def test_ternary_copy_has_identical_bytes_and_can_be_disabled(store: ObjectStore) -> None:
+    final = layout.data_key(PREFIX, ORG, DAY, "parquet")
+    publish(store, request(data=b"ternary-payload"))
+    assert store.get(TERNARY + final) == store.get(final) == b"ternary-payload"
+    wipe(store)
+    result = publish(store, request(), ternary=False)
+    assert result.ternary_keys == [] and store.list(TERNARY) == []
+
+
+def test_republishing_identical_data_is_byte_identical_with_no_extra_objects(store: ObjectStore) -> None:
+    publish(store, request(run_id="run-1"))
+    keys_before, data_before = store.list(""), data_objects(store)
+    publish(store, request(run_id="run-2"), now=T0 + timedelta(hours=6))
+    assert store.list("") == keys_before
+    assert data_objects(store) == data_before
+    manifest = json.loads(store.get(layout.manifest_key(PREFIX, DAY)))
+    assert manifest["runId"] == "run-2"
+    assert_consistent(store)
+
+
+def test_format_switch_removes_the_stale_object_in_both_trees(store: ObjectStore) -> None:
+    publish(store, request(fmt="parquet"))
+    other_org = layout.data_key(PREFIX, "another-org", DAY, "parquet")
+    hour_file = layout.data_key(PREFIX, ORG, DAY, "csv", hour=5)  # left by an hourly layout
+    store.put(other_org, b"not ours", "application/vnd.apache.parquet")
+    store.put(hour_file, b"stale hour", "text/csv")
+    publish(store, request(fmt="csv", data=b"a,b\n1,2\n"))
+    csv_key = layout.data_key(PREFIX, ORG, DAY, "csv")
+    assert data_objects(store) == {
+        csv_key: b"a,b\n1,2\n",
+        TERNARY + csv_key: b"a,b\n1,2\n",
+        other_org: b"not ours",
+    }
+    manifest = json.loads(store.get(layout.manifest_key(PREFIX, DAY)))
+    assert manifest["format"] == "csv" and [f["key"] for f in manifest["files"]] == [
+        csv_key,
+        TERNARY + csv_key,
+    ]
+    assert_consistent(store)
+
+
+def test_manifest_is_written_last_and_describes_the_data(store: ObjectStore) -> None:
+    recorder = FaultInjectingStore(store)
+    req = request()
+    publish(recorder, req, now=T0)
+    writes = recorder.writes()
+    manifest_key = layout.manifest_key(PREFIX, DAY)
+    final = layout.data_key(PREFIX, ORG, DAY, "parquet")
+    assert writes[0] == ("put", layout.staging_key(PREFIX, final, "run-1"))
+    assert writes[1:3] == [("copy", final), ("copy", TERNARY + final)]
+    assert {key for _, key in writes[3:-1]} <= METADATA
+    assert writes[-1] == ("put", manifest_key)
+    after_manifest = recorder.calls[recorder.calls.index(("put", manifest_key)) + 1 :]
+    assert after_manifest and all(
+        op in ("list", "delete") and "_staging/" in key for op, key in after_manifest
+    )
+
+    manifest = json.loads(store.get(manifest_key))
+    sha = hashlib.sha256(store.get(final)).hexdigest()
+    expected_files = [
+        {"key": k, "uri": store.describe(k), "role": role, "bytes": len(req.data), "sha256": sha,
+         "rowCount": req.row_count}
+        for k, role in ((final, "data"), (TERNARY + final, "ternary"))
+    ]  # fmt: skip
+    assert manifest["files"] == expected_files
+    assert manifest["checksumSha256"] == sha and manifest["bytes"] == len(req.data)
+    assert manifest["rowCount"] == req.row_count
+    assert manifest["costTotals"] == req.totals
+    assert manifest["sourceWindow"] == {
+        "start": "2025-03-04T00:00:00Z", "end": "2025-03-05T00:00:00Z", "stepSeconds": 3600,
+    }  # fmt: skip
+    assert manifest["partition"] == {"day": "2025-03-04", "start": "2025-03-04T00:00:00Z",
+                                     "end": "2025-03-05T00:00:00Z"}  # fmt: skip
+    assert (manifest["focusVersion"], manifest["format"], manifest["complete"]) == ("1.3", "parquet", True)
+    assert (manifest["generatorVersion"], manifest["runId"]) == ("0.1.0", "run-1")
+    assert manifest["publishedAt"] == "2025-03-05T01:00:00Z"
+    assert manifest["organizationId"] == ORG
+    assert manifest["extra"] == {
+        "clusters": 3,
+        "enrichmentCompleteness": 0.8,
+        "collectedAt": "2025-03-04T00:00:00Z",
+    }
+    assert (
+        manifest["schemaId"] == json.loads(store.get(layout.metadata_keys(PREFIX)["schema"]))[0]["SchemaId"]
+    )
+
+
+def test_failed_audit_leaves_the_previous_publication_untouched(store: ObjectStore) -> None:
+    publish(store, request(data=b"good-v1"))
+    before = snapshot(store)
+    audited: list[bytes] = []
+
+    def audit(data: bytes) -> None:
+        audited.append(data)
+        raise ValueError("BilledCost is negative on 3 rows")
+
+    with pytest.raises(ValueError, match="BilledCost is negative") as excinfo:
+        publish(store, request(data=b"bad-v2", run_id="run-2"), audit=audit)
+    assert audited == [b"bad-v2"]  # the audit saw the staged bytes read back from the store
+    assert any("previous object is unchanged" in note for note in excinfo.value.__notes__)
+    assert snapshot(store) == before
+
+
+def test_corrupted_staging_read_back_aborts_before_publishing(store: ObjectStore) -> None:
+    publish(store, request(data=b"good-v1"))
+    before = snapshot(store)
+
+    class Corrupting(FaultInjectingStore):
+        def get(self, key: str) -> bytes:
+            data = super().get(key)
+            return data[:-1] + b"?" if "_staging/" in key else data
+
+    with pytest.raises(PublishError, match="does not match the uploaded bytes"):
+        publish(Corrupting(store), request(data=b"good-v2", run_id="run-2"))
+    assert snapshot(store) == before
+
+
+# (fault, whether the published data objects must be exactly as before the failed run)
+FAULTS = {
+    "staging-put": (Fault("put", "_staging/"), True),
+    "staging-put-response-lost": (Fault("put", "_staging/", after=True), True),
+    "final-copy": (Fault("copy", nth=1), True),
+    "final-copy-response-lost": (Fault("copy", nth=1, after=True), False),
+    "ternary-copy": (Fault("copy", nth=2), False),
+    "stale-delete": (Fault("delete", "version=focus-1.3/"), False),
+    "schema-read": (Fault("get", "schema.json"), False),
+    "recency-put": (Fault("put", "recency.json"), False),
+    "manifest-put": (Fault("put", "manifests/"), False),
+    "manifest-put-response-lost": (Fault("put", "manifests/", after=True), False),
+    "staging-delete": (Fault("delete", "_staging/"), False),
+}
+# The protocol logic is store-independent; S3 repeats the faults around each kind of S3 write.
+S3_FAULTS = ("staging-put", "final-copy-response-lost", "ternary-copy", "manifest-put")
+
+
+@pytest.mark.parametrize(
+    ("store", "fault", "data_untouched"),
+    [pytest.param("local", *spec, id=f"local-{name}") for name, spec in FAULTS.items()]
+    + [pytest.param("s3", *FAULTS[name], id=f"s3-{name}") for name in S3_FAULTS],
+    indirect=["store"],
+)
+def test_fault_leaves_a_consistent_state_and_a_rerun_repairs_it(
+    store: ObjectStore, fault: Fault, data_untouched: bool
+) -> None:
+    """Day 1 and day 2 (v1) are published; re-publishing day 2 (v2, csv: a format switch) fails once."""
+    day2 = DAY + timedelta(days=1)
+    t1, t2, t3 = T0 + timedelta(days=1), T0 + timedelta(days=2), T0 + timedelta(days=3)
+
+    def history(faulty: Fault | None) -> None:
+        publish(store, request(DAY, b"day1-v1"), now=T0)
+        publish(store, request(day2, b"day2-v1"), now=t1)
+        if faulty is not None:
+            before = data_objects(store)
+            with pytest.raises(InjectedFault):
+                publish(
+                    FaultInjectingStore(store, faulty),
+                    request(day2, b"day2-v2", fmt="csv", run_id="bad"),
+                    now=t2,
+                )
+            assert_consistent(store, staging_allowed=faulty.key_contains == "_staging/")
+            if data_untouched:
+                assert data_objects(store) == before
+            for key, value in data_objects(store).items():  # every object is whole: old or new bytes
+                assert value in (b"day1-v1", b"day2-v1", b"day2-v2"), key
+        publish(store, request(day2, b"day2-v2", fmt="csv", run_id="rerun"), now=t3)
+
+    history(fault)
+    repaired = snapshot(store)
+    wipe(store)
+    history(None)
+    assert repaired == snapshot(store)  # byte for byte, metadata included
+    assert_consistent(store)
+
+
+def test_s3_http_failure_on_the_ternary_copy_then_clean_rerun(
+    s3_server: S3TestServer, s3_bucket: str
+) -> None:
+    client = s3_server.client(total_attempts=1)
+    store = S3ObjectStore(client, s3_bucket)
+    publish(store, request(data=b"v1"))
+    faults = HttpFaults(client, "CopyObject", key_contains=TERNARY, times=1)
+    with (
+        faults.installed(),
+        pytest.raises(ObjectStoreError, match=f"CopyObject .* -> s3://{s3_bucket}/{TERNARY}"),
+    ):
+        publish(store, request(data=b"v2", run_id="run-2"), now=T0 + timedelta(hours=1))
+    assert faults.injected == 1
+    assert_consistent(store)
+    assert not store.exists(layout.manifest_key(PREFIX, DAY))  # v1's manifest no longer matched the data
+    publish(store, request(data=b"v2", run_id="run-3"), now=T0 + timedelta(hours=2))
+    final = layout.data_key(PREFIX, ORG, DAY, "parquet")
+    assert store.get(final) == store.get(TERNARY + final) == b"v2"
+    assert_consistent(store)
+
+
+def test_staging_left_by_a_failed_run_is_removed_by_the_next_success(store: ObjectStore) -> None:
+    with pytest.raises(InjectedFault):
+        publish(
+            FaultInjectingStore(store, Fault("delete", "_staging/"), Fault("put", "manifests/")), request()
+        )
+    assert store.list(layout.staging_dir(PREFIX))  # the failed run could not clean up
+    publish(store, request(run_id="run-2"))
+    assert store.list(layout.staging_dir(PREFIX)) == []
+
+
+def test_invalid_request_is_refused_before_anything_is_written() -> None:
+    with pytest.raises(ValueError, match="totals must be finite numbers: BilledCost"):
+        replace(request(), totals={"BilledCost": float("nan")})
+    with pytest.raises(ValueError, match="time-zone-aware"):
+        replace(request(), source_window=(datetime(2025, 3, 4), datetime(2025, 3, 5)))
+    with pytest.raises(ValueError, match="JSON-serializable"):
+        replace(request(), extra={"odd": object()})
+    assert "PAR1" not in repr(request())  # the payload never lands in logs
+
+
+# FOCUS metadata ----------------------------------------------------------------------------------------
+
+DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+
+
+def test_metadata_documents_carry_the_focus_1_3_properties(store: ObjectStore) -> None:
+    publish(store, request())
+    keys = layout.metadata_keys(PREFIX)
+    assert json.loads(store.get(keys["data_generator"])) == {"DataGenerator": "castai-focus-dagster"}
+
+    [instance] = json.loads(store.get(keys["dataset_instance"]))
+    assert set(instance) == {"DatasetInstanceId", "DatasetInstanceName", "FocusDatasetId"}
+    assert instance["FocusDatasetId"] == "CostAndUsage" and instance["DatasetInstanceName"]
+    assert uuid.UUID(instance["DatasetInstanceId"]).version == 5
+
+    [schema] = json.loads(store.get(keys["schema"]))
+    assert schema["FocusVersion"] == "1.3" and schema["DataGeneratorVersion"] == "0.1.0"
+    assert schema["DatasetInstanceId"] == instance["DatasetInstanceId"]
+    assert uuid.UUID(schema["SchemaId"]).version == 5
+    assert schema["CreationDate"] == "2025-03-05T01:00:00Z"
+    columns = {c["ColumnName"]: c for c in schema["ColumnDefinition"]}
+    assert [c["ColumnName"] for c in schema["ColumnDefinition"]] == [name for name, _ in COLUMNS]
+    assert columns["BilledCost"] == {
+        "ColumnName": "BilledCost",
+        "DataType": "DECIMAL",
+        "NumericPrecision": 15,
+    }
+    assert columns["ListUnitPrice"] == {
+        "ColumnName": "ListUnitPrice", "DataType": "DECIMAL", "NumericPrecision": 38, "NumberScale": 10,
+    }  # fmt: skip
+    assert columns["ChargePeriodStart"] == {"ColumnName": "ChargePeriodStart", "DataType": "DATETIME"}
+    assert columns["ServiceName"] == {
+        "ColumnName": "ServiceName",
+        "DataType": "STRING",
+        "StringEncoding": "UTF-8",
+    }
+    assert columns["Tags"] == {
+        "ColumnName": "Tags", "DataType": "JSON", "StringEncoding": "UTF-8",
+        "ProviderTagPrefixes": ["castai.cluster/"],
+    }  # fmt: skip
+    assert columns["ProviderName"]["Deprecated"] is True and columns["PublisherName"]["Deprecated"] is True
+    assert "Deprecated" not in columns["x_CastAIClusterId"]
+
+    [recency] = json.loads(store.get(keys["recency"]))
+    assert recency["DatasetInstanceId"] == instance["DatasetInstanceId"]
+    assert recency["RecencyLastUpdated"] == recency["DatasetInstanceLastUpdated"] == "2025-03-05T01:00:00Z"
+    assert recency["TimeSectors"] == [
+        {"TimeSectorStart": "2025-03-04T00:00:00Z", "TimeSectorEnd": "2025-03-05T00:00:00Z",
+         "TimeSectorComplete": True, "TimeSectorLastUpdated": "2025-03-05T01:00:00Z"}
+    ]  # fmt: skip
+
+
+def test_recency_tracks_partial_then_complete_days(store: ObjectStore) -> None:
+    day2 = DAY + timedelta(days=1)
+    publish(store, request(DAY), now=T0)
+    publish(store, request(day2, complete=False), now=T0 + timedelta(hours=2))
+    publish(store, request(day2, complete=True), now=T0 + timedelta(days=1))
+    [recency] = json.loads(store.get(layout.metadata_keys(PREFIX)["recency"]))
+    sectors = [
+        (s["TimeSectorStart"], s["TimeSectorComplete"], s["TimeSectorLastUpdated"])
+        for s in recency["TimeSectors"]
+    ]
+    assert sectors == [
+        ("2025-03-04T00:00:00Z", True, "2025-03-05T01:00:00Z"),
+        ("2025-03-05T00:00:00Z", True, "2025-03-06T01:00:00Z"),
+    ]
+    assert recency["DatasetInstanceLastUpdated"] == "2025-03-06T01:00:00Z"
+
+
+def test_recency_recovers_sectors_lost_to_a_concurrent_writer(store: ObjectStore) -> None:
+    """Two runs racing on recency.json can drop a sector; the next publish restores it from the manifests."""
+    day2, day3 = DAY + timedelta(days=1), DAY + timedelta(days=2)
+    publish(store, request(DAY), now=T0)
+    publish(store, request(day2, complete=False), now=T0 + timedelta(hours=1))
+    recency_key = layout.metadata_keys(PREFIX)["recency"]
+    [recency] = json.loads(store.get(recency_key))
+    recency["TimeSectors"] = recency["TimeSectors"][:1]  # as if day 2's writer lost the race
+    store.put(recency_key, json.dumps([recency]).encode(), "application/json")
+    publish(store, request(day3), now=T0 + timedelta(hours=2))
+    [recency] = json.loads(store.get(recency_key))
+    assert [(s["TimeSectorStart"][:10], s["TimeSectorComplete"]) for s in recency["TimeSectors"]] == [
+        ("2025-03-04", True), ("2025-03-05", False), ("2025-03-06", True),
+    ]  # fmt: skip
+    assert recency["TimeSectors"][1]["TimeSectorLastUpdated"] == "2025-03-05T02:00:00Z"  # day 2's manifest
+
+
+def test_schema_id_is_stable_and_a_schema_change_adds_a_schema_object(store: ObjectStore) -> None:
+    schema_key = layout.metadata_keys(PREFIX)["schema"]
+    publish(store, request(), now=T0)
+    first = store.get(schema_key)
+    publish(store, request(run_id="run-2"), now=T0 + timedelta(hours=1))
+    assert store.get(schema_key) == first  # same columns: same SchemaId, same CreationDate, same bytes
+    publish(store, request(columns=(*COLUMNS, ("x_CastAINamespace", "string"))), now=T0 + timedelta(hours=2))
+    schemas = json.loads(store.get(schema_key))
+    assert [s["CreationDate"] for s in schemas] == ["2025-03-05T01:00:00Z", "2025-03-05T03:00:00Z"]
+    assert schemas[0] == json.loads(first)[0]  # older partitions keep their schema
+    manifest = json.loads(store.get(layout.manifest_key(PREFIX, DAY)))
+    assert manifest["schemaId"] == schemas[1]["SchemaId"] != schemas[0]["SchemaId"]
+
+
+def test_ids_are_deterministic_uuid5s() -> None:
+    definitions = column_definitions(COLUMNS)
+    assert schema_id_for(ORG, definitions, "0.1.0") == schema_id_for(
+        ORG, column_definitions(COLUMNS), "0.1.0"
+    )
+    assert schema_id_for(ORG, definitions, "0.1.0") != schema_id_for(ORG, definitions, "0.2.0")
+    assert schema_id_for(ORG, definitions, "0.1.0") != schema_id_for("other-org", definitions, "0.1.0")
+    assert (
+        dataset_instance_id_for(ORG) == dataset_instance_id_for(ORG) != dataset_instance_id_for("other-org")
+    )
+
+
+def test_focus_type_words_are_accepted_in_place_of_arrow_types() -> None:
+    words = [("BilledCost", "Decimal"), ("ChargePeriodStart", "Date/Time"), ("Tags", "JSON"),
+             ("ServiceName", "String"), ("RegionId", "STRING")]  # fmt: skip
+    assert [(d["ColumnName"], d["DataType"]) for d in column_definitions(words)] == [
+        ("BilledCost", "DECIMAL"), ("ChargePeriodStart", "DATETIME"), ("Tags", "JSON"),
+        ("ServiceName", "STRING"), ("RegionId", "STRING"),
+    ]  # fmt: skip
+
+
+def test_column_types_without_a_focus_data_type_are_refused() -> None:
+    with pytest.raises(ValueError, match="column 'x_Flag'"):
+        column_definitions([("x_Flag", "bool")])
+
+
+def test_recency_refuses_overlapping_or_naive_sectors() -> None:
+    start = datetime(2025, 3, 4, tzinfo=UTC)
+    day = TimeSector(start, start + timedelta(days=1), True, T0)
+    hour = TimeSector(start + timedelta(hours=3), start + timedelta(hours=4), True, T0)
+    with pytest.raises(ValueError, match="overlap"):
+        recency_document("id", [day, hour], T0)
+    with pytest.raises(ValueError, match="no time zone"):
+        recency_document("id", [day], datetime(2025, 3, 5))
+
+
+def test_local_publication_leaves_no_empty_staging_folders(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path)
+    publish(store, request())
+    assert not (tmp_path / "castai" / "_staging").exists()
+    shutil.rmtree(tmp_path / "castai" / "metadata")  # metadata is rebuilt by the next publish
+    publish(store, request(run_id="run-2"))
+    assert set(store.list("")) >= METADATA
