@@ -20,8 +20,9 @@ $(STAMP): requirements.lock pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 lint: install
-	$(BIN)/ruff check castai_focus_dagster castai_focus_dagster_tests benchmarks
-	$(BIN)/ruff format --check castai_focus_dagster castai_focus_dagster_tests benchmarks
+	$(BIN)/ruff check castai_focus_dagster castai_focus_dagster_tests benchmarks deploy scripts
+	$(BIN)/ruff format --check castai_focus_dagster castai_focus_dagster_tests benchmarks deploy scripts
+	$(BIN)/python deploy/prod_lock.py --check
 
 typecheck: install
 	$(BIN)/mypy
@@ -51,6 +52,7 @@ bench: install
 lock:
 	$(PYTHON) -m pip install --quiet uv
 	$(PYTHON) -m uv pip compile pyproject.toml --extra dev --python-version 3.11 --generate-hashes -o requirements.lock
+	$(PYTHON) deploy/prod_lock.py
 
 ## make docs: regenerate the generated reference pages.
 docs: install

@@ -16,9 +16,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from castai_focus_dagster.conformance import RuleResult, check_conformance
+from castai_focus_dagster.focus_transform import prepare_workloads
 from castai_focus_dagster.models import TIERS
 
 CONSERVATION_TOLERANCE_PER_ROW = 1e-6
+# Four components each rounded to 6 decimals by Cast AI: their sum may differ from cost{Tier} by < 4 × 0.5e-6.
+RATE_ROUNDING_TOLERANCE = 5e-6
 COST_COLUMNS = ("BilledCost", "EffectiveCost", "ListCost", "ContractedCost")
 _WORKLOAD_KEYS = ("cluster_id", "namespace", "workload_type", "workload_name")
 _FOCUS_WORKLOAD_KEYS = (
@@ -55,17 +58,46 @@ def cost_totals(focus: pa.Table) -> dict[str, float]:
     return {name: float(pc.sum(focus[name]).as_py() or 0.0) for name in COST_COLUMNS}
 
 
+def _hourly_compute(workloads: pa.Table, tier: str) -> pa.ChunkedArray:
+    """A tier's hourly compute cost as the sum of its resources (what the FOCUS rows carry)."""
+    total = workloads[f"cpuCost{tier}"]
+    for resource in ("ramCost", "gpuCost", "tpuCost"):
+        total = pc.add(total, workloads[f"{resource}{tier}"])
+    return total
+
+
 def source_costs_by_workload(workloads: pa.Table) -> pa.Table:
-    """Cast AI's own cost per workload: (cost{Tier} summed over tiers + storageCost) × bucket hours."""
+    """Cast AI's own cost per workload: (cpu + ram + gpu + tpu cost of every tier + storage) × bucket hours.
+
+    Duplicate buckets are dropped exactly as the transform drops them (`prepare_workloads`).
+    """
+    workloads = prepare_workloads(workloads)
     hours = pc.divide(pc.cast(workloads["step_seconds"], pa.float64()), 3600.0)
     hourly = workloads["storageCost"]
     for tier in TIERS:
-        hourly = pc.add(hourly, workloads[f"cost{tier}"])
+        hourly = pc.add(hourly, _hourly_compute(workloads, tier))
     keyed = pa.table(
         {key: pc.cast(workloads[key], pa.string()) for key in _WORKLOAD_KEYS}
         | {"cost": pc.multiply(hourly, hours)}
     )
     return keyed.group_by(list(_WORKLOAD_KEYS)).aggregate([("cost", "sum")])
+
+
+def check_castai_consistency(workloads: pa.Table) -> RuleResult:
+    """Cast AI's `cost{Tier}` equals cpu + ram + gpu + tpu cost of that tier, up to 6-decimal rounding.
+
+    A larger gap means the API contradicts itself; publishing either figure would be silently wrong.
+    """
+    failing = 0
+    for tier in TIERS:
+        gap = pc.abs(pc.subtract(workloads[f"cost{tier}"], _hourly_compute(workloads, tier)))
+        failing += int(pc.sum(pc.greater(gap, RATE_ROUNDING_TOLERANCE)).as_py() or 0)
+    return RuleResult(
+        rule="castai_cost_consistency",
+        passed=failing == 0,
+        failing_rows=failing,
+        message="Cast AI cost{Tier} equals the sum of its cpu, ram, gpu and tpu costs (±5e-6 per hour)",
+    )
 
 
 def check_conservation(focus: pa.Table, workloads: pa.Table) -> RuleResult:
@@ -100,7 +132,11 @@ def check_conservation(focus: pa.Table, workloads: pa.Table) -> RuleResult:
 
 
 def audit_focus(focus: pa.Table, workloads: pa.Table) -> AuditReport:
-    results = [*check_conformance(focus), check_conservation(focus, workloads)]
+    results = [
+        *check_conformance(focus),
+        check_conservation(focus, workloads),
+        check_castai_consistency(workloads),
+    ]
     source = source_costs_by_workload(workloads)
     return AuditReport(
         results=results,

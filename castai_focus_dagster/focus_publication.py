@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
 import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
 from castai_focus_dagster import __version__
 from castai_focus_dagster.audit import AuditReport
-from castai_focus_dagster.focus_schema import FOCUS_COLUMNS, FOCUS_SCHEMA
+from castai_focus_dagster.focus_schema import FOCUS_COLUMNS, PROVIDER_TAG_PREFIX
 from castai_focus_dagster.object_store import ObjectStore
 from castai_focus_dagster.publish import PublishRequest, publish_partition
-from castai_focus_dagster.serialize import to_csv_bytes, to_parquet_bytes
+from castai_focus_dagster.serialize import read_focus_bytes, to_csv_bytes, to_parquet_bytes
 from castai_focus_dagster.settings import Settings
 from castai_focus_dagster.windows import DayWindow
 
@@ -120,14 +117,8 @@ def encode(table: pa.Table, fmt: str) -> bytes:
 
 
 def decode_check(data: bytes, fmt: str, expected_rows: int) -> None:
-    """Audit of the staged bytes themselves: they parse, with the FOCUS schema and the expected row count."""
-    if fmt == "parquet":
-        table = pq.read_table(io.BytesIO(data))
-        if table.schema.remove_metadata() != FOCUS_SCHEMA.remove_metadata():
-            raise ValueError("staged Parquet object does not carry the FOCUS schema")
-        rows = table.num_rows
-    else:
-        rows = pacsv.read_csv(io.BytesIO(data)).num_rows
+    """Audit of the staged bytes themselves: they parse back to the FOCUS schema with the expected rows."""
+    rows = read_focus_bytes(data, fmt).num_rows
     if rows != expected_rows:
         raise ValueError(f"staged object holds {rows} rows, expected {expected_rows}")
 
@@ -146,7 +137,8 @@ def publish_focus_day(store: ObjectStore, settings: Settings, day: FocusDay, run
         step_seconds=day.window.step_seconds,
         run_id=run_id,
         complete=day.window.complete,
-        schema_columns=[(c.name, c.focus_type) for c in FOCUS_COLUMNS],
+        schema_columns=[(c.name, str(c.arrow_type)) for c in FOCUS_COLUMNS],
+        provider_tag_prefixes=(PROVIDER_TAG_PREFIX,),
         generator_version=__version__,
         extra={
             "clusters": day.audit.clusters,

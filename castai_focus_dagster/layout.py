@@ -11,7 +11,8 @@ from __future__ import annotations
 from datetime import date
 from typing import Literal
 
-FOCUS_VERSION = "1.3"
+from castai_focus_dagster.focus_schema import FOCUS_VERSION
+
 VERSION_SEGMENT = f"version=focus-{FOCUS_VERSION}"
 DataFormat = Literal["parquet", "csv"]
 DATA_FORMATS: tuple[DataFormat, ...] = ("parquet", "csv")

@@ -267,10 +267,12 @@ def unknown_k8s_keys(model: type, data: Mapping[str, Any], path: str) -> list[st
         nested = _k8s_model(model.openapi_types[attr])  # type: ignore[attr-defined]
         if nested is None:
             continue
-        items = value if isinstance(value, list) else [value]
-        for index, item in enumerate(items):
-            if isinstance(item, Mapping):
-                problems += unknown_k8s_keys(nested, item, f"{path}.{key}[{index}]")
+        if isinstance(value, Mapping):
+            problems += unknown_k8s_keys(nested, value, f"{path}.{key}")
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                if isinstance(item, Mapping):
+                    problems += unknown_k8s_keys(nested, item, f"{path}.{key}[{index}]")
     return problems
 
 
@@ -1168,6 +1170,7 @@ def test_dockerignore_admits_only_what_the_image_copies() -> None:
         if not token.startswith("--")
     }
     assert admitted == sources
+    assert [source for source in sources if not (REPO / source).exists()] == []
     pyproject = (REPO / "pyproject.toml").read_text()
     readme = re.search(r'^readme\s*=\s*"([^"]+)"', pyproject, re.M)
     assert readme is None or readme.group(1) in sources, "the build needs the readme pyproject names"

@@ -43,7 +43,7 @@ def day_total_from_sandbox(org, key: str) -> float:  # type: ignore[no-untyped-d
     start = datetime.fromisoformat(key).replace(tzinfo=UTC)
     end = start + timedelta(days=1)
     return sum(
-        org.expected_cluster_total(c["id"] if isinstance(c, dict) else c.id, start, end) for c in org.clusters
+        org.expected_cluster_total(c.id, start, end) for c in org.clusters
     )
 
 
