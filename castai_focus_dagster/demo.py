@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,7 +28,15 @@ VALIDATOR = Path(__file__).resolve().parents[2] / "shared" / "focus-validator" /
 def main() -> int:
     os.environ.setdefault("CASTAI_API_URL", "sandbox")
     os.environ.setdefault("DAGSTER_HOME", str(Path(".dagster_home").resolve()))
-    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    home = Path(os.environ["DAGSTER_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    if Path("dagster.yaml").exists() and not (home / "dagster.yaml").exists():
+        shutil.copy("dagster.yaml", home / "dagster.yaml")
+    if os.environ["CASTAI_API_URL"] == "sandbox":
+        from castai_focus_dagster.sandbox import SandboxOrg
+
+        # Show enterprise sub-accounts: the sandbox organisation belongs to an enterprise.
+        os.environ.setdefault("FOCUS_ENTERPRISE_ID", SandboxOrg.generate(seed=7).enterprise_id)
 
     import dagster as dg
 
@@ -61,6 +70,7 @@ def main() -> int:
                 "castai_focus/trigger": "demo",
             },
             raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
         )
     if not result.success:
         print("the export run failed; see the log above", file=sys.stderr)
@@ -68,7 +78,12 @@ def main() -> int:
 
     store = object_store_from_settings(settings)
     tables: list[pa.Table] = []
-    print(f"\nwritten under {store.describe('')}")
+    where = (
+        f"s3://{settings.s3_bucket}/{settings.s3_prefix}"
+        if settings.uses_s3
+        else str(Path(settings.local_output_dir).resolve())
+    )
+    print(f"\nwritten under {where}")
     for key in keys:
         manifest = json.loads(store.get(manifest_key(settings.s3_prefix, datetime.fromisoformat(key).date())))
         totals = manifest["costTotals"]

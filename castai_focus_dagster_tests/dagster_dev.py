@@ -14,7 +14,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -181,14 +181,12 @@ def _wait_for_webserver(dev: DagsterDev, timeout: float) -> None:
 
 
 def _stop(process: subprocess.Popen[bytes], grace: float = 30.0) -> None:
-    """Ctrl-C for `dagster dev` (it shuts its webserver and daemon down), then kill what is left of the group."""
+    """Ctrl-C for `dagster dev` (it shuts its webserver and daemon down), then kill what is left."""
     group = process.pid
     if process.poll() is None:
         process.send_signal(signal.SIGINT)
-        try:
+        with suppress(subprocess.TimeoutExpired):
             process.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            pass
     deadline = time.monotonic() + 5.0
     while _group_alive(group) and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -42,9 +42,7 @@ def snapshot(root: Path) -> dict[str, bytes]:
 def day_total_from_sandbox(org, key: str) -> float:  # type: ignore[no-untyped-def]
     start = datetime.fromisoformat(key).replace(tzinfo=UTC)
     end = start + timedelta(days=1)
-    return sum(
-        org.expected_cluster_total(c.id, start, end) for c in org.clusters
-    )
+    return sum(org.expected_cluster_total(c.id, start, end) for c in org.clusters)
 
 
 def test_one_day_end_to_end_to_local_files(exporter_env: Path, sandbox_org) -> None:  # type: ignore[no-untyped-def]
@@ -213,3 +211,41 @@ def test_definitions_load_and_validate_from_the_cli(tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(
+    "selection_args",
+    [["--partition", DAY], ["--partition-range", f"{DAYS[0]}...{DAYS[1]}"]],
+    ids=["partition", "partition-range"],
+)
+def test_the_asset_materialize_cli_as_users_run_it(
+    exporter_env: Path,
+    tmp_path: Path,
+    sandbox_org,
+    selection_args: list[str],  # type: ignore[no-untyped-def]
+) -> None:
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home")}
+    (tmp_path / "home").mkdir()
+    command = [
+        sys.executable,
+        "-m",
+        "dagster",
+        "asset",
+        "materialize",
+        "-m",
+        "castai_focus_dagster.definitions",
+    ]
+    proc = subprocess.run(
+        [*command, "--select", "*", *selection_args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    days = [DAY] if selection_args[0] == "--partition" else DAYS[:2]
+    written = sorted(p.name for p in exporter_env.rglob("castai-focus-*.parquet"))
+    assert written == [
+        Path(data_key("", sandbox_org.organization_id, date.fromisoformat(d), "parquet")).name for d in days
+    ]

@@ -25,6 +25,9 @@ from castai_focus_dagster_tests.dagster_dev import (
     wait_for_code_location,
 )
 
+# dagster_graphql's client still passes variables the way gql 4 deprecates.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:gql.*")
+
 
 def complete_days(count: int) -> list[str]:
     """`count` consecutive UTC days that ended at least a day ago, so every bucket is final."""
