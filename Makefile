@@ -20,8 +20,8 @@ $(STAMP): requirements.lock pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 lint: install
-	$(BIN)/ruff check castai_focus_dagster castai_focus_dagster_tests benchmarks deploy scripts
-	$(BIN)/ruff format --check castai_focus_dagster castai_focus_dagster_tests benchmarks deploy scripts
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python deploy/prod_lock.py --check
 
 typecheck: install

@@ -1,20 +1,25 @@
 """The four daily-partitioned assets: Cast AI clusters, workload costs, enrichment context, FOCUS rows.
 
 Each returns a `DailyValues` so that a run over many days (single-run backfill, `--partition-range`)
-fetches, transforms and writes one day at a time. The FOCUS asset audits every day before the IO
-manager publishes it: a failing audit raises and nothing replaces the previously published object.
+fetches, transforms and writes one day at a time. Within a day, workload costs stream cluster by
+cluster from the API into their stored file, and back out of it through the FOCUS transform, audit
+and encoder: memory holds a few clusters, never the organisation's day (DESIGN §7.5). The FOCUS asset
+audits every cluster before the IO manager publishes the day: a failing audit raises and nothing
+replaces the previously published object.
 """
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import dagster as dg
 import pyarrow as pa
 
-from castai_focus_dagster.audit import audit_focus
+from castai_focus_dagster.audit import AuditReport, audit_focus
 from castai_focus_dagster.daily import DailyValues
 from castai_focus_dagster.enrichment import fetch_enrichment
-from castai_focus_dagster.focus_publication import FocusDay
+from castai_focus_dagster.focus_publication import FocusDay, encode_focus_day
 from castai_focus_dagster.focus_transform import FocusOptions, to_focus
+from castai_focus_dagster.intermediates import WorkloadCostsDay
 from castai_focus_dagster.partitions import daily_partitions
 from castai_focus_dagster.resources import CastAIResource, FocusStorageResource
 from castai_focus_dagster.windows import DayWindow, day_window
@@ -79,27 +84,30 @@ def castai_workload_costs(
 ) -> DailyValues:
     settings = castai.settings
 
-    def fetch(key: str) -> pa.Table:
+    def fetch(key: str) -> WorkloadCostsDay:
         window = day_window(key, settings.step_seconds)
-        cluster_ids = [c.id for c in castai_clusters.get(key)]
-        if window.is_empty or not cluster_ids:
-            table = _empty_workloads()
-        else:
-            tables = [
-                table
-                for _cluster_id, table in castai.client.workload_costs_many(
-                    cluster_ids,
-                    window.start,
-                    window.end,
-                    window.step_seconds,
-                    labels=settings.focus_tag_allowlist,
-                    include_namespaces=settings.collection_include_namespaces,
-                    exclude_namespaces=settings.collection_exclude_namespaces,
-                )
-            ]
-            table = pa.concat_tables(tables).unify_dictionaries() if tables else _empty_workloads()
-        context.log.info(f"{key}: {table.num_rows} workload buckets from {len(cluster_ids)} clusters")
-        return table.replace_schema_metadata({WINDOW_END_KEY: window.end.isoformat().encode()})
+        # Sorted: the published rows do not depend on the order in which Cast AI lists clusters.
+        cluster_ids = sorted(c.id for c in castai_clusters.get(key))
+
+        def clusters() -> Iterator[pa.Table]:
+            if window.is_empty or not cluster_ids:
+                return
+            # Bad input repaired by the client travels in each table's metadata; the IO manager reports it.
+            for _cluster_id, table in castai.client.workload_costs_many(
+                cluster_ids,
+                window.start,
+                window.end,
+                window.step_seconds,
+                labels=settings.focus_tag_allowlist,
+                include_namespaces=settings.collection_include_namespaces,
+                exclude_namespaces=settings.collection_exclude_namespaces,
+            ):
+                yield table
+
+        # Lazy: the IO manager writes each cluster as it arrives (CASTAI_MAX_CONCURRENCY in flight).
+        return WorkloadCostsDay(
+            clusters=clusters(), metadata={WINDOW_END_KEY: window.end.isoformat().encode()}
+        )
 
     return DailyValues(keys=context.partition_keys, produce=fetch)
 
@@ -159,43 +167,45 @@ def focus_cost_and_usage(
     options = FocusOptions.from_settings(settings)
 
     def build(key: str) -> FocusDay:
-        workloads = castai_workload_costs.get(key)
+        workloads: WorkloadCostsDay = castai_workload_costs.get(key)
         enrichment = castai_enrichment_context.get(key)
         clusters = {c.id: c for c in castai_clusters.get(key)}
-        table = to_focus(workloads, clusters, enrichment, options)
-        report = audit_focus(table, workloads)
+
+        def audited_batches() -> Iterator[tuple[pa.Table, AuditReport]]:
+            # One cluster at a time: every rule is local to a row or a workload, hence to a cluster.
+            for cluster_workloads in workloads.clusters:
+                table = to_focus(cluster_workloads, clusters, enrichment, options)
+                yield table, audit_focus(table, cluster_workloads)
+
+        day = encode_focus_day(
+            _window_of(key, workloads, settings.step_seconds),
+            audited_batches(),
+            settings.s3_format,
+            enrichment_completeness=enrichment.completeness,
+            enrichment_missing=dict(enrichment.missing),
+        )
+        report = day.audit
         if not report.passed:
+            day.discard()
             raise dg.Failure(
                 description=(
                     f"FOCUS rows for {key} failed the audit, nothing was published: {report.summary()}"
                 ),
                 metadata={"failed_rules": dg.MetadataValue.json([r.rule for r in report.failures])},
             )
-        return FocusDay(
-            window=_window_of(key, workloads, settings.step_seconds),
-            table=table,
-            audit=report,
-            enrichment_completeness=enrichment.completeness,
-            enrichment_missing=dict(enrichment.missing),
-        )
+        return day
 
     return DailyValues(keys=context.partition_keys, produce=build)
 
 
-def _window_of(key: str, workloads: pa.Table, step_seconds: int) -> DayWindow:
+def _window_of(key: str, workloads: WorkloadCostsDay, step_seconds: int) -> DayWindow:
     """The window the workload costs were fetched for (recorded by that asset), so the manifest matches it."""
     window = day_window(key, step_seconds)
-    recorded = (workloads.schema.metadata or {}).get(WINDOW_END_KEY)
+    recorded = workloads.metadata.get(WINDOW_END_KEY)
     if recorded:
         end = datetime.fromisoformat(recorded.decode()).astimezone(UTC)
         window = DayWindow(day=window.day, start=window.start, end=end, step_seconds=step_seconds)
     return window
-
-
-def _empty_workloads() -> pa.Table:
-    from castai_focus_dagster.models import empty_workload_costs
-
-    return empty_workload_costs()
 
 
 FOCUS_ASSETS = [castai_clusters, castai_workload_costs, castai_enrichment_context, focus_cost_and_usage]

@@ -5,17 +5,21 @@ Two families of rules, both vectorised:
 - conservation (DESIGN §7.1): per workload, Σ BilledCost equals Cast AI's cost (compute + storage)
   × bucket hours, within $0.000001 per row.
 Pure code: no Dagster import, so the same audit runs in tests, benchmarks and asset checks.
+
+A day is audited one cluster batch at a time (every rule is local to a row or to a workload, and a
+workload belongs to one cluster); `combine_reports` adds the batches' reports into the day's report.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from castai_focus_dagster.conformance import RuleResult, check_conformance
+from castai_focus_dagster.conformance import RuleResult, check_conformance, combine_results
 from castai_focus_dagster.focus_transform import prepare_workloads
 from castai_focus_dagster.models import TIERS
 
@@ -102,7 +106,11 @@ def check_castai_consistency(workloads: pa.Table) -> RuleResult:
 
 def check_conservation(focus: pa.Table, workloads: pa.Table) -> RuleResult:
     """Every workload's Σ BilledCost equals its Cast AI cost; no FOCUS row belongs to an unknown workload."""
-    source = source_costs_by_workload(workloads)
+    return _conservation(focus, source_costs_by_workload(workloads))[0]
+
+
+def _conservation(focus: pa.Table, source: pa.Table) -> tuple[RuleResult, int]:
+    """The conservation rule against per-workload source costs, and the number of exported workloads."""
     exported = (
         pa.table(
             {
@@ -128,24 +136,31 @@ def check_conservation(focus: pa.Table, workloads: pa.Table) -> RuleResult:
             f"{joined['workload_type'][i]}/{joined['workload_name'][i]}: "
             f"exported {out[i]:.6f} vs Cast AI {src[i]:.6f}"
         )
-    return RuleResult(rule="conservation", passed=failing == 0, failing_rows=failing, message=message)
+    rule = RuleResult(rule="conservation", passed=failing == 0, failing_rows=failing, message=message)
+    return rule, exported.num_rows
 
 
 def audit_focus(focus: pa.Table, workloads: pa.Table) -> AuditReport:
-    results = [
-        *check_conformance(focus),
-        check_conservation(focus, workloads),
-        check_castai_consistency(workloads),
-    ]
     source = source_costs_by_workload(workloads)
+    conservation, exported_workloads = _conservation(focus, source)
     return AuditReport(
-        results=results,
+        results=[*check_conformance(focus), conservation, check_castai_consistency(workloads)],
         totals=cost_totals(focus),
         source_total=float(pc.sum(source["cost_sum"]).as_py() or 0.0),
-        workloads=pc.count_distinct(
-            pc.binary_join_element_wise(*[pc.cast(focus[c], pa.string()) for c in _FOCUS_WORKLOAD_KEYS], "/")
-        ).as_py()
-        if focus.num_rows
-        else 0,
+        workloads=exported_workloads,
         clusters=pc.count_distinct(focus["x_CastAIClusterId"]).as_py() if focus.num_rows else 0,
+    )
+
+
+def combine_reports(reports: Sequence[AuditReport]) -> AuditReport:
+    """The report of a day audited in batches of whole clusters: failing rows, totals and counts add up
+    (`conformance.combine_results`)."""
+    if not reports:
+        raise ValueError("combine_reports needs at least one report")
+    return AuditReport(
+        results=combine_results([r.results for r in reports]),
+        totals={name: sum(r.totals.get(name, 0.0) for r in reports) for name in COST_COLUMNS},
+        source_total=sum(r.source_total for r in reports),
+        workloads=sum(r.workloads for r in reports),
+        clusters=sum(r.clusters for r in reports),
     )

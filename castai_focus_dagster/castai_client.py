@@ -19,15 +19,17 @@ the API key never appears in an exception, a log record or a repr.
 from __future__ import annotations
 
 import email.utils
+import json
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -69,6 +71,11 @@ DISCOUNTS = "discounts"
 ENTERPRISE_USAGE = "enterprise-usage"
 PLATFORM_USAGE = "platform-usage"
 
+# Schema-metadata key of a workload-costs table: JSON list of the InputWarnings met while fetching it.
+INPUT_WARNINGS_KEY = b"castai_focus.input_warnings"
+DUPLICATE_WORKLOAD = "duplicate-workload"
+CONTROL_CHARACTERS_IN_LABELS = "control-characters-in-labels"
+
 RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
 _MAX_MESSAGE_CHARS = 300
 _USER_AGENT = "castai-focus-dagster/0.1"
@@ -103,6 +110,35 @@ class CastAIError(RuntimeError):
         if status is not None:
             where.append(f"HTTP {status}")
         super().__init__(f"{' '.join(where)}: {detail}")
+
+
+@dataclass(frozen=True)
+class InputWarning:
+    """Bad input repaired by a documented rule (docs/reliability.md): logged, and kept with the data
+    so the asset's metadata shows it. `rule` is a stable id, `count` how many times it applied."""
+
+    endpoint: str
+    cluster_id: str | None
+    rule: str
+    count: int
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def input_warnings(table: pa.Table) -> list[dict[str, Any]]:
+    """The InputWarnings (as JSON objects) recorded in a workload-costs table's schema metadata."""
+    raw = (table.schema.metadata or {}).get(INPUT_WARNINGS_KEY)
+    return list(json.loads(raw)) if raw else []
+
+
+def with_input_warnings(table: pa.Table, warnings: Sequence[Mapping[str, Any]]) -> pa.Table:
+    """`table` with `warnings` recorded in its schema metadata (none: no key), other metadata kept."""
+    metadata = {k: v for k, v in (table.schema.metadata or {}).items() if k != INPUT_WARNINGS_KEY}
+    if warnings:
+        metadata[INPUT_WARNINGS_KEY] = json.dumps(list(warnings), sort_keys=True).encode()
+    return table.replace_schema_metadata(metadata or None)
 
 
 class _RetryableResponse(Exception):
@@ -308,8 +344,9 @@ class CastAIClient:
     ) -> pa.Table:
         """One cluster's workload costs for (start, end] as a `models.WORKLOAD_COSTS_SCHEMA` table.
 
-        Metric fields missing from a bucket count as 0.0 (protojson may omit zero values); a
-        workload repeated on a later page is dropped (first copy kept) with a warning.
+        Metric fields missing from a bucket count as 0.0 (protojson may omit zero values). Repairs
+        (an identical repeat of a workload dropped, labels with control characters left out) are
+        logged as warnings and recorded in the table's schema metadata (`input_warnings(table)`).
         """
         window = BucketWindow(start, end, step_seconds)
         params = [
@@ -323,18 +360,37 @@ class CastAIClient:
             cluster_id, window, include_namespaces=include_namespaces, exclude_namespaces=exclude_namespaces
         )
         path = f"/v1/cost-reports/clusters/{quote(cluster_id, safe='')}/workload-costs"
-        for items in self._paginate(WORKLOAD_COSTS, path, params, decode_workload_costs_page, cluster_id):
-            self._decoded(WORKLOAD_COSTS, cluster_id, assembler.add, items)
+        for page in self._paginate(WORKLOAD_COSTS, path, params, decode_workload_costs_page, cluster_id):
+            self._decoded(WORKLOAD_COSTS, cluster_id, assembler.add, page.items)
+            assembler.expect_count(page.count)
+        table = self._decoded(WORKLOAD_COSTS, cluster_id, assembler.table)
+        warnings = []
         if assembler.duplicates:
-            self._log.warning(
-                "Cast AI workload-costs cluster %s: dropped %d duplicate workload(s) repeated across pages "
-                "(kept the first copy)",
-                cluster_id,
-                assembler.duplicates,
+            warnings.append(
+                InputWarning(
+                    WORKLOAD_COSTS,
+                    cluster_id,
+                    DUPLICATE_WORKLOAD,
+                    assembler.duplicates,
+                    f"dropped {assembler.duplicates} duplicate workload(s): identical repeats of a workload "
+                    "already received (kept the first copy)",
+                )
             )
-        table = assembler.table()
+        if assembler.dropped_labels:
+            warnings.append(
+                InputWarning(
+                    WORKLOAD_COSTS,
+                    cluster_id,
+                    CONTROL_CHARACTERS_IN_LABELS,
+                    assembler.dropped_labels,
+                    f"left out {assembler.dropped_labels} label(s) whose key or value holds control "
+                    "characters (not valid Kubernetes labels); costs are unaffected",
+                )
+            )
+        for warning in warnings:
+            self._log.warning("Cast AI %s cluster %s: %s", warning.endpoint, cluster_id, warning.message)
         self._log.debug("Cast AI workload-costs cluster %s: %d rows", cluster_id, table.num_rows)
-        return table
+        return with_input_warnings(table, [w.to_json() for w in warnings])
 
     def workload_costs_many(
         self,
@@ -493,7 +549,7 @@ class CastAIClient:
         except InvalidResponse as exc:
             detail = self._clean(str(exc))
             if exc.reason == "invalid JSON":
-                detail = f"invalid JSON from {endpoint}: {detail}"
+                detail = f"invalid JSON from {endpoint}: {detail.removeprefix('invalid JSON: ')}"
             raise CastAIError(
                 detail, endpoint=endpoint, cluster_id=cluster_id, field=exc.field, reason=exc.reason
             ) from None

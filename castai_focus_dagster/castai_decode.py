@@ -10,6 +10,14 @@ Tolerance rules (Cast AI emits protojson; empty values may be omitted, see casta
 unknown keys are ignored; a missing metric field means 0.0; a missing cursor, list or map means
 empty. What cannot be repaired raises `InvalidResponse` naming the field (and the workload); the
 client turns it into a `CastAIError` that also names the endpoint and the cluster.
+
+What would make a total silently wrong is refused rather than guessed: an error envelope on a 200
+(decoded leniently it would read as "no items"), a workload listed twice with different numbers, a
+bucket listed twice, a tier cost that disagrees with its resource costs, absurd magnitudes, a page
+sequence that ends before the `count` it announced. Two repairs keep the export going, each counted
+so the client can warn: an identical repeat of a workload is dropped, and a label whose key or value
+holds control characters (which Kubernetes label syntax forbids) is left out of the labels.
+docs/reliability.md lists every bad input with its outcome.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import pyarrow as pa
 
 from castai_focus_dagster.models import (
     METRIC_COLUMNS,
+    TIERS,
     WORKLOAD_COSTS_SCHEMA,
     ChildOrganization,
     Cluster,
@@ -37,14 +46,24 @@ from castai_focus_dagster.models import (
 )
 
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
-NonEmptyStr = Annotated[str, msgspec.Meta(min_length=1)]
+NonEmptyStr = Annotated[str, msgspec.Meta(min_length=1, pattern=r"\S")]  # not blank either
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
+# Plausibility bounds of one workload bucket. Nothing real comes near them (a million dollars an hour
+# for one workload, a billion CPUs, GiB or pod-minutes), and below them a day of float64 sums still
+# carries micro-dollar precision. Beyond them the value is a unit or encoding error, not a cost.
+MAX_HOURLY_COST = 1e6
+MAX_QUANTITY = 1e9
+# cost{Tier} versus cpu + ram + gpu + tpu cost of the tier: four 6-decimal strings round apart by < 5e-6.
+TIER_SUM_TOLERANCE = 5e-6
+# Kubernetes label keys and values never contain them; Tags readers would meet invisible characters.
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
 
 class InvalidResponse(ValueError):
-    """A response that cannot be decoded; `reason` is "invalid JSON" or "invalid response"."""
+    """A response that cannot be decoded; `reason` is "invalid JSON", "invalid response" or "error body"."""
 
     def __init__(self, detail: str, *, reason: str, field: str | None = None, workload: str | None = None):
         super().__init__(detail)
@@ -73,7 +92,18 @@ class _Cluster(msgspec.Struct, rename="camel"):
     status: str | None = None
 
 
-class _ClustersResponse(msgspec.Struct):
+class _Body(msgspec.Struct):
+    """Top level of every response: an `ErrorResponse` envelope on a 200 is recognised and refused.
+
+    Decoded leniently (unknown keys ignored, missing lists empty) it would read as a valid, empty answer:
+    a cluster without workloads, a day without cost.
+    """
+
+    message: str | None = None
+    field_violations: list[Any] | None = msgspec.field(default=None, name="fieldViolations")
+
+
+class _ClustersResponse(_Body):
     items: list[_Cluster] = []
 
 
@@ -126,14 +156,15 @@ class _Label(msgspec.Struct, gc=False):
 class WorkloadItem(msgspec.Struct, rename="camel"):
     workload_name: NonEmptyStr
     namespace: NonEmptyStr
-    workload_type: str = ""
+    workload_type: NonEmptyStr  # part of the workload's identity and of ResourceType: never blank
     cost_metrics: list[WorkloadCostItem] = []
     labels: list[_Label] = []
 
 
-class _WorkloadCostsPage(msgspec.Struct):
+class WorkloadCostsPage(_Body):
     items: list[WorkloadItem] = []
     next_cursor: str | None = msgspec.field(default=None, name="nextCursor")
+    count: int | None = None  # workloads matching the request over all pages (a string in the API)
 
 
 class CostReportItem(msgspec.Struct, rename="camel", gc=False):
@@ -184,7 +215,7 @@ class CostReportItem(msgspec.Struct, rename="camel", gc=False):
     total_tpu_cost_spot_fallback: float = 0.0
 
 
-class _CostReportResponse(msgspec.Struct):
+class _CostReportResponse(_Body):
     items: list[CostReportItem] = []
 
 
@@ -195,7 +226,7 @@ class _ClusterPrice(msgspec.Struct, rename="camel"):
     default: bool = False
 
 
-class _ClusterPricesPage(msgspec.Struct):
+class _ClusterPricesPage(_Body):
     items: list[_ClusterPrice] = []
     next_cursor: str | None = msgspec.field(default=None, name="nextPageCursor")
 
@@ -207,6 +238,8 @@ class _Prices(msgspec.Struct, rename="camel"):
 
 class _DefaultPricingResponse(_Prices):
     pricing: _Prices | None = None  # tolerated wrapper: the shape of this endpoint is not published
+    message: str | None = None  # an error envelope on a 200, as in `_Body`
+    field_violations: list[Any] | None = msgspec.field(default=None, name="fieldViolations")
 
 
 class _DiscountPricing(msgspec.Struct):
@@ -227,7 +260,7 @@ class _Discount(msgspec.Struct, rename="camel"):
     pricing: list[_DiscountPricing] = []
 
 
-class _DiscountsPage(msgspec.Struct):
+class _DiscountsPage(_Body):
     discounts: list[_Discount] = []
     next_cursor: str | None = msgspec.field(default=None, name="nextPageToken")
 
@@ -237,7 +270,7 @@ class _ChildOrganization(msgspec.Struct, rename="camel"):
     organization_name: str = ""
 
 
-class _EnterpriseUsageResponse(msgspec.Struct, rename="camel"):
+class _EnterpriseUsageResponse(_Body, rename="camel"):
     enterprise_id: str = ""
     organizations: list[_ChildOrganization] = []
 
@@ -249,7 +282,7 @@ class _Feature(msgspec.Struct, rename="camel"):
     unit: str = ""
 
 
-class _PlatformUsageResponse(msgspec.Struct):
+class _PlatformUsageResponse(_Body):
     features: list[_Feature] = []
 
 
@@ -275,7 +308,7 @@ def _decoder(response_type: type[T]) -> msgspec.json.Decoder[T]:
 
 # Built once (msgspec decoders are thread-safe), shared by every client thread.
 _CLUSTERS = _decoder(_ClustersResponse)
-_WORKLOAD_COSTS_PAGE = _decoder(_WorkloadCostsPage)
+_WORKLOAD_COSTS_PAGE = _decoder(WorkloadCostsPage)
 _COST_REPORT = _decoder(_CostReportResponse)
 _CLUSTER_PRICES_PAGE = _decoder(_ClusterPricesPage)
 _DEFAULT_PRICING = _decoder(_DefaultPricingResponse)
@@ -287,11 +320,22 @@ _ERROR = _decoder(_ErrorResponse)
 
 def _decode(body: bytes, decoder: msgspec.json.Decoder[T]) -> T:
     try:
-        return decoder.decode(body)
+        decoded = decoder.decode(body)
     except msgspec.DecodeError as exc:
         if not isinstance(exc, msgspec.ValidationError):
             raise InvalidResponse(f"invalid JSON: {_body_kind(body)}", reason="invalid JSON") from None
         raise _validation_problem(exc, body) from None
+    if (
+        getattr(decoded, "message", None) is not None
+        or getattr(decoded, "field_violations", None) is not None
+    ):
+        message, field = error_message(body)
+        raise InvalidResponse(
+            f"a successful (2xx) response carries an error body: {message}",
+            reason="error body",
+            field=field or "message",
+        )
+    return decoded
 
 
 def _body_kind(body: bytes) -> str:
@@ -551,9 +595,19 @@ def cost_report_schema() -> pa.Schema:
     )
 
 
-def decode_workload_costs_page(body: bytes) -> tuple[list[WorkloadItem], str | None]:
+def decode_workload_costs_page(body: bytes) -> tuple[WorkloadCostsPage, str | None]:
     page = _decode(body, _WORKLOAD_COSTS_PAGE)
-    return page.items, page.next_cursor
+    return page, page.next_cursor
+
+
+def printable_labels(labels: Sequence[_Label]) -> tuple[list[_Label], int]:
+    """The labels without control characters in key or value, and how many were left out."""
+    kept = [
+        label
+        for label in labels
+        if not _CONTROL_CHARACTERS.search(label.name) and not _CONTROL_CHARACTERS.search(label.value)
+    ]
+    return kept, len(labels) - len(kept)
 
 
 def labels_json(labels: Sequence[_Label]) -> str | None:
@@ -572,13 +626,29 @@ def _dictionary(values: list[str | None], owners: pa.Array) -> pa.Array:
     return pa.array(values, pa.string()).dictionary_encode().take(owners)
 
 
+# Where the rows of a workload's first copy went: (index into the assembled tables, first row, rows).
+_Location = tuple[int, int, int]
+
+
+def _is_cost(metric: str) -> bool:
+    return metric.startswith("cost") or "Cost" in metric
+
+
+_METRIC_LIMITS = np.array([MAX_HOURLY_COST if _is_cost(m) else MAX_QUANTITY for m in METRIC_COLUMNS])
+_TIER_PARTS = {
+    tier: tuple(f"{part}{tier}" for part in ("cpuCost", "ramCost", "gpuCost", "tpuCost")) for tier in TIERS
+}
+
+
 class WorkloadCostsAssembler:
     """Accumulates decoded workload-costs pages into one `WORKLOAD_COSTS_SCHEMA` table for a cluster.
 
     Applies the namespace include/exclude filters client-side (the server filter is only a hint),
-    drops a workload that re-appears on a later page (keeping the first copy, counted in
-    `duplicates`), and validates every bucket: timestamp on the requested grid, metrics finite
-    and >= 0.
+    drops an identical repeat of a workload (counted in `duplicates`) but refuses a repeat with other
+    numbers, leaves out labels holding control characters (counted in `dropped_labels`), and
+    validates every bucket: timestamp on the requested grid and not repeated, metrics finite, >= 0
+    and plausible, tier costs equal to their resource costs. `table()` refuses a page sequence that
+    delivered fewer workloads than the `count` the pages announced.
     """
 
     def __init__(
@@ -592,20 +662,67 @@ class WorkloadCostsAssembler:
         self.cluster_id = cluster_id
         self.window = window
         self.duplicates = 0
+        self.dropped_labels = 0
         self._include = frozenset(include_namespaces)
         self._exclude = frozenset(exclude_namespaces)
-        self._seen: set[tuple[str, str, str]] = set()
+        # Every workload received (whatever its namespace) -> where its kept rows are (None: filtered out).
+        self._first: dict[tuple[str, str, str], _Location | None] = {}
+        self._announced = 0
         self._tables: list[pa.Table] = []
 
     def add(self, items: Sequence[WorkloadItem]) -> None:
-        kept = [item for item in items if self._wanted(item)]
+        kept: list[WorkloadItem] = []
+        repeats: list[WorkloadItem] = []
+        for item in items:
+            key = _identity(item)
+            if key in self._first:
+                repeats.append(item)
+                continue
+            self._first[key] = None
+            if self._wanted(item):
+                kept.append(item)
+        self._add_rows(kept)
+        for item in repeats:  # after _add_rows: the first copy may be on this very page
+            self._check_repeat(item)
+
+    def expect_count(self, count: int | None) -> None:
+        """Record the `count` a page announced (workloads matching the request over all pages)."""
+        if count is not None:
+            self._announced = max(self._announced, count)
+
+    def table(self) -> pa.Table:
+        if len(self._first) < self._announced:
+            raise InvalidResponse(
+                f"pages ended after {len(self._first)} distinct workload(s), but the response counted "
+                f"{self._announced}: workloads would be missing",
+                reason="invalid response",
+                field="count",
+            )
+        if not self._tables:
+            return WORKLOAD_COSTS_SCHEMA.empty_table()
+        return pa.concat_tables(self._tables).combine_chunks()
+
+    def _wanted(self, item: WorkloadItem) -> bool:
+        return not (
+            (self._include and item.namespace not in self._include) or item.namespace in self._exclude
+        )
+
+    def _add_rows(self, kept: Sequence[WorkloadItem]) -> None:
+        counts = np.fromiter((len(item.cost_metrics) for item in kept), dtype=np.int64, count=len(kept))
+        starts = np.cumsum(counts) - counts
+        for item, first_row, n_rows in zip(kept, starts.tolist(), counts.tolist(), strict=True):
+            self._first[_identity(item)] = (len(self._tables), first_row, n_rows)
         rows = [msgspec.structs.astuple(m) for item in kept for m in item.cost_metrics]
         if not rows:
             return
-        counts = np.fromiter((len(item.cost_metrics) for item in kept), dtype=np.int64, count=len(kept))
         owner = np.repeat(np.arange(len(kept), dtype=np.int64), counts)
         timestamps, table = _records(rows, _WORKLOAD_RECORD)
         self._validate(kept, owner, timestamps, table)
+        label_texts = []
+        for item in kept:
+            labels, dropped = printable_labels(item.labels)
+            self.dropped_labels += dropped
+            label_texts.append(labels_json(labels))
         owners = pa.array(owner)
         n = len(rows)
         arrays = [
@@ -615,22 +732,49 @@ class WorkloadCostsAssembler:
             _dictionary([item.namespace for item in kept], owners),
             _dictionary([item.workload_type for item in kept], owners),
             _dictionary([item.workload_name for item in kept], owners),
-            _dictionary([labels_json(item.labels) for item in kept], owners),
+            _dictionary(label_texts, owners),
             timestamps,
             pa.array(np.full(n, self.window.step_seconds, dtype=np.int32)),
             *(pa.array(np.ascontiguousarray(table[name])) for name in METRIC_COLUMNS),
         ]
         self._tables.append(pa.Table.from_arrays(arrays, schema=WORKLOAD_COSTS_SCHEMA))
 
-    def _wanted(self, item: WorkloadItem) -> bool:
-        if (self._include and item.namespace not in self._include) or item.namespace in self._exclude:
-            return False
-        key = (item.namespace, item.workload_type, item.workload_name)
-        if key in self._seen:
+    def _check_repeat(self, item: WorkloadItem) -> None:
+        """An identical repeat is dropped (and counted); a repeat with other numbers is refused."""
+        location = self._first[_identity(item)]
+        if location is None or self._same_as_first(item, location):
             self.duplicates += 1
+            return
+        label = workload_label(item.namespace, item.workload_type, item.workload_name)
+        raise InvalidResponse(
+            f"workload {label} is listed twice with different cost metrics or labels; "
+            "refusing to choose one of them",
+            reason="invalid response",
+            field="items",
+            workload=label,
+        )
+
+    def _same_as_first(self, item: WorkloadItem, location: _Location) -> bool:
+        """Error path only (repeats are rare): compare a repeat with the rows kept for its first copy."""
+        table_index, first_row, n_rows = location
+        if len(item.cost_metrics) != n_rows:
             return False
-        self._seen.add(key)
-        return True
+        if n_rows == 0:
+            return True
+        first = self._tables[table_index].slice(first_row, n_rows)
+        timestamps, records = _records(
+            [msgspec.structs.astuple(m) for m in item.cost_metrics], _WORKLOAD_RECORD
+        )
+        my_times = timestamps.cast(pa.int64()).to_numpy()
+        first_times = first.column("timestamp").cast(pa.int64()).to_numpy()
+        mine, theirs = np.argsort(my_times, kind="stable"), np.argsort(first_times, kind="stable")
+        same_times = np.array_equal(my_times[mine], first_times[theirs])
+        same_metrics = all(
+            np.array_equal(records[name][mine], first.column(name).to_numpy()[theirs])
+            for name in METRIC_COLUMNS
+        )
+        labels, _ = printable_labels(item.labels)
+        return same_times and same_metrics and labels_json(labels) == first.column("labels")[0].as_py()
 
     def _validate(
         self, kept: Sequence[WorkloadItem], owner: np.ndarray, timestamps: pa.Array, table: np.ndarray
@@ -639,28 +783,59 @@ class WorkloadCostsAssembler:
             item = kept[int(owner[row])]
             return workload_label(item.namespace, item.workload_type, item.workload_name)
 
-        bad_times = self.window.bad_timestamps(timestamps.cast(pa.int64()).to_numpy())
+        def refuse(row: int, field: str, problem: str) -> InvalidResponse:
+            return InvalidResponse(
+                f"{problem} (workload {workload(row)})",
+                reason="invalid response",
+                field=field,
+                workload=workload(row),
+            )
+
+        micros = timestamps.cast(pa.int64()).to_numpy()
+        bad_times = self.window.bad_timestamps(micros)
         if bad_times.any():
             row = int(np.argmax(bad_times))
             w, moment = self.window, timestamps[row].as_py().isoformat()
-            raise InvalidResponse(
-                f"bucket timestamp {moment} of workload {workload(row)} is not in "
-                f"({w.start.isoformat()}, {w.end.isoformat()}] on a {w.step_seconds}s step",
-                reason="invalid response",
-                field="timestamp",
-                workload=workload(row),
+            raise refuse(
+                row,
+                "timestamp",
+                f"bucket timestamp {moment} is not in ({w.start.isoformat()}, {w.end.isoformat()}] "
+                f"on a {w.step_seconds}s step",
+            )
+        order = np.lexsort((micros, owner))
+        repeated = (owner[order][1:] == owner[order][:-1]) & (micros[order][1:] == micros[order][:-1])
+        if repeated.any():
+            row = int(order[1:][np.argmax(repeated)])
+            raise refuse(
+                row, "timestamp", f"bucket timestamp {timestamps[row].as_py().isoformat()} appears twice"
             )
         bad = _first_bad_metric(table, METRIC_COLUMNS)
         if bad:
             row, name, value = bad
-            raise InvalidResponse(
-                f"{name} of workload {workload(row)} must be a finite number >= 0, got {value!r}",
-                reason="invalid response",
-                field=name,
-                workload=workload(row),
-            )
+            raise refuse(row, name, f"{name} must be a finite number >= 0, got {value!r}")
+        for name, limit in zip(METRIC_COLUMNS, _METRIC_LIMITS, strict=True):
+            absurd = table[name] > limit
+            if absurd.any():
+                row = int(np.argmax(absurd))
+                unit = "USD per hour" if _is_cost(name) else "per bucket"
+                raise refuse(
+                    row,
+                    name,
+                    f"{name} = {float(table[name][row])!r} exceeds the plausible maximum {limit:g} {unit}",
+                )
+        for tier, parts in _TIER_PARTS.items():
+            gap = np.abs(table[f"cost{tier}"] - sum(table[part] for part in parts))
+            wrong = gap > TIER_SUM_TOLERANCE
+            if wrong.any():
+                row = int(np.argmax(wrong))
+                raise refuse(
+                    row,
+                    f"cost{tier}",
+                    f"cost{tier} = {float(table[f'cost{tier}'][row])!r} differs from "
+                    f"{' + '.join(parts)} = {float(sum(table[p][row] for p in parts))!r} "
+                    f"at {timestamps[row].as_py().isoformat()}",
+                )
 
-    def table(self) -> pa.Table:
-        if not self._tables:
-            return WORKLOAD_COSTS_SCHEMA.empty_table()
-        return pa.concat_tables(self._tables).combine_chunks()
+
+def _identity(item: WorkloadItem) -> tuple[str, str, str]:
+    return item.namespace, item.workload_type, item.workload_name

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -177,6 +177,29 @@ def check_conformance(table: pa.Table) -> list[RuleResult]:
         )
         results.append(RuleResult(rule.name, count == 0, count, message))
     return results
+
+
+def combine_results(batches: Sequence[Sequence[RuleResult]]) -> list[RuleResult]:
+    """The results of a table checked in batches: a rule passes if it passed on every batch.
+
+    Failing rows add up; a rule's message is that of its first failing batch (else its first message).
+    """
+    by_rule: dict[str, list[RuleResult]] = {}
+    for results in batches:
+        for result in results:
+            by_rule.setdefault(result.rule, []).append(result)
+    combined = []
+    for rule, parts in by_rule.items():
+        failed = [p for p in parts if not p.passed]
+        combined.append(
+            RuleResult(
+                rule=rule,
+                passed=not failed,
+                failing_rows=sum(p.failing_rows for p in parts),
+                message=(failed or parts)[0].message,
+            )
+        )
+    return combined
 
 
 def _schema_rule(table: pa.Table) -> RuleResult:
@@ -424,13 +447,45 @@ def _currency_codes(table: pa.Table) -> tuple[np.ndarray, str]:
     return failing, _sample(table, failing, ("BillingCurrency", "PricingCurrency"))
 
 
+# First bytes a blank string can start with: ASCII controls and space, DEL, and any non-ASCII lead byte
+# (Unicode spaces such as U+00A0 or U+3000). Strings starting with any other byte are not blank.
+_MAYBE_BLANK_LEAD = np.zeros(256, dtype=bool)
+_MAYBE_BLANK_LEAD[:0x21] = _MAYBE_BLANK_LEAD[0x7F:] = True
+
+
+def _blank(values: pa.ChunkedArray) -> np.ndarray:
+    """Rows holding an empty or whitespace-only string (null: not blank).
+
+    Reads only the first byte of every value from the Arrow buffers; the Unicode whitespace test runs
+    on the few values whose first byte could start a blank string, instead of scanning every byte.
+    """
+    parts = []
+    for chunk in values.chunks:
+        _validity, offsets_buffer, data_buffer = chunk.buffers()
+        offsets = np.frombuffer(offsets_buffer, dtype=np.int32)[chunk.offset : chunk.offset + len(chunk) + 1]
+        starts, lengths = offsets[:-1], np.diff(offsets)
+        data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer else np.zeros(1, dtype=np.uint8)
+        first = data[np.minimum(starts, data.size - 1)]
+        candidate = ((lengths == 0) | _MAYBE_BLANK_LEAD[first]) & chunk.is_valid().to_numpy(
+            zero_copy_only=False
+        )
+        blank = np.zeros(len(chunk), dtype=bool)
+        rows = np.flatnonzero(candidate)
+        if rows.size:
+            suspects = chunk.take(pa.array(rows))
+            blank[rows] = pc.or_(
+                pc.equal(pc.binary_length(suspects), 0), pc.utf8_is_space(suspects)
+            ).to_numpy(zero_copy_only=False)
+        parts.append(blank)
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=bool)
+
+
 def _no_blank_strings(table: pa.Table) -> tuple[np.ndarray, str]:
     failing = np.zeros(table.num_rows, dtype=bool)
     offenders = []
     for column in FOCUS_COLUMNS:
         if column.focus_type in ("String", "JSON") and column.name in table.column_names:
-            trimmed = pc.utf8_trim_whitespace(table.column(column.name))
-            blank = pc.fill_null(pc.equal(trimmed, ""), False).to_numpy(zero_copy_only=False)
+            blank = _blank(table.column(column.name))
             if blank.any():
                 offenders.append(column.name)
                 failing |= blank

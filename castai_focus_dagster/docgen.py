@@ -69,7 +69,9 @@ as placeholders.
 
 ## Row model
 
-One row per **cluster × workload × charge period × pricing tier × resource**. Cast AI reports
+One row per **cluster × workload × charge period × pricing tier × resource** (the default,
+`FOCUS_ALLOCATION_MODE=workload`; for FOCUS 1.3 split cost allocation with explicit idle rows see
+[allocation.md](allocation.md)). Cast AI reports
 average hourly rates per bucket; a bucket of `stepSeconds` ends at its `timestamp` and lasts
 `h = stepSeconds / 3600` hours, so
 

@@ -1,19 +1,28 @@
-"""From one day's audited FOCUS table to published objects and the metadata Dagster shows for them."""
+"""From one day's audited FOCUS rows to published objects and the metadata Dagster shows for them.
+
+A day is encoded batch by batch (one batch = the FOCUS rows of whole clusters) into a temporary file,
+so memory holds one batch, not the day: the published object of a large organisation is hundreds of
+MB, its Arrow table several GB.
+"""
 
 from __future__ import annotations
 
+import io
+import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import dagster as dg
 import pyarrow as pa
 
 from castai_focus_dagster import __version__
-from castai_focus_dagster.audit import AuditReport
-from castai_focus_dagster.focus_schema import FOCUS_COLUMNS, PROVIDER_TAG_PREFIX
+from castai_focus_dagster.audit import AuditReport, combine_reports
+from castai_focus_dagster.focus_schema import FOCUS_COLUMNS, FOCUS_SCHEMA, PROVIDER_TAG_PREFIX
+from castai_focus_dagster.layout import DataFormat
 from castai_focus_dagster.object_store import ObjectStore
-from castai_focus_dagster.publish import PublishRequest, publish_partition
-from castai_focus_dagster.serialize import read_focus_bytes, to_csv_bytes, to_parquet_bytes
+from castai_focus_dagster.publish import Payload, PublishRequest, publish_partition
+from castai_focus_dagster.serialize import focus_writer, iter_focus_batches
 from castai_focus_dagster.settings import Settings
 from castai_focus_dagster.windows import DayWindow
 
@@ -34,13 +43,64 @@ PREVIEW_COLUMNS = (
 
 @dataclass(frozen=True)
 class FocusDay:
-    """One day of FOCUS rows that passed the audit, with what the manifest and the UI report about it."""
+    """One day of audited FOCUS rows encoded in `data` (a temporary file: `discard()` it once published),
+    with what the manifest and the UI report about it."""
 
     window: DayWindow
-    table: pa.Table
+    fmt: DataFormat
+    data: BinaryIO
+    row_count: int
+    preview: pa.Table  # the first PREVIEW_ROWS rows
     audit: AuditReport
     enrichment_completeness: float
     enrichment_missing: dict[str, str] = field(default_factory=dict)
+
+    def discard(self) -> None:
+        self.data.close()
+
+
+def encode_focus_day(
+    window: DayWindow,
+    batches: Iterable[tuple[pa.Table, AuditReport]],
+    fmt: DataFormat,
+    *,
+    enrichment_completeness: float,
+    enrichment_missing: dict[str, str],
+) -> FocusDay:
+    """Encode a day's FOCUS batches, each with its audit report, into one object in a temporary file.
+
+    The report of the day combines the batches' reports (at least one batch: an empty day is one empty
+    batch); the caller publishes the day only if `day.audit.passed`.
+    """
+    # Owned by the returned FocusDay (closed, hence deleted, by `discard()`): not a `with` block.
+    data = tempfile.TemporaryFile(prefix="castai-focus-")  # noqa: SIM115
+    try:
+        writer = focus_writer(fmt, data)
+        reports: list[AuditReport] = []
+        preview = FOCUS_SCHEMA.empty_table()
+        try:
+            for table, report in batches:
+                writer.write(table)
+                reports.append(report)
+                if preview.num_rows < PREVIEW_ROWS and table.num_rows:
+                    # take() copies: a slice would keep the whole batch alive.
+                    head = table.take(pa.array(range(min(PREVIEW_ROWS - preview.num_rows, table.num_rows))))
+                    preview = pa.concat_tables([preview, head])
+        finally:
+            writer.close()
+    except BaseException:
+        data.close()
+        raise
+    return FocusDay(
+        window=window,
+        fmt=fmt,
+        data=data,
+        row_count=writer.rows,
+        preview=preview,
+        audit=combine_reports(reports),
+        enrichment_completeness=enrichment_completeness,
+        enrichment_missing=enrichment_missing,
+    )
 
 
 @dataclass(frozen=True)
@@ -53,7 +113,7 @@ class PublishedDay:
 
     @property
     def row_count(self) -> int:
-        return self.day.table.num_rows
+        return self.day.row_count
 
     def metadata(self) -> dict[str, Any]:
         audit = self.day.audit
@@ -82,7 +142,7 @@ class PublishedDay:
             return {
                 **only.metadata(),
                 "audit": dg.MetadataValue.md(_audit_markdown(only.day.audit)),
-                "preview": dg.MetadataValue.md(_preview_markdown(only.day.table)),
+                "preview": dg.MetadataValue.md(_preview_markdown(only.day.preview)),
                 "dagster/column_schema": column_schema(),
                 "enrichment_missing": dg.MetadataValue.json(only.day.enrichment_missing),
             }
@@ -112,26 +172,23 @@ def column_schema() -> dg.TableSchema:
     )
 
 
-def encode(table: pa.Table, fmt: str) -> bytes:
-    return to_parquet_bytes(table) if fmt == "parquet" else to_csv_bytes(table)
-
-
-def decode_check(data: bytes, fmt: str, expected_rows: int) -> None:
-    """Audit of the staged bytes themselves: they parse back to the FOCUS schema with the expected rows."""
-    rows = read_focus_bytes(data, fmt).num_rows
+def decode_check(data: Payload, fmt: str, expected_rows: int) -> None:
+    """Audit of the staged bytes themselves: they parse back (batch by batch, as the FOCUS reader reads
+    them) to the FOCUS schema with the expected rows."""
+    source = io.BytesIO(data) if isinstance(data, bytes) else data
+    rows = sum(batch.num_rows for batch in iter_focus_batches(source, fmt))
     if rows != expected_rows:
         raise ValueError(f"staged object holds {rows} rows, expected {expected_rows}")
 
 
 def publish_focus_day(store: ObjectStore, settings: Settings, day: FocusDay, run_id: str) -> PublishedDay:
-    fmt = settings.s3_format
-    data = encode(day.table, fmt)
+    fmt = day.fmt
     request = PublishRequest(
         day=day.window.day,
         organization_id=settings.organization_id,
         fmt=fmt,
-        data=data,
-        row_count=day.table.num_rows,
+        data=day.data,
+        row_count=day.row_count,
         totals=day.audit.totals,
         source_window=(day.window.start, day.window.end),
         step_seconds=day.window.step_seconds,
@@ -153,7 +210,7 @@ def publish_focus_day(store: ObjectStore, settings: Settings, day: FocusDay, run
         request,
         prefix=settings.s3_prefix,
         ternary_prefix=settings.ternary_path_prefix if settings.ternary_enabled else None,
-        audit=lambda staged: decode_check(staged, fmt, day.table.num_rows),
+        audit=lambda staged: decode_check(staged, fmt, day.row_count),
     )
     return PublishedDay(
         day=day,

@@ -49,14 +49,47 @@ def _col(name: str, focus_type: str, level: str, nullable: bool, source: str) ->
 
 _M, _R, _C, _X = "Mandatory", "Recommended", "Conditional", "Custom"
 
-_SPLIT_ONLY = "null: filled only by split cost allocation mode (not implemented yet)"
+# Split cost allocation (`FOCUS_ALLOCATION_MODE=split`) is documented in docs/allocation.md.
+_SPLIT = "`FOCUS_ALLOCATION_MODE=split` only (docs/allocation.md), null in workload mode: "
 
 FOCUS_COLUMNS: tuple[FocusColumn, ...] = (
-    _col("AllocatedMethodDetails", "JSON", _R, True, _SPLIT_ONLY),
-    _col("AllocatedMethodId", "String", _C, True, _SPLIT_ONLY),
-    _col("AllocatedResourceId", "String", _C, True, _SPLIT_ONLY),
-    _col("AllocatedResourceName", "String", _C, True, _SPLIT_ONLY),
-    _col("AllocatedTags", "JSON", _C, True, _SPLIT_ONLY),
+    _col(
+        "AllocatedMethodDetails",
+        "JSON",
+        _R,
+        True,
+        _SPLIT + '`{"Elements":[{"AllocatedRatio":r,"UsageUnit":u,"UsageQuantity":q}]}`',
+    ),
+    _col(
+        "AllocatedMethodId",
+        "String",
+        _C,
+        True,
+        _SPLIT + "`castai-request-based-v1` on every row (allocated and unallocated)",
+    ),
+    _col(
+        "AllocatedResourceId",
+        "String",
+        _C,
+        True,
+        _SPLIT + "`castai://{clusterId}/{namespace}/{workloadType}/{workloadName}`; null on the "
+        "unallocated (idle) row",
+    ),
+    _col(
+        "AllocatedResourceName",
+        "String",
+        _C,
+        True,
+        _SPLIT + "workload name; null on the unallocated (idle) row",
+    ),
+    _col(
+        "AllocatedTags",
+        "JSON",
+        _C,
+        True,
+        _SPLIT + "workload labels not already in Tags (allowlist applied); null when none and on the "
+        "unallocated row",
+    ),
     _col(
         "AvailabilityZone",
         "String",
@@ -85,7 +118,8 @@ FOCUS_COLUMNS: tuple[FocusColumn, ...] = (
         "String",
         _M,
         True,
-        "resource, capacity and workload, e.g. `CPU on spot capacity for Deployment payments/checkout-api`",
+        "resource, capacity and workload, e.g. `CPU on spot capacity for Deployment payments/checkout-api` "
+        "(split mode: the cluster, e.g. `CPU on spot capacity for Kubernetes cluster eks-prod`)",
     ),
     _col("ChargeFrequency", "String", _R, False, "`Usage-Based`"),
     _col(
@@ -150,7 +184,8 @@ FOCUS_COLUMNS: tuple[FocusColumn, ...] = (
         "Decimal",
         _M,
         True,
-        "`cpuCount{Tier}`, `ramGib{Tier}`, `gpuCount{Tier}`, `tpuCount{Tier}`, `storageGib` × bucket hours",
+        "`cpuCount{Tier}`, `ramGib{Tier}`, `gpuCount{Tier}`, `tpuCount{Tier}`, `storageGib` × bucket hours "
+        "(split mode: AllocatedRatio × the cluster's quantity)",
     ),
     _col(
         "PricingUnit",
@@ -176,10 +211,20 @@ FOCUS_COLUMNS: tuple[FocusColumn, ...] = (
         "cluster `region.displayName`, else `region.name`; null iff RegionId is",
     ),
     _col(
-        "ResourceId", "String", _C, True, "`castai://{clusterId}/{namespace}/{workloadType}/{workloadName}`"
+        "ResourceId",
+        "String",
+        _C,
+        True,
+        "`castai://{clusterId}/{namespace}/{workloadType}/{workloadName}` (split mode: `castai://{clusterId}`)",
     ),
-    _col("ResourceName", "String", _C, True, "workload name"),
-    _col("ResourceType", "String", _C, True, "workload type (`Deployment`, `StatefulSet`, …)"),
+    _col("ResourceName", "String", _C, True, "workload name (split mode: cluster name)"),
+    _col(
+        "ResourceType",
+        "String",
+        _C,
+        True,
+        "workload type (`Deployment`, `StatefulSet`, …; split mode: `Kubernetes Cluster`)",
+    ),
     _col("ServiceCategory", "String", _M, False, "`Compute`"),
     _col("ServiceName", "String", _M, False, "`FOCUS_SERVICE_NAME` (default `Kubernetes`)"),
     _col("ServiceProviderName", "String", _M, False, "`FOCUS_SERVICE_PROVIDER_NAME`"),
@@ -222,13 +267,15 @@ FOCUS_COLUMNS: tuple[FocusColumn, ...] = (
         _C,
         True,
         "workload labels (keys as-is) + cluster tags under `castai/cluster/`, "
-        "filtered by `FOCUS_TAG_ALLOWLIST`; null when empty",
+        "filtered by `FOCUS_TAG_ALLOWLIST`; null when empty (split mode: cluster tags only)",
     ),
     _col("x_CastAIClusterId", "String", _X, False, "Cast AI cluster id"),
     _col("x_CastAIClusterName", "String", _X, False, "Cast AI cluster name"),
-    _col("x_CastAINamespace", "String", _X, False, "Kubernetes namespace"),
-    _col("x_CastAIWorkloadType", "String", _X, False, "workload type"),
-    _col("x_CastAIWorkloadName", "String", _X, False, "workload name"),
+    _col(
+        "x_CastAINamespace", "String", _X, True, "Kubernetes namespace; null on split-mode unallocated rows"
+    ),
+    _col("x_CastAIWorkloadType", "String", _X, True, "workload type; null on split-mode unallocated rows"),
+    _col("x_CastAIWorkloadName", "String", _X, True, "workload name; null on split-mode unallocated rows"),
     _col("x_CastAIPricingTier", "String", _X, True, "`on-demand`, `spot`, `spot-fallback`; null for storage"),
     _col("x_CastAIResource", "String", _X, False, "`cpu`, `memory`, `gpu`, `tpu`, `storage`"),
     _col("x_CastAICpuCost", "Decimal", _X, True, "BilledCost on cpu rows, null elsewhere"),
@@ -236,6 +283,14 @@ FOCUS_COLUMNS: tuple[FocusColumn, ...] = (
     _col("x_CastAIGpuCost", "Decimal", _X, True, "BilledCost on gpu rows, null elsewhere"),
     _col("x_CastAITpuCost", "Decimal", _X, True, "BilledCost on tpu rows, null elsewhere"),
     _col("x_CastAIStorageCost", "Decimal", _X, True, "BilledCost on storage rows, null elsewhere"),
+    _col(
+        "x_CastAIUnreportedCost",
+        "Decimal",
+        _X,
+        True,
+        "split mode: the row's share of what its cluster's workloads cost beyond the cluster cost report "
+        "(the origin was raised to Σ workloads, docs/allocation.md); null otherwise",
+    ),
 )
 
 FOCUS_SCHEMA: pa.Schema = pa.schema(

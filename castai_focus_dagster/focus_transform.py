@@ -161,8 +161,8 @@ def to_focus(
     prepared = prepare_workloads(workloads)
     if prepared.num_rows == 0:
         return FOCUS_SCHEMA.empty_table()
-    source = _Source(prepared)
-    cluster_info = _ClusterInfo.build(source.cluster_ids, clusters, context, options)
+    source = WorkloadSource(prepared)
+    cluster_info = ClusterInfo.build(source.cluster_ids, clusters, context, options)
 
     # Charge matrix: row-major nonzero() yields rows grouped per bucket, charges in CHARGES order.
     cost_matrix = np.column_stack([source.metric(c.cost_field) for c in CHARGES])
@@ -179,14 +179,59 @@ def to_focus(
     period_end = source.timestamp_us[row]
     period_start = period_end - source.step_seconds[row].astype(np.int64) * _MICROS_PER_SECOND
 
-    list_price, contracted_price = _unit_prices(
+    list_price, contracted_price = unit_prices(
         charge, cluster_entry, period_start, cost_rate, quantity_rate, cluster_info, context
     )
+    charges = ChargeRows(charge, cluster_entry, period_start, period_end, billed, quantity)
+    row_idx = pa.array(row.astype(np.int64))
+    columns = charge_columns(charges, list_price, contracted_price, cluster_info, options)
+    columns |= {
+        "ChargeDescription": pc.binary_join_element_wise(
+            per_charge([c.description for c in CHARGES], pa.array(charge.astype(np.int32))),
+            source.workload_label.take(row_idx),
+            " for ",
+        ),
+        "ResourceId": source.resource_id.take(row_idx),
+        "ResourceName": source.text("workload_name").take(row_idx),
+        "ResourceType": source.text("workload_type").take(row_idx),
+        "Tags": _tags(source, cluster_info, options.tag_allowlist, row),
+        "x_CastAINamespace": source.text("namespace").take(row_idx),
+        "x_CastAIWorkloadType": source.text("workload_type").take(row_idx),
+        "x_CastAIWorkloadName": source.text("workload_name").take(row_idx),
+    }
+    return focus_table(columns, int(row.size))
+
+
+@dataclass(frozen=True)
+class ChargeRows:
+    """Output rows as (charge, cluster, period, amounts): what both allocation modes have in common."""
+
+    charge: np.ndarray  # index into CHARGES
+    cluster_entry: np.ndarray  # index into ClusterInfo
+    period_start_us: np.ndarray
+    period_end_us: np.ndarray
+    billed: np.ndarray
+    quantity: np.ndarray
+
+
+def charge_columns(
+    rows: ChargeRows,
+    list_price: np.ndarray,
+    contracted_price: np.ndarray,
+    clusters: ClusterInfo,
+    options: FocusOptions,
+) -> dict[str, pa.Array]:
+    """Every column determined by the charge, cluster, period, amounts and unit prices of a row.
+
+    Shared by workload mode and split mode so the two cannot map a charge differently; each mode adds
+    the columns that identify what the row is about (Resource*, Tags, ChargeDescription, Allocated*).
+    """
+    charge, billed, quantity = rows.charge, rows.billed, rows.quantity
     # Exactly the float64 products a reader recomputes: FOCUS 1.3 allows no discrepancy.
     list_cost = list_price * quantity
     contracted_cost = contracted_price * quantity
 
-    month = period_start.astype("datetime64[us]").astype("datetime64[M]")
+    month = rows.period_start_us.astype("datetime64[us]").astype("datetime64[M]")
     billing_start = month.astype("datetime64[us]").astype(np.int64)
     billing_end = (month + 1).astype("datetime64[us]").astype(np.int64)
     invoice_months, invoice_index = np.unique(month, return_inverse=True)
@@ -195,12 +240,10 @@ def to_focus(
     )
 
     charge_idx = pa.array(charge.astype(np.int32))
-    row_idx = pa.array(row.astype(np.int64))
-    cluster_idx = pa.array(cluster_entry.astype(np.int32))
-    resource = _per_charge([c.resource for c in CHARGES], charge_idx)
-    unit = _per_charge([c.pricing_unit for c in CHARGES], charge_idx)
-    cluster_id = source.cluster_id_text.take(row_idx)
-    n = int(row.size)
+    cluster_idx = pa.array(rows.cluster_entry.astype(np.int32))
+    unit = per_charge([c.pricing_unit for c in CHARGES], charge_idx)
+    cluster_id = clusters.id.take(cluster_idx)
+    n = int(charge.size)
 
     def const(value: str) -> pa.Array:
         return pa.repeat(pa.scalar(value, pa.string()), n)
@@ -216,7 +259,7 @@ def to_focus(
     def component(name: str) -> pa.Array:
         return pa.array(billed, pa.float64(), mask=resource_np != name)
 
-    columns: dict[str, pa.Array] = {
+    return {
         "BilledCost": money(billed),
         "BillingAccountId": const(options.organization_id),
         "BillingAccountName": const(options.billing_account_name),
@@ -224,25 +267,20 @@ def to_focus(
         "BillingPeriodEnd": instant(billing_end),
         "BillingPeriodStart": instant(billing_start),
         "ChargeCategory": const("Usage"),
-        "ChargeDescription": pc.binary_join_element_wise(
-            _per_charge([c.description for c in CHARGES], charge_idx),
-            source.workload_label.take(row_idx),
-            " for ",
-        ),
         "ChargeFrequency": const("Usage-Based"),
-        "ChargePeriodEnd": instant(period_end),
-        "ChargePeriodStart": instant(period_start),
+        "ChargePeriodEnd": instant(rows.period_end_us),
+        "ChargePeriodStart": instant(rows.period_start_us),
         "ConsumedQuantity": money(quantity),
         "ConsumedUnit": unit,
         "ContractedCost": money(contracted_cost),
         "ContractedUnitPrice": money(contracted_price),
         "EffectiveCost": money(billed),
-        "HostProviderName": cluster_info.host_provider.take(cluster_idx),
+        "HostProviderName": clusters.host_provider.take(cluster_idx),
         "InvoiceId": invoice_ids.take(pa.array(invoice_index.astype(np.int32))),
         "InvoiceIssuerName": const(options.invoice_issuer_name),
         "ListCost": money(list_cost),
         "ListUnitPrice": money(list_price),
-        "PricingCategory": _per_charge([c.pricing_category for c in CHARGES], charge_idx),
+        "PricingCategory": per_charge([c.pricing_category for c in CHARGES], charge_idx),
         "PricingCurrency": const(options.billing_currency),
         "PricingCurrencyContractedUnitPrice": money(contracted_price),
         "PricingCurrencyEffectiveCost": money(billed),
@@ -251,42 +289,39 @@ def to_focus(
         "PricingUnit": unit,
         "ProviderName": const(options.service_provider_name),
         "PublisherName": const(options.publisher_name),
-        "RegionId": cluster_info.region_id.take(cluster_idx),
-        "RegionName": cluster_info.region_name.take(cluster_idx),
-        "ResourceId": source.resource_id.take(row_idx),
-        "ResourceName": source.text("workload_name").take(row_idx),
-        "ResourceType": source.text("workload_type").take(row_idx),
+        "RegionId": clusters.region_id.take(cluster_idx),
+        "RegionName": clusters.region_name.take(cluster_idx),
         "ServiceCategory": const("Compute"),
         "ServiceName": const(options.service_name),
         "ServiceProviderName": const(options.service_provider_name),
         "ServiceSubcategory": const("Containers"),
-        "SkuId": _per_charge([c.sku_id for c in CHARGES], charge_idx),
-        "SkuMeter": _per_charge([c.sku_meter for c in CHARGES], charge_idx),
+        "SkuId": per_charge([c.sku_id for c in CHARGES], charge_idx),
+        "SkuMeter": per_charge([c.sku_meter for c in CHARGES], charge_idx),
         "SkuPriceId": pc.binary_join_element_wise(
-            _per_charge([c.sku_price_prefix for c in CHARGES], charge_idx), cluster_id, "-"
+            per_charge([c.sku_price_prefix for c in CHARGES], charge_idx), cluster_id, "-"
         ),
-        "SubAccountId": cluster_info.sub_account_id.take(cluster_idx),
-        "SubAccountName": cluster_info.sub_account_name.take(cluster_idx),
-        "SubAccountType": cluster_info.sub_account_type.take(cluster_idx),
-        "Tags": _tags(source, cluster_info, options.tag_allowlist, row),
+        "SubAccountId": clusters.sub_account_id.take(cluster_idx),
+        "SubAccountName": clusters.sub_account_name.take(cluster_idx),
+        "SubAccountType": clusters.sub_account_type.take(cluster_idx),
         "x_CastAIClusterId": cluster_id,
-        "x_CastAIClusterName": cluster_info.name.take(cluster_idx),
-        "x_CastAINamespace": source.text("namespace").take(row_idx),
-        "x_CastAIWorkloadType": source.text("workload_type").take(row_idx),
-        "x_CastAIWorkloadName": source.text("workload_name").take(row_idx),
-        "x_CastAIPricingTier": _per_charge([c.tier for c in CHARGES], charge_idx),
-        "x_CastAIResource": resource,
+        "x_CastAIClusterName": clusters.name.take(cluster_idx),
+        "x_CastAIPricingTier": per_charge([c.tier for c in CHARGES], charge_idx),
+        "x_CastAIResource": per_charge([c.resource for c in CHARGES], charge_idx),
         "x_CastAICpuCost": component("cpu"),
         "x_CastAIRamCost": component("memory"),
         "x_CastAIGpuCost": component("gpu"),
         "x_CastAITpuCost": component("tpu"),
         "x_CastAIStorageCost": component("storage"),
     }
-    arrays = [columns.get(f.name, pa.nulls(n, f.type)) for f in FOCUS_SCHEMA]
+
+
+def focus_table(columns: Mapping[str, pa.Array], num_rows: int) -> pa.Table:
+    """`FOCUS_SCHEMA` table from the given columns; every other column is all-null."""
+    arrays = [columns.get(f.name, pa.nulls(num_rows, f.type)) for f in FOCUS_SCHEMA]
     return pa.Table.from_arrays(arrays, schema=FOCUS_SCHEMA)
 
 
-def _per_charge(values: Sequence[str | None], charge_idx: pa.Array) -> pa.Array:
+def per_charge(values: Sequence[str | None], charge_idx: pa.Array) -> pa.Array:
     return pa.array(values, pa.string()).take(charge_idx)
 
 
@@ -323,7 +358,7 @@ def prepare_workloads(workloads: pa.Table) -> pa.Table:
     return table
 
 
-class _Source:
+class WorkloadSource:
     """Column views of a prepared workload-costs table: codes, decoded strings, per-row identifiers."""
 
     def __init__(self, table: pa.Table):
@@ -375,10 +410,11 @@ def _dense_codes(column: pa.DictionaryArray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class _ClusterInfo:
+class ClusterInfo:
     """Per-cluster attributes, aligned with the `cluster_id` dictionary of the source table."""
 
     clusters: list[Cluster]
+    id: pa.Array
     name: pa.Array
     host_provider: pa.Array
     region_id: pa.Array
@@ -396,7 +432,7 @@ class _ClusterInfo:
         clusters: Mapping[str, Cluster],
         context: EnrichmentContext,
         options: FocusOptions,
-    ) -> _ClusterInfo:
+    ) -> ClusterInfo:
         unknown = sorted(set(cluster_ids) - set(clusters))
         if unknown:
             raise ValueError(
@@ -418,6 +454,7 @@ class _ClusterInfo:
         region_ids = [c.region_name or None for c in resolved]
         return cls(
             clusters=resolved,
+            id=pa.array([c.id for c in resolved], pa.string()),
             name=pa.array([c.name for c in resolved], pa.string()),
             host_provider=pa.array(
                 [host_provider_name(c.provider_type, options.service_provider_name) for c in resolved],
@@ -441,13 +478,13 @@ class _ClusterInfo:
         )
 
 
-def _unit_prices(
+def unit_prices(
     charge: np.ndarray,
     cluster_entry: np.ndarray,
     period_start_us: np.ndarray,
     cost_rate: np.ndarray,
     quantity_rate: np.ndarray,
-    clusters: _ClusterInfo,
+    clusters: ClusterInfo,
     context: EnrichmentContext,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(ListUnitPrice, ContractedUnitPrice) per row; see docs/focus-mapping.md "Pricing"."""
@@ -486,7 +523,7 @@ def _discount_applies(
     charge: np.ndarray,
     cluster_entry: np.ndarray,
     period_start_us: np.ndarray,
-    clusters: _ClusterInfo,
+    clusters: ClusterInfo,
 ) -> np.ndarray:
     resource = _DISCOUNT_TARGETS.get(discount.target)
     if not discount.enabled or resource is None:
@@ -533,28 +570,40 @@ def _micros(moment: datetime) -> int:
     return (aware - _EPOCH) // timedelta(microseconds=1)
 
 
-def _tags(source: _Source, clusters: _ClusterInfo, allowlist: tuple[str, ...], row: np.ndarray) -> pa.Array:
+def _tags(
+    source: WorkloadSource, clusters: ClusterInfo, allowlist: tuple[str, ...], row: np.ndarray
+) -> pa.Array:
     """Tags of the output rows (`row`: their source rows), serialized once per distinct (cluster, labels)."""
     label_texts, label_entry = source.label_entries()
     combo = source.cluster_entry.astype(np.int64) * (len(label_texts) + 1) + (label_entry + 1)
     distinct, inverse = np.unique(combo, return_inverse=True)
-    allowed = set(allowlist)
     values: list[str | None] = []
     for key in distinct.tolist():
         cluster = clusters.clusters[key // (len(label_texts) + 1)]
         label_index = key % (len(label_texts) + 1) - 1
-        labels = _parse_labels(label_texts[label_index] if label_index >= 0 else None, cluster.id)
-        merged: dict[str, Any] = {k: v for k, v in labels.items() if not allowed or k in allowed}
-        merged.update(
-            {PROVIDER_TAG_PREFIX + k: v for k, v in cluster.tags.items() if not allowed or k in allowed}
-        )
-        values.append(
-            json.dumps(merged, sort_keys=True, ensure_ascii=False, separators=(",", ":")) if merged else None
-        )
+        labels = allowed_labels(label_texts[label_index] if label_index >= 0 else None, cluster.id, allowlist)
+        values.append(tags_json(labels | cluster_tags(cluster, allowlist)))
     return pa.array(values, pa.string()).take(pa.array(inverse.reshape(-1)[row].astype(np.int64)))
 
 
-def _parse_labels(text: str | None, cluster_id: str) -> dict[str, Any]:
+def cluster_tags(cluster: Cluster, allowlist: tuple[str, ...]) -> dict[str, Any]:
+    """The cluster's Cast AI tags under the provider prefix, filtered by the allowlist (un-prefixed keys)."""
+    allowed = set(allowlist)
+    return {PROVIDER_TAG_PREFIX + k: v for k, v in cluster.tags.items() if not allowed or k in allowed}
+
+
+def allowed_labels(text: str | None, cluster_id: str, allowlist: tuple[str, ...]) -> dict[str, Any]:
+    """A workload's labels (canonical JSON text) with keys as-is, filtered by the allowlist."""
+    allowed = set(allowlist)
+    return {k: v for k, v in parse_labels(text, cluster_id).items() if not allowed or k in allowed}
+
+
+def tags_json(tags: Mapping[str, Any]) -> str | None:
+    """Key-value JSON as every Tags-like column carries it (sorted keys, compact); null when empty."""
+    return json.dumps(tags, sort_keys=True, ensure_ascii=False, separators=(",", ":")) if tags else None
+
+
+def parse_labels(text: str | None, cluster_id: str) -> dict[str, Any]:
     if not text:
         return {}
     try:

@@ -1,45 +1,87 @@
-"""Byte formats of the intermediate assets, stored under `{S3_PREFIX}_internal/`: any asset can re-run alone.
+"""Formats of the intermediate assets, stored under `{S3_PREFIX}_internal/`: any asset can re-run alone.
 
-Clusters and the enrichment context are small JSON documents; workload costs are Parquet in
-`WORKLOAD_COSTS_SCHEMA` (dictionary-encoded strings keep repeated names cheap).
+Clusters and the enrichment context are small JSON documents. Workload costs are Parquet in
+`WORKLOAD_COSTS_SCHEMA` (dictionary-encoded strings keep repeated names cheap) with one row group per
+cluster: they are written as clusters arrive and read back one cluster at a time, so a day is never
+one table in memory (DESIGN §7.5: memory is set by the largest cluster, not by the organisation).
+Every format reads from and writes to a binary file, which the IO manager streams to and from the store.
 """
 
 from __future__ import annotations
 
-import io
 import json
-from typing import Any
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from castai_focus_dagster.castai_client import input_warnings
 from castai_focus_dagster.models import WORKLOAD_COSTS_SCHEMA, Cluster, EnrichmentContext
 
 
-def clusters_to_bytes(clusters: list[Cluster]) -> bytes:
-    return _json_bytes([c.to_json() for c in clusters])
+@dataclass(frozen=True)
+class WorkloadCostsDay:
+    """A day of workload costs as one `WORKLOAD_COSTS_SCHEMA` table per cluster, iterated once.
+
+    `metadata` is file-level (e.g. the window the day was fetched for). Reading a stored day yields at
+    least one table: a day without clusters is one empty table, so consumers need no special case.
+    """
+
+    clusters: Iterable[pa.Table]
+    metadata: dict[bytes, bytes] = field(default_factory=dict)
 
 
-def clusters_from_bytes(data: bytes) -> list[Cluster]:
-    return [Cluster.from_json(item) for item in json.loads(data)]
+def clusters_to_file(clusters: list[Cluster], sink: BinaryIO) -> dict[str, Any]:
+    sink.write(_json_bytes([c.to_json() for c in clusters]))
+    return {}
 
 
-def enrichment_to_bytes(context: EnrichmentContext) -> bytes:
-    return _json_bytes(context.to_json())
+def clusters_from_file(source: BinaryIO) -> list[Cluster]:
+    return [Cluster.from_json(item) for item in json.loads(source.read())]
 
 
-def enrichment_from_bytes(data: bytes) -> EnrichmentContext:
-    return EnrichmentContext.from_json(json.loads(data))
+def enrichment_to_file(context: EnrichmentContext, sink: BinaryIO) -> dict[str, Any]:
+    sink.write(_json_bytes(context.to_json()))
+    return {}
 
 
-def workload_costs_to_bytes(table: pa.Table) -> bytes:
-    sink = io.BytesIO()
-    pq.write_table(table.cast(WORKLOAD_COSTS_SCHEMA), sink, compression="zstd")
-    return sink.getvalue()
+def enrichment_from_file(source: BinaryIO) -> EnrichmentContext:
+    return EnrichmentContext.from_json(json.loads(source.read()))
 
 
-def workload_costs_from_bytes(data: bytes) -> pa.Table:
-    return pq.read_table(io.BytesIO(data), schema=WORKLOAD_COSTS_SCHEMA)
+def workload_costs_to_file(day: WorkloadCostsDay, sink: BinaryIO) -> dict[str, Any]:
+    """Write each cluster's table as its own row group; return rows, clusters and the input warnings
+    (bad input the client repaired, recorded in each table's schema metadata)."""
+    schema = WORKLOAD_COSTS_SCHEMA.with_metadata(day.metadata)
+    rows, clusters = 0, 0
+    warnings: list[dict[str, Any]] = []
+    with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
+        for table in day.clusters:
+            warnings += input_warnings(table)
+            if table.num_rows:
+                writer.write_table(table.cast(schema), row_group_size=table.num_rows)
+                rows += table.num_rows
+                clusters += 1
+    return {"rows": rows, "clusters": clusters, "input_warnings": warnings}
+
+
+def workload_costs_from_file(source: BinaryIO) -> WorkloadCostsDay:
+    """A stored day, read lazily one row group (cluster) at a time; `source` is closed after the last."""
+    parquet = pq.ParquetFile(source)
+    metadata = dict(parquet.schema_arrow.metadata or {})
+    return WorkloadCostsDay(clusters=_row_groups(parquet, source), metadata=metadata)
+
+
+def _row_groups(parquet: pq.ParquetFile, source: BinaryIO) -> Iterator[pa.Table]:
+    try:
+        if parquet.num_row_groups == 0:
+            yield WORKLOAD_COSTS_SCHEMA.empty_table()
+        for index in range(parquet.num_row_groups):
+            yield parquet.read_row_group(index).cast(WORKLOAD_COSTS_SCHEMA)
+    finally:
+        source.close()
 
 
 def _json_bytes(value: Any) -> bytes:

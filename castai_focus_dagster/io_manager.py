@@ -4,11 +4,13 @@ Every asset returns a `DailyValues` (see daily.py); the IO manager walks its day
 single run covering many partitions writes one object set per day while holding one day in memory.
 The published asset goes through `publish.publish_partition`: staged, read back and checked, copied to
 its deterministic Hive key (plus the Ternary copy), then FOCUS metadata and the manifest, last.
+Objects move between the store and temporary files (`put_file` / `get_file`), never whole in memory.
 """
 
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import dagster as dg
 
@@ -22,26 +24,27 @@ from castai_focus_dagster.resources import FocusStorageResource
 @dataclass(frozen=True)
 class _Codec:
     ext: str
-    dump: Callable[[Any], bytes]
-    load: Callable[[bytes], Any]
+    dump: Callable[[Any, BinaryIO], dict[str, Any]]  # writes the value, returns what it wrote
+    load: Callable[[BinaryIO], Any]
     content_type: str
 
 
 CODECS: dict[str, _Codec] = {
     "castai_clusters": _Codec(
-        "json", intermediates.clusters_to_bytes, intermediates.clusters_from_bytes, "application/json"
+        "json", intermediates.clusters_to_file, intermediates.clusters_from_file, "application/json"
     ),
     "castai_workload_costs": _Codec(
         "parquet",
-        intermediates.workload_costs_to_bytes,
-        intermediates.workload_costs_from_bytes,
+        intermediates.workload_costs_to_file,
+        intermediates.workload_costs_from_file,
         "application/vnd.apache.parquet",
     ),
     "castai_enrichment_context": _Codec(
-        "json", intermediates.enrichment_to_bytes, intermediates.enrichment_from_bytes, "application/json"
+        "json", intermediates.enrichment_to_file, intermediates.enrichment_from_file, "application/json"
     ),
 }
 PUBLISHED_ASSET = "focus_cost_and_usage"
+INPUT_ASSET = "castai_workload_costs"
 
 
 class FocusIOManager(dg.ConfigurableIOManager):
@@ -68,12 +71,20 @@ class FocusIOManager(dg.ConfigurableIOManager):
 
         def load(key: str) -> Any:
             object_key = internal_key(prefix, name, _day(key), codec.ext)
+            # Read lazily by the codec (workload costs: one cluster at a time), which closes the file.
+            source = tempfile.TemporaryFile(prefix="castai-focus-")  # noqa: SIM115
             try:
-                return codec.load(store.get(object_key))
+                store.get_file(object_key, source)
+                source.seek(0)
+                return codec.load(source)
             except KeyError as exc:
+                source.close()
                 raise dg.Failure(
                     f"{name} for {key} is not stored at {store.describe(object_key)}: materialise it first"
                 ) from exc
+            except BaseException:
+                source.close()
+                raise
 
         return DailyValues(keys=list(context.asset_partition_keys), produce=load)
 
@@ -82,26 +93,38 @@ class FocusIOManager(dg.ConfigurableIOManager):
         prefix = self.storage.settings.s3_prefix
         store = self.storage.store
         written: list[str] = []
+        warnings: list[dict[str, Any]] = []
         for key, value in obj.items():
             object_key = internal_key(prefix, name, _day(key), codec.ext)
-            store.put(object_key, codec.dump(value), codec.content_type)
+            with tempfile.TemporaryFile(prefix="castai-focus-") as data:
+                facts = codec.dump(value, data)
+                data.seek(0)
+                store.put_file(object_key, data, codec.content_type)
             written.append(store.describe(object_key))
-        context.add_output_metadata({"stored_at": dg.MetadataValue.json(written)})
+            warnings += [{"day": key, **warning} for warning in facts.get("input_warnings", [])]
+            if "rows" in facts:
+                context.log.info(f"{key}: {facts['rows']} workload buckets from {facts['clusters']} clusters")
+        metadata: dict[str, Any] = {"stored_at": dg.MetadataValue.json(written)}
+        if name == INPUT_ASSET:
+            # Bad Cast AI input that a documented rule repaired (docs/reliability.md); [] when none.
+            metadata["input_warnings"] = dg.MetadataValue.json(warnings)
+        context.add_output_metadata(metadata)
 
     def _publish(self, context: dg.OutputContext, obj: DailyValues[Any]) -> None:
         days: list[PublishedDay] = []
         for key, day_result in obj.items():
-            published = publish_focus_day(
-                self.storage.store, self.storage.settings, day_result, context.run_id
-            )
+            try:
+                published = publish_focus_day(
+                    self.storage.store, self.storage.settings, day_result, context.run_id
+                )
+            finally:
+                day_result.discard()  # the encoded day's temporary file
             days.append(published)
             context.log.info(f"published {key}: {published.row_count} rows to {', '.join(published.keys)}")
             if len(obj.keys) > 1:
-                # One observation per day so per-partition figures stay visible in a multi-day run.
-                context.log_event(
-                    dg.AssetObservation(
-                        asset_key=context.asset_key, partition=key, metadata=published.metadata()
-                    )
+                # Each day's materialisation carries its own figures, not the whole run's.
+                context.step_context.add_asset_metadata(
+                    published.metadata(), asset_key=context.asset_key, partition_key=key
                 )
         context.add_output_metadata(PublishedDay.combined_metadata(days))
 

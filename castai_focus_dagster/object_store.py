@@ -3,6 +3,9 @@
 Both back-ends expose the same key space ("/"-separated keys), so the local folder is a faithful stand-in
 for the bucket: a demo or test writes exactly the keys production writes. No Dagster import here; the
 Dagster IO manager wraps these classes.
+
+`put_file` / `get_file` move an object between the store and a local binary file without holding it in
+memory: a day of a large organisation is hundreds of MB, and memory must not grow with the organisation.
 """
 
 from __future__ import annotations
@@ -10,12 +13,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, runtime_checkable
 
 import boto3
+from boto3.exceptions import S3UploadFailedError
+from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -28,6 +34,9 @@ if TYPE_CHECKING:
 _TMP_SUFFIX = ".tmp"
 _S3_TOTAL_ATTEMPTS = 5  # first try + 4 retries (standard mode: capped exponential backoff, jitter)
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
+_COPY_CHUNK = 1 << 20
+# Multipart above 64 MiB: parts of 64 MiB keep memory small and a FOCUS day far below 10,000 parts.
+_S3_TRANSFER = TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=64 << 20, max_concurrency=4)
 
 
 class ObjectNotFound(KeyError):
@@ -46,6 +55,14 @@ class ObjectStore(Protocol):
     def put(self, key: str, data: bytes, content_type: str) -> None: ...
 
     def get(self, key: str) -> bytes: ...
+
+    def put_file(self, key: str, source: BinaryIO, content_type: str) -> None:
+        """Store the rest of `source` (read from its current position) under `key`, streaming."""
+        ...
+
+    def get_file(self, key: str, sink: BinaryIO) -> None:
+        """Write the object into `sink`, streaming; ObjectNotFound when it does not exist."""
+        ...
 
     def exists(self, key: str) -> bool: ...
 
@@ -78,14 +95,17 @@ class LocalObjectStore:
         return self.root.joinpath(*parts)
 
     def put(self, key: str, data: bytes, content_type: str) -> None:
-        self._write(self._path(key), data)
+        self._write(self._path(key), lambda handle: handle.write(data))
 
-    def _write(self, path: Path, data: bytes) -> None:
+    def put_file(self, key: str, source: BinaryIO, content_type: str) -> None:
+        self._write(self._path(key), lambda handle: shutil.copyfileobj(source, handle, _COPY_CHUNK))
+
+    def _write(self, path: Path, fill: Callable[[BinaryIO], object]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX, dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
+                fill(handle)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.chmod(tmp, 0o644)  # mkstemp creates 0600; published files are meant to be read by others
@@ -99,6 +119,14 @@ class LocalObjectStore:
         path = self._path(key)
         try:
             return path.read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise ObjectNotFound(f"no object at {path}") from None
+
+    def get_file(self, key: str, sink: BinaryIO) -> None:
+        path = self._path(key)
+        try:
+            with path.open("rb") as source:
+                shutil.copyfileobj(source, sink, _COPY_CHUNK)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise ObjectNotFound(f"no object at {path}") from None
 
@@ -135,7 +163,7 @@ class LocalObjectStore:
             parent = parent.parent
 
     def copy(self, src: str, dst: str) -> None:
-        self._write(self._path(dst), self.get(src))
+        self._write(self._path(dst), lambda handle: self.get_file(src, handle))
 
     def describe(self, key: str) -> str:
         return str(self._path(key))
@@ -200,6 +228,29 @@ class S3ObjectStore:
         try:
             response = self.client.get_object(Bucket=self.bucket, Key=key)
             return response["Body"].read()
+        except ClientError as exc:
+            if self._is_missing(exc):
+                raise ObjectNotFound(f"no object at {self.describe(key)}") from None
+            raise self._failure("GetObject", key, exc) from exc
+        except BotoCoreError as exc:
+            raise self._failure("GetObject", key, exc) from exc
+
+    def put_file(self, key: str, source: BinaryIO, content_type: str) -> None:
+        """Managed (multipart above 64 MiB) upload; S3 verifies the SHA-256 of every part."""
+        try:
+            self.client.upload_fileobj(
+                source,
+                self.bucket,
+                key,
+                ExtraArgs={"ContentType": content_type, "ChecksumAlgorithm": "SHA256"},
+                Config=_S3_TRANSFER,
+            )
+        except (ClientError, BotoCoreError, S3UploadFailedError) as exc:
+            raise self._failure("PutObject", key, exc) from exc
+
+    def get_file(self, key: str, sink: BinaryIO) -> None:
+        try:
+            self.client.download_fileobj(self.bucket, key, sink, Config=_S3_TRANSFER)
         except ClientError as exc:
             if self._is_missing(exc):
                 raise ObjectNotFound(f"no object at {self.describe(key)}") from None

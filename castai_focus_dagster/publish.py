@@ -15,6 +15,9 @@ A failure before 3 leaves every published object untouched. A failure from 3 on 
 without a manifest (and, during a format switch, with both formats), never with a manifest that lists
 missing or different bytes; re-running the publish repairs everything. The data bytes
 are the caller's and carry no run timestamp, so re-publishing identical data rewrites identical objects.
+
+The data is either bytes or a seekable local file (`Payload`): a day of a large organisation is
+published from a temporary file, staged and read back through files, so memory stays flat.
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, BinaryIO
 
 from castai_focus_dagster.focus_metadata import (
     FOCUS_DATASET_ID,
@@ -68,6 +73,10 @@ JSON_CONTENT_TYPE = "application/json"
 # The part of a data object name after partition_object_prefix(): the hour and the format.
 _DATA_OBJECT_SUFFIX = re.compile(r"^\d{2}\.(parquet|csv)$")
 
+# The serialized object: in memory, or a seekable binary file (large days never enter memory whole).
+Payload = bytes | BinaryIO
+_HASH_CHUNK = 1 << 20
+
 
 class PublishError(RuntimeError):
     """Publication was refused or could not complete; the message names the object involved."""
@@ -80,7 +89,7 @@ class PublishRequest:
     day: date
     organization_id: str
     fmt: DataFormat
-    data: bytes = field(repr=False)
+    data: Payload = field(repr=False)
     row_count: int
     totals: dict[str, float]  # BilledCost / EffectiveCost / ListCost / ContractedCost sums
     source_window: tuple[datetime, datetime]
@@ -133,7 +142,7 @@ def publish_partition(
     *,
     prefix: str,
     ternary_prefix: str | None,
-    audit: Callable[[bytes], None] | None = None,
+    audit: Callable[[Any], None] | None = None,
     clock: Callable[[], datetime] = _utc_now,
 ) -> PublishResult:
     """Publish one partition (see the module docstring for the order and the guarantees)."""
@@ -143,26 +152,26 @@ def publish_partition(
     if ternary_prefix:
         copy = ternary_key(ternary_prefix, prefix, req.organization_id, req.day, req.fmt)
         trees.append((ternary_prefix + prefix, copy, "ternary"))
-    checksum = hashlib.sha256(req.data).hexdigest()
-    files = [_file_entry(store, key, req, checksum, role) for _, key, role in trees]
+    checksum, size = _sha256(req.data), _size(req.data)
+    files = [_file_entry(store, key, req, checksum, size, role) for _, key, role in trees]
     staging = staging_key(prefix, final, req.run_id)
     manifest_object = manifest_key(prefix, req.day)
 
     try:
-        store.put(staging, req.data, CONTENT_TYPES[req.fmt])
-        staged = store.get(staging)
-        staged_checksum = hashlib.sha256(staged).hexdigest()
-        if staged_checksum != checksum:
-            raise PublishError(
-                f"staged object {store.describe(staging)} does not match the uploaded bytes "
-                f"(sha256 {staged_checksum} != {checksum}); nothing was published"
-            )
-        if audit is not None:
-            try:
-                audit(staged)
-            except Exception as exc:
-                exc.add_note(f"audit rejected {store.describe(final)}; the previous object is unchanged")
-                raise
+        _upload(store, staging, req.data, CONTENT_TYPES[req.fmt])
+        with _read_back(store, staging, like=req.data) as staged:
+            staged_checksum = _sha256(staged)
+            if staged_checksum != checksum:
+                raise PublishError(
+                    f"staged object {store.describe(staging)} does not match the uploaded bytes "
+                    f"(sha256 {staged_checksum} != {checksum}); nothing was published"
+                )
+            if audit is not None:
+                try:
+                    audit(staged)
+                except Exception as exc:
+                    exc.add_note(f"audit rejected {store.describe(final)}; the previous object is unchanged")
+                    raise
         _retire_manifest_unless_describing(store, manifest_object, files)
         for _, key, _ in trees:
             store.copy(staging, key)
@@ -170,7 +179,7 @@ def publish_partition(
             _delete_stale_data_objects(store, tree, req, keep=key)
         now = clock()
         schema_id, dataset_instance_id = _write_focus_metadata(store, req, prefix, now)
-        manifest = _manifest(req, files, checksum, schema_id, dataset_instance_id, now)
+        manifest = _manifest(req, files, checksum, size, schema_id, dataset_instance_id, now)
         store.put(manifest_object, canonical_json(manifest), JSON_CONTENT_TYPE)
     except BaseException as exc:
         try:
@@ -184,18 +193,55 @@ def publish_partition(
         ternary_keys=[key for _, key, _ in trees[1:]],
         manifest_key=manifest_object,
         checksum_sha256=checksum,
-        bytes=len(req.data),
+        bytes=size,
     )
 
 
+def _size(data: Payload) -> int:
+    if isinstance(data, bytes):
+        return len(data)
+    return data.seek(0, 2)
+
+
+def _sha256(data: Payload) -> str:
+    if isinstance(data, bytes):
+        return hashlib.sha256(data).hexdigest()
+    data.seek(0)
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: data.read(_HASH_CHUNK), b""):
+        digest.update(chunk)
+    data.seek(0)  # rewound for the next reader (the audit)
+    return digest.hexdigest()
+
+
+def _upload(store: ObjectStore, key: str, data: Payload, content_type: str) -> None:
+    if isinstance(data, bytes):
+        store.put(key, data, content_type)
+    else:
+        data.seek(0)
+        store.put_file(key, data, content_type)
+
+
+@contextmanager
+def _read_back(store: ObjectStore, key: str, like: Payload) -> Iterator[Payload]:
+    """The stored object as the same kind of payload as the uploaded one (a file: a temporary one)."""
+    if isinstance(like, bytes):
+        yield store.get(key)
+        return
+    with tempfile.TemporaryFile() as staged:
+        store.get_file(key, staged)
+        staged.seek(0)
+        yield staged
+
+
 def _file_entry(
-    store: ObjectStore, key: str, req: PublishRequest, checksum: str, role: str
+    store: ObjectStore, key: str, req: PublishRequest, checksum: str, size: int, role: str
 ) -> dict[str, Any]:
     return {
         "key": key,
         "uri": store.describe(key),
         "role": role,
-        "bytes": len(req.data),
+        "bytes": size,
         "sha256": checksum,
         "rowCount": req.row_count,
     }
@@ -361,6 +407,7 @@ def _manifest(
     req: PublishRequest,
     files: list[dict[str, Any]],
     checksum: str,
+    size: int,
     schema_id: str,
     dataset_instance_id: str,
     now: datetime,
@@ -382,7 +429,7 @@ def _manifest(
         "format": req.fmt,
         "files": files,
         "rowCount": req.row_count,
-        "bytes": len(req.data),
+        "bytes": size,
         "checksumSha256": checksum,
         "costTotals": dict(sorted(req.totals.items())),
         "sourceWindow": {

@@ -3,8 +3,10 @@
 Both writers refuse a table whose schema is not exactly `FOCUS_SCHEMA`: a file with drifting
 types would break readers that union many days (Athena, Spark, DuckDB globbing).
 
-Parquet: Snappy, one row group per 1M rows, no wall-clock metadata (pyarrow writes only its
-version string in `created_by`), so identical input gives identical bytes.
+Parquet: Snappy, no wall-clock metadata (pyarrow writes only its version string in `created_by`),
+so identical input gives identical bytes. A day of a large organisation is written cluster by cluster
+(`FocusParquetWriter`): row groups hold at least `MIN_ROW_GROUP_ROWS` rows (small clusters share one)
+and at most `MAX_ROW_GROUP_ROWS`, so memory holds one row group, never the whole day.
 
 CSV is assembled column-wise with Arrow kernels instead of `pyarrow.csv` because FOCUS needs
 control the generic writer does not give: timestamps as `YYYY-MM-DDTHH:MM:SSZ`, numbers unquoted
@@ -15,6 +17,9 @@ in shortest round-trip form with no `+` in exponents (FOCUS NumericFormat), ever
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -24,8 +29,16 @@ import pyarrow.parquet as pq
 
 from castai_focus_dagster.focus_schema import FOCUS_SCHEMA
 
-_ROW_GROUP_SIZE = 1_000_000
+MAX_ROW_GROUP_ROWS = 1_000_000
+# Small clusters are buffered up to this many rows (~35 MB of Arrow memory) before a row group is written.
+MIN_ROW_GROUP_ROWS = 32_768
 _CSV_BATCH_ROWS = 50_000  # bounds the size of one joined string buffer (int32 offsets)
+# CSV readers: an unquoted empty field is null, a quoted one an empty string.
+_CSV_CONVERT = pacsv.ConvertOptions(
+    column_types={f.name: f.type for f in FOCUS_SCHEMA},
+    strings_can_be_null=True,
+    quoted_strings_can_be_null=False,
+)
 
 
 def _require_focus_schema(table: pa.Table) -> None:
@@ -46,32 +59,108 @@ def _require_focus_schema(table: pa.Table) -> None:
     raise ValueError("table does not have the FOCUS schema: " + "; ".join(problems))
 
 
+class FocusParquetWriter:
+    """Appends FOCUS tables to one Snappy Parquet file; the bytes depend only on the tables written.
+
+    Every table is checked against FOCUS_SCHEMA; tables are buffered until `MIN_ROW_GROUP_ROWS` rows,
+    then written as one row group. An empty file (no rows) still carries the schema. Row groups are
+    encoded and compressed on a background thread (pyarrow releases the GIL), so the caller prepares the
+    next batch meanwhile; at most one row group is being written while the next one fills.
+    """
+
+    def __init__(self, sink: BinaryIO):
+        self._writer = pq.ParquetWriter(
+            sink, FOCUS_SCHEMA, compression="snappy", use_dictionary=True, write_statistics=True
+        )
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+        self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="focus-parquet")
+        self._in_flight: Future[None] | None = None
+        self.rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        _require_focus_schema(table)
+        if table.num_rows == 0:
+            return
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
+        self.rows += table.num_rows
+        if self._pending_rows >= MIN_ROW_GROUP_ROWS:
+            self._flush()
+
+    def close(self) -> None:
+        try:
+            self._flush()
+            self._wait()
+        finally:
+            self._encoder.shutdown()
+            self._writer.close()
+
+    def _flush(self) -> None:
+        if self._pending:
+            table = pa.concat_tables(self._pending).combine_chunks()
+            self._pending, self._pending_rows = [], 0
+            self._wait()  # row groups are written in order, one at a time
+            self._in_flight = self._encoder.submit(
+                self._writer.write_table, table, row_group_size=MAX_ROW_GROUP_ROWS
+            )
+
+    def _wait(self) -> None:
+        if self._in_flight is not None:
+            in_flight, self._in_flight = self._in_flight, None
+            in_flight.result()
+
+
+class FocusCsvWriter:
+    """Appends FOCUS tables to one RFC 4180 CSV stream: the header once, then every table's rows."""
+
+    def __init__(self, sink: BinaryIO):
+        self._sink = sink
+        self._sink.write((",".join(FOCUS_SCHEMA.names) + "\n").encode())
+        self.rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        _require_focus_schema(table)
+        for batch in table.to_batches(max_chunksize=_CSV_BATCH_ROWS):
+            if batch.num_rows:
+                fields = [
+                    _csv_field(batch.column(i), FOCUS_SCHEMA.field(i).type) for i in range(batch.num_columns)
+                ]
+                lines = pc.binary_join_element_wise(pc.binary_join_element_wise(*fields, ","), "", "\n")
+                self._sink.write(_concatenated(lines))
+        self.rows += table.num_rows
+
+    def close(self) -> None:
+        self._sink.flush()
+
+
+FocusWriter = FocusParquetWriter | FocusCsvWriter
+
+
+def focus_writer(fmt: str, sink: BinaryIO) -> FocusWriter:
+    """The streaming writer of a published format (`parquet` or `csv`)."""
+    if fmt == "parquet":
+        return FocusParquetWriter(sink)
+    if fmt == "csv":
+        return FocusCsvWriter(sink)
+    raise ValueError(f"unknown FOCUS object format {fmt!r} (expected 'parquet' or 'csv')")
+
+
 def to_parquet_bytes(table: pa.Table) -> bytes:
     """Snappy Parquet with exactly FOCUS_SCHEMA; deterministic bytes for identical input."""
-    _require_focus_schema(table)
     sink = io.BytesIO()
-    pq.write_table(
-        table.combine_chunks(),
-        sink,
-        compression="snappy",
-        row_group_size=_ROW_GROUP_SIZE,
-        use_dictionary=True,
-        write_statistics=True,
-    )
+    writer = FocusParquetWriter(sink)
+    writer.write(table)
+    writer.close()
     return sink.getvalue()
 
 
 def to_csv_bytes(table: pa.Table) -> bytes:
     """RFC 4180 CSV with a header row; nulls are empty fields, floats round-trip exactly."""
-    _require_focus_schema(table)
-    parts = [(",".join(FOCUS_SCHEMA.names) + "\n").encode()]
-    for batch in table.to_batches(max_chunksize=_CSV_BATCH_ROWS):
-        if batch.num_rows == 0:
-            continue
-        fields = [_csv_field(batch.column(i), FOCUS_SCHEMA.field(i).type) for i in range(batch.num_columns)]
-        lines = pc.binary_join_element_wise(pc.binary_join_element_wise(*fields, ","), "", "\n")
-        parts.append(_concatenated(lines))
-    return b"".join(parts)
+    sink = io.BytesIO()
+    writer = FocusCsvWriter(sink)
+    writer.write(table)
+    return sink.getvalue()
 
 
 def read_focus_bytes(data: bytes, fmt: str) -> pa.Table:
@@ -86,11 +175,7 @@ def read_focus_bytes(data: bytes, fmt: str) -> pa.Table:
         table = pacsv.read_csv(
             io.BytesIO(data),
             parse_options=pacsv.ParseOptions(newlines_in_values=True),
-            convert_options=pacsv.ConvertOptions(
-                column_types={f.name: f.type for f in FOCUS_SCHEMA},
-                strings_can_be_null=True,
-                quoted_strings_can_be_null=False,
-            ),
+            convert_options=_CSV_CONVERT,
         )
         if table.column_names == FOCUS_SCHEMA.names:
             try:
@@ -101,6 +186,44 @@ def read_focus_bytes(data: bytes, fmt: str) -> pa.Table:
         raise ValueError(f"unknown FOCUS object format {fmt!r} (expected 'parquet' or 'csv')")
     _require_focus_schema(table)
     return table
+
+
+def iter_focus_batches(source: BinaryIO, fmt: str) -> Iterator[pa.Table]:
+    """Read a published object back in batches (Parquet: row groups), checked like `read_focus_bytes`.
+
+    Memory holds one batch. An object without rows yields one empty table, so every consumer sees at
+    least one batch.
+    """
+    empty = True
+    for table in _focus_batches(source, fmt):
+        empty = False
+        yield table
+    if empty:
+        yield FOCUS_SCHEMA.empty_table()
+
+
+def _focus_batches(source: BinaryIO, fmt: str) -> Iterator[pa.Table]:
+    if fmt == "parquet":
+        parquet = pq.ParquetFile(source)
+        _require_focus_schema(parquet.schema_arrow.empty_table())
+        # Row group by row group: `iter_batches` reads ahead and holds about three times the memory.
+        for index in range(parquet.num_row_groups):
+            yield parquet.read_row_group(index)
+    elif fmt == "csv":
+        reader = pacsv.open_csv(
+            source,
+            parse_options=pacsv.ParseOptions(newlines_in_values=True),
+            convert_options=_CSV_CONVERT,
+        )
+        if reader.schema.names != FOCUS_SCHEMA.names:
+            _require_focus_schema(reader.schema.empty_table())
+        for batch in reader:
+            try:
+                yield pa.Table.from_batches([batch]).cast(FOCUS_SCHEMA)
+            except (pa.ArrowInvalid, ValueError) as exc:
+                raise ValueError(f"CSV object does not fit the FOCUS schema: {exc}") from exc
+    else:
+        raise ValueError(f"unknown FOCUS object format {fmt!r} (expected 'parquet' or 'csv')")
 
 
 def _concatenated(lines: pa.Array) -> bytes:

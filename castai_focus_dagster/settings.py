@@ -308,6 +308,38 @@ def key_allowed_over(url: str) -> bool:
     return parts.scheme == "http" and _is_loopback(parts.hostname or "")
 
 
+# Five cron fields: (name, lowest, highest, symbolic names).
+_CRON_FIELDS = (
+    ("minute", 0, 59, ()),
+    ("hour", 0, 23, ()),
+    ("day of month", 1, 31, ()),
+    ("month", 1, 12, ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")),
+    ("day of week", 0, 7, ("sun", "mon", "tue", "wed", "thu", "fri", "sat")),
+)
+_CRON_ITEM = re.compile(r"^(\*|[0-9a-z]+(?:-[0-9a-z]+)?)(?:/([0-9]+))?$")
+
+
+def cron_problem(expression: str) -> str | None:
+    """Why a standard five-field cron expression is invalid, or None (checked here so it joins the list)."""
+    fields = expression.split()
+    if len(fields) != 5:
+        return f"must have 5 fields (minute hour day-of-month month day-of-week), got {len(fields)}"
+    for text, (what, low, high, names) in zip(fields, _CRON_FIELDS, strict=True):
+        for item in text.lower().split(","):
+            match = _CRON_ITEM.match(item)
+            if not match or match.group(2) == "0":
+                return f"{what} field {text!r} is not a cron list, range or step"
+            if match.group(1) == "*":
+                continue
+            for bound in match.group(1).split("-"):
+                value = names.index(bound) + (low if what == "month" else 0) if bound in names else None
+                if value is None and not bound.isdigit():
+                    return f"{what} field {text!r} has an unknown value {bound!r}"
+                if not low <= (int(bound) if value is None else value) <= high:
+                    return f"{what} field {text!r} is outside {low}-{high}"
+    return None
+
+
 def _cross_field_problems(raw: Mapping[str, str]) -> list[str]:
     def get(name: str) -> str:
         return raw.get(name, _DEFAULTS[name]).strip()
@@ -341,6 +373,10 @@ def _cross_field_problems(raw: Mapping[str, str]) -> list[str]:
     endpoint = get("S3_ENDPOINT_URL")
     if endpoint and urlsplit(endpoint).scheme not in ("http", "https"):
         problems.append(f"S3_ENDPOINT_URL: must be an http(s) URL, got {endpoint!r}")
+    cron = get("SCHEDULE_CRON")
+    problem = cron_problem(cron) if cron else None
+    if problem:
+        problems.append(f"SCHEDULE_CRON: {problem}")
     if get("TERNARY_ENABLED").lower() in ("true", "1", "yes", "on") and not get("TERNARY_PATH_PREFIX"):
         problems.append("TERNARY_PATH_PREFIX: required when TERNARY_ENABLED is true")
     return problems

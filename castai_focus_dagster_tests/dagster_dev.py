@@ -98,7 +98,7 @@ query Materializations($path: [String!]!, $partitions: [String!]) {
 
 
 class DagsterDevError(RuntimeError):
-    """`dagster dev` did not start, or a GraphQL call answered with an error; carries the log tail."""
+    """`dagster dev` did not start, or a GraphQL call answered with an error; carries the log lines."""
 
 
 def free_port() -> int:
@@ -122,8 +122,17 @@ class DagsterDev:
         return f"http://127.0.0.1:{self.port}"
 
     def log_tail(self, lines: int = 40) -> str:
-        text = self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
+        return "\n".join(self._log_lines()[-lines:])
+
+    def failures(self) -> str:
+        """The log lines that say why a run failed (step and run failures, errors), for assertion messages."""
+        markers = (" - STEP_FAILURE - ", " - RUN_FAILURE - ", "ERROR")
+        return "\n".join(line for line in self._log_lines() if any(m in line for m in markers))
+
+    def _log_lines(self) -> list[str]:
+        if not self.log_path.exists():
+            return []
+        return self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
 
     def query(self, document: str, variables: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Run one GraphQL document the way the web console does (POST /graphql)."""
@@ -278,7 +287,7 @@ def wait_for_backfill(dev: DagsterDev, backfill_id: str, timeout: float) -> dict
         if time.monotonic() > deadline:
             raise DagsterDevError(
                 f"backfill {backfill_id} still {backfill['status']} after {timeout:.0f} s "
-                f"(runs: {backfill['runs']}):\n" + dev.log_tail()
+                f"(runs: {backfill['runs']}):\n{dev.failures() or dev.log_tail()}"
             )
         time.sleep(1.0)
 

@@ -479,7 +479,14 @@ def test_malformed_and_html_bodies_are_named(
 
 
 def _metrics(**overrides: Any) -> dict[str, Any]:
-    return {"timestamp": "2026-09-01T01:00:00Z", **{m: "0.100000" for m in METRIC_COLUMNS}, **overrides}
+    """Every metric 0.1, except each tier's cost: the sum of its four resource costs, as Cast AI sends it."""
+    tier_costs = {m: "0.400000" for m in METRIC_COLUMNS if m.startswith("cost")}
+    return {
+        "timestamp": "2026-09-01T01:00:00Z",
+        **{m: "0.100000" for m in METRIC_COLUMNS},
+        **tier_costs,
+        **overrides,
+    }
 
 
 def _item(

@@ -7,13 +7,13 @@ client must survive. Run it standalone with `python -m castai_focus_dagster.sand
 
 from typing import TYPE_CHECKING, Any
 
-from castai_focus_dagster.sandbox.faults import Faults
+from castai_focus_dagster.sandbox.faults import CannedResponse, Faults
 from castai_focus_dagster.sandbox.org import SandboxCluster, SandboxOrg
 
 if TYPE_CHECKING:
     from castai_focus_dagster.sandbox.server import RecordedRequest, SandboxServer
 
-__all__ = ["Faults", "RecordedRequest", "SandboxCluster", "SandboxOrg", "SandboxServer"]
+__all__ = ["CannedResponse", "Faults", "RecordedRequest", "SandboxCluster", "SandboxOrg", "SandboxServer"]
 
 
 def __getattr__(name: str) -> Any:

@@ -11,7 +11,14 @@ Precedence on one request: `timeout_paths` and `rate_slow` delay the answer (del
 the first matching `fail_paths` entry, then `rate_429`, then `rate_5xx` replace the answer; if none
 did, `html_error_paths` replaces a successful body by an HTML page (status 200) and
 `malformed_json_paths` truncates it. `cursor_loop` and `duplicate_workloads` change the
-workload-costs pagination itself and are applied by the server.
+workload-costs pagination itself and are applied by the server. `responses` (bad-input tests) serve
+a scripted `CannedResponse` instead of the sandbox's own answer; delays and error statuses above still
+come first, and a canned answer is never corrupted further.
+
+`keyed=True` makes the random draws of a request depend only on the seed, the request (method, path
+and query) and how many times that same request was made before, not on the arrival order: clients
+that fetch concurrently then meet exactly the same faults run after run. `injected` counts the faults
+of each kind actually applied, so a test can prove its faults happened.
 
 429 answers carry `Retry-After: <retry_after_seconds>` (INFERRED: Cast AI documents no rate-limit
 headers, see castai-api.md §1.5) and the usual `ErrorResponse` envelope.
@@ -22,6 +29,8 @@ from __future__ import annotations
 import random
 import re
 import threading
+from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -45,6 +54,20 @@ class FaultPlan:
     body: BodyFault = BodyFault.NONE
 
 
+@dataclass(frozen=True)
+class CannedResponse:
+    """A scripted answer that replaces the sandbox's own, to serve malformed or hostile bodies."""
+
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "application/json"
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+# Given the request's query parameters, the answer to serve instead of the sandbox's (None: serve normally).
+Responder = Callable[[Mapping[str, list[str]]], CannedResponse | None]
+
+
 @dataclass
 class Faults:
     """Injected faults; every field defaults to "off". Path patterns are regexes searched in the path."""
@@ -61,40 +84,80 @@ class Faults:
     timeout_seconds: float = 30.0
     cursor_loop: bool = False  # workload-costs always returns the same non-empty nextCursor
     duplicate_workloads: bool = False  # every later page repeats the previous page's last workload
+    responses: dict[str, Responder] = field(default_factory=dict)  # regex -> scripted answers
     seed: int = 0
+    keyed: bool = False  # draws per request identity instead of one stream in arrival order
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
         self._lock = threading.Lock()
         self._gateway_errors_sent = 0
+        self._occurrences: Counter[str] = Counter()
+        self.injected: Counter[str] = Counter()  # "slow", "timeout", "fail", "429", "5xx", "html", ...
 
-    def plan(self, path: str) -> FaultPlan:
-        """Decide the faults of one API request (thread-safe; advances the seeded random stream)."""
+    def plan(self, path: str, request: str | None = None) -> FaultPlan:
+        """Decide the faults of one API request (thread-safe; advances the seeded random stream).
+
+        `request` identifies the request for `keyed` draws (method, path and query; default: the path).
+        """
         with self._lock:
-            slow_draw, draw_429, draw_5xx = self._rng.random(), self._rng.random(), self._rng.random()
+            slow_draw, draw_429, draw_5xx = self._draws(request or path)
             delay = 0.0
             if _matches(self.timeout_paths, path):
                 delay += self.timeout_seconds
+                self.injected["timeout"] += 1
             if slow_draw < self.rate_slow:
                 delay += self.slow_seconds
+                self.injected["slow"] += 1
             status = next(
                 (code for pattern, code in self.fail_paths.items() if re.search(pattern, path)), None
             )
             if status is not None:
+                self.injected["fail"] += 1
                 return FaultPlan(delay_seconds=delay, status=status)
             if draw_429 < self.rate_429:
+                self.injected["429"] += 1
                 return FaultPlan(
                     delay_seconds=delay, status=429, retry_after=_seconds(self.retry_after_seconds)
                 )
             if draw_5xx < self.rate_5xx:
-                status = GATEWAY_ERRORS[self._gateway_errors_sent % len(GATEWAY_ERRORS)]
+                # Round-robin in arrival order; keyed: chosen by the request's own draw, like the rest.
+                turn = (
+                    int(draw_5xx / self.rate_5xx * len(GATEWAY_ERRORS))
+                    if self.keyed
+                    else self._gateway_errors_sent
+                )
+                status = GATEWAY_ERRORS[turn % len(GATEWAY_ERRORS)]
                 self._gateway_errors_sent += 1
+                self.injected["5xx"] += 1
                 return FaultPlan(delay_seconds=delay, status=status)
             if _matches(self.html_error_paths, path):
+                self.injected["html"] += 1
                 return FaultPlan(delay_seconds=delay, body=BodyFault.HTML)
             if _matches(self.malformed_json_paths, path):
+                self.injected["malformed"] += 1
                 return FaultPlan(delay_seconds=delay, body=BodyFault.MALFORMED)
             return FaultPlan(delay_seconds=delay)
+
+    def canned(self, path: str, query: Mapping[str, list[str]]) -> CannedResponse | None:
+        """The scripted answer of the first `responses` pattern found in `path` that has one."""
+        for pattern, responder in list(self.responses.items()):
+            if re.search(pattern, path):
+                answer = responder(query)
+                if answer is not None:
+                    with self._lock:
+                        self.injected["canned"] += 1
+                    return answer
+        return None
+
+    def _draws(self, request: str) -> tuple[float, float, float]:
+        """Three numbers in [0, 1): from the shared stream, or (keyed) from the request's own stream."""
+        if not self.keyed:
+            return self._rng.random(), self._rng.random(), self._rng.random()
+        occurrence = self._occurrences[request]
+        self._occurrences[request] += 1
+        own = random.Random(f"{self.seed}|{request}|{occurrence}")  # str seeds hash with SHA-512
+        return own.random(), own.random(), own.random()
 
 
 def _matches(pattern: str | None, path: str) -> bool:

@@ -40,7 +40,8 @@ INFERRED by the sandbox (not established by the reference):
   `totalCost{Tier}` do not), `avg*` = total / window hours. `uptimeMinutes*` are whole minutes
   summed over the bucket. `useListingPrices` and `includeIdleResourceCosts` are accepted and ignored.
 - Cluster cost (§8.1): every resource and tier is the sum of the cluster's workloads divided by
-  (1 - idle share), so the cluster always costs at least the sum of its workloads.
+  (1 - idle share), never below the sum of the workloads' emitted values: the cluster always costs
+  at least the sum of its workloads, exactly on the strings (the difference is idle capacity).
 - anywhere-cluster-default-pricing: `{"cpuHourlyPrice": "0.031611", "memoryGibHourlyPrice": "0.004237"}`.
 - enterprise usage report: `{"enterpriseId", "organizations": [{"organizationId", "organizationName",
   "features": [FeatureUsageSummary]}]}`; 404 when the selected organisation is a child (non-enterprise).
@@ -370,7 +371,7 @@ def _render_window(org: SandboxOrg, cluster: SandboxCluster, window: _Window) ->
     summary = _summary_columns(listed, WORKLOAD_SUMMARY_FIELDS, window)
     summaries = _json_objects([(name, _decimal_strings(summary[name])) for name in WORKLOAD_SUMMARY_FIELDS])
     return _RenderedWindow(
-        rows, cost_metrics, summaries, _cluster_cost_body(cluster, means, window, timestamps)
+        rows, cost_metrics, summaries, _cluster_cost_body(cluster, means, listed, window, timestamps)
     )
 
 
@@ -383,12 +384,18 @@ def _field_strings(name: str, micro: np.ndarray) -> pa.Array | pa.Scalar:
 
 
 def _cluster_cost_body(
-    cluster: SandboxCluster, means: dict[str, np.ndarray], window: _Window, timestamps: list[str]
+    cluster: SandboxCluster,
+    means: dict[str, np.ndarray],
+    workload_micro: dict[str, np.ndarray],
+    window: _Window,
+    timestamps: list[str],
 ) -> bytes:
-    """The cluster pays for its workloads plus idle capacity: every series / (1 - idle share)."""
+    """The cluster pays for its workloads plus idle capacity: every series / (1 - idle share), and never
+    less than the sum of the workloads' emitted (rounded) values, so cluster >= Σ workloads holds exactly
+    on the strings a client reads (the difference is idle capacity)."""
     scale = 1.0 / (1.0 - cluster.idle_share)
     series = {
-        name: _micro(values.sum(axis=0) * scale)
+        name: np.maximum(_micro(values.sum(axis=0) * scale), workload_micro[name].sum(axis=0))
         for name, values in means.items()
         if name not in SUMMED_FIELDS
     }
@@ -507,11 +514,15 @@ class _SandboxApi:
             return _Response(200, b'{"status":"ok"}')
         try:
             scope = self._authorize(request)
-            plan = self._server.faults.plan(request.path)
+            faults = self._server.faults
+            plan = faults.plan(request.path, f"{method} {target}")
             if plan.delay_seconds:
                 self._server.wait(plan.delay_seconds)
             if plan.status is not None:
                 return _fault_response(plan)
+            canned = faults.canned(request.path, request.query)
+            if canned is not None:
+                return _Response(canned.status, canned.body, canned.content_type, dict(canned.headers))
             response = self._route(request, scope)
         except _ApiError as exc:
             return exc.response()
