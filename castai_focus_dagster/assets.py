@@ -1,4 +1,4 @@
-"""The four daily-partitioned assets: Cast AI clusters, workload costs, enrichment context, FOCUS rows.
+"""The daily-partitioned assets: Cast AI clusters, workload costs, cluster costs, enrichment, FOCUS rows.
 
 Each returns a `DailyValues` so that a run over many days (single-run backfill, `--partition-range`)
 fetches, transforms and writes one day at a time. Within a day, workload costs stream cluster by
@@ -13,13 +13,24 @@ from datetime import UTC, datetime
 
 import dagster as dg
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from castai_focus_dagster.audit import AuditReport, audit_focus
+from castai_focus_dagster.audit import (
+    AuditReport,
+    audit_focus,
+    check_castai_consistency,
+    check_conservation,
+    cost_totals,
+)
+from castai_focus_dagster.castai_client import CastAIError
+from castai_focus_dagster.conformance import check_conformance
 from castai_focus_dagster.daily import DailyValues
 from castai_focus_dagster.enrichment import fetch_enrichment
 from castai_focus_dagster.focus_publication import FocusDay, encode_focus_day
+from castai_focus_dagster.focus_split import check_split_allocation, check_split_conservation, to_focus_split
 from castai_focus_dagster.focus_transform import FocusOptions, to_focus
 from castai_focus_dagster.intermediates import WorkloadCostsDay
+from castai_focus_dagster.models import Cluster, EnrichmentContext, empty_workload_costs
 from castai_focus_dagster.partitions import daily_partitions
 from castai_focus_dagster.resources import CastAIResource, FocusStorageResource
 from castai_focus_dagster.windows import DayWindow, day_window
@@ -33,6 +44,28 @@ WINDOW_END_KEY = b"castai_focus.window_end"
 API_RETRY_POLICY = dg.RetryPolicy(
     max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
 )
+
+# Retrying cannot help these: the request or Cast AI's answer is wrong, not the network.
+_TRANSIENT_REASONS = (
+    "timeout",
+    "connection error",
+    "HTTP 429",
+    "HTTP 500",
+    "HTTP 502",
+    "HTTP 503",
+    "HTTP 504",
+)
+
+
+def _castai_calls(calls: Iterator[pa.Table]) -> Iterator[pa.Table]:
+    """Pass tables through; turn a permanent Cast AI error into a failure the retry policy does not repeat."""
+    try:
+        yield from calls
+    except CastAIError as exc:
+        if exc.reason in _TRANSIENT_REASONS:
+            raise
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
+
 
 # Every asset: daily partitions; one run walks a whole backfill range day by day (see daily.py).
 SINGLE_RUN = dg.BackfillPolicy.single_run()
@@ -93,7 +126,7 @@ def castai_workload_costs(
             if window.is_empty or not cluster_ids:
                 return
             # Bad input repaired by the client travels in each table's metadata; the IO manager reports it.
-            for _cluster_id, table in castai.client.workload_costs_many(
+            fetched = castai.client.workload_costs_many(
                 cluster_ids,
                 window.start,
                 window.end,
@@ -101,13 +134,48 @@ def castai_workload_costs(
                 labels=settings.focus_tag_allowlist,
                 include_namespaces=settings.collection_include_namespaces,
                 exclude_namespaces=settings.collection_exclude_namespaces,
-            ):
-                yield table
+            )
+            yield from _castai_calls(table for _cluster_id, table in fetched)
 
         # Lazy: the IO manager writes each cluster as it arrives (CASTAI_MAX_CONCURRENCY in flight).
         return WorkloadCostsDay(
             clusters=clusters(), metadata={WINDOW_END_KEY: window.end.isoformat().encode()}
         )
+
+    return DailyValues(keys=context.partition_keys, produce=fetch)
+
+
+@dg.asset(
+    group_name="castai",
+    kinds={"castai", "pyarrow"},
+    pool=CASTAI_POOL,
+    retry_policy=API_RETRY_POLICY,
+    description=(
+        "Cast AI cluster cost reports (the clusters' own compute and storage charges, idle included), "
+        "fetched only when FOCUS_ALLOCATION_MODE=split; empty otherwise."
+    ),
+    partitions_def=daily_partitions,
+    backfill_policy=SINGLE_RUN,
+    io_manager_key=IO_MANAGER_KEY,
+    owners=OWNERS,
+)
+def castai_cluster_costs(
+    context: dg.AssetExecutionContext, castai: CastAIResource, castai_clusters: DailyValues
+) -> DailyValues:
+    settings = castai.settings
+
+    def fetch(key: str) -> dict[str, pa.Table]:
+        window = day_window(key, settings.step_seconds)
+        if settings.focus_allocation_mode != "split" or window.is_empty:
+            return {}
+        reports = {}
+        for cluster in sorted(castai_clusters.get(key), key=lambda c: c.id):
+            report = castai.client.cluster_cost_report(
+                cluster.id, window.start, window.end, window.step_seconds
+            )
+            reports[cluster.id] = next(_castai_calls(iter([report])))
+        context.log.info(f"{key}: cluster cost reports of {len(reports)} clusters")
+        return reports
 
     return DailyValues(keys=context.partition_keys, produce=fetch)
 
@@ -161,10 +229,12 @@ def focus_cost_and_usage(
     storage: FocusStorageResource,
     castai_clusters: DailyValues,
     castai_workload_costs: DailyValues,
+    castai_cluster_costs: DailyValues,
     castai_enrichment_context: DailyValues,
 ) -> DailyValues:
     settings = storage.settings
     options = FocusOptions.from_settings(settings)
+    split = settings.focus_allocation_mode == "split"
 
     def build(key: str) -> FocusDay:
         workloads: WorkloadCostsDay = castai_workload_costs.get(key)
@@ -173,6 +243,16 @@ def focus_cost_and_usage(
 
         def audited_batches() -> Iterator[tuple[pa.Table, AuditReport]]:
             # One cluster at a time: every rule is local to a row or a workload, hence to a cluster.
+            if split:
+                yield from _split_batches(
+                    workloads,
+                    castai_cluster_costs.get(key),
+                    clusters,
+                    enrichment,
+                    options,
+                    settings.step_seconds,
+                )
+                return
             for cluster_workloads in workloads.clusters:
                 table = to_focus(cluster_workloads, clusters, enrichment, options)
                 yield table, audit_focus(table, cluster_workloads)
@@ -183,6 +263,7 @@ def focus_cost_and_usage(
             settings.s3_format,
             enrichment_completeness=enrichment.completeness,
             enrichment_missing=dict(enrichment.missing),
+            allocation_mode=settings.focus_allocation_mode,
         )
         report = day.audit
         if not report.passed:
@@ -198,6 +279,63 @@ def focus_cost_and_usage(
     return DailyValues(keys=context.partition_keys, produce=build)
 
 
+def _split_batches(
+    workloads: WorkloadCostsDay,
+    reports: dict[str, pa.Table],
+    clusters: dict[str, Cluster],
+    enrichment: EnrichmentContext,
+    options: FocusOptions,
+    step_seconds: int,
+) -> Iterator[tuple[pa.Table, AuditReport]]:
+    """Split allocation cluster by cluster; clusters without workloads still publish their idle rows."""
+    seen: set[str] = set()
+
+    def audited(cluster_workloads: pa.Table, ids: list[str]) -> tuple[pa.Table, AuditReport]:
+        cluster_reports = {cid: reports[cid] for cid in ids if cid in reports}
+        table = to_focus_split(
+            cluster_workloads, cluster_reports, clusters, enrichment, options, step_seconds=step_seconds
+        )
+        allocated = table.filter(pc.is_valid(table["AllocatedResourceId"]))
+        unreported = float(pc.sum(table["x_CastAIUnreportedCost"]).as_py() or 0.0)
+        return table, AuditReport(
+            results=[
+                *check_conformance(table),
+                *check_split_allocation(table),
+                check_split_conservation(table, cluster_reports),
+                check_conservation(allocated, cluster_workloads),
+                check_castai_consistency(cluster_workloads),
+            ],
+            totals=cost_totals(table),
+            # The clusters' own cost (idle included) plus what their workloads exceeded it by.
+            source_total=_report_total(cluster_reports, step_seconds) + unreported,
+            workloads=pc.count_distinct(allocated["AllocatedResourceId"]).as_py()
+            if allocated.num_rows
+            else 0,
+            clusters=len(cluster_reports),
+        )
+
+    for cluster_workloads in workloads.clusters:  # streamed: one cluster in memory
+        ids = pc.unique(cluster_workloads["cluster_id"].cast(pa.string())).to_pylist()
+        if ids:
+            seen.update(ids)
+            yield audited(cluster_workloads, ids)
+    for cid in sorted(set(reports) - seen):
+        yield audited(empty_workload_costs(), [cid])
+
+
+def _report_total(reports: dict[str, pa.Table], step_seconds: int) -> float:
+    """Σ of the cluster cost reports' compute and storage cost × bucket hours."""
+    hours = step_seconds / 3600
+    total = 0.0
+    for report in reports.values():
+        for name in report.column_names:
+            if name == "storageCost" or any(
+                name.startswith(f"{r}Cost") for r in ("cpu", "ram", "gpu", "tpu")
+            ):
+                total += float(pc.sum(report[name]).as_py() or 0.0) * hours
+    return total
+
+
 def _window_of(key: str, workloads: WorkloadCostsDay, step_seconds: int) -> DayWindow:
     """The window the workload costs were fetched for (recorded by that asset), so the manifest matches it."""
     window = day_window(key, step_seconds)
@@ -208,4 +346,10 @@ def _window_of(key: str, workloads: WorkloadCostsDay, step_seconds: int) -> DayW
     return window
 
 
-FOCUS_ASSETS = [castai_clusters, castai_workload_costs, castai_enrichment_context, focus_cost_and_usage]
+FOCUS_ASSETS = [
+    castai_clusters,
+    castai_workload_costs,
+    castai_cluster_costs,
+    castai_enrichment_context,
+    focus_cost_and_usage,
+]

@@ -7,6 +7,7 @@ preview feature, so they are not used).
 """
 
 import hashlib
+import io
 import json
 from collections.abc import Mapping
 from datetime import date
@@ -21,7 +22,7 @@ from castai_focus_dagster.layout import manifest_key
 from castai_focus_dagster.object_store import ObjectStore
 from castai_focus_dagster.partitions import daily_partitions
 from castai_focus_dagster.resources import FocusStorageResource
-from castai_focus_dagster.serialize import read_focus_bytes
+from castai_focus_dagster.serialize import iter_focus_batches
 
 TOTAL_TOLERANCE = 1e-6
 
@@ -92,15 +93,18 @@ def focus_published_conformance(
         except KeyError:
             problems.append(f"{key}: no manifest")
             continue
+        fmt = manifest.get("format", settings.s3_format)
         for item in manifest["files"]:
-            table = read_focus_bytes(
-                storage.store.get(item["key"]), manifest.get("format", settings.s3_format)
-            )
-            rows += table.num_rows
-            problems += [f"{key}: {r.rule}: {r.message}" for r in check_conformance(table) if not r.passed]
-            billed = float(pc.sum(table["BilledCost"]).as_py() or 0.0)
+            billed = 0.0
+            # Row group by row group: memory holds one cluster's rows, not the day's.
+            for batch in iter_focus_batches(io.BytesIO(storage.store.get(item["key"])), fmt):
+                rows += batch.num_rows
+                billed += float(pc.sum(batch["BilledCost"]).as_py() or 0.0)
+                problems += [
+                    f"{key}: {r.rule}: {r.message}" for r in check_conformance(batch) if not r.passed
+                ]
             expected = float(manifest["costTotals"]["BilledCost"])
-            if abs(billed - expected) > TOTAL_TOLERANCE * max(1, table.num_rows):
+            if abs(billed - expected) > TOTAL_TOLERANCE * max(1, int(item["rowCount"])):
                 problems.append(
                     f"{key}: Σ BilledCost {billed:.6f} differs from the manifest's {expected:.6f}"
                 )

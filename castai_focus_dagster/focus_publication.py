@@ -54,6 +54,7 @@ class FocusDay:
     audit: AuditReport
     enrichment_completeness: float
     enrichment_missing: dict[str, str] = field(default_factory=dict)
+    allocation_mode: str = "workload"
 
     def discard(self) -> None:
         self.data.close()
@@ -66,6 +67,7 @@ def encode_focus_day(
     *,
     enrichment_completeness: float,
     enrichment_missing: dict[str, str],
+    allocation_mode: str = "workload",
 ) -> FocusDay:
     """Encode a day's FOCUS batches, each with its audit report, into one object in a temporary file.
 
@@ -100,6 +102,7 @@ def encode_focus_day(
         audit=combine_reports(reports),
         enrichment_completeness=enrichment_completeness,
         enrichment_missing=enrichment_missing,
+        allocation_mode=allocation_mode,
     )
 
 
@@ -119,11 +122,12 @@ class PublishedDay:
         audit = self.day.audit
         return {
             "dagster/row_count": dg.MetadataValue.int(self.row_count),
-            "billed_cost": dg.MetadataValue.float(audit.totals.get("BilledCost", 0.0)),
-            "effective_cost": dg.MetadataValue.float(audit.totals.get("EffectiveCost", 0.0)),
-            "list_cost": dg.MetadataValue.float(audit.totals.get("ListCost", 0.0)),
-            "contracted_cost": dg.MetadataValue.float(audit.totals.get("ContractedCost", 0.0)),
-            "castai_cost": dg.MetadataValue.float(audit.source_total),
+            "billed_cost": _dollars(audit.totals.get("BilledCost", 0.0)),
+            "effective_cost": _dollars(audit.totals.get("EffectiveCost", 0.0)),
+            "list_cost": _dollars(audit.totals.get("ListCost", 0.0)),
+            "contracted_cost": _dollars(audit.totals.get("ContractedCost", 0.0)),
+            "castai_cost": _dollars(audit.source_total),
+            "allocation_mode": dg.MetadataValue.text(self.day.allocation_mode),
             "clusters": dg.MetadataValue.int(audit.clusters),
             "workloads": dg.MetadataValue.int(audit.workloads),
             "enrichment_completeness": dg.MetadataValue.float(self.day.enrichment_completeness),
@@ -162,6 +166,11 @@ class PublishedDay:
             "output_keys": dg.MetadataValue.json([k for d in days for k in d.keys]),
             "dagster/column_schema": column_schema(),
         }
+
+
+def _dollars(value: float) -> dg.FloatMetadataValue:
+    """Costs to the micro-dollar: the precision Cast AI reports and the UI should show."""
+    return dg.MetadataValue.float(round(value, 6))
 
 
 def column_schema() -> dg.TableSchema:

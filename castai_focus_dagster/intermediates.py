@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from castai_focus_dagster.castai_client import input_warnings
@@ -82,6 +83,35 @@ def _row_groups(parquet: pq.ParquetFile, source: BinaryIO) -> Iterator[pa.Table]
             yield parquet.read_row_group(index).cast(WORKLOAD_COSTS_SCHEMA)
     finally:
         source.close()
+
+
+CLUSTER_IDS_KEY = b"castai_focus.cluster_ids"
+
+
+def cluster_costs_to_file(reports: dict[str, pa.Table], sink: BinaryIO) -> dict[str, Any]:
+    """Cluster cost reports (split allocation only) as one Parquet file with a `cluster_id` column.
+
+    The cluster ids are also kept in the file metadata so a cluster with an empty report survives.
+    """
+    ids = sorted(reports)
+    tables = [
+        reports[cid].append_column("cluster_id", pa.array([cid] * reports[cid].num_rows, pa.string()))
+        for cid in ids
+    ]
+    table = pa.concat_tables(tables) if tables else pa.table({"cluster_id": pa.array([], pa.string())})
+    table = table.replace_schema_metadata({CLUSTER_IDS_KEY: json.dumps(ids).encode()})
+    pq.write_table(table, sink, compression="zstd")
+    return {"clusters": len(ids), "rows": sum(t.num_rows for t in tables)}
+
+
+def cluster_costs_from_file(source: BinaryIO) -> dict[str, pa.Table]:
+    table = pq.read_table(source)
+    ids = json.loads((table.schema.metadata or {}).get(CLUSTER_IDS_KEY, b"[]"))
+    reports = {}
+    for cid in ids:
+        rows = table.filter(pc.equal(table["cluster_id"], cid)).drop_columns(["cluster_id"])
+        reports[cid] = rows.replace_schema_metadata(None)
+    return reports
 
 
 def _json_bytes(value: Any) -> bytes:

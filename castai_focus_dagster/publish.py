@@ -142,7 +142,7 @@ def publish_partition(
     *,
     prefix: str,
     ternary_prefix: str | None,
-    audit: Callable[[Any], None] | None = None,
+    audit: Callable[[Payload], None] | None = None,  # receives the staged copy, of the kind of `data`
     clock: Callable[[], datetime] = _utc_now,
 ) -> PublishResult:
     """Publish one partition (see the module docstring for the order and the guarantees)."""

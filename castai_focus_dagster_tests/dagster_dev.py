@@ -24,7 +24,13 @@ from dagster_graphql import DagsterGraphQLClient
 
 REPO = Path(__file__).resolve().parents[1]
 DAGSTER = REPO / ".venv" / "bin" / "dagster"
-ASSET_KEYS = ("castai_clusters", "castai_workload_costs", "castai_enrichment_context", "focus_cost_and_usage")
+ASSET_KEYS = (
+    "castai_clusters",
+    "castai_workload_costs",
+    "castai_cluster_costs",
+    "castai_enrichment_context",
+    "focus_cost_and_usage",
+)
 FINISHED_BACKFILL_STATUSES = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
 
 WORKSPACE_QUERY = """

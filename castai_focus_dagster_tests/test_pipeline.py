@@ -249,3 +249,51 @@ def test_the_asset_materialize_cli_as_users_run_it(
     assert written == [
         Path(data_key("", sandbox_org.organization_id, date.fromisoformat(d), "parquet")).name for d in days
     ]
+
+
+def test_split_allocation_mode_end_to_end(
+    exporter_env: Path,
+    sandbox_org,
+    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+) -> None:
+    monkeypatch.setenv("FOCUS_ALLOCATION_MODE", "split")
+    with dg.instance_for_test() as instance:
+        result = run([DAY], instance)
+        assert result.success
+    table = pq.read_table(
+        exporter_env / data_key("", sandbox_org.organization_id, date.fromisoformat(DAY), "parquet")
+    )
+    allocated = table.filter(pc.is_valid(table["AllocatedResourceId"]))
+    idle = table.filter(pc.is_null(table["AllocatedResourceId"]))
+    # Workloads keep exactly their Cast AI cost; the clusters' idle capacity is on top, made explicit.
+    assert pc.sum(allocated["BilledCost"]).as_py() == pytest.approx(
+        day_total_from_sandbox(sandbox_org, DAY), abs=1e-4
+    )
+    assert idle.num_rows > 0 and pc.sum(idle["BilledCost"]).as_py() > 0
+    assert set(pc.unique(table["ResourceType"]).to_pylist()) == {"Kubernetes Cluster"}
+    manifest = json.loads((exporter_env / manifest_key("", date.fromisoformat(DAY))).read_text())
+    assert manifest["costTotals"]["BilledCost"] == pytest.approx(
+        pc.sum(table["BilledCost"]).as_py(), abs=1e-9
+    )
+
+
+def test_a_permanent_castai_error_fails_at_once_without_step_retries(
+    exporter_env: Path,
+    sandbox,
+    sandbox_org,  # type: ignore[no-untyped-def]
+) -> None:
+    broken = sandbox_org.clusters[0].id
+    sandbox.faults.fail_paths = {rf"/clusters/{broken}/workload-costs": 404}
+    with dg.instance_for_test() as instance:
+        result = run([DAY], instance)
+        assert not result.success
+        events = instance.all_logs(result.run_id)
+    retried = [
+        e for e in events if e.dagster_event and e.dagster_event.event_type_value == "STEP_UP_FOR_RETRY"
+    ]
+    assert not retried
+    failure = next(
+        e for e in events if e.dagster_event and e.dagster_event.event_type_value == "STEP_FAILURE"
+    )
+    text = str(failure.dagster_event.event_specific_data)
+    assert broken in text and "workload-costs" in text and "404" in text
