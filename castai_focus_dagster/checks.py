@@ -7,8 +7,8 @@ preview feature, so they are not used).
 """
 
 import hashlib
-import io
 import json
+import tempfile
 from collections.abc import Mapping
 from datetime import date
 from typing import Any
@@ -17,7 +17,7 @@ import dagster as dg
 import pyarrow.compute as pc
 
 from castai_focus_dagster.assets import focus_cost_and_usage
-from castai_focus_dagster.conformance import check_conformance
+from castai_focus_dagster.conformance import check_conformance, combine_results
 from castai_focus_dagster.layout import manifest_key
 from castai_focus_dagster.object_store import ObjectStore
 from castai_focus_dagster.partitions import daily_partitions
@@ -59,12 +59,17 @@ def focus_manifest_consistency(
             problems.append(f"{key}: no manifest")
             continue
         for item in manifest["files"]:
-            try:
-                data = storage.store.get(item["key"])
-            except KeyError:
-                problems.append(f"{key}: {item['key']} is listed but missing")
-                continue
-            if hashlib.sha256(data).hexdigest() != item["sha256"] or len(data) != item["bytes"]:
+            # Through a temporary file: a day of a large organisation is hundreds of MB.
+            with tempfile.TemporaryFile() as data:
+                try:
+                    storage.store.get_file(item["key"], data)
+                except KeyError:
+                    problems.append(f"{key}: {item['key']} is listed but missing")
+                    continue
+                size = data.tell()
+                data.seek(0)
+                digest = hashlib.file_digest(data, "sha256").hexdigest()
+            if digest != item["sha256"] or size != item["bytes"]:
                 problems.append(f"{key}: {item['key']} differs from its manifest entry")
     return dg.AssetCheckResult(
         passed=not problems and bool(keys),
@@ -95,14 +100,16 @@ def focus_published_conformance(
             continue
         fmt = manifest.get("format", settings.s3_format)
         for item in manifest["files"]:
-            billed = 0.0
-            # Row group by row group: memory holds one cluster's rows, not the day's.
-            for batch in iter_focus_batches(io.BytesIO(storage.store.get(item["key"])), fmt):
-                rows += batch.num_rows
-                billed += float(pc.sum(batch["BilledCost"]).as_py() or 0.0)
-                problems += [
-                    f"{key}: {r.rule}: {r.message}" for r in check_conformance(batch) if not r.passed
-                ]
+            billed, results = 0.0, []
+            # Row group by row group from a temporary file: memory holds one batch, not the day.
+            with tempfile.TemporaryFile() as data:
+                storage.store.get_file(item["key"], data)
+                data.seek(0)
+                for batch in iter_focus_batches(data, fmt):
+                    rows += batch.num_rows
+                    billed += float(pc.sum(batch["BilledCost"]).as_py() or 0.0)
+                    results.append(check_conformance(batch))
+            problems += [f"{key}: {r.rule}: {r.message}" for r in combine_results(results) if not r.passed]
             expected = float(manifest["costTotals"]["BilledCost"])
             if abs(billed - expected) > TOTAL_TOLERANCE * max(1, int(item["rowCount"])):
                 problems.append(

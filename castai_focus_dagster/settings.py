@@ -176,7 +176,7 @@ SETTINGS_DOC: tuple[SettingDoc, ...] = (
         "added",
     ),
     SettingDoc("SCHEDULE_CRON", "0 */6 * * *", "Cron (UTC) of the restatement schedule.", "added"),
-    SettingDoc("CASTAI_MAX_CONCURRENCY", "8", "Clusters fetched in parallel.", "added"),
+    SettingDoc("CASTAI_MAX_CONCURRENCY", "20", "Clusters fetched in parallel.", "added"),
     SettingDoc("CASTAI_RATE_LIMIT_RPS", "20", "Client-side request rate limit (requests/second).", "added"),
     SettingDoc("CASTAI_TIMEOUT_SECONDS", "60", "Per-request timeout.", "added"),
     SettingDoc("CASTAI_MAX_RETRIES", "6", "Retries on 429/502/503/504 and connection errors.", "added"),
