@@ -11,6 +11,7 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
@@ -20,6 +21,11 @@ from castai_focus_dagster.definitions import defs
 from castai_focus_dagster.layout import data_key, manifest_key
 from castai_focus_dagster.schedules import restated_partition_keys
 from castai_focus_dagster.sensors import PUBLISHED_ASSET_KEY, missing_partition_keys
+from castai_focus_dagster_tests.s3_server import (  # noqa: F401  (pytest fixtures)
+    S3TestServer,
+    s3_bucket_fixture,
+    s3_server_fixture,
+)
 
 DAY = "2026-11-01"
 DAYS = ["2026-11-02", "2026-11-03", "2026-11-04"]
@@ -297,3 +303,42 @@ def test_a_permanent_castai_error_fails_at_once_without_step_retries(
     )
     text = str(failure.dagster_event.event_specific_data)
     assert broken in text and "workload-costs" in text and "404" in text
+
+
+def test_one_day_to_s3_with_the_ternary_copy_manifest_and_metadata(
+    exporter_env: Path,
+    sandbox_org,  # type: ignore[no-untyped-def]
+    s3_server: S3TestServer,
+    s3_bucket: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in {
+        "S3_BUCKET": s3_bucket,
+        "S3_ENDPOINT_URL": s3_server.endpoint_url,
+        "S3_ACCESS_KEY_ID": "testing",
+        "S3_SECRET_ACCESS_KEY": "testing",
+        "S3_PREFIX": "finops/castai",
+        "TERNARY_ENABLED": "true",
+    }.items():
+        monkeypatch.setenv(name, value)
+    with dg.instance_for_test() as instance:
+        result = run([DAY], instance)
+        assert result.success
+        materialization = result.asset_materializations_for_node("focus_cost_and_usage")[0]
+    client = s3_server.client()
+    keys = {o["Key"] for o in client.list_objects_v2(Bucket=s3_bucket)["Contents"]}
+    day = date.fromisoformat(DAY)
+    data = data_key("finops/castai/", sandbox_org.organization_id, day, "parquet")
+    ternary = "ternary/" + data
+    manifest = manifest_key("finops/castai/", day)
+    assert {data, ternary, manifest} <= keys
+    assert {
+        f"finops/castai/metadata/focus-1.3/{n}.json" for n in ("schema", "dataset-instance", "recency")
+    } <= keys
+    assert not [k for k in keys if "_staging/" in k]
+    body = client.get_object(Bucket=s3_bucket, Key=data)["Body"].read()
+    assert client.get_object(Bucket=s3_bucket, Key=ternary)["Body"].read() == body
+    document = json.loads(client.get_object(Bucket=s3_bucket, Key=manifest)["Body"].read())
+    assert {f["key"] for f in document["files"]} == {data, ternary}
+    assert pq.read_table(pa.BufferReader(body)).num_rows == document["rowCount"]
+    assert set(materialization.metadata["output_keys"].value) == {data, ternary}  # type: ignore[attr-defined]
