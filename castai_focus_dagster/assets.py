@@ -8,8 +8,10 @@ audits every cluster before the IO manager publishes the day: a failing audit ra
 replaces the previously published object.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 import dagster as dg
 import pyarrow as pa
@@ -57,10 +59,11 @@ _TRANSIENT_REASONS = (
 )
 
 
-def _castai_calls(calls: Iterator[pa.Table]) -> Iterator[pa.Table]:
-    """Pass tables through; turn a permanent Cast AI error into a failure the retry policy does not repeat."""
+@contextmanager
+def _permanent_castai_errors_fail_fast() -> Iterator[None]:
+    """Turn a permanent Cast AI error into a failure the retry policy does not repeat."""
     try:
-        yield from calls
+        yield
     except CastAIError as exc:
         if exc.reason in _TRANSIENT_REASONS:
             raise
@@ -71,22 +74,41 @@ def _castai_calls(calls: Iterator[pa.Table]) -> Iterator[pa.Table]:
 SINGLE_RUN = dg.BackfillPolicy.single_run()
 
 
-@dg.asset(
+def daily_asset(
+    *,
+    group_name: str,
+    kinds: set[str],
+    description: str,
+    calls_castai: bool,
+    metadata: dict[str, Any] | None = None,
+) -> Callable[[Callable[..., Any]], dg.AssetsDefinition]:
+    """The settings every asset shares; assets that call Cast AI also share its pool and retry policy."""
+    return dg.asset(
+        group_name=group_name,
+        kinds=kinds,
+        description=description,
+        metadata=metadata,
+        partitions_def=daily_partitions,
+        backfill_policy=SINGLE_RUN,
+        io_manager_key=IO_MANAGER_KEY,
+        owners=OWNERS,
+        pool=CASTAI_POOL if calls_castai else None,
+        retry_policy=API_RETRY_POLICY if calls_castai else None,
+    )
+
+
+@daily_asset(
     group_name="castai",
     kinds={"castai", "python"},
-    pool=CASTAI_POOL,
-    retry_policy=API_RETRY_POLICY,
     description="Cast AI clusters of the organisation after COLLECTION_INCLUDE/EXCLUDE_CLUSTER_IDS.",
-    partitions_def=daily_partitions,
-    backfill_policy=SINGLE_RUN,
-    io_manager_key=IO_MANAGER_KEY,
-    owners=OWNERS,
+    calls_castai=True,
 )
 def castai_clusters(context: dg.AssetExecutionContext, castai: CastAIResource) -> DailyValues:
     settings = castai.settings
-    clusters = castai.client.list_clusters(
-        settings.collection_include_cluster_ids, settings.collection_exclude_cluster_ids
-    )
+    with _permanent_castai_errors_fail_fast():
+        clusters = castai.client.list_clusters(
+            settings.collection_include_cluster_ids, settings.collection_exclude_cluster_ids
+        )
     context.add_output_metadata(
         {
             "clusters": len(clusters),
@@ -98,19 +120,14 @@ def castai_clusters(context: dg.AssetExecutionContext, castai: CastAIResource) -
     return DailyValues(keys=context.partition_keys, produce=lambda _key: clusters)
 
 
-@dg.asset(
+@daily_asset(
     group_name="castai",
     kinds={"castai", "pyarrow"},
-    pool=CASTAI_POOL,
-    retry_policy=API_RETRY_POLICY,
     description=(
         "Cast AI workload costs (one row per cluster × workload × bucket, columnar), fetched per cluster "
         "with bounded concurrency for the day's complete buckets."
     ),
-    partitions_def=daily_partitions,
-    backfill_policy=SINGLE_RUN,
-    io_manager_key=IO_MANAGER_KEY,
-    owners=OWNERS,
+    calls_castai=True,
 )
 def castai_workload_costs(
     context: dg.AssetExecutionContext, castai: CastAIResource, castai_clusters: DailyValues
@@ -135,7 +152,8 @@ def castai_workload_costs(
                 include_namespaces=settings.collection_include_namespaces,
                 exclude_namespaces=settings.collection_exclude_namespaces,
             )
-            yield from _castai_calls(table for _cluster_id, table in fetched)
+            with _permanent_castai_errors_fail_fast():
+                yield from (table for _cluster_id, table in fetched)
 
         # Lazy: the IO manager writes each cluster as it arrives (CASTAI_MAX_CONCURRENCY in flight).
         return WorkloadCostsDay(
@@ -145,19 +163,14 @@ def castai_workload_costs(
     return DailyValues(keys=context.partition_keys, produce=fetch)
 
 
-@dg.asset(
+@daily_asset(
     group_name="castai",
     kinds={"castai", "pyarrow"},
-    pool=CASTAI_POOL,
-    retry_policy=API_RETRY_POLICY,
     description=(
         "Cast AI cluster cost reports (the clusters' own compute and storage charges, idle included), "
         "fetched only when FOCUS_ALLOCATION_MODE=split; empty otherwise."
     ),
-    partitions_def=daily_partitions,
-    backfill_policy=SINGLE_RUN,
-    io_manager_key=IO_MANAGER_KEY,
-    owners=OWNERS,
+    calls_castai=True,
 )
 def castai_cluster_costs(
     context: dg.AssetExecutionContext, castai: CastAIResource, castai_clusters: DailyValues
@@ -170,29 +183,24 @@ def castai_cluster_costs(
             return {}
         reports = {}
         for cluster in sorted(castai_clusters.get(key), key=lambda c: c.id):
-            report = castai.client.cluster_cost_report(
-                cluster.id, window.start, window.end, window.step_seconds
-            )
-            reports[cluster.id] = next(_castai_calls(iter([report])))
+            with _permanent_castai_errors_fail_fast():
+                reports[cluster.id] = castai.client.cluster_cost_report(
+                    cluster.id, window.start, window.end, window.step_seconds
+                )
         context.log.info(f"{key}: cluster cost reports of {len(reports)} clusters")
         return reports
 
     return DailyValues(keys=context.partition_keys, produce=fetch)
 
 
-@dg.asset(
+@daily_asset(
     group_name="castai",
     kinds={"castai", "python"},
-    pool=CASTAI_POOL,
-    retry_policy=API_RETRY_POLICY,
     description=(
         "Prices, discounts, enterprise organisations and platform usage. Each endpoint that fails is "
         "recorded as missing; the export continues with documented fallbacks."
     ),
-    partitions_def=daily_partitions,
-    backfill_policy=SINGLE_RUN,
-    io_manager_key=IO_MANAGER_KEY,
-    owners=OWNERS,
+    calls_castai=True,
 )
 def castai_enrichment_context(context: dg.AssetExecutionContext, castai: CastAIResource) -> DailyValues:
     enrichment = fetch_enrichment(
@@ -211,7 +219,7 @@ def castai_enrichment_context(context: dg.AssetExecutionContext, castai: CastAIR
     return DailyValues(keys=context.partition_keys, produce=lambda _key: enrichment)
 
 
-@dg.asset(
+@daily_asset(
     group_name="focus",
     kinds={"parquet", "s3"},
     description=(
@@ -219,10 +227,7 @@ def castai_enrichment_context(context: dg.AssetExecutionContext, castai: CastAIR
         "(version=focus-1.3/year=/month=/day=) after a conformance and conservation audit."
     ),
     metadata={"focus_version": "1.3"},
-    partitions_def=daily_partitions,
-    backfill_policy=SINGLE_RUN,
-    io_manager_key=IO_MANAGER_KEY,
-    owners=OWNERS,
+    calls_castai=False,
 )
 def focus_cost_and_usage(
     context: dg.AssetExecutionContext,

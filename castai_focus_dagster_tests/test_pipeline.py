@@ -283,13 +283,22 @@ def test_split_allocation_mode_end_to_end(
     )
 
 
+@pytest.mark.parametrize(
+    ("endpoint", "mode"),
+    [("workload-costs", "workload"), ("cost", "split")],
+    ids=["workload-costs", "cluster-cost-in-split-mode"],
+)
 def test_a_permanent_castai_error_fails_at_once_without_step_retries(
     exporter_env: Path,
-    sandbox,
-    sandbox_org,  # type: ignore[no-untyped-def]
+    sandbox,  # type: ignore[no-untyped-def]
+    sandbox_org,
+    monkeypatch: pytest.MonkeyPatch,
+    endpoint: str,
+    mode: str,
 ) -> None:
+    monkeypatch.setenv("FOCUS_ALLOCATION_MODE", mode)
     broken = sandbox_org.clusters[0].id
-    sandbox.faults.fail_paths = {rf"/clusters/{broken}/workload-costs": 404}
+    sandbox.faults.fail_paths = {rf"/clusters/{broken}/{endpoint}$": 404}
     with dg.instance_for_test() as instance:
         result = run([DAY], instance)
         assert not result.success
@@ -302,7 +311,8 @@ def test_a_permanent_castai_error_fails_at_once_without_step_retries(
         e for e in events if e.dagster_event and e.dagster_event.event_type_value == "STEP_FAILURE"
     )
     text = str(failure.dagster_event.event_specific_data)
-    assert broken in text and "workload-costs" in text and "404" in text
+    assert broken in text and "404" in text
+    assert ("cluster-cost" if endpoint == "cost" else "workload-costs") in text
 
 
 def test_one_day_to_s3_with_the_ternary_copy_manifest_and_metadata(
