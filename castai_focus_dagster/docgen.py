@@ -172,8 +172,10 @@ def render_configuration() -> str:
 # Configuration
 
 All configuration comes from environment variables. Every variable of the original
-castai-focus CronJob keeps its name, default and meaning (origin `original`); the others were
-added (origin `added`). Invalid configuration fails at start with one message that lists every
+castai-focus CronJob keeps its name and meaning (origin `original`); the others were added (origin
+`added`). The defaults below are this project's: only the opening of the original README could be
+consulted, not its default values, so where a default differs from castai-focus, set it explicitly.
+Invalid configuration fails at start with one message that lists every
 problem; the API key and the S3 secret never appear in logs, run config, metadata or errors.
 
 {table}
