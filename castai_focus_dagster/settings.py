@@ -29,6 +29,8 @@ AllocationMode = Literal["workload", "split"]
 LogLevel = Literal["debug", "info", "warn", "warning", "error"]
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
+# What an HTTP header value (X-API-Key) and a SigV4 secret can carry: printable ASCII, spaces inside.
+_HEADER_SAFE = re.compile(r"[\x20-\x7e]*")
 # ISO 4217 codes that are not national currencies (precious metals, testing, fund units, no currency).
 _NON_NATIONAL = {"XAU", "XAG", "XPT", "XPD", "XTS", "XXX", "XDR", "XBA", "XBB", "XBC", "XBD", "XSU", "XUA"}
 
@@ -255,6 +257,22 @@ class Settings(BaseModel):
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
+    @field_validator("castai_api_key", "s3_secret_access_key", mode="before")
+    @classmethod
+    def _secret(cls, value: Any) -> Any:
+        """Surrounding whitespace stripped (a secret file ending in a newline, as `kubectl create secret
+        --from-file` stores it); any other control or non-ASCII character refused without showing it."""
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if not isinstance(raw, str):
+            return value
+        raw = raw.strip()
+        if not header_safe(raw):
+            raise ValueError(
+                "holds a control or non-ASCII character inside the value (not shown); a key or secret "
+                "is printable ASCII: check how the secret was created"
+            )
+        return SecretStr(raw)
+
     @field_validator("focus_billing_currency")
     @classmethod
     def _currency(cls, value: str) -> str:
@@ -289,6 +307,11 @@ class Settings(BaseModel):
     @property
     def billing_account_name(self) -> str:
         return self.focus_billing_account_name or self.organization_id
+
+
+def header_safe(value: str) -> bool:
+    """Whether `value` can travel as an HTTP header value (and a SigV4 secret): printable ASCII."""
+    return _HEADER_SAFE.fullmatch(value) is not None
 
 
 def _is_loopback(host: str) -> bool:
