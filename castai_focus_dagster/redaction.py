@@ -26,11 +26,15 @@ _SAFE_RUN = re.compile(r"[A-Za-z0-9._~-]{8,}")
 
 def _escapes(text: str) -> set[str]:
     """`text` as a message may show it: literal, repr-escaped (str and bytes), JSON, URL-encoded."""
+    escaped = text.encode("unicode_escape").decode("ascii")
     forms = {
         text,
         repr(text)[1:-1],
         ascii(text)[1:-1],
-        text.encode("unicode_escape").decode("ascii"),
+        escaped,
+        repr(text + "'\"")[1:-4],  # repr with single quotes escaped (as a repr nested in one shows it)
+        escaped.replace("'", "\\'"),
+        escaped.replace('"', '\\"'),
         json.dumps(text)[1:-1],
         json.dumps(text, ensure_ascii=False)[1:-1],
         quote(text, safe=""),
