@@ -831,9 +831,9 @@ def test_errors_say_whether_retrying_can_help(
         sandbox.requests.clear()
         sandbox.faults = faults
         timeout = 0.3 if faults.timeout_paths else 10.0
-        with make_client(sandbox, sandbox_org, max_retries=1, timeout_seconds=timeout) as client:
-            with pytest.raises(CastAIError) as info:
-                client.workload_costs(cluster_id, START, END, STEP)
+        client = make_client(sandbox, sandbox_org, max_retries=1, timeout_seconds=timeout)
+        with client, pytest.raises(CastAIError) as info:
+            client.workload_costs(cluster_id, START, END, STEP)
         assert info.value.transient is transient, (faults, info.value)
         assert len(requests_to(sandbox, path)) == requests, (faults, info.value)
 
