@@ -180,8 +180,8 @@ SETTINGS_DOC: tuple[SettingDoc, ...] = (
     SettingDoc(
         "SCHEDULE_CRON",
         "0 */6 * * *",
-        "Cron (UTC) of the restatement schedule: five fields or `@hourly`, `@daily`, `@weekly`, "
-        "`@monthly`; checked by Dagster's schedule rule when the code location loads and when a run starts.",
+        "Cron (UTC) of the restatement schedule: five fields or a macro such as `@hourly`, `@daily`, "
+        "`@weekly`; checked by Dagster's schedule rule when the code location loads and when a run starts.",
         "added",
     ),
     SettingDoc("CASTAI_MAX_CONCURRENCY", "20", "Clusters fetched in parallel.", "added"),
@@ -353,7 +353,7 @@ def cron_problem(expression: str) -> str | None:
 
     The judge is Dagster's own schedule validation (a throwaway `ScheduleDefinition`), the check the
     code location applies when it loads: settings then accept exactly what the schedule runs on
-    (five fields, `@hourly`/`@daily`/`@weekly`/`@monthly`), no more and no less.
+    (five fields, macros such as `@daily`), no more and no less.
     """
     import dagster as dg  # lazy: settings are imported by light modules too
 
@@ -364,7 +364,7 @@ def cron_problem(expression: str) -> str | None:
     except dg.DagsterInvalidDefinitionError:
         return (
             "not a cron schedule Dagster accepts: five fields (minute hour day-of-month month "
-            f"day-of-week, UTC) or @hourly, @daily, @weekly, @monthly; got {expression!r}"
+            f"day-of-week, UTC) or a macro such as @hourly, @daily, @weekly; got {expression!r}"
         )
     return None
 
