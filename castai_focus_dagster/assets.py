@@ -47,25 +47,18 @@ API_RETRY_POLICY = dg.RetryPolicy(
     max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
 )
 
-# Retrying cannot help these: the request or Cast AI's answer is wrong, not the network.
-_TRANSIENT_REASONS = (
-    "timeout",
-    "connection error",
-    "HTTP 429",
-    "HTTP 500",
-    "HTTP 502",
-    "HTTP 503",
-    "HTTP 504",
-)
-
 
 @contextmanager
 def _permanent_castai_errors_fail_fast() -> Iterator[None]:
-    """Turn a permanent Cast AI error into a failure the retry policy does not repeat."""
+    """Turn a permanent Cast AI error into a failure the retry policy does not repeat.
+
+    The client already retried what can heal (`CastAIError.transient`); the policy's longer delays are
+    for those faults only (a long outage, a pod restart), never for an answer that stays wrong.
+    """
     try:
         yield
     except CastAIError as exc:
-        if exc.reason in _TRANSIENT_REASONS:
+        if exc.transient:
             raise
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
 

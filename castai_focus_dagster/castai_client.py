@@ -12,8 +12,14 @@ Why a synchronous `httpx.Client` plus a `ThreadPoolExecutor` rather than asyncio
 A later benchmark measures the fan-out; if the threads turn out to wait on the GIL rather than on
 the network, the remedy is process-level parallelism (Dagster steps), not asyncio.
 
-Every failure becomes a `CastAIError` naming the endpoint, the cluster and the field involved;
+Every failure becomes a `CastAIError` naming the endpoint, the cluster and the field involved, and
+saying whether retrying can help (`transient`: the classification the client's own retries used);
 the API key never appears in an exception, a log record or a repr.
+
+`timeout_seconds` is one deadline per HTTP request: connecting, sending and reading the whole answer
+together. httpx's timeouts apply per socket operation, so a server trickling a byte a second would
+never trip them; the client's network backend therefore clamps every socket operation of a request to
+the time its deadline leaves.
 """
 
 from __future__ import annotations
@@ -26,12 +32,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import quote
 
+import httpcore
 import httpx
 import pyarrow as pa
 import tenacity
@@ -59,7 +67,8 @@ from castai_focus_dagster.models import (
     Discount,
     FeatureUsage,
 )
-from castai_focus_dagster.settings import Settings, key_allowed_over
+from castai_focus_dagster.redaction import Redactor
+from castai_focus_dagster.settings import Settings, header_safe, key_allowed_over
 
 # Short endpoint names used in errors, logs and EnrichmentContext.missing mapping.
 CLUSTERS = "clusters"
@@ -84,7 +93,12 @@ T = TypeVar("T")
 
 
 class CastAIError(RuntimeError):
-    """A Cast AI call that failed for good. `reason` is short ("HTTP 404", "timeout", "invalid JSON", ...)."""
+    """A Cast AI call that failed for good. `reason` is short ("HTTP 404", "timeout", "invalid JSON", ...).
+
+    `transient` is True only when the client gave up on a fault it retries (429, 502/503/504, timeouts,
+    connection errors): a later attempt may succeed. Everything else (other statuses, undecodable or
+    contradictory answers, an unusable request) fails the same way every time.
+    """
 
     def __init__(
         self,
@@ -95,8 +109,10 @@ class CastAIError(RuntimeError):
         field: str | None = None,
         status: int | None = None,
         reason: str | None = None,
+        transient: bool = False,
     ):
         self.detail = detail
+        self.transient = transient
         self.endpoint = endpoint
         self.cluster_id = cluster_id
         self.field = field
@@ -151,6 +167,13 @@ class _RetryableResponse(Exception):
         self.retry_after = retry_after
 
 
+def _retryable(error: BaseException) -> bool:
+    """The client's retry classification; `CastAIError.transient` reports it."""
+    if isinstance(error, (httpx.LocalProtocolError, httpx.UnsupportedProtocol)):
+        return False  # our own request is malformed: it would fail identically every time
+    return isinstance(error, (_RetryableResponse, httpx.TransportError))
+
+
 class _ApiKeyAuth(httpx.Auth):
     """Adds `X-API-Key` per request, so the key is not in the client's default headers (or their repr)."""
 
@@ -163,6 +186,98 @@ class _ApiKeyAuth(httpx.Auth):
 
     def __repr__(self) -> str:
         return "_ApiKeyAuth(api_key=**********)"
+
+
+_request_deadline = threading.local()  # monotonic deadline of the request this thread is making
+
+
+@contextmanager
+def _deadline(seconds: float) -> Iterator[None]:
+    """Every socket operation of this thread's request must end within `seconds` from now, in total."""
+    _request_deadline.at = time.monotonic() + seconds
+    try:
+        yield
+    finally:
+        _request_deadline.at = None
+
+
+def _remaining(timeout: float | None, error: type[Exception]) -> float | None:
+    """`timeout` clamped to what the current request's deadline leaves; `error` once it has passed."""
+    at: float | None = getattr(_request_deadline, "at", None)
+    if at is None:
+        return timeout
+    left = at - time.monotonic()
+    if left <= 0:
+        raise error("the request's total deadline passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    def __init__(self, stream: httpcore.NetworkStream):
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, _remaining(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, _remaining(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(
+        self,
+        ssl_context: Any,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        tls = self._stream.start_tls(
+            ssl_context, server_hostname, _remaining(timeout, httpcore.ConnectTimeout)
+        )
+        return _DeadlineStream(tls)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    """httpcore's network backend with every connect, read and write bounded by the request deadline."""
+
+    def __init__(self, backend: httpcore.NetworkBackend):
+        self._backend = backend
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.NetworkStream:
+        stream = self._backend.connect_tcp(
+            host, port, _remaining(timeout, httpcore.ConnectTimeout), local_address, socket_options
+        )
+        return _DeadlineStream(stream)
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Any = None
+    ) -> httpcore.NetworkStream:
+        stream = self._backend.connect_unix_socket(
+            path, _remaining(timeout, httpcore.ConnectTimeout), socket_options
+        )
+        return _DeadlineStream(stream)
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
+
+
+def _deadline_transport(limits: httpx.Limits) -> httpx.HTTPTransport:
+    """httpx's own transport over the deadline backend (httpx exposes no backend parameter)."""
+    transport = httpx.HTTPTransport(limits=limits)
+    pool = transport._pool
+    assert isinstance(pool, httpcore.ConnectionPool), "httpx changed its transport internals"
+    pool._network_backend = _DeadlineBackend(pool._network_backend)
+    return transport
 
 
 class TokenBucket:
@@ -256,6 +371,15 @@ class CastAIClient:
         self.base_url = base_url
         self.organization_id = organization_id
         self._api_key = api_key if isinstance(api_key, SecretStr) else SecretStr(api_key)
+        self._redact = Redactor([self._api_key])
+        if not header_safe(self._api_key.get_secret_value()):
+            # h11 would refuse it on every request, quoting it; settings strip and refuse such keys.
+            raise CastAIError(
+                "the API key holds a control or non-ASCII character (not shown): it cannot be sent "
+                "as a header; strip the newline or fix the secret",
+                endpoint=base_url,
+            )
+        self._timeout = timeout_seconds
         self._max_retries = max_retries
         self._max_concurrency = max_concurrency
         self._page_limit = page_limit
@@ -265,14 +389,14 @@ class CastAIClient:
         self._bucket = TokenBucket(rate_limit_rps)
         self._log = logger or logging.getLogger(__name__)
         pool = max_concurrency + 5  # cluster fetches + the parallel enrichment calls
+        limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
         self._http = httpx.Client(
             base_url=base_url,
             auth=_ApiKeyAuth(self._api_key),
             headers={"Accept": "application/json", "User-Agent": _USER_AGENT},
             timeout=httpx.Timeout(timeout_seconds),
-            limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
             follow_redirects=False,  # a redirect could carry the key to another host
-            transport=transport,
+            transport=transport if transport is not None else _deadline_transport(limits),
         )
 
     @classmethod
@@ -563,12 +687,16 @@ class CastAIClient:
         cluster_id: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> bytes:
-        """GET with retries on 429/502/503/504 and transport errors; returns the 2xx body."""
+        """GET with retries on 429/502/503/504, timeouts and connection errors; returns the 2xx body.
+
+        HTTP 500 is not retried: Cast AI answers it to a request it cannot serve (an unknown
+        organisation id), the same every time.
+        """
         attempts = self._max_retries + 1
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(attempts),
             wait=self._wait,
-            retry=tenacity.retry_if_exception_type((_RetryableResponse, httpx.TransportError)),
+            retry=tenacity.retry_if_exception(_retryable),
             before_sleep=lambda state: self._log_retry(endpoint, cluster_id, attempts, state),
             reraise=True,
         )
@@ -580,13 +708,23 @@ class CastAIClient:
                 endpoint=endpoint,
                 cluster_id=cluster_id,
                 status=exc.status,
+                transient=True,
             ) from None
         except httpx.TimeoutException as exc:
             raise CastAIError(
-                f"timed out ({type(exc).__name__}); gave up after {attempts} attempt(s)",
+                f"no complete answer within {self._timeout:g} s (CASTAI_TIMEOUT_SECONDS, "
+                f"{type(exc).__name__}); gave up after {attempts} attempt(s)",
                 endpoint=endpoint,
                 cluster_id=cluster_id,
                 reason="timeout",
+                transient=True,
+            ) from None
+        except (httpx.LocalProtocolError, httpx.UnsupportedProtocol) as exc:
+            raise CastAIError(
+                f"the request itself is invalid ({type(exc).__name__}: {self._clean(str(exc))}); not retried",
+                endpoint=endpoint,
+                cluster_id=cluster_id,
+                reason="invalid request",
             ) from None
         except httpx.TransportError as exc:
             raise CastAIError(
@@ -594,6 +732,7 @@ class CastAIClient:
                 endpoint=endpoint,
                 cluster_id=cluster_id,
                 reason="connection error",
+                transient=True,
             ) from None
 
     def _get_once(
@@ -605,7 +744,8 @@ class CastAIClient:
         headers: Mapping[str, str] | None,
     ) -> bytes:
         self._bucket.acquire()
-        response = self._http.get(path, params=list(params), headers=headers)
+        with _deadline(self._timeout):
+            response = self._http.get(path, params=list(params), headers=headers)
         if response.is_success:
             return response.content
         message, field = error_message(response.content)
@@ -645,8 +785,6 @@ class CastAIClient:
 
     def _clean(self, text: str) -> str:
         """Server text made safe for messages: key redacted, one line, printable, truncated."""
-        key = self._api_key.get_secret_value()
-        if key:
-            text = text.replace(key, "[redacted]")
+        text = self._redact(text)
         text = "".join(ch for ch in " ".join(text.split()) if ch.isprintable())
         return text if len(text) <= _MAX_MESSAGE_CHARS else text[: _MAX_MESSAGE_CHARS - 1] + "…"

@@ -63,7 +63,8 @@ _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class InvalidResponse(ValueError):
-    """A response that cannot be decoded; `reason` is "invalid JSON", "invalid response" or "error body"."""
+    """A response that cannot be decoded; `reason` is "invalid JSON", "invalid UTF-8", "invalid response"
+    or "error body"."""
 
     def __init__(self, detail: str, *, reason: str, field: str | None = None, workload: str | None = None):
         super().__init__(detail)
@@ -321,6 +322,8 @@ _ERROR = _decoder(_ErrorResponse)
 def _decode(body: bytes, decoder: msgspec.json.Decoder[T]) -> T:
     try:
         decoded = decoder.decode(body)
+    except UnicodeDecodeError:  # msgspec lets it through bare, naming neither field nor offset
+        raise _invalid_utf8(body) from None
     except msgspec.DecodeError as exc:
         if not isinstance(exc, msgspec.ValidationError):
             raise InvalidResponse(f"invalid JSON: {_body_kind(body)}", reason="invalid JSON") from None
@@ -336,6 +339,42 @@ def _decode(body: bytes, decoder: msgspec.json.Decoder[T]) -> T:
             field=field or "message",
         )
     return decoded
+
+
+_LAST_KEY = re.compile(rb'"((?:[^"\\]|\\.){1,256})"\s*:')
+
+
+def _invalid_utf8(body: bytes) -> InvalidResponse:
+    """Name the offset, the nearest JSON key before it and, in workload costs, the workload."""
+    try:
+        body.decode("utf-8")
+        offset = -1  # msgspec disagreed with Python's codec: report without a position
+    except UnicodeDecodeError as exc:
+        offset = exc.start
+    keys = _LAST_KEY.findall(body[: max(offset, 0)][-4096:])
+    field = keys[-1].decode("utf-8", "backslashreplace") if keys else None
+    for key in reversed(keys):  # inside a label list ({"name": ..., "value": ...}): name the list
+        if key not in (b"name", b"value"):
+            field = "labels" if key == b"labels" else field
+            break
+    workload = None
+    try:  # error path only: read the body again with the bad bytes replaced, to name the workload
+        items = msgspec.json.decode(body.decode("utf-8", "replace")).get("items")
+        for item in items if isinstance(items, list) else ():
+            if isinstance(item, dict) and "\ufffd" in msgspec.json.encode(item).decode():
+                workload = workload_label(
+                    str(item.get("namespace", "?")),
+                    str(item.get("workloadType", "?")),
+                    str(item.get("workloadName", "?")),
+                )
+                break
+    except (msgspec.DecodeError, AttributeError):
+        pass
+    where = f" at byte {offset}" if offset >= 0 else ""
+    detail = f"the body is not valid UTF-8{where} (JSON text must be)"
+    if workload is not None:
+        detail += f" (workload {workload})"
+    return InvalidResponse(detail, reason="invalid UTF-8", field=field, workload=workload)
 
 
 def _body_kind(body: bytes) -> str:
@@ -366,7 +405,7 @@ def _workload_at(body: bytes, index: int) -> str | None:
     """Error path only: re-read the body generically to name the workload at items[index]."""
     try:
         item = msgspec.json.decode(body)["items"][index]
-    except (msgspec.DecodeError, LookupError, TypeError):
+    except (msgspec.DecodeError, UnicodeDecodeError, LookupError, TypeError):
         return None
     if not isinstance(item, dict) or "workloadName" not in item:
         return None
@@ -391,6 +430,8 @@ def error_message(body: bytes) -> tuple[str, str | None]:
     """(message, first violated field) of an ErrorResponse body; a short description for other bodies."""
     try:
         error = _ERROR.decode(body)
+    except UnicodeDecodeError:
+        return "an error response that is not valid UTF-8", None
     except msgspec.DecodeError:
         return f"{_body_kind(body)} in the error response", None
     violations = [v for v in error.field_violations if isinstance(v, dict)]

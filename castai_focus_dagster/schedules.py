@@ -1,16 +1,13 @@
 """Restatement schedule: Cast AI keeps revising recent costs, so every tick re-materialises each day
 that overlaps the last `COLLECTION_LOOKBACK_HOURS` (and today's partial day)."""
 
-import os
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
 from castai_focus_dagster.jobs import focus_export_job
 from castai_focus_dagster.partitions import daily_partitions
-from castai_focus_dagster.settings import SETTINGS_DOC, load_settings
-
-DEFAULT_CRON = next(d.default for d in SETTINGS_DOC if d.env == "SCHEDULE_CRON")
+from castai_focus_dagster.settings import load_settings, schedule_cron
 
 
 def restated_partition_keys(now: datetime, lookback_hours: int) -> list[str]:
@@ -28,7 +25,7 @@ def restated_partition_keys(now: datetime, lookback_hours: int) -> list[str]:
 
 @dg.schedule(
     job=focus_export_job,
-    cron_schedule=os.environ.get("SCHEDULE_CRON", DEFAULT_CRON),
+    cron_schedule=schedule_cron(),  # an invalid SCHEDULE_CRON fails the load with the settings' message
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.STOPPED,
     description="Re-materialise each day overlapping the last COLLECTION_LOOKBACK_HOURS (late Cast AI data).",

@@ -29,6 +29,8 @@ AllocationMode = Literal["workload", "split"]
 LogLevel = Literal["debug", "info", "warn", "warning", "error"]
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
+# What an HTTP header value (X-API-Key) and a SigV4 secret can carry: printable ASCII, spaces inside.
+_HEADER_SAFE = re.compile(r"[\x20-\x7e]*")
 # ISO 4217 codes that are not national currencies (precious metals, testing, fund units, no currency).
 _NON_NATIONAL = {"XAU", "XAG", "XPT", "XPD", "XTS", "XXX", "XDR", "XBA", "XBB", "XBC", "XBD", "XSU", "XUA"}
 
@@ -175,10 +177,22 @@ SETTINGS_DOC: tuple[SettingDoc, ...] = (
         "`workload` (one row per workload charge) or `split` (FOCUS 1.3 split cost allocation).",
         "added",
     ),
-    SettingDoc("SCHEDULE_CRON", "0 */6 * * *", "Cron (UTC) of the restatement schedule.", "added"),
+    SettingDoc(
+        "SCHEDULE_CRON",
+        "0 */6 * * *",
+        "Cron (UTC) of the restatement schedule: five fields or a macro such as `@hourly`, `@daily`, "
+        "`@weekly`; checked by Dagster's schedule rule when the code location loads and when a run starts.",
+        "added",
+    ),
     SettingDoc("CASTAI_MAX_CONCURRENCY", "20", "Clusters fetched in parallel.", "added"),
     SettingDoc("CASTAI_RATE_LIMIT_RPS", "20", "Client-side request rate limit (requests/second).", "added"),
-    SettingDoc("CASTAI_TIMEOUT_SECONDS", "60", "Per-request timeout.", "added"),
+    SettingDoc(
+        "CASTAI_TIMEOUT_SECONDS",
+        "60",
+        "Total deadline of one HTTP request to Cast AI: connect, send and the whole answer together "
+        "(a trickling answer fails at the deadline, as a timeout, and is retried).",
+        "added",
+    ),
     SettingDoc("CASTAI_MAX_RETRIES", "6", "Retries on 429/502/503/504 and connection errors.", "added"),
     SettingDoc("CASTAI_PAGE_LIMIT", "100", "`page.limit` for paged endpoints.", "added"),
 )
@@ -255,6 +269,27 @@ class Settings(BaseModel):
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
+    @field_validator("castai_api_key", "s3_secret_access_key", mode="before")
+    @classmethod
+    def _secret(cls, value: Any) -> Any:
+        """Surrounding whitespace stripped (a secret file ending in a newline, as `kubectl create secret
+        --from-file` stores it); any other control or non-ASCII character refused without showing it."""
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if not isinstance(raw, str):
+            return value
+        raw = raw.strip()
+        if not header_safe(raw):
+            raise ValueError(
+                "holds a control or non-ASCII character inside the value (not shown); a key or secret "
+                "is printable ASCII: check how the secret was created"
+            )
+        return SecretStr(raw)
+
+    @field_validator("schedule_cron", mode="before")
+    @classmethod
+    def _strip(cls, value: Any) -> Any:
+        return value.strip() if isinstance(value, str) else value
+
     @field_validator("focus_billing_currency")
     @classmethod
     def _currency(cls, value: str) -> str:
@@ -291,6 +326,11 @@ class Settings(BaseModel):
         return self.focus_billing_account_name or self.organization_id
 
 
+def header_safe(value: str) -> bool:
+    """Whether `value` can travel as an HTTP header value (and a SigV4 secret): printable ASCII."""
+    return _HEADER_SAFE.fullmatch(value) is not None
+
+
 def _is_loopback(host: str) -> bool:
     if host in ("localhost",):
         return True
@@ -308,36 +348,35 @@ def key_allowed_over(url: str) -> bool:
     return parts.scheme == "http" and _is_loopback(parts.hostname or "")
 
 
-# Five cron fields: (name, lowest, highest, symbolic names).
-_CRON_FIELDS = (
-    ("minute", 0, 59, ()),
-    ("hour", 0, 23, ()),
-    ("day of month", 1, 31, ()),
-    ("month", 1, 12, ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")),
-    ("day of week", 0, 7, ("sun", "mon", "tue", "wed", "thu", "fri", "sat")),
-)
-_CRON_ITEM = re.compile(r"^(\*|[0-9a-z]+(?:-[0-9a-z]+)?)(?:/([0-9]+))?$")
-
-
 def cron_problem(expression: str) -> str | None:
-    """Why a standard five-field cron expression is invalid, or None (checked here so it joins the list)."""
-    fields = expression.split()
-    if len(fields) != 5:
-        return f"must have 5 fields (minute hour day-of-month month day-of-week), got {len(fields)}"
-    for text, (what, low, high, names) in zip(fields, _CRON_FIELDS, strict=True):
-        for item in text.lower().split(","):
-            match = _CRON_ITEM.match(item)
-            if not match or match.group(2) == "0":
-                return f"{what} field {text!r} is not a cron list, range or step"
-            if match.group(1) == "*":
-                continue
-            for bound in match.group(1).split("-"):
-                value = names.index(bound) + (low if what == "month" else 0) if bound in names else None
-                if value is None and not bound.isdigit():
-                    return f"{what} field {text!r} has an unknown value {bound!r}"
-                if not low <= (int(bound) if value is None else value) <= high:
-                    return f"{what} field {text!r} is outside {low}-{high}"
+    """Why the restatement schedule cannot run on `expression`, or None.
+
+    The judge is Dagster's own schedule validation (a throwaway `ScheduleDefinition`), the check the
+    code location applies when it loads: settings then accept exactly what the schedule runs on
+    (five fields, macros such as `@daily`), no more and no less.
+    """
+    import dagster as dg  # lazy: settings are imported by light modules too
+
+    try:
+        dg.ScheduleDefinition(
+            name="schedule_cron", cron_schedule=expression, job_name="check", execution_timezone="UTC"
+        )
+    except dg.DagsterInvalidDefinitionError:
+        return (
+            "not a cron schedule Dagster accepts: five fields (minute hour day-of-month month "
+            f"day-of-week, UTC) or a macro such as @hourly, @daily, @weekly; got {expression!r}"
+        )
     return None
+
+
+def schedule_cron(environ: Mapping[str, str] | None = None) -> str:
+    """SCHEDULE_CRON for the schedule definition, checked by the same rule as every run's settings."""
+    env = os.environ if environ is None else environ
+    expression = env.get("SCHEDULE_CRON", _DEFAULTS["SCHEDULE_CRON"]).strip()
+    problem = cron_problem(expression)
+    if problem:
+        raise ConfigError([f"SCHEDULE_CRON: {problem}"])
+    return expression
 
 
 def _cross_field_problems(raw: Mapping[str, str]) -> list[str]:

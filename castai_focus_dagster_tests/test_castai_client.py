@@ -29,7 +29,7 @@ from castai_focus_dagster.castai_client import (
 )
 from castai_focus_dagster.castai_decode import COST_REPORT_COLUMNS, WorkloadCostItem
 from castai_focus_dagster.models import METRIC_COLUMNS, WORKLOAD_COSTS_SCHEMA
-from castai_focus_dagster.sandbox import Faults, SandboxOrg, SandboxServer
+from castai_focus_dagster.sandbox import CannedResponse, Faults, SandboxOrg, SandboxServer
 from castai_focus_dagster.settings import load_settings
 
 START = datetime(2026, 9, 1, tzinfo=UTC)
@@ -809,3 +809,115 @@ def test_small_endpoint_errors_name_endpoint_and_field(
         call(_json_client({path: answer}))
     assert (info.value.endpoint, info.value.field, info.value.status) == expected
     assert expected[0] in str(info.value)
+
+
+# ------------------------------------------------------------------------------------------------
+# Transient or permanent: the classification the client retried by is the one the error reports
+
+
+def test_errors_say_whether_retrying_can_help(
+    sandbox: SandboxServer, sandbox_org: SandboxOrg, cluster_id: str
+) -> None:
+    path = WORKLOAD_COSTS_PATH.format(cluster_id)
+    cases: list[tuple[Faults, bool, int]] = [  # faults, transient, requests made with max_retries=1
+        (Faults(fail_paths={path: 503}), True, 2),
+        (Faults(fail_paths={path: 429}), True, 2),
+        (Faults(timeout_paths=f"{path}$", timeout_seconds=2), True, 2),
+        (Faults(fail_paths={path: 500}), False, 1),
+        (Faults(fail_paths={path: 404}), False, 1),
+        (Faults(malformed_json_paths=f"{path}$"), False, 1),
+    ]
+    for faults, transient, requests in cases:
+        sandbox.requests.clear()
+        sandbox.faults = faults
+        timeout = 0.3 if faults.timeout_paths else 10.0
+        client = make_client(sandbox, sandbox_org, max_retries=1, timeout_seconds=timeout)
+        with client, pytest.raises(CastAIError) as info:
+            client.workload_costs(cluster_id, START, END, STEP)
+        assert info.value.transient is transient, (faults, info.value)
+        assert len(requests_to(sandbox, path)) == requests, (faults, info.value)
+
+
+def test_a_trickling_answer_fails_at_the_request_deadline(
+    sandbox: SandboxServer, sandbox_org: SandboxOrg, cluster_id: str
+) -> None:
+    """One byte a second passes every per-read timeout; the total deadline ends each attempt."""
+    path = WORKLOAD_COSTS_PATH.format(cluster_id)
+    sandbox.faults = Faults(trickle_paths=f"{path}$", trickle_seconds_per_byte=1.0)
+    outcome: list[BaseException | None] = []
+
+    def fetch() -> None:
+        try:
+            with make_client(sandbox, sandbox_org, timeout_seconds=2, max_retries=1) as client:
+                client.workload_costs(cluster_id, START, END, STEP)
+            outcome.append(None)
+        except BaseException as exc:  # handed to the test thread
+            outcome.append(exc)
+
+    started = time.monotonic()
+    worker = threading.Thread(target=fetch, daemon=True)
+    worker.start()
+    worker.join(timeout=60)  # a request still running here is unbounded (the answer takes hours)
+    elapsed = time.monotonic() - started
+    assert not worker.is_alive(), "the trickled request was not ended by its deadline"
+    assert sandbox.faults.injected["trickle"] == 2
+    (error,) = outcome
+    assert isinstance(error, CastAIError) and error.reason == "timeout" and error.transient
+    assert "within 2 s" in str(error) and error.cluster_id == cluster_id
+    assert elapsed < 2 * 2 + 10  # two attempts of 2 s each, plus generous slack for a loaded machine
+
+
+def test_the_deadline_spares_an_answer_that_arrives_in_time(
+    sandbox: SandboxServer, sandbox_org: SandboxOrg
+) -> None:
+    sandbox.faults = Faults(trickle_paths="external-clusters", trickle_seconds_per_byte=0.0005)
+    with make_client(sandbox, sandbox_org, timeout_seconds=30, max_retries=0) as client:
+        assert {c.id for c in client.list_clusters()} == {c.id for c in sandbox_org.clusters}
+    assert sandbox.faults.injected["trickle"] == 1
+
+
+def test_invalid_utf8_is_refused_at_once_naming_cluster_and_workload(
+    sandbox: SandboxServer, sandbox_org: SandboxOrg, cluster_id: str
+) -> None:
+    path = WORKLOAD_COSTS_PATH.format(cluster_id)
+    item = (
+        b'{"namespace":"shop","workloadType":"Deployment","workloadName":"web",'
+        b'"labels":[{"name":"team","value":"pay\xffments"}],"costMetrics":[]}'
+    )
+    body = b'{"clusterId":"c","items":[' + item + b'],"nextCursor":"","count":"1"}'
+    sandbox.faults = Faults(responses={f"{path}$": lambda _query: CannedResponse(200, body)})
+    with make_client(sandbox, sandbox_org, max_retries=3) as client, pytest.raises(CastAIError) as info:
+        client.workload_costs(cluster_id, START, END, STEP)
+    error = info.value
+    assert (error.endpoint, error.cluster_id, error.field, error.reason) == (
+        "workload-costs",
+        cluster_id,
+        "labels",
+        "invalid UTF-8",
+    )
+    assert "not valid UTF-8" in str(error) and "shop/Deployment/web" in str(error)
+    assert not error.transient and len(requests_to(sandbox, path)) == 1
+
+
+def test_a_key_no_header_can_carry_is_refused_before_any_request() -> None:
+    sent: list[httpx.Request] = []
+    for key in ("castai-key-0123456789abcdef\n", "castai-key\r\nX-Injected: 1", "clé-0123456789"):
+        with pytest.raises(CastAIError) as info:
+            CastAIClient(
+                "https://api.cast.ai",
+                key,
+                organization_id="o",
+                transport=httpx.MockTransport(lambda r: sent.append(r) or httpx.Response(200)),
+            )
+        assert not info.value.transient and "cannot be sent as a header" in str(info.value)
+        assert "0123456789" not in str(info.value) and "castai-key" not in str(info.value)
+    assert sent == []
+
+
+def test_a_request_that_cannot_be_sent_is_permanent(sandbox: SandboxServer, sandbox_org: SandboxOrg) -> None:
+    """h11 refuses an illegal header value before sending; that fails identically every time."""
+    sandbox.requests.clear()
+    with make_client(sandbox, sandbox_org, max_retries=3) as client, pytest.raises(CastAIError) as info:
+        client.enterprise_organizations("org\nX-Injected: header")
+    assert not info.value.transient and info.value.reason == "invalid request"
+    assert "not retried" in str(info.value) and sandbox.requests == []

@@ -284,9 +284,9 @@ def test_split_allocation_mode_end_to_end(
 
 
 @pytest.mark.parametrize(
-    ("endpoint", "mode"),
-    [("workload-costs", "workload"), ("cost", "split")],
-    ids=["workload-costs", "cluster-cost-in-split-mode"],
+    ("endpoint", "mode", "status"),
+    [("workload-costs", "workload", 404), ("cost", "split", 404), ("workload-costs", "workload", 500)],
+    ids=["workload-costs", "cluster-cost-in-split-mode", "http-500-like-the-client"],
 )
 def test_a_permanent_castai_error_fails_at_once_without_step_retries(
     exporter_env: Path,
@@ -295,10 +295,12 @@ def test_a_permanent_castai_error_fails_at_once_without_step_retries(
     monkeypatch: pytest.MonkeyPatch,
     endpoint: str,
     mode: str,
+    status: int,
 ) -> None:
+    """HTTP 500 is permanent for the client (not retried) and so for Dagster's retry policy too."""
     monkeypatch.setenv("FOCUS_ALLOCATION_MODE", mode)
     broken = sandbox_org.clusters[0].id
-    sandbox.faults.fail_paths = {rf"/clusters/{broken}/{endpoint}$": 404}
+    sandbox.faults.fail_paths = {rf"/clusters/{broken}/{endpoint}$": status}
     with dg.instance_for_test() as instance:
         result = run([DAY], instance)
         assert not result.success
@@ -311,7 +313,7 @@ def test_a_permanent_castai_error_fails_at_once_without_step_retries(
         e for e in events if e.dagster_event and e.dagster_event.event_type_value == "STEP_FAILURE"
     )
     text = str(failure.dagster_event.event_specific_data)
-    assert broken in text and "404" in text
+    assert broken in text and str(status) in text
     assert ("cluster-cost" if endpoint == "cost" else "workload-costs") in text
 
 

@@ -11,8 +11,10 @@ from castai_focus_dagster.settings import (
     SETTINGS_DOC,
     ConfigError,
     Settings,
+    cron_problem,
     key_allowed_over,
     load_settings,
+    schedule_cron,
 )
 
 # The variables of the original castai-focus README (issue 2), each must exist with its documented default.
@@ -216,3 +218,54 @@ def test_settings_are_immutable() -> None:
     with pytest.raises(ValueError):
         settings.s3_bucket = "x"  # type: ignore[misc]
     assert isinstance(settings, Settings)
+
+
+@pytest.mark.parametrize("around", [("", "\n"), ("", "\r\n"), ("  ", " \t\n"), ("\n", "")])
+def test_secrets_lose_surrounding_whitespace_when_settings_load(around: tuple[str, str]) -> None:
+    """`kubectl create secret --from-file` keeps a file's final newline in the secret."""
+    before, after = around
+    settings = load_settings(
+        PRODUCTION
+        | {
+            "CASTAI_API_KEY": before + SECRET_KEY + after,
+            "S3_ACCESS_KEY_ID": "AKIAEXAMPLE",
+            "S3_SECRET_ACCESS_KEY": before + SECRET_S3 + after,
+        }
+    )
+    assert settings.castai_api_key.get_secret_value() == SECRET_KEY
+    assert settings.s3_secret_access_key.get_secret_value() == SECRET_S3
+
+
+@pytest.mark.parametrize("inside", ["\n", "\r\n", "\x00", "\x07", "\x1b", "\x7f", "é", "\u2028"])
+def test_a_secret_with_a_control_character_inside_is_refused_without_showing_it(inside: str) -> None:
+    key, secret = SECRET_KEY[:5] + inside + SECRET_KEY[5:], SECRET_S3[:4] + inside + SECRET_S3[4:]
+    problems = problems_of(
+        PRODUCTION
+        | {"CASTAI_API_KEY": key, "S3_ACCESS_KEY_ID": "AKIAEXAMPLE", "S3_SECRET_ACCESS_KEY": secret}
+    )
+    assert [p.split(":")[0] for p in problems] == ["CASTAI_API_KEY", "S3_SECRET_ACCESS_KEY"]
+    assert all("control or non-ASCII character" in p for p in problems)
+    text = "\n".join(problems)
+    for part in (SECRET_KEY[:5], SECRET_KEY[5:], SECRET_S3[:4], SECRET_S3[4:]):
+        assert part not in text
+
+
+@pytest.mark.parametrize(
+    "cron", ["@daily", "@hourly", "@weekly", "@monthly", "0 */6 * * *", " 15 3 * * mon "]
+)
+def test_every_cron_the_schedule_accepts_loads_at_start_and_in_the_schedule(cron: str) -> None:
+    settings = load_settings({"CASTAI_API_URL": "sandbox", "SCHEDULE_CRON": cron})
+    assert settings.schedule_cron == cron.strip() == schedule_cron({"SCHEDULE_CRON": cron})
+    assert cron_problem(cron.strip()) is None
+
+
+@pytest.mark.parametrize("cron", ["@reboot", "@every 5m", "0 0 31 2 *", "* * * * * *", "61 * * * *", "daily"])
+def test_a_cron_the_schedule_refuses_is_refused_at_start_and_at_load_alike(cron: str) -> None:
+    problems = problems_of({"CASTAI_API_URL": "sandbox", "SCHEDULE_CRON": cron})
+    with pytest.raises(ConfigError) as at_load:
+        schedule_cron({"SCHEDULE_CRON": cron})
+    assert problems == at_load.value.problems
+    assert (
+        problems[0].startswith("SCHEDULE_CRON: not a cron schedule Dagster accepts")
+        and repr(cron) in problems[0]
+    )

@@ -13,7 +13,10 @@ did, `html_error_paths` replaces a successful body by an HTML page (status 200) 
 `malformed_json_paths` truncates it. `cursor_loop` and `duplicate_workloads` change the
 workload-costs pagination itself and are applied by the server. `responses` (bad-input tests) serve
 a scripted `CannedResponse` instead of the sandbox's own answer; delays and error statuses above still
-come first, and a canned answer is never corrupted further.
+come first, and a canned answer is never corrupted further. `trickle_paths` changes how the answer
+travels, not what it is: status line, headers and body are sent one byte every
+`trickle_seconds_per_byte` (a stalled proxy or a congested link), so every socket read of the client
+succeeds while the answer takes minutes; only a deadline on the whole request ends it.
 
 `keyed=True` makes the random draws of a request depend only on the seed, the request (method, path
 and query) and how many times that same request was made before, not on the arrival order: clients
@@ -31,7 +34,7 @@ import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 # Gateway errors a load balancer in front of Cast AI may answer; used round-robin by `rate_5xx`.
@@ -52,6 +55,7 @@ class FaultPlan:
     status: int | None = None  # replace the answer by this error status
     retry_after: str | None = None  # Retry-After header value (429 only)
     body: BodyFault = BodyFault.NONE
+    trickle_seconds: float = 0.0  # pause before each byte of the answer (0: sent at once)
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,8 @@ class Faults:
     fail_paths: dict[str, int] = field(default_factory=dict)  # regex -> permanent status (404, 500, ...)
     timeout_paths: str | None = None  # regex: sleep `timeout_seconds` before answering
     timeout_seconds: float = 30.0
+    trickle_paths: str | None = None  # regex: the answer is sent one byte at a time
+    trickle_seconds_per_byte: float = 1.0
     cursor_loop: bool = False  # workload-costs always returns the same non-empty nextCursor
     duplicate_workloads: bool = False  # every later page repeats the previous page's last workload
     responses: dict[str, Responder] = field(default_factory=dict)  # regex -> scripted answers
@@ -102,42 +108,46 @@ class Faults:
         """
         with self._lock:
             slow_draw, draw_429, draw_5xx = self._draws(request or path)
-            delay = 0.0
-            if _matches(self.timeout_paths, path):
-                delay += self.timeout_seconds
-                self.injected["timeout"] += 1
-            if slow_draw < self.rate_slow:
-                delay += self.slow_seconds
-                self.injected["slow"] += 1
-            status = next(
-                (code for pattern, code in self.fail_paths.items() if re.search(pattern, path)), None
+            plan = self._plan(path, slow_draw, draw_429, draw_5xx)
+            if _matches(self.trickle_paths, path):
+                self.injected["trickle"] += 1
+                plan = replace(plan, trickle_seconds=self.trickle_seconds_per_byte)
+            return plan
+
+    def _plan(self, path: str, slow_draw: float, draw_429: float, draw_5xx: float) -> FaultPlan:
+        """Delays and answer replacements of one request, from its three draws (lock held)."""
+        delay = 0.0
+        if _matches(self.timeout_paths, path):
+            delay += self.timeout_seconds
+            self.injected["timeout"] += 1
+        if slow_draw < self.rate_slow:
+            delay += self.slow_seconds
+            self.injected["slow"] += 1
+        status = next((code for pattern, code in self.fail_paths.items() if re.search(pattern, path)), None)
+        if status is not None:
+            self.injected["fail"] += 1
+            return FaultPlan(delay_seconds=delay, status=status)
+        if draw_429 < self.rate_429:
+            self.injected["429"] += 1
+            return FaultPlan(delay_seconds=delay, status=429, retry_after=_seconds(self.retry_after_seconds))
+        if draw_5xx < self.rate_5xx:
+            # Round-robin in arrival order; keyed: chosen by the request's own draw, like the rest.
+            turn = (
+                int(draw_5xx / self.rate_5xx * len(GATEWAY_ERRORS))
+                if self.keyed
+                else self._gateway_errors_sent
             )
-            if status is not None:
-                self.injected["fail"] += 1
-                return FaultPlan(delay_seconds=delay, status=status)
-            if draw_429 < self.rate_429:
-                self.injected["429"] += 1
-                return FaultPlan(
-                    delay_seconds=delay, status=429, retry_after=_seconds(self.retry_after_seconds)
-                )
-            if draw_5xx < self.rate_5xx:
-                # Round-robin in arrival order; keyed: chosen by the request's own draw, like the rest.
-                turn = (
-                    int(draw_5xx / self.rate_5xx * len(GATEWAY_ERRORS))
-                    if self.keyed
-                    else self._gateway_errors_sent
-                )
-                status = GATEWAY_ERRORS[turn % len(GATEWAY_ERRORS)]
-                self._gateway_errors_sent += 1
-                self.injected["5xx"] += 1
-                return FaultPlan(delay_seconds=delay, status=status)
-            if _matches(self.html_error_paths, path):
-                self.injected["html"] += 1
-                return FaultPlan(delay_seconds=delay, body=BodyFault.HTML)
-            if _matches(self.malformed_json_paths, path):
-                self.injected["malformed"] += 1
-                return FaultPlan(delay_seconds=delay, body=BodyFault.MALFORMED)
-            return FaultPlan(delay_seconds=delay)
+            status = GATEWAY_ERRORS[turn % len(GATEWAY_ERRORS)]
+            self._gateway_errors_sent += 1
+            self.injected["5xx"] += 1
+            return FaultPlan(delay_seconds=delay, status=status)
+        if _matches(self.html_error_paths, path):
+            self.injected["html"] += 1
+            return FaultPlan(delay_seconds=delay, body=BodyFault.HTML)
+        if _matches(self.malformed_json_paths, path):
+            self.injected["malformed"] += 1
+            return FaultPlan(delay_seconds=delay, body=BodyFault.MALFORMED)
+        return FaultPlan(delay_seconds=delay)
 
     def canned(self, path: str, query: Mapping[str, list[str]]) -> CannedResponse | None:
         """The scripted answer of the first `responses` pattern found in `path` that has one."""

@@ -66,7 +66,7 @@ import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -169,6 +169,7 @@ class _Response:
     body: bytes
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
+    trickle_seconds: float = 0.0  # pause before each byte on the wire (the `trickle_paths` fault)
 
 
 class _ApiError(Exception):
@@ -512,24 +513,34 @@ class _SandboxApi:
         self._record(request)
         if request.path == "/healthz":
             return _Response(200, b'{"status":"ok"}')
+        plan = FaultPlan()
         try:
             scope = self._authorize(request)
             faults = self._server.faults
             plan = faults.plan(request.path, f"{method} {target}")
-            if plan.delay_seconds:
-                self._server.wait(plan.delay_seconds)
-            if plan.status is not None:
-                return _fault_response(plan)
-            canned = faults.canned(request.path, request.query)
-            if canned is not None:
-                return _Response(canned.status, canned.body, canned.content_type, dict(canned.headers))
-            response = self._route(request, scope)
+            response = self._answer(request, scope, plan, faults)
         except _ApiError as exc:
-            return exc.response()
+            response = exc.response()
         except Exception:  # a sandbox bug: answer like Cast AI would, keep the traceback visible
             logger.exception("sandbox failed on %s", request.endpoint())
-            return _error(500, "Internal Server Error")
-        return _corrupt(response, plan)
+            response = _error(500, "Internal Server Error")
+        if plan.trickle_seconds:
+            response = replace(response, trickle_seconds=plan.trickle_seconds)
+        return response
+
+    def _answer(self, request: _Request, scope: str, plan: FaultPlan, faults: Faults) -> _Response:
+        if plan.delay_seconds:
+            self._server.wait(plan.delay_seconds)
+        if plan.status is not None:
+            return _fault_response(plan)
+        canned = faults.canned(request.path, request.query)
+        if canned is not None:
+            return _Response(canned.status, canned.body, canned.content_type, dict(canned.headers))
+        return _corrupt(self._route(request, scope), plan)
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep like a fault's delay; True when the server is stopping (stop sending)."""
+        return self._server.wait(seconds)
 
     def _record(self, request: _Request) -> None:
         headers = {k: (REDACTED if k in _SECRET_HEADERS else v) for k, v in request.headers.items()}
@@ -839,6 +850,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         headers = {name.lower(): value for name, value in self.headers.items()}
         response = self.server.api.handle(method, self.path, headers, body)
+        if response.trickle_seconds:
+            self._trickle(response)
+            return
         try:
             self.send_response(response.status)
             self.send_header("Content-Type", response.content_type)
@@ -849,6 +863,22 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.wfile.write(response.body)
         except (BrokenPipeError, ConnectionResetError):  # the client gave up (e.g. its timeout fired)
             self.close_connection = True
+
+    def _trickle(self, response: _Response) -> None:
+        """The whole answer, status line included, one byte per `trickle_seconds`; the connection closes."""
+        head = [f"HTTP/1.1 {response.status} {HTTPStatus(response.status).phrase}"]
+        head += [f"Content-Type: {response.content_type}", f"Content-Length: {len(response.body)}"]
+        head += [f"{name}: {value}" for name, value in response.headers.items()]
+        head += ["Connection: close", "", ""]
+        wire = "\r\n".join(head).encode("latin-1") + response.body
+        self.close_connection = True
+        try:
+            for index in range(len(wire)):
+                if self.server.api.wait(response.trickle_seconds):
+                    return
+                self.wfile.write(wire[index : index + 1])
+        except OSError:  # the client gave up (its deadline fired)
+            return
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silent: the recorded requests are the log (and they never hold the API key)."""
@@ -909,9 +939,9 @@ class SandboxServer:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    def wait(self, seconds: float) -> None:
-        """Sleep for a fault's delay, cut short when the server stops."""
-        self._stopping.wait(seconds)
+    def wait(self, seconds: float) -> bool:
+        """Sleep for a fault's delay, cut short when the server stops (then True)."""
+        return self._stopping.wait(seconds)
 
     def prerender(self, start: datetime | str, end: datetime | str, step_seconds: int = 3600) -> int:
         """Render every cluster's workload costs (and cluster cost) for this window; returns clusters."""

@@ -292,6 +292,14 @@ def control_character_labels(items: list[JSON], clean: Clean) -> None:
     ]
 
 
+def invalid_utf8_label(clean: Clean) -> dict[str, Responder]:
+    """A label value holding a byte that is not UTF-8 (Latin-1 "é"): JSON text must be UTF-8."""
+    items = clean.items()
+    items[0]["labels"] = [{"name": "team", "value": "caf__LATIN1__"}, {"name": "app", "value": "checkout"}]
+    body = _body({"clusterId": clean.cluster_id, "items": items, "nextCursor": "", "count": str(len(items))})
+    return {_workload_costs_path(clean): always(body.replace(b"__LATIN1__", b"\xe9"))}
+
+
 def clusters_answer(change: Callable[[JSON, Clean], JSON | bytes]) -> Build:
     return lambda clean: {
         r"/v1/kubernetes/external-clusters$": always(change(copy.deepcopy(clean.clusters), clean))
@@ -452,6 +460,9 @@ CASES: tuple[BadInput, ...] = (
     BadInput("control-characters-in-labels", WORKLOAD_COSTS, "label key or value with NUL / newline",
              "repaired", "repaired: those labels are left out of Tags (Kubernetes forbids them); "
              "costs unaffected", one_page(control_character_labels), warning=CONTROL_CHARACTERS_IN_LABELS),
+    BadInput("invalid-utf8-label", WORKLOAD_COSTS, "a label value holding a non-UTF-8 byte (Latin-1 `é`)",
+             "refused", "refused at once, not retried (the same bytes would come back): JSON text is UTF-8",
+             invalid_utf8_label, field="labels"),
     # Cluster list
     BadInput("cluster-without-id", CLUSTERS, "a cluster without `id`", "refused",
              "refused: a cluster without id cannot be exported", clusters_answer(without_cluster_id),

@@ -92,8 +92,9 @@ class RunOutcome:
         ]
 
 
-def run_day(instance: dg.DagsterInstance, day: str = DAY) -> RunOutcome:
-    """One daily partition through the whole job (assets and checks), step retries off."""
+def run_day(instance: dg.DagsterInstance, day: str = DAY, *, step_retries: bool = False) -> RunOutcome:
+    """One daily partition through the whole job (assets and checks), step retries off unless asked
+    (a test that proves a failure is not retried runs with the production retry policy)."""
     job = dg.reconstructable(focus_export_job)
     # Dagster memoises the last loaded definition; load it again in this test's environment.
     type(job).get_definition.cache_clear()
@@ -103,7 +104,7 @@ def run_day(instance: dg.DagsterInstance, day: str = DAY) -> RunOutcome:
             job,
             instance=instance,
             tags={"dagster/partition": day},
-            run_config=NO_STEP_RETRIES,
+            run_config={} if step_retries else NO_STEP_RETRIES,
             raise_on_error=False,
         ) as result:
             run_id = result.run_id

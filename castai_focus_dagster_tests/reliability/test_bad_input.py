@@ -24,6 +24,7 @@ import pytest
 from castai_focus_dagster.audit import AuditReport, audit_focus
 from castai_focus_dagster.castai_client import (
     CLUSTERS,
+    RETRYABLE_STATUSES,
     WORKLOAD_COSTS,
     CastAIClient,
     CastAIError,
@@ -193,6 +194,8 @@ def test_bad_input_meets_its_documented_outcome(
         if case.field:
             assert export.error.field == case.field and f"field {case.field}" in message
         assert export.focus is None
+        # Only what the client retried before giving up may be retried again (Dagster's retry policy).
+        assert export.error.transient is (export.error.status in RETRYABLE_STATUSES), export.error
         return
 
     assert export.error is None, f"unexpected refusal: {export.error}"
@@ -291,3 +294,41 @@ def test_clusters_endpoint_refusals_stop_the_run_before_anything_is_fetched(
     server.faults = Faults()
     assert export.error is not None and export.error.endpoint == CLUSTERS
     assert not [r for r in server.requests if r.path.endswith("/workload-costs")]
+
+
+def test_a_permanent_refusal_is_not_retried_by_the_production_retry_policy(
+    server: SandboxServer,
+    org: SandboxOrg,
+    clean: Clean,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Undecodable bytes fail the step at once, with the retry policy of production in force
+    (it used to retry a bare UnicodeDecodeError for minutes)."""
+    exporter_environment(
+        monkeypatch,
+        server.url,
+        org.api_key,
+        org.organization_id,
+        LOCAL_OUTPUT_DIR=str(tmp_path / "out"),
+        COLLECTION_INCLUDE_CLUSTER_IDS=clean.cluster_id,
+        CASTAI_MAX_RETRIES="3",
+    )
+    server.faults = Faults(responses=_case("invalid-utf8-label").build(clean))
+    server.requests.clear()
+    try:
+        with dg.DagsterInstance.ephemeral() as instance:
+            refused = run_day(instance, step_retries=True)
+    finally:
+        server.faults = Faults()
+    assert not refused.success
+    failures = refused.failures()
+    assert [t for t in failures if f"Cast AI {WORKLOAD_COSTS} cluster {clean.cluster_id} field labels" in t]
+    assert [t for t in failures if "not valid UTF-8" in t]
+    retried = [
+        e
+        for e in refused.events
+        if e.dagster_event and e.dagster_event.event_type_value == "STEP_UP_FOR_RETRY"
+    ]
+    assert retried == []
+    assert len([r for r in server.requests if r.path.endswith("/workload-costs")]) == 1

@@ -8,8 +8,10 @@ message, and never echoes a secret.
 
 from __future__ import annotations
 
+import importlib
 import itertools
 from dataclasses import dataclass
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -84,6 +86,17 @@ CORPUS = (
     Invalid("retries-absurd", {"CASTAI_MAX_RETRIES": "1000"}, ("CASTAI_MAX_RETRIES",)),
     Invalid("page-limit-zero", {"CASTAI_PAGE_LIMIT": "0"}, ("CASTAI_PAGE_LIMIT",)),
     Invalid("schedule-cron-empty", {"SCHEDULE_CRON": ""}, ("SCHEDULE_CRON",)),
+    Invalid("schedule-cron-macro-dagster-refuses", {"SCHEDULE_CRON": "@reboot"}, ("SCHEDULE_CRON",)),
+    Invalid(
+        "api-key-control-character",
+        {"CASTAI_API_KEY": API_KEY[:9] + "\x07" + API_KEY[9:]},
+        ("CASTAI_API_KEY",),
+    ),
+    Invalid(
+        "s3-secret-line-break",
+        {"S3_ACCESS_KEY_ID": "AKIAEXAMPLE", "S3_SECRET_ACCESS_KEY": "s3-\n" + S3_SECRET},
+        ("S3_SECRET_ACCESS_KEY",),
+    ),
 )
 
 
@@ -132,7 +145,9 @@ def test_everything_wrong_at_once_is_one_message_listing_everything() -> None:
     reported(problems_of(env), expected)
 
 
-@pytest.mark.parametrize("cron", ["every day", "0 */6 * *", "61 * * * *", "0 0 32 * *", "0 0 * * mon-xyz"])
+@pytest.mark.parametrize(
+    "cron", ["every day", "0 */6 * *", "61 * * * *", "0 0 32 * *", "0 0 * * mon-xyz", "@reboot", "0 0 31 2 *"]
+)
 def test_a_malformed_cron_is_a_configuration_problem(cron: str) -> None:
     reported(problems_of(VALID | {"SCHEDULE_CRON": cron}), ("SCHEDULE_CRON",))
 
@@ -154,3 +169,31 @@ def test_a_run_with_a_broken_configuration_fails_with_the_whole_list(monkeypatch
     for name in ("CASTAI_API_URL", "COLLECTION_GRANULARITY", "S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY"):
         assert f"  - {name}:" in listing[0]
     assert not [t for t in failures if API_KEY in t or S3_SECRET in t]
+
+
+def test_a_macro_cron_loads_and_runs_and_a_refused_one_stops_the_load(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`@daily` used to load and then fail every run; now one rule decides at load and at run start."""
+    from castai_focus_dagster import definitions, schedules
+
+    def load() -> dg.Definitions:
+        """The code location as a fresh code server imports it, in this environment."""
+        importlib.reload(schedules)
+        return importlib.reload(definitions).defs
+
+    exporter_environment(
+        monkeypatch, "sandbox", "", "", SCHEDULE_CRON="@daily", LOCAL_OUTPUT_DIR=str(tmp_path / "out")
+    )
+    schedule = load().resolve_schedule_def("focus_restatement_schedule")
+    assert schedule.cron_schedule == "@daily"
+    with dg.instance_for_test() as instance:
+        outcome = run_day(instance)
+    assert outcome.success, outcome.failures()
+
+    monkeypatch.setenv("SCHEDULE_CRON", "@reboot")
+    with pytest.raises(ConfigError) as at_load:
+        load()
+    assert at_load.value.problems == problems_of({"CASTAI_API_URL": "sandbox", "SCHEDULE_CRON": "@reboot"})
+    monkeypatch.setenv("SCHEDULE_CRON", "0 */6 * * *")
+    load()  # leave loadable modules for the tests that follow

@@ -69,3 +69,20 @@ def test_canned_answers_replace_the_sandbox_after_random_faults() -> None:
         assert http.get("/v1/kubernetes/external-clusters?x=1").status_code == 401  # auth comes first
         server.faults = Faults(fail_paths={"external-clusters": 503}, responses=faults.responses)
         assert http.get("/v1/kubernetes/external-clusters?x=1", headers=headers).status_code == 503
+
+
+def test_trickling_changes_only_how_an_answer_travels() -> None:
+    """A trickle draws nothing: the other faults stay where they were; the bytes arrive intact."""
+    trickled = chaotic(trickle_paths="/c1/", trickle_seconds_per_byte=0.001)
+    assert plans(trickled, REQUESTS) == plans(chaotic(), REQUESTS)
+    assert trickled.injected["trickle"] == sum(1 for r in REQUESTS if "/c1/" in r)
+
+    org = SandboxOrg.generate(seed=3, clusters=1, workloads_per_cluster=1)
+    with SandboxServer(org) as server:
+        path = "/v1/kubernetes/external-clusters"
+        headers = {"X-API-Key": org.api_key}
+        plain = httpx.get(server.url + path, headers=headers)
+        server.faults = Faults(trickle_paths="external-clusters", trickle_seconds_per_byte=0.0002)
+        slow = httpx.get(server.url + path, headers=headers, timeout=30)
+    assert slow.status_code == plain.status_code == 200 and slow.content == plain.content
+    assert server.faults.injected["trickle"] == 1

@@ -10,8 +10,11 @@ follow a redirect.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote, quote_plus
 
 import dagster as dg
 import httpx
@@ -24,6 +27,7 @@ from castai_focus_dagster.settings import ConfigError, load_settings
 from castai_focus_dagster_tests.reliability.harness import (
     RunOutcome,
     bucket_objects,
+    containing,
     exporter_environment,
     run_day,
     s3_settings,
@@ -177,3 +181,78 @@ def test_a_redirect_never_carries_the_key_elsewhere(sandbox: SandboxServer, org:
             sandbox.faults = Faults()
         assert info.value.status == 302 and API_KEY not in str(info.value)
         assert other.requests == []
+
+
+def _renderings(secret: str) -> list[bytes]:
+    """How an error or a serialised event can show `secret`, plus its readable runs (split copies)."""
+    shown = {
+        secret,
+        secret.strip(),
+        repr(secret)[1:-1],
+        repr(secret.encode())[2:-1],
+        json.dumps(secret)[1:-1],
+        json.dumps(json.dumps(secret))[1:-1],
+        quote(secret, safe=""),
+        quote_plus(secret),
+        *re.findall(r"[A-Za-z0-9._~-]{8,}", secret),
+    }
+    return [s.encode() for s in shown if s]
+
+
+def _found(haystack: dict[str, bytes], secret: str) -> list[str]:
+    return [
+        f"{where}: {needle!r}"
+        for where, data in haystack.items()
+        for needle in _renderings(secret)
+        if needle in data
+    ]
+
+
+def test_keys_as_kubectl_stores_them_never_leak_and_never_hang(
+    sandbox: SandboxServer,
+    org: SandboxOrg,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """The keys that leaked: a trailing newline (`kubectl create secret --from-file`) works; a control
+    character inside fails the run at once, by configuration, not as minutes of connection retries."""
+    newline_key = API_KEY + "\n"
+    broken_keys = (
+        API_KEY[:17] + "\r\n" + API_KEY[17:],
+        API_KEY[:11] + "\x07" + API_KEY[11:],
+        API_KEY[:20] + "\x1b[0m" + API_KEY[20:],  # (an environment variable cannot hold NUL)
+    )
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    outcomes: list[RunOutcome] = []
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        exporter_environment(
+            monkeypatch, sandbox.url, newline_key, org.organization_id, LOCAL_OUTPUT_DIR=str(tmp_path / "out")
+        )
+        outcomes.append(run_day(instance))
+        assert outcomes[-1].success, outcomes[-1].failures()
+        assert sandbox.requests and all(r.headers["x-api-key"] == "REDACTED" for r in sandbox.requests)
+
+        for key in broken_keys:
+            monkeypatch.setenv("CASTAI_API_KEY", key)
+            sandbox.requests.clear()
+            outcomes.append(run_day(instance, step_retries=True))  # the production retry policy
+            failed = outcomes[-1]
+            assert not failed.success
+            assert containing(failed.failures(), "CASTAI_API_KEY: ", "control or non-ASCII character")
+            retried = [
+                e
+                for e in failed.events
+                if e.dagster_event and e.dagster_event.event_type_value == "STEP_UP_FOR_RETRY"
+            ]
+            assert retried == [] and sandbox.requests == []  # refused before any request, never retried
+
+        haystack = everything_a_run_left(instance, home, outcomes)
+    captured = capfd.readouterr()
+    haystack["stdout"], haystack["stderr"] = captured.out.encode(), captured.err.encode()
+    assert len([k for k in haystack if k.startswith("event ")]) > 50  # we searched real output
+    assert [k for k in haystack if k.startswith("instance file ")]
+    assert _found({"control": repr(broken_keys[0].encode()).encode()}, broken_keys[0])  # the search works
+    for key in (newline_key, *broken_keys):
+        assert _found(haystack, key) == []
