@@ -38,6 +38,7 @@ import tenacity
 from pydantic import SecretStr
 
 from castai_focus_dagster.castai_decode import (
+    MISSING_IDENTITY,
     BucketWindow,
     InvalidResponse,
     WorkloadCostsAssembler,
@@ -75,6 +76,9 @@ PLATFORM_USAGE = "platform-usage"
 INPUT_WARNINGS_KEY = b"castai_focus.input_warnings"
 DUPLICATE_WORKLOAD = "duplicate-workload"
 CONTROL_CHARACTERS_IN_LABELS = "control-characters-in-labels"
+MISSING_WORKLOAD_IDENTITY = "missing-workload-identity"
+# Not a repair but a fact the day must show: Cast AI listed no workload for the cluster (see `no_data`).
+NO_DATA = "no-data"
 
 RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
 _MAX_MESSAGE_CHARS = 300
@@ -122,9 +126,10 @@ class InputWarning:
     rule: str
     count: int
     message: str
+    detail: str = ""  # machine-readable specifics (NO_DATA: the noDataReason); left out of JSON when empty
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "detail" or v}
 
 
 def input_warnings(table: pa.Table) -> list[dict[str, Any]]:
@@ -363,6 +368,7 @@ class CastAIClient:
         for page in self._paginate(WORKLOAD_COSTS, path, params, decode_workload_costs_page, cluster_id):
             self._decoded(WORKLOAD_COSTS, cluster_id, assembler.add, page.items)
             assembler.expect_count(page.count)
+            assembler.note_no_data_reason(page.no_data_reason)
         table = self._decoded(WORKLOAD_COSTS, cluster_id, assembler.table)
         warnings = []
         if assembler.duplicates:
@@ -385,6 +391,30 @@ class CastAIClient:
                     assembler.dropped_labels,
                     f"left out {assembler.dropped_labels} label(s) whose key or value holds control "
                     "characters (not valid Kubernetes labels); costs are unaffected",
+                )
+            )
+        if assembler.missing_identity:
+            warnings.append(
+                InputWarning(
+                    WORKLOAD_COSTS,
+                    cluster_id,
+                    MISSING_WORKLOAD_IDENTITY,
+                    assembler.missing_identity,
+                    f"{assembler.missing_identity} workload(s) without workloadName, workloadType or "
+                    f"namespace exported under the placeholder {MISSING_IDENTITY!r}; their costs are kept",
+                )
+            )
+        no_data = assembler.no_data()
+        if no_data is not None:
+            warnings.append(
+                InputWarning(
+                    WORKLOAD_COSTS,
+                    cluster_id,
+                    NO_DATA,
+                    1,
+                    f"Cast AI has no workload data for the cluster (noDataReason: {no_data}); "
+                    "it is absent from the day, which does not mean it cost nothing",
+                    detail=no_data,
                 )
             )
         for warning in warnings:

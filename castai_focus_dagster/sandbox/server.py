@@ -587,16 +587,36 @@ class _SandboxApi:
             404, f"cluster {cluster_id} not found ({request.endpoint()})", [("clusterId", "not found")]
         )
 
+    def _served_window(self, request: _Request) -> _Window:
+        """The requested window, or (fault `answer_step_seconds`) the same span in buckets of another size."""
+        window = _window(request)
+        matched, step = self._server.faults.answer(self._server.faults.answer_step_seconds, request.path)
+        if not matched or step is None:
+            return window
+        hours_per_bucket = max(1, step // HOUR_SECONDS)
+        return _Window(window.start_hour, max(1, window.hours // hours_per_bucket), hours_per_bucket)
+
     def _workload_costs(self, request: _Request, scope: str, cluster_id: str) -> _Response:
         cluster = self._scoped_cluster(request, scope, cluster_id)
-        window = _window(request)
+        faults = self._server.faults
+        no_data, reason = faults.answer(faults.no_data, request.path)
+        if no_data:
+            _window(request)  # still validated
+            reason_field = "" if reason is None else f',"noDataReason":{_json_str(reason)}'
+            body = (
+                f'{{"clusterId":{_json_str(cluster.id)},"items":[]{reason_field},'
+                '"nextCursor":"","count":"0"}'
+            )
+            return _Response(200, body.encode("utf-8"))
+        window = self._served_window(request)
         workload_filter = _body_filter(request) if request.method == "POST" else _query_filter(request)
         offset, limit = _page_bounds(request)
         labels_to_include = list(dict.fromkeys(request.query.get("labelsToInclude", [])))
         rendered = self.render(cluster, window)
         positions = _filtered_positions(cluster, rendered.rows, workload_filter)
         page = list(positions[offset : offset + limit])
-        faults = self._server.faults
+        _, omitted = faults.answer(faults.omit_identity, request.path)
+        left_out = set(omitted or ())
         if faults.duplicate_workloads and 0 < offset <= len(positions):
             page.insert(0, positions[offset - 1])
         if faults.cursor_loop:
@@ -613,11 +633,15 @@ class _SandboxApi:
                 for key in labels_to_include
                 if key in labels
             )
+            identity = (
+                ("workloadName", workloads.workload_names[row]),
+                ("workloadType", workloads.workload_types[row]),
+                ("namespace", workloads.namespaces[row]),
+            )
             items.append(
-                f'{{"workloadName":{_json_str(workloads.workload_names[row])},'
-                f'"workloadType":{_json_str(workloads.workload_types[row])},'
-                f'"namespace":{_json_str(workloads.namespaces[row])},'
-                f'"costMetrics":[{rendered.cost_metrics[position].as_py()}],'
+                "{"
+                + "".join(f'"{name}":{_json_str(value)},' for name, value in identity if name not in left_out)
+                + f'"costMetrics":[{rendered.cost_metrics[position].as_py()}],'
                 f'"labels":[{label_objects}],'
                 f'"summary":{rendered.summaries[position].as_py()}}}'
             )
@@ -629,7 +653,7 @@ class _SandboxApi:
 
     def _cluster_cost(self, request: _Request, scope: str, cluster_id: str) -> _Response:
         cluster = self._scoped_cluster(request, scope, cluster_id)
-        return _Response(200, self.render(cluster, _window(request)).cluster_cost_body)
+        return _Response(200, self.render(cluster, self._served_window(request)).cluster_cost_body)
 
     def _known_org(self, request: _Request, org_id: str) -> None:
         if org_id not in self._org.known_organization_ids():
