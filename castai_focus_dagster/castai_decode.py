@@ -761,7 +761,7 @@ class WorkloadCostsAssembler:
         return pa.concat_tables(self._tables).combine_chunks()
 
     def _placeholder(self, item: WorkloadItem, missing: tuple[str, ...]) -> WorkloadItem:
-        """`item` with MISSING_IDENTITY in its missing fields, numbered ("(unknown 2)", ...) in its first
+        """`item` with MISSING_IDENTITY in its missing fields, numbered ("(unknown 2)", ...) in its last
         missing field when that identity is already taken: two such items never merge."""
         self.missing_identity += 1
         values = (item.namespace, item.workload_type, item.workload_name)
@@ -770,7 +770,7 @@ class WorkloadCostsAssembler:
         number = 1
         while (fields["namespace"], fields["workloadType"], fields["workloadName"]) in self._first:
             number += 1
-            fields[missing[0]] = f"({MISSING_IDENTITY[1:-1]} {number})"
+            fields[missing[-1]] = f"({MISSING_IDENTITY[1:-1]} {number})"
         return msgspec.structs.replace(
             item,
             namespace=fields["namespace"],
