@@ -109,9 +109,17 @@ def castai_clusters(context: dg.AssetExecutionContext, castai: CastAIResource) -
         clusters = castai.client.list_clusters(
             settings.collection_include_cluster_ids, settings.collection_exclude_cluster_ids
         )
+    # BillingAccountId is the cluster's organisation; a cluster that names none falls back to ours.
+    without_org = sorted(c.id for c in clusters if not c.organization_id)
+    if without_org:
+        context.log.warning(
+            f"Cast AI clusters without organizationId (billed to {settings.organization_id}): "
+            + ", ".join(without_org)
+        )
     context.add_output_metadata(
         {
             "clusters": len(clusters),
+            "clusters_without_organization_id": len(without_org),
             "providers": dg.MetadataValue.json(sorted({c.provider_type for c in clusters})),
             "cluster_names": dg.MetadataValue.json(sorted(c.name for c in clusters)),
         }

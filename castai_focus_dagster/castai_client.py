@@ -42,12 +42,12 @@ from castai_focus_dagster.castai_decode import (
     BucketWindow,
     InvalidResponse,
     WorkloadCostsAssembler,
+    decode_child_organizations_page,
     decode_cluster_prices_page,
     decode_clusters,
     decode_cost_report,
     decode_default_pricing,
     decode_discounts_page,
-    decode_enterprise_organizations,
     decode_platform_usage,
     decode_workload_costs_page,
     error_message,
@@ -69,7 +69,7 @@ CLUSTER_COST = "cluster-cost"
 CLUSTER_PRICES = "cluster-prices"
 DEFAULT_PRICING = "default-pricing"
 DISCOUNTS = "discounts"
-ENTERPRISE_USAGE = "enterprise-usage"
+ENTERPRISE_ORGANIZATIONS = "enterprise-organizations"
 PLATFORM_USAGE = "platform-usage"
 
 # Schema-metadata key of a workload-costs table: JSON list of the InputWarnings met while fetching it.
@@ -518,16 +518,14 @@ class CastAIClient:
                 )
         return discounts
 
-    def enterprise_organizations(self, enterprise_id: str) -> dict[str, ChildOrganization]:
-        """Child organizations of an enterprise, by organization id."""
-        # INFERRED (castai-api.md §1.1, §6.2): an enterprise key selects the enterprise organization with
-        # the undeclared X-CastAI-Organization-Id header; the report's path is all that is documented.
-        body = self._get(
-            ENTERPRISE_USAGE,
-            "/v1/billing/enterprise/usage-report",
-            headers={"X-CastAI-Organization-Id": enterprise_id},
-        )
-        return self._decoded(ENTERPRISE_USAGE, None, decode_enterprise_organizations, body, enterprise_id)
+    def child_organizations(self, enterprise_id: str) -> dict[str, ChildOrganization]:
+        """Child organisations of an enterprise, by organisation id (the documented listing, paged)."""
+        path = f"/organization-management/v1/enterprises/{quote(enterprise_id, safe='')}/organizations"
+        children: dict[str, ChildOrganization] = {}
+        for page in self._paginate(ENTERPRISE_ORGANIZATIONS, path, [], decode_child_organizations_page):
+            for child in page:
+                children.setdefault(child.id, child)
+        return children
 
     def platform_usage(self) -> list[FeatureUsage]:
         """Current-month Cast AI platform usage per feature."""

@@ -280,13 +280,14 @@ class _DiscountsPage(_Body):
 
 
 class _ChildOrganization(msgspec.Struct, rename="camel"):
-    organization_id: NonEmptyStr
-    organization_name: str = ""
+    id: NonEmptyStr
+    name: str = ""
 
 
-class _EnterpriseUsageResponse(_Body, rename="camel"):
-    enterprise_id: str = ""
-    organizations: list[_ChildOrganization] = []
+class _ChildOrganizationsPage(_Body):
+    # No default: a 200 without `items` is a wrong shape, never "no child organisations".
+    items: list[_ChildOrganization] | None = None
+    next_cursor: str | None = msgspec.field(default=None, name="nextPageCursor")
 
 
 class _Feature(msgspec.Struct, rename="camel"):
@@ -327,7 +328,7 @@ _COST_REPORT = _decoder(_CostReportResponse)
 _CLUSTER_PRICES_PAGE = _decoder(_ClusterPricesPage)
 _DEFAULT_PRICING = _decoder(_DefaultPricingResponse)
 _DISCOUNTS_PAGE = _decoder(_DiscountsPage)
-_ENTERPRISE_USAGE = _decoder(_EnterpriseUsageResponse)
+_CHILD_ORGANIZATIONS_PAGE = _decoder(_ChildOrganizationsPage)
 _PLATFORM_USAGE = _decoder(_PlatformUsageResponse)
 _ERROR = _decoder(_ErrorResponse)
 
@@ -502,20 +503,16 @@ def decode_discounts_page(body: bytes) -> tuple[DiscountsPage, str | None]:
     return DiscountsPage(discounts, unpriced), page.next_cursor
 
 
-def decode_enterprise_organizations(body: bytes, enterprise_id: str) -> dict[str, ChildOrganization]:
-    response = _decode(body, _ENTERPRISE_USAGE)
-    if response.enterprise_id and response.enterprise_id != enterprise_id:
+def decode_child_organizations_page(body: bytes) -> tuple[list[ChildOrganization], str | None]:
+    """One page of an enterprise's child organisations; a page without `items` is refused."""
+    page = _decode(body, _CHILD_ORGANIZATIONS_PAGE)
+    if page.items is None:
         raise InvalidResponse(
-            f"report is for enterprise {response.enterprise_id}, not {enterprise_id}",
+            "a 200 answer without `items`: not the child-organisation listing (wrong shape)",
             reason="invalid response",
-            field="enterpriseId",
+            field="items",
         )
-    return {
-        o.organization_id: ChildOrganization(
-            id=o.organization_id, name=o.organization_name or o.organization_id
-        )
-        for o in response.organizations
-    }
+    return [ChildOrganization(id=o.id, name=o.name or o.id) for o in page.items], page.next_cursor
 
 
 def decode_platform_usage(body: bytes) -> list[FeatureUsage]:

@@ -191,7 +191,7 @@ def test_pricing_discounts_and_billing_endpoints(sandbox: SandboxServer, sandbox
         prices = client.cluster_prices()
         default = client.default_pricing()
         discounts = client.discounts()
-        children = client.enterprise_organizations(sandbox_org.enterprise_id)
+        children = client.child_organizations(sandbox_org.enterprise_id)
         usage = client.platform_usage()
     assert {
         cid: (p.cpu_hourly_price, p.memory_gib_hourly_price, p.is_default) for cid, p in prices.items()
@@ -228,8 +228,10 @@ def test_pricing_discounts_and_billing_endpoints(sandbox: SandboxServer, sandbox
     discount_pages = requests_to(sandbox, "/v1/discounts")
     assert len(discount_pages) == math.ceil(len(sandbox_org.discounts) / 2)
     assert all(r.query.get("page.cursor") for r in discount_pages[1:])
-    enterprise = requests_to(sandbox, "/v1/billing/enterprise/usage-report")[0]
-    assert enterprise.headers["x-castai-organization-id"] == sandbox_org.enterprise_id
+    enterprise = requests_to(
+        sandbox, f"/organization-management/v1/enterprises/{sandbox_org.enterprise_id}/organizations"
+    )
+    assert len(enterprise) == math.ceil(len(sandbox_org.child_organizations) / 2)
 
 
 # ------------------------------------------------------------------------------------------------

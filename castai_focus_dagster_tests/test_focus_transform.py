@@ -573,7 +573,7 @@ def test_options_come_from_settings() -> None:
     )
     options = FocusOptions.from_settings(settings)
     assert options.organization_id == settings.organization_id != ""
-    assert options.billing_account_name == settings.organization_id  # FOCUS_BILLING_ACCOUNT_NAME empty
+    assert options.billing_account_name == ""  # FOCUS_BILLING_ACCOUNT_NAME empty: each row's account id
     assert (options.billing_currency, options.service_name, options.enterprise_id) == (
         "EUR",
         "EKS workloads",

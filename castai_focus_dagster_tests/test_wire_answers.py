@@ -35,7 +35,7 @@ from castai_focus_dagster.castai_decode import (
     WorkloadItem,
 )
 from castai_focus_dagster.layout import data_key, manifest_key
-from castai_focus_dagster.sandbox import SandboxOrg, SandboxServer
+from castai_focus_dagster.sandbox import CannedResponse, SandboxOrg, SandboxServer
 from castai_focus_dagster_tests.test_pipeline import DAY, run
 
 START = datetime.fromisoformat(DAY).replace(tzinfo=UTC)
@@ -276,3 +276,55 @@ def test_workloads_without_names_are_published_under_the_placeholder_with_their_
     total = sum(sandbox_org.expected_cluster_total(c.id, START, END) for c in sandbox_org.clusters)
     assert pc.sum(table["BilledCost"]).as_py() == pytest.approx(total, abs=1e-4)
     assert meta["workloads_missing_identity"].value == pc.count_distinct(mine["ResourceId"]).as_py() > 0
+
+
+def _accounts(table: Any) -> set[tuple[str, ...]]:
+    columns = (
+        "x_CastAIClusterId",
+        "BillingAccountId",
+        "BillingAccountName",
+        "SubAccountId",
+        "SubAccountName",
+    )
+    return set(zip(*(table[c].to_pylist() for c in columns), strict=True))
+
+
+def test_accounts_are_the_cluster_organisation_and_its_child_organisation(
+    exporter_env: Path, sandbox_org: SandboxOrg, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FOCUS_ENTERPRISE_ID", sandbox_org.enterprise_id)
+    monkeypatch.setenv("CASTAI_PAGE_LIMIT", "1")  # the child listing is followed over its pages
+    with dg.instance_for_test() as instance:
+        result = run([DAY], instance)
+        assert result.success
+        meta = result.asset_materializations_for_node("focus_cost_and_usage")[0].metadata
+    assert meta["enrichment_missing"].value == {}
+    children = {c.id: c.name for c in sandbox_org.child_organizations}
+    table = pq.read_table(_published(exporter_env, sandbox_org))
+    assert _accounts(table) == {
+        (c.id, c.organization_id, c.organization_id, c.organization_id, children[c.organization_id])
+        for c in sandbox_org.clusters
+    }
+    assert set(table["SubAccountType"].to_pylist()) == {"Organization"}
+    # The clusters belong to the enterprise's children, not to the configured (key's) organisation.
+    assert sandbox_org.organization_id not in set(table["BillingAccountId"].to_pylist())
+
+
+def test_a_wrongly_shaped_child_listing_falls_back_to_clusters_and_is_recorded(
+    exporter_env: Path, sandbox: SandboxServer, sandbox_org: SandboxOrg, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FOCUS_ENTERPRISE_ID", sandbox_org.enterprise_id)
+    monkeypatch.setenv("FOCUS_BILLING_ACCOUNT_NAME", "Acme")
+    sandbox.faults.responses = {
+        "/organizations$": lambda _query: CannedResponse(body=b'{"nextPageCursor":""}')
+    }
+    with dg.instance_for_test() as instance:
+        result = run([DAY], instance)
+        assert result.success
+        meta = result.asset_materializations_for_node("focus_cost_and_usage")[0].metadata
+    assert meta["enrichment_missing"].value == {"enterprise_organizations": "invalid response"}
+    manifest = json.loads((exporter_env / manifest_key("", date.fromisoformat(DAY))).read_text())
+    assert manifest["extra"]["enrichment_missing"] == {"enterprise_organizations": "invalid response"}
+    table = pq.read_table(_published(exporter_env, sandbox_org))
+    assert _accounts(table) == {(c.id, c.organization_id, "Acme", c.id, c.name) for c in sandbox_org.clusters}
+    assert set(table["SubAccountType"].to_pylist()) == {"Cluster"}

@@ -11,7 +11,9 @@ Endpoints
 - GET /pricing/v1/organizations/{organizationId}/clusters/prices (§4): paged, `nextPageCursor`.
 - GET /pricing/v1beta/organizations/{orgId}/anywhere-cluster-default-pricing (§5, NOT FOUND).
 - GET /v1/billing/platform-usage-report (§6.1): JSON numbers, not strings.
-- GET /v1/billing/enterprise/usage-report (§6.2, NOT FOUND).
+- GET /v1/billing/enterprise/usage-report (§6.2, NOT FOUND; the exporter no longer calls it).
+- GET /organization-management/v1/enterprises/{enterpriseId}/organizations (§6.2): paged,
+  `{"items": [{"id", "name", "parentId"}], "nextPageCursor"}`; 404 for any other enterprise id.
 - GET /v1/discounts (§7): paged, `discounts` + `nextPageToken`.
 - GET /healthz: the sandbox's own liveness probe (no auth, no faults; not a Cast AI path).
 
@@ -501,6 +503,8 @@ class _SandboxApi:
              self._default_pricing),
             (get, re.compile("/v1/billing/platform-usage-report"), self._platform_usage),
             (get, re.compile("/v1/billing/enterprise/usage-report"), self._enterprise_usage),
+            (get, re.compile("/organization-management/v1/enterprises/(?P<enterprise_id>[^/]+)"
+                             "/organizations"), self._child_organizations),
             (get, re.compile("/v1/discounts"), self._discounts),
         ]  # fmt: skip
 
@@ -696,6 +700,17 @@ class _SandboxApi:
         return _Response(
             200, _json_bytes({"enterpriseId": self._org.enterprise_id, "organizations": organizations})
         )
+
+    def _child_organizations(self, request: _Request, scope: str, enterprise_id: str) -> _Response:
+        if enterprise_id != self._org.enterprise_id:
+            raise _ApiError(
+                404,
+                f"enterprise {enterprise_id} not found ({request.endpoint()})",
+                [("enterpriseId", "not found")],
+            )
+        page, cursor = _paged(request, self._org.child_organizations)
+        items = [{"id": c.id, "name": c.name, "parentId": enterprise_id} for c in page]
+        return _Response(200, _json_bytes({"items": items, "nextPageCursor": cursor}))
 
     def _discounts(self, request: _Request, scope: str) -> _Response:
         page, cursor = _paged(request, self._org.discounts)
