@@ -20,6 +20,8 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from castai_focus_dagster.castai_client import (
     MISSING_WORKLOAD_IDENTITY,
@@ -328,3 +330,83 @@ def test_a_wrongly_shaped_child_listing_falls_back_to_clusters_and_is_recorded(
     table = pq.read_table(_published(exporter_env, sandbox_org))
     assert _accounts(table) == {(c.id, c.organization_id, "Acme", c.id, c.name) for c in sandbox_org.clusters}
     assert set(table["SubAccountType"].to_pylist()) == {"Cluster"}
+
+
+# ------------------------------------------------------------------------------------------------
+# Properties of the assembler: no identity gaps lose or merge money, the grid is the answer's
+
+
+identity_value = st.one_of(st.none(), st.just(""), st.just("  "), st.sampled_from(["a", "b"]))
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(
+    st.lists(
+        st.tuples(
+            identity_value,
+            identity_value,
+            identity_value,
+            st.lists(st.integers(min_value=1, max_value=24), min_size=1, max_size=4, unique=True),
+            st.floats(min_value=0.0, max_value=1e3),
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_every_item_keeps_its_cost_and_its_own_identity(items: list[tuple[Any, ...]]) -> None:
+    decoded = [
+        msgspec.convert(
+            {
+                **{
+                    k: v
+                    for k, v in zip(("namespace", "workloadType", "workloadName"), ids, strict=True)
+                    if v is not None
+                },
+                "costMetrics": [
+                    {
+                        "timestamp": f"2026-11-01T{h:02d}:00:00Z" if h < 24 else "2026-11-02T00:00:00Z",
+                        "costOnDemand": cost,
+                        "cpuCostOnDemand": cost,
+                    }
+                    for h in hours
+                ],
+            },
+            WorkloadItem,
+            strict=False,
+        )
+        for *ids, hours, cost in items
+    ]
+    complete = [d for d in decoded if not d.missing_identity()]
+    complete_keys = {(d.namespace, d.workload_type, d.workload_name) for d in complete}
+    assembler = WorkloadCostsAssembler("c1", BucketWindow(START, END, 3600))
+    try:
+        assembler.add(decoded)
+        table = assembler.table()
+    except (
+        Exception
+    ) as exc:  # only a conflicting repeat of a complete identity, or a coarser grid, may refuse
+        assert "listed twice" in str(exc) or "wrong bucket size" in str(exc), exc
+        return
+    expected = sum(cost * len(hours) for *_ids, hours, cost in items)
+    repeats_dropped = len(complete) - len(complete_keys)
+    placeholders = [d for d in decoded if d.missing_identity()]
+    assert assembler.missing_identity == len(placeholders)
+    columns = [table[c].cast("string").to_pylist() for c in ("namespace", "workload_type", "workload_name")]
+    identities = set(zip(*columns, strict=True))
+    assert len(identities) == len(complete_keys) + len(placeholders)  # none merged
+    if not repeats_dropped:
+        assert pc.sum(table["costOnDemand"]).as_py() == pytest.approx(expected, rel=1e-12, abs=1e-9)
+    assert all(v.strip() for column in columns for v in column)  # never blank in FOCUS
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(st.sets(st.integers(min_value=1, max_value=24), min_size=1), st.sampled_from([7200, 21600, 86400]))
+def test_buckets_of_a_coarser_grid_are_always_refused_and_dense_hourly_ones_never(
+    hours: set[int], answered: int
+) -> None:
+    window = BucketWindow(START, END, 3600)
+    coarse = sorted({h * 3600 // answered * answered for h in hours} - {0}) or [answered]
+    problem = window.step_problem(window.grid_seconds(micros(*(s // 3600 for s in coarse))))
+    assert problem is not None and "requested stepSeconds=3600" in problem
+    dense = sorted(hours | {min(hours) + 1 if min(hours) < 24 else 23})  # two neighbouring hours at least
+    assert window.step_problem(window.grid_seconds(micros(*dense))) is None
