@@ -697,7 +697,7 @@ class WorkloadCostsAssembler:
         self._announced = 0
         self._tables: list[pa.Table] = []
         self._grid = 0  # gcd of every bucket's offset from the window start, in seconds (0: no bucket yet)
-        self.missing_identity = 0  # items exported under the MISSING_IDENTITY placeholder
+        self.missing_identity = 0  # items kept (past the namespace filters) under MISSING_IDENTITY
         self.received = 0  # items received over all pages, whatever their namespace
         self.no_data_reason: str | None = None
 
@@ -723,8 +723,9 @@ class WorkloadCostsAssembler:
                 # Never a repeat, never dropped: each such item becomes its own placeholder workload.
                 item = self._placeholder(item, missing)
                 self._first[_identity(item)] = None
-                if self._wanted(item):
+                if self._wanted(item):  # COLLECTION_INCLUDE_NAMESPACES never lists "(unknown)"
                     kept.append(item)
+                    self.missing_identity += 1
                 continue
             key = _identity(item)
             if key in self._first:
@@ -760,7 +761,6 @@ class WorkloadCostsAssembler:
     def _placeholder(self, item: WorkloadItem, missing: tuple[str, ...]) -> WorkloadItem:
         """`item` with MISSING_IDENTITY in its missing fields, numbered ("(unknown 2)", ...) in its last
         missing field when that identity is already taken: two such items never merge."""
-        self.missing_identity += 1
         values = (item.namespace, item.workload_type, item.workload_name)
         names = dict(zip(IDENTITY_FIELDS, values, strict=True))
         fields = {name: MISSING_IDENTITY if name in missing else names[name] for name in IDENTITY_FIELDS}

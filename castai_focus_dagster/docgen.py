@@ -107,7 +107,8 @@ cannot occur in Kubernetes names, namespaces or kinds, so it never collides with
 e.g. `ResourceId` `castai://{{clusterId}}/{{namespace}}/{{workloadType}}/{missing}` for a missing name,
 `ResourceName` and the `x_CastAI*` columns likewise. Several such workloads of one cluster are
 numbered (`(unknown 2)`, ...) in the order Cast AI lists them, never merged and never taken for
-duplicates; their cost is always kept.
+duplicates; their cost is always kept. (With `COLLECTION_INCLUDE_NAMESPACES` set, a workload without
+namespace is outside every listed namespace and is left out like any other workload there.)
 They are counted in `workloads_missing_identity` (materialisation metadata and manifest `extra`) and
 in the `missing-workload-identity` input warning.
 
