@@ -12,11 +12,15 @@ empty. What cannot be repaired raises `InvalidResponse` naming the field (and th
 client turns it into a `CastAIError` that also names the endpoint and the cluster.
 
 What would make a total silently wrong is refused rather than guessed: an error envelope on a 200
-(decoded leniently it would read as "no items"), a workload listed twice with different numbers, a
-bucket listed twice, a tier cost that disagrees with its resource costs, absurd magnitudes, a page
-sequence that ends before the `count` it announced. Two repairs keep the export going, each counted
-so the client can warn: an identical repeat of a workload is dropped, and a label whose key or value
-holds control characters (which Kubernetes label syntax forbids) is left out of the labels.
+(decoded leniently it would read as "no items"), buckets of another size than the requested step
+(the grid of the timestamps, over all pages, must be the step), a workload listed twice with different
+numbers, a bucket listed twice, a tier cost that disagrees with its resource costs, absurd magnitudes, a page
+sequence that ends before the `count` it announced. Three repairs keep the export going, each counted
+so the client can warn: an identical repeat of a workload is dropped, a label whose key or value
+holds control characters (which Kubernetes label syntax forbids) is left out of the labels, and a
+workload without `workloadName`, `workloadType` or `namespace` (none is required by the definition)
+is kept under the `MISSING_IDENTITY` placeholder. An answer without any workload is "no data", with
+the `noDataReason` Cast AI gave, never "cost nothing".
 docs/reliability.md lists every bad input with its outcome.
 """
 
