@@ -555,11 +555,16 @@ class BucketWindow:
     def grid_seconds(self, micros: np.ndarray, grid: int = 0) -> int:
         """The bucket grid the timestamps lie on: gcd of their offsets from `start` (and of `grid`, the
         result for earlier pages), in seconds; 0 when there are none. One numpy reduction."""
-        offsets = (micros - to_microseconds(self.start)) // 1_000_000
-        # Sub-second offsets count as a 1 s grid: never the requested step.
-        if offsets.size and np.any((micros - to_microseconds(self.start)) % 1_000_000):
-            return 1
-        return int(np.gcd.reduce(np.append(offsets, grid).astype(np.int64)))
+        relative = micros - to_microseconds(self.start)
+        step_us = self.step_seconds * 1_000_000
+        buckets, off_grid = np.divmod(relative, step_us)
+        if relative.size and relative.min() > 0 and not off_grid.any():
+            # The usual case, in O(n): the gcd of the distinct bucket numbers (at most the window's).
+            distinct = np.flatnonzero(np.bincount(buckets))
+            return int(np.gcd(int(np.gcd.reduce(distinct)) * self.step_seconds, grid))
+        if np.any(relative % 1_000_000):
+            return 1  # sub-second offsets: a 1 s grid, never the requested step
+        return int(np.gcd.reduce(np.append(relative // 1_000_000, grid).astype(np.int64)))
 
     def step_problem(self, grid: int) -> str | None:
         """Why buckets on a `grid`-second grid do not answer this request (None: they do)."""
