@@ -24,14 +24,14 @@ from castai_focus_dagster.audit import (
     check_conservation,
     cost_totals,
 )
-from castai_focus_dagster.castai_client import CastAIError
+from castai_focus_dagster.castai_client import MISSING_WORKLOAD_IDENTITY, NO_DATA, CastAIError
 from castai_focus_dagster.conformance import check_conformance
 from castai_focus_dagster.daily import DailyValues
 from castai_focus_dagster.enrichment import fetch_enrichment
 from castai_focus_dagster.focus_publication import FocusDay, encode_focus_day
 from castai_focus_dagster.focus_split import check_split_allocation, check_split_conservation, to_focus_split
 from castai_focus_dagster.focus_transform import FocusOptions, to_focus
-from castai_focus_dagster.intermediates import WorkloadCostsDay
+from castai_focus_dagster.intermediates import WorkloadCostsDay, stored_input_warnings
 from castai_focus_dagster.models import Cluster, EnrichmentContext, empty_workload_costs
 from castai_focus_dagster.partitions import daily_partitions
 from castai_focus_dagster.resources import CastAIResource, FocusStorageResource
@@ -102,9 +102,17 @@ def castai_clusters(context: dg.AssetExecutionContext, castai: CastAIResource) -
         clusters = castai.client.list_clusters(
             settings.collection_include_cluster_ids, settings.collection_exclude_cluster_ids
         )
+    # BillingAccountId is the cluster's organisation; a cluster that names none falls back to ours.
+    without_org = sorted(c.id for c in clusters if not c.organization_id)
+    if without_org:
+        context.log.warning(
+            f"Cast AI clusters without organizationId (billed to {settings.organization_id}): "
+            + ", ".join(without_org)
+        )
     context.add_output_metadata(
         {
             "clusters": len(clusters),
+            "clusters_without_organization_id": len(without_org),
             "providers": dg.MetadataValue.json(sorted({c.provider_type for c in clusters})),
             "cluster_names": dg.MetadataValue.json(sorted(c.name for c in clusters)),
         }
@@ -255,6 +263,7 @@ def focus_cost_and_usage(
                 table = to_focus(cluster_workloads, clusters, enrichment, options)
                 yield table, audit_focus(table, cluster_workloads)
 
+        warnings = stored_input_warnings(workloads)
         day = encode_focus_day(
             _window_of(key, workloads, settings.step_seconds),
             audited_batches(),
@@ -262,6 +271,10 @@ def focus_cost_and_usage(
             enrichment_completeness=enrichment.completeness,
             enrichment_missing=dict(enrichment.missing),
             allocation_mode=settings.focus_allocation_mode,
+            clusters_without_data=_clusters_without_data(warnings, clusters),
+            workloads_missing_identity=sum(
+                int(w["count"]) for w in warnings if w["rule"] == MISSING_WORKLOAD_IDENTITY
+            ),
         )
         report = day.audit
         if not report.passed:
@@ -275,6 +288,21 @@ def focus_cost_and_usage(
         return day
 
     return DailyValues(keys=context.partition_keys, produce=build)
+
+
+def _clusters_without_data(
+    warnings: list[dict[str, Any]], clusters: dict[str, Cluster]
+) -> list[dict[str, str]]:
+    """The clusters Cast AI has no data for, with their name and the reason it gave."""
+    return [
+        {
+            "cluster_id": str(w["cluster_id"]),
+            "cluster_name": clusters[w["cluster_id"]].name if w["cluster_id"] in clusters else "",
+            "reason": str(w.get("detail") or "none given"),
+        }
+        for w in sorted(warnings, key=lambda w: str(w["cluster_id"]))
+        if w["rule"] == NO_DATA
+    ]
 
 
 def _split_batches(

@@ -46,15 +46,16 @@ import tenacity
 from pydantic import SecretStr
 
 from castai_focus_dagster.castai_decode import (
+    MISSING_IDENTITY,
     BucketWindow,
     InvalidResponse,
     WorkloadCostsAssembler,
+    decode_child_organizations_page,
     decode_cluster_prices_page,
     decode_clusters,
     decode_cost_report,
     decode_default_pricing,
     decode_discounts_page,
-    decode_enterprise_organizations,
     decode_platform_usage,
     decode_workload_costs_page,
     error_message,
@@ -77,13 +78,16 @@ CLUSTER_COST = "cluster-cost"
 CLUSTER_PRICES = "cluster-prices"
 DEFAULT_PRICING = "default-pricing"
 DISCOUNTS = "discounts"
-ENTERPRISE_USAGE = "enterprise-usage"
+ENTERPRISE_ORGANIZATIONS = "enterprise-organizations"
 PLATFORM_USAGE = "platform-usage"
 
 # Schema-metadata key of a workload-costs table: JSON list of the InputWarnings met while fetching it.
 INPUT_WARNINGS_KEY = b"castai_focus.input_warnings"
 DUPLICATE_WORKLOAD = "duplicate-workload"
 CONTROL_CHARACTERS_IN_LABELS = "control-characters-in-labels"
+MISSING_WORKLOAD_IDENTITY = "missing-workload-identity"
+# Not a repair but a fact the day must show: Cast AI listed no workload for the cluster (see `no_data`).
+NO_DATA = "no-data"
 
 RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
 _MAX_MESSAGE_CHARS = 300
@@ -138,9 +142,10 @@ class InputWarning:
     rule: str
     count: int
     message: str
+    detail: str = ""  # machine-readable specifics (NO_DATA: the noDataReason); left out of JSON when empty
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "detail" or v}
 
 
 def input_warnings(table: pa.Table) -> list[dict[str, Any]]:
@@ -487,6 +492,7 @@ class CastAIClient:
         for page in self._paginate(WORKLOAD_COSTS, path, params, decode_workload_costs_page, cluster_id):
             self._decoded(WORKLOAD_COSTS, cluster_id, assembler.add, page.items)
             assembler.expect_count(page.count)
+            assembler.note_no_data_reason(page.no_data_reason)
         table = self._decoded(WORKLOAD_COSTS, cluster_id, assembler.table)
         warnings = []
         if assembler.duplicates:
@@ -509,6 +515,30 @@ class CastAIClient:
                     assembler.dropped_labels,
                     f"left out {assembler.dropped_labels} label(s) whose key or value holds control "
                     "characters (not valid Kubernetes labels); costs are unaffected",
+                )
+            )
+        if assembler.missing_identity:
+            warnings.append(
+                InputWarning(
+                    WORKLOAD_COSTS,
+                    cluster_id,
+                    MISSING_WORKLOAD_IDENTITY,
+                    assembler.missing_identity,
+                    f"{assembler.missing_identity} workload(s) without workloadName, workloadType or "
+                    f"namespace exported under the placeholder {MISSING_IDENTITY!r}; their costs are kept",
+                )
+            )
+        no_data = assembler.no_data()
+        if no_data is not None:
+            warnings.append(
+                InputWarning(
+                    WORKLOAD_COSTS,
+                    cluster_id,
+                    NO_DATA,
+                    1,
+                    f"Cast AI has no workload data for the cluster (noDataReason: {no_data}); "
+                    "it is absent from the day, which does not mean it cost nothing",
+                    detail=no_data,
                 )
             )
         for warning in warnings:
@@ -612,16 +642,14 @@ class CastAIClient:
                 )
         return discounts
 
-    def enterprise_organizations(self, enterprise_id: str) -> dict[str, ChildOrganization]:
-        """Child organizations of an enterprise, by organization id."""
-        # INFERRED (castai-api.md §1.1, §6.2): an enterprise key selects the enterprise organization with
-        # the undeclared X-CastAI-Organization-Id header; the report's path is all that is documented.
-        body = self._get(
-            ENTERPRISE_USAGE,
-            "/v1/billing/enterprise/usage-report",
-            headers={"X-CastAI-Organization-Id": enterprise_id},
-        )
-        return self._decoded(ENTERPRISE_USAGE, None, decode_enterprise_organizations, body, enterprise_id)
+    def child_organizations(self, enterprise_id: str) -> dict[str, ChildOrganization]:
+        """Child organisations of an enterprise, by organisation id (the documented listing, paged)."""
+        path = f"/organization-management/v1/enterprises/{quote(enterprise_id, safe='')}/organizations"
+        children: dict[str, ChildOrganization] = {}
+        for page in self._paginate(ENTERPRISE_ORGANIZATIONS, path, [], decode_child_organizations_page):
+            for child in page:
+                children.setdefault(child.id, child)
+        return children
 
     def platform_usage(self) -> list[FeatureUsage]:
         """Current-month Cast AI platform usage per feature."""

@@ -12,11 +12,15 @@ empty. What cannot be repaired raises `InvalidResponse` naming the field (and th
 client turns it into a `CastAIError` that also names the endpoint and the cluster.
 
 What would make a total silently wrong is refused rather than guessed: an error envelope on a 200
-(decoded leniently it would read as "no items"), a workload listed twice with different numbers, a
-bucket listed twice, a tier cost that disagrees with its resource costs, absurd magnitudes, a page
-sequence that ends before the `count` it announced. Two repairs keep the export going, each counted
-so the client can warn: an identical repeat of a workload is dropped, and a label whose key or value
-holds control characters (which Kubernetes label syntax forbids) is left out of the labels.
+(decoded leniently it would read as "no items"), buckets of another size than the requested step
+(the grid of the timestamps, over all pages, must be the step), a workload listed twice with different
+numbers, a bucket listed twice, a tier cost that disagrees with its resource costs, absurd magnitudes, a page
+sequence that ends before the `count` it announced. Three repairs keep the export going, each counted
+so the client can warn: an identical repeat of a workload is dropped, a label whose key or value
+holds control characters (which Kubernetes label syntax forbids) is left out of the labels, and a
+workload without `workloadName`, `workloadType` or `namespace` (none is required by the definition)
+is kept under the `MISSING_IDENTITY` placeholder. An answer without any workload is "no data", with
+the `noDataReason` Cast AI gave, never "cost nothing".
 docs/reliability.md lists every bad input with its outcome.
 """
 
@@ -154,18 +158,32 @@ class _Label(msgspec.Struct, gc=False):
     value: str = ""
 
 
+# The definition requires none of a workload's identity fields. A missing (or blank) one is exported
+# under this placeholder: parentheses are forbidden in Kubernetes names, namespaces and kinds, so it
+# never collides with a real workload.
+MISSING_IDENTITY = "(unknown)"
+IDENTITY_FIELDS = ("namespace", "workloadType", "workloadName")
+
+
 class WorkloadItem(msgspec.Struct, rename="camel"):
-    workload_name: NonEmptyStr
-    namespace: NonEmptyStr
-    workload_type: NonEmptyStr  # part of the workload's identity and of ResourceType: never blank
+    workload_name: str | None = None
+    namespace: str | None = None
+    workload_type: str | None = None
     cost_metrics: list[WorkloadCostItem] = []
     labels: list[_Label] = []
+
+    def missing_identity(self) -> tuple[str, ...]:
+        """The identity fields (API names) this item lacks or leaves blank."""
+        values = (self.namespace, self.workload_type, self.workload_name)
+        return tuple(f for f, v in zip(IDENTITY_FIELDS, values, strict=True) if v is None or not v.strip())
 
 
 class WorkloadCostsPage(_Body):
     items: list[WorkloadItem] = []
     next_cursor: str | None = msgspec.field(default=None, name="nextCursor")
     count: int | None = None  # workloads matching the request over all pages (a string in the API)
+    # Unknown | NoMetricsServer | AgentOutdated: why Cast AI has no data (meaningful when items are empty).
+    no_data_reason: str | None = msgspec.field(default=None, name="noDataReason")
 
 
 class CostReportItem(msgspec.Struct, rename="camel", gc=False):
@@ -267,13 +285,14 @@ class _DiscountsPage(_Body):
 
 
 class _ChildOrganization(msgspec.Struct, rename="camel"):
-    organization_id: NonEmptyStr
-    organization_name: str = ""
+    id: NonEmptyStr
+    name: str = ""
 
 
-class _EnterpriseUsageResponse(_Body, rename="camel"):
-    enterprise_id: str = ""
-    organizations: list[_ChildOrganization] = []
+class _ChildOrganizationsPage(_Body):
+    # No default: a 200 without `items` is a wrong shape, never "no child organisations".
+    items: list[_ChildOrganization] | None = None
+    next_cursor: str | None = msgspec.field(default=None, name="nextPageCursor")
 
 
 class _Feature(msgspec.Struct, rename="camel"):
@@ -314,7 +333,7 @@ _COST_REPORT = _decoder(_CostReportResponse)
 _CLUSTER_PRICES_PAGE = _decoder(_ClusterPricesPage)
 _DEFAULT_PRICING = _decoder(_DefaultPricingResponse)
 _DISCOUNTS_PAGE = _decoder(_DiscountsPage)
-_ENTERPRISE_USAGE = _decoder(_EnterpriseUsageResponse)
+_CHILD_ORGANIZATIONS_PAGE = _decoder(_ChildOrganizationsPage)
 _PLATFORM_USAGE = _decoder(_PlatformUsageResponse)
 _ERROR = _decoder(_ErrorResponse)
 
@@ -407,10 +426,10 @@ def _workload_at(body: bytes, index: int) -> str | None:
         item = msgspec.json.decode(body)["items"][index]
     except (msgspec.DecodeError, UnicodeDecodeError, LookupError, TypeError):
         return None
-    if not isinstance(item, dict) or "workloadName" not in item:
+    if not isinstance(item, dict):
         return None
     return workload_label(
-        str(item.get("namespace", "?")), str(item.get("workloadType", "?")), str(item["workloadName"])
+        *(str(item.get(name) or MISSING_IDENTITY) for name in ("namespace", "workloadType", "workloadName"))
     )
 
 
@@ -529,20 +548,16 @@ def decode_discounts_page(body: bytes) -> tuple[DiscountsPage, str | None]:
     return DiscountsPage(discounts, unpriced), page.next_cursor
 
 
-def decode_enterprise_organizations(body: bytes, enterprise_id: str) -> dict[str, ChildOrganization]:
-    response = _decode(body, _ENTERPRISE_USAGE)
-    if response.enterprise_id and response.enterprise_id != enterprise_id:
+def decode_child_organizations_page(body: bytes) -> tuple[list[ChildOrganization], str | None]:
+    """One page of an enterprise's child organisations; a page without `items` is refused."""
+    page = _decode(body, _CHILD_ORGANIZATIONS_PAGE)
+    if page.items is None:
         raise InvalidResponse(
-            f"report is for enterprise {response.enterprise_id}, not {enterprise_id}",
+            "a 200 answer without `items`: not the child-organisation listing (wrong shape)",
             reason="invalid response",
-            field="enterpriseId",
+            field="items",
         )
-    return {
-        o.organization_id: ChildOrganization(
-            id=o.organization_id, name=o.organization_name or o.organization_id
-        )
-        for o in response.organizations
-    }
+    return [ChildOrganization(id=o.id, name=o.name or o.id) for o in page.items], page.next_cursor
 
 
 def decode_platform_usage(body: bytes) -> list[FeatureUsage]:
@@ -574,10 +589,29 @@ class BucketWindow:
         if self.end <= self.start:
             raise ValueError(f"end {self.end.isoformat()} must be after start {self.start.isoformat()}")
 
-    def bad_timestamps(self, micros: np.ndarray) -> np.ndarray:
-        start, end = to_microseconds(self.start), to_microseconds(self.end)
-        step = self.step_seconds * 1_000_000
-        return (micros <= start) | (micros > end) | ((micros - start) % step != 0)
+    def outside(self, micros: np.ndarray) -> np.ndarray:
+        """Timestamps outside (start, end]."""
+        return (micros <= to_microseconds(self.start)) | (micros > to_microseconds(self.end))
+
+    def grid_seconds(self, micros: np.ndarray, grid: int = 0) -> int:
+        """The bucket grid the timestamps lie on: gcd of their offsets from `start` (and of `grid`, the
+        result for earlier pages), in seconds; 0 when there are none. One numpy reduction."""
+        relative = micros - to_microseconds(self.start)
+        step_us = self.step_seconds * 1_000_000
+        buckets, off_grid = np.divmod(relative, step_us)
+        if relative.size and relative.min() > 0 and not off_grid.any():
+            # The usual case, in O(n): the gcd of the distinct bucket numbers (at most the window's).
+            distinct = np.flatnonzero(np.bincount(buckets))
+            return int(np.gcd(int(np.gcd.reduce(distinct)) * self.step_seconds, grid))
+        if np.any(relative % 1_000_000):
+            return 1  # sub-second offsets: a 1 s grid, never the requested step
+        return int(np.gcd.reduce(np.append(relative // 1_000_000, grid).astype(np.int64)))
+
+    def step_problem(self, grid: int) -> str | None:
+        """Why buckets on a `grid`-second grid do not answer this request (None: they do)."""
+        if grid in (0, self.step_seconds):
+            return None
+        return f"answered {grid}s buckets, requested stepSeconds={self.step_seconds} (wrong bucket size)"
 
 
 def _records(rows: list[tuple[Any, ...]], record: np.dtype) -> tuple[pa.Array, np.ndarray]:
@@ -605,16 +639,18 @@ def decode_cost_report(body: bytes, window: BucketWindow) -> pa.Table:
         return cost_report_schema().empty_table()
     timestamps, table = _records(rows, _COST_REPORT_RECORD)
     micros = timestamps.cast(pa.int64()).to_numpy()
-    bad_times = window.bad_timestamps(micros)
+    bad_times = window.outside(micros)
     if bad_times.any():
         row = int(np.argmax(bad_times))
         raise InvalidResponse(
             f"bucket timestamp {items[row].timestamp.isoformat()} is not in "
-            f"({window.start.isoformat()}, {window.end.isoformat()}] on a "
-            f"{window.step_seconds}s step",
+            f"({window.start.isoformat()}, {window.end.isoformat()}]",
             reason="invalid response",
             field="timestamp",
         )
+    problem = window.step_problem(window.grid_seconds(micros))
+    if problem:
+        raise InvalidResponse(problem, reason="wrong step", field="timestamp")
     bad = _first_bad_metric(table, COST_REPORT_COLUMNS)
     if bad:
         row, name, value = bad
@@ -710,11 +746,37 @@ class WorkloadCostsAssembler:
         self._first: dict[tuple[str, str, str], _Location | None] = {}
         self._announced = 0
         self._tables: list[pa.Table] = []
+        self._grid = 0  # gcd of every bucket's offset from the window start, in seconds (0: no bucket yet)
+        self.missing_identity = 0  # items kept (past the namespace filters) under MISSING_IDENTITY
+        self.received = 0  # items received over all pages, whatever their namespace
+        self.no_data_reason: str | None = None
+
+    def note_no_data_reason(self, reason: str | None) -> None:
+        """Record a page's `noDataReason` (the last non-empty one wins)."""
+        if reason and reason.strip():
+            self.no_data_reason = reason.strip()
+
+    def no_data(self) -> str | None:
+        """Why the cluster has no data when no page listed any workload: the reason Cast AI gave, or
+        "none given" (protojson omits the default value `Unknown`); None when workloads were listed."""
+        if self.received:
+            return None
+        return self.no_data_reason or "none given"
 
     def add(self, items: Sequence[WorkloadItem]) -> None:
         kept: list[WorkloadItem] = []
         repeats: list[WorkloadItem] = []
+        self.received += len(items)
         for item in items:
+            missing = item.missing_identity()
+            if missing:
+                # Never a repeat, never dropped: each such item becomes its own placeholder workload.
+                item = self._placeholder(item, missing)
+                self._first[_identity(item)] = None
+                if self._wanted(item):  # COLLECTION_INCLUDE_NAMESPACES never lists "(unknown)"
+                    kept.append(item)
+                    self.missing_identity += 1
+                continue
             key = _identity(item)
             if key in self._first:
                 repeats.append(item)
@@ -732,6 +794,9 @@ class WorkloadCostsAssembler:
             self._announced = max(self._announced, count)
 
     def table(self) -> pa.Table:
+        problem = self.window.step_problem(self._grid)
+        if problem:
+            raise InvalidResponse(problem, reason="wrong step", field="timestamp")
         if len(self._first) < self._announced:
             raise InvalidResponse(
                 f"pages ended after {len(self._first)} distinct workload(s), but the response counted "
@@ -742,6 +807,23 @@ class WorkloadCostsAssembler:
         if not self._tables:
             return WORKLOAD_COSTS_SCHEMA.empty_table()
         return pa.concat_tables(self._tables).combine_chunks()
+
+    def _placeholder(self, item: WorkloadItem, missing: tuple[str, ...]) -> WorkloadItem:
+        """`item` with MISSING_IDENTITY in its missing fields, numbered ("(unknown 2)", ...) in its last
+        missing field when that identity is already taken: two such items never merge."""
+        values = (item.namespace, item.workload_type, item.workload_name)
+        names = dict(zip(IDENTITY_FIELDS, values, strict=True))
+        fields = {name: MISSING_IDENTITY if name in missing else names[name] for name in IDENTITY_FIELDS}
+        number = 1
+        while (fields["namespace"], fields["workloadType"], fields["workloadName"]) in self._first:
+            number += 1
+            fields[missing[-1]] = f"({MISSING_IDENTITY[1:-1]} {number})"
+        return msgspec.structs.replace(
+            item,
+            namespace=fields["namespace"],
+            workload_type=fields["workloadType"],
+            workload_name=fields["workloadName"],
+        )
 
     def _wanted(self, item: WorkloadItem) -> bool:
         return not (
@@ -786,7 +868,7 @@ class WorkloadCostsAssembler:
         if location is None or self._same_as_first(item, location):
             self.duplicates += 1
             return
-        label = workload_label(item.namespace, item.workload_type, item.workload_name)
+        label = workload_label(*_identity(item))
         raise InvalidResponse(
             f"workload {label} is listed twice with different cost metrics or labels; "
             "refusing to choose one of them",
@@ -822,7 +904,7 @@ class WorkloadCostsAssembler:
     ) -> None:
         def workload(row: int) -> str:
             item = kept[int(owner[row])]
-            return workload_label(item.namespace, item.workload_type, item.workload_name)
+            return workload_label(*_identity(item))
 
         def refuse(row: int, field: str, problem: str) -> InvalidResponse:
             return InvalidResponse(
@@ -833,16 +915,26 @@ class WorkloadCostsAssembler:
             )
 
         micros = timestamps.cast(pa.int64()).to_numpy()
-        bad_times = self.window.bad_timestamps(micros)
+        bad_times = self.window.outside(micros)
         if bad_times.any():
             row = int(np.argmax(bad_times))
             w, moment = self.window, timestamps[row].as_py().isoformat()
             raise refuse(
                 row,
                 "timestamp",
-                f"bucket timestamp {moment} is not in ({w.start.isoformat()}, {w.end.isoformat()}] "
-                f"on a {w.step_seconds}s step",
+                f"bucket timestamp {moment} is not in ({w.start.isoformat()}, {w.end.isoformat()}]",
             )
+        # Off the requested grid (finer or shifted buckets) is decided page by page; a coarser grid only
+        # once every page is in (`table()`): one page may hold only workloads of the window's last bucket.
+        self._grid = self.window.grid_seconds(micros, self._grid)
+        if self._grid % self.window.step_seconds:
+            off_grid = (micros - to_microseconds(self.window.start)) % (self.window.step_seconds * 1_000_000)
+            row = int(np.argmax(off_grid != 0)) if off_grid.any() else 0
+            problem = self.window.step_problem(self._grid) or ""
+            moment = timestamps[row].as_py().isoformat()
+            error = refuse(row, "timestamp", f"bucket timestamp {moment} off the requested grid: {problem}")
+            error.reason = "wrong step"
+            raise error
         order = np.lexsort((micros, owner))
         repeated = (owner[order][1:] == owner[order][:-1]) & (micros[order][1:] == micros[order][:-1])
         if repeated.any():
@@ -879,4 +971,5 @@ class WorkloadCostsAssembler:
 
 
 def _identity(item: WorkloadItem) -> tuple[str, str, str]:
-    return item.namespace, item.workload_type, item.workload_name
+    """(namespace, type, name); only called once placeholders are in, so never None."""
+    return item.namespace or "", item.workload_type or "", item.workload_name or ""

@@ -125,8 +125,43 @@ def focus_published_conformance(
     )
 
 
+@dg.asset_check(
+    asset=focus_cost_and_usage,
+    blocking=False,
+    description=(
+        "Warns when Cast AI had no data for a cluster (empty answer, with or without a noDataReason): the "
+        "day is published without it, which does not mean the cluster cost nothing."
+    ),
+)
+def focus_clusters_with_data(
+    context: dg.AssetCheckExecutionContext, storage: FocusStorageResource
+) -> dg.AssetCheckResult:
+    without_data: list[dict[str, Any]] = []
+    keys = run_partition_keys(context.run.tags)
+    for key in keys:
+        try:
+            manifest = _manifest(storage.store, storage.settings.s3_prefix, key)
+        except KeyError:
+            continue  # focus_manifest_consistency reports a missing manifest
+        listed = manifest.get("extra", {}).get("clusters_without_data", [])
+        without_data += [{"day": key, **c} for c in listed]
+    names = sorted({f"{c['cluster_name'] or c['cluster_id']} ({c['reason']})" for c in without_data})
+    return dg.AssetCheckResult(
+        passed=not without_data,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=(
+            f"Cast AI has no data for: {', '.join(names)}" if names else "Cast AI had data for every cluster"
+        ),
+        metadata={
+            "partitions": dg.MetadataValue.json(keys),
+            "clusters_without_data": dg.MetadataValue.json(without_data),
+        },
+    )
+
+
 FOCUS_CHECKS = [
     focus_manifest_consistency,
     focus_published_conformance,
+    focus_clusters_with_data,
     *dg.build_column_schema_change_checks(assets=[focus_cost_and_usage]),
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from castai_focus_dagster.castai_decode import MISSING_IDENTITY
 from castai_focus_dagster.focus_schema import FOCUS_COLUMNS, FOCUS_VERSION, PROVIDER_TAG_PREFIX
 from castai_focus_dagster.focus_transform import CHARGES, HOST_PROVIDER_NAMES
 from castai_focus_dagster.settings import SETTINGS_DOC
@@ -55,6 +56,7 @@ def render_focus_mapping() -> str:
         [(f"`{k}`", v) for k, v in HOST_PROVIDER_NAMES.items()]
         + [("anything else", "the `providerType` as reported"), ("empty", "ServiceProviderName")],
     )
+    missing = MISSING_IDENTITY
     return f"""{_GENERATED}
 
 # FOCUS {FOCUS_VERSION} mapping
@@ -87,6 +89,34 @@ workload name and period, then in the order of this table, so an unchanged input
 the same bytes.
 
 {charges}
+
+## Answers checked before they become rows
+
+Cast AI does not promise the bucket size asked for, so `h` is never taken on trust: every bucket
+`timestamp` of a cluster's answer must lie in the requested window on the grid `start + k × stepSeconds`,
+and the grid the answer actually uses (the greatest common divisor of all its offsets from the window
+start, over all pages) must be `stepSeconds` itself. Anything else (daily buckets answering an hourly
+request, hourly ones answering a daily request, shifted buckets) fails the run without retries, naming
+the cluster, the endpoint and both bucket sizes; the cluster cost report of split mode is checked the
+same way. A cluster whose only hourly bucket is the day's last hour cannot be told from a daily answer
+and is refused too; `COLLECTION_GRANULARITY=daily` exports such a day.
+
+Workload identity: the definition requires none of `workloadName`, `workloadType` and `namespace`.
+A workload lacking one (or sending it blank) is exported with `{missing}` in its place (parentheses
+cannot occur in Kubernetes names, namespaces or kinds, so it never collides with a real workload):
+e.g. `ResourceId` `castai://{{clusterId}}/{{namespace}}/{{workloadType}}/{missing}` for a missing name,
+`ResourceName` and the `x_CastAI*` columns likewise. Several such workloads of one cluster are
+numbered (`(unknown 2)`, ...) in the order Cast AI lists them, never merged and never taken for
+duplicates; their cost is always kept. (With `COLLECTION_INCLUDE_NAMESPACES` set, a workload without
+namespace is outside every listed namespace and is left out like any other workload there.)
+They are counted in `workloads_missing_identity` (materialisation metadata and manifest `extra`) and
+in the `missing-workload-identity` input warning.
+
+A cluster whose answer lists no workload at all (over all pages) has **no data** at Cast AI, which
+is not the same as costing nothing: the day publishes the other clusters, and the cluster with the
+`noDataReason` Cast AI gave (`Unknown`, `NoMetricsServer`, `AgentOutdated`; `none given` when the
+field is absent) is listed in `clusters_without_data` (manifest `extra` and materialisation metadata)
+and named by the WARN-severity asset check `focus_clusters_with_data`.
 
 ## Pricing
 
@@ -148,9 +178,19 @@ un-prefixed cluster tag keys. `Tags` is null when nothing remains. Tags are fina
 
 ## Accounts and providers
 
-`BillingAccountId` is the Cast AI organization. `SubAccount*` is the enterprise child
-organization that owns the cluster (type `Organization`) when `FOCUS_ENTERPRISE_ID` is set and
-Cast AI lists that organization as a child; otherwise the cluster itself (type `Cluster`).
+As in the original exporter, `BillingAccountId` is the organization that owns the cluster (the
+cluster's `organizationId`; `CASTAI_ORGANIZATION_ID` for a cluster that names none, counted as
+`clusters_without_organization_id` in the `castai_clusters` metadata) and `BillingAccountName` is
+`FOCUS_BILLING_ACCOUNT_NAME`, else that id. `SubAccount*` is the enterprise child organization that
+owns the cluster (type `Organization`, id and name) when `FOCUS_ENTERPRISE_ID` is set and the
+enterprise's child-organization listing
+(`GET /organization-management/v1/enterprises/{{enterpriseId}}/organizations`, followed over its pages)
+names it; otherwise the cluster itself (type `Cluster`, cluster id and name). A listing answered
+without `items`, or with an item without `id`, is a wrong shape: recorded as missing enrichment
+(`enterprise_organizations` in `enrichment_missing`), logged, and the clusters fall back to
+`Cluster` sub-accounts; it is never read as "no child organizations". The undocumented enterprise
+usage report (`/v1/billing/enterprise/usage-report`) is no longer called: its path and shape are not
+in the published definition, and the listing supersedes the only thing it was used for.
 `InvoiceId` is `CASTAI-{{organizationId}}-{{YYYY}}-{{MM}}` of the billing period.
 
 {hosts}

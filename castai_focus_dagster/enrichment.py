@@ -30,7 +30,7 @@ def fetch_enrichment(
         "platform_usage": client.platform_usage,
     }
     if enterprise_id:
-        calls["enterprise_usage"] = lambda: client.enterprise_organizations(enterprise_id)
+        calls["enterprise_organizations"] = lambda: client.child_organizations(enterprise_id)
 
     results: dict[str, Any] = {}
     missing: dict[str, str] = {}
@@ -51,7 +51,7 @@ def fetch_enrichment(
         cluster_prices=results.get("cluster_prices", {}),
         default_pricing=results.get("default_pricing"),
         discounts=results.get("discounts", []),
-        child_organizations=results.get("enterprise_usage", {}),
+        child_organizations=results.get("enterprise_organizations", {}),
         platform_usage=results.get("platform_usage", []),
         missing=missing,
     )

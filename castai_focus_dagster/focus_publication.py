@@ -55,6 +55,10 @@ class FocusDay:
     enrichment_completeness: float
     enrichment_missing: dict[str, str] = field(default_factory=dict)
     allocation_mode: str = "workload"
+    # Clusters Cast AI listed no workload for ({"cluster_id", "cluster_name", "reason"}): "no data",
+    # not "cost nothing". And how many workloads were exported under the missing-identity placeholder.
+    clusters_without_data: list[dict[str, str]] = field(default_factory=list)
+    workloads_missing_identity: int = 0
 
     def discard(self) -> None:
         self.data.close()
@@ -68,6 +72,8 @@ def encode_focus_day(
     enrichment_completeness: float,
     enrichment_missing: dict[str, str],
     allocation_mode: str = "workload",
+    clusters_without_data: list[dict[str, str]] | None = None,
+    workloads_missing_identity: int = 0,
 ) -> FocusDay:
     """Encode a day's FOCUS batches, each with its audit report, into one object in a temporary file.
 
@@ -103,6 +109,8 @@ def encode_focus_day(
         enrichment_completeness=enrichment_completeness,
         enrichment_missing=enrichment_missing,
         allocation_mode=allocation_mode,
+        clusters_without_data=list(clusters_without_data or []),
+        workloads_missing_identity=workloads_missing_identity,
     )
 
 
@@ -131,6 +139,8 @@ class PublishedDay:
             "clusters": dg.MetadataValue.int(audit.clusters),
             "workloads": dg.MetadataValue.int(audit.workloads),
             "enrichment_completeness": dg.MetadataValue.float(self.day.enrichment_completeness),
+            "clusters_without_data": dg.MetadataValue.json(self.day.clusters_without_data),
+            "workloads_missing_identity": dg.MetadataValue.int(self.day.workloads_missing_identity),
             "complete_day": dg.MetadataValue.bool(self.day.window.complete),
             "bytes": dg.MetadataValue.int(self.bytes),
             "sha256": dg.MetadataValue.text(self.checksum_sha256),
@@ -212,6 +222,8 @@ def publish_focus_day(store: ObjectStore, settings: Settings, day: FocusDay, run
             "castai_cost": day.audit.source_total,
             "enrichment_completeness": day.enrichment_completeness,
             "enrichment_missing": day.enrichment_missing,
+            "clusters_without_data": day.clusters_without_data,
+            "workloads_missing_identity": day.workloads_missing_identity,
         },
     )
     result = publish_partition(

@@ -100,8 +100,14 @@ FOCUS_COLUMNS: tuple[FocusColumn, ...] = (
     _col(
         "BilledCost", "Decimal", _M, False, "`{resource}Cost{Tier}` (storage: `storageCost`) × bucket hours"
     ),
-    _col("BillingAccountId", "String", _M, False, "Cast AI organization id (`CASTAI_ORGANIZATION_ID`)"),
-    _col("BillingAccountName", "String", _M, True, "`FOCUS_BILLING_ACCOUNT_NAME`, else the organization id"),
+    _col(
+        "BillingAccountId",
+        "String",
+        _M,
+        False,
+        "the cluster's Cast AI organization (`organizationId`); `CASTAI_ORGANIZATION_ID` when it names none",
+    ),
+    _col("BillingAccountName", "String", _M, True, "`FOCUS_BILLING_ACCOUNT_NAME`, else the BillingAccountId"),
     _col("BillingCurrency", "String", _M, False, "`FOCUS_BILLING_CURRENCY`"),
     _col(
         "BillingPeriodEnd",

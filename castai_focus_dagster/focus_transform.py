@@ -73,8 +73,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 class FocusOptions:
     """The configuration the transform needs, decoupled from how settings are loaded."""
 
-    organization_id: str
-    billing_account_name: str
+    organization_id: str  # the configured organisation: BillingAccountId of clusters that name none
+    billing_account_name: str  # FOCUS_BILLING_ACCOUNT_NAME; empty: each row's BillingAccountId
     billing_currency: str = "USD"
     service_provider_name: str = "CAST AI"
     invoice_issuer_name: str = "CAST AI"
@@ -87,7 +87,7 @@ class FocusOptions:
     def from_settings(cls, settings: Settings) -> FocusOptions:
         return cls(
             organization_id=settings.organization_id,
-            billing_account_name=settings.billing_account_name,
+            billing_account_name=settings.focus_billing_account_name,
             billing_currency=settings.focus_billing_currency,
             service_provider_name=settings.focus_service_provider_name,
             invoice_issuer_name=settings.focus_invoice_issuer_name,
@@ -261,8 +261,8 @@ def charge_columns(
 
     return {
         "BilledCost": money(billed),
-        "BillingAccountId": const(options.organization_id),
-        "BillingAccountName": const(options.billing_account_name),
+        "BillingAccountId": clusters.billing_account_id.take(cluster_idx),
+        "BillingAccountName": clusters.billing_account_name.take(cluster_idx),
         "BillingCurrency": const(options.billing_currency),
         "BillingPeriodEnd": instant(billing_end),
         "BillingPeriodStart": instant(billing_start),
@@ -409,6 +409,12 @@ def _dense_codes(column: pa.DictionaryArray) -> np.ndarray:
     return ranks[column.indices.to_numpy(zero_copy_only=False)]
 
 
+def billing_account_id(cluster: Cluster, configured_organization_id: str) -> str:
+    """The organisation that owns the cluster (BillingAccountId, as in the original exporter); the
+    configured organisation when Cast AI names none."""
+    return cluster.organization_id or configured_organization_id
+
+
 @dataclass(frozen=True)
 class ClusterInfo:
     """Per-cluster attributes, aligned with the `cluster_id` dictionary of the source table."""
@@ -417,6 +423,8 @@ class ClusterInfo:
     id: pa.Array
     name: pa.Array
     host_provider: pa.Array
+    billing_account_id: pa.Array  # the cluster's organisation, as the original exporter
+    billing_account_name: pa.Array
     region_id: pa.Array
     region_name: pa.Array
     sub_account_id: pa.Array
@@ -451,6 +459,7 @@ class ClusterInfo:
             return float("nan") if price is None or price.is_default else float(getattr(price, attribute))
 
         subs = [sub_account(c) for c in resolved]
+        accounts = [billing_account_id(c, options.organization_id) for c in resolved]
         region_ids = [c.region_name or None for c in resolved]
         return cls(
             clusters=resolved,
@@ -460,6 +469,8 @@ class ClusterInfo:
                 [host_provider_name(c.provider_type, options.service_provider_name) for c in resolved],
                 pa.string(),
             ),
+            billing_account_id=pa.array(accounts, pa.string()),
+            billing_account_name=pa.array([options.billing_account_name or a for a in accounts], pa.string()),
             region_id=pa.array(region_ids, pa.string()),
             region_name=pa.array(
                 [

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from castai_focus_dagster.castai_client import input_warnings
+from castai_focus_dagster.castai_client import INPUT_WARNINGS_KEY, input_warnings
 from castai_focus_dagster.models import WORKLOAD_COSTS_SCHEMA, Cluster, EnrichmentContext
 
 
@@ -65,13 +65,25 @@ def workload_costs_to_file(day: WorkloadCostsDay, sink: BinaryIO) -> dict[str, A
                 writer.write_table(table.cast(schema), row_group_size=table.num_rows)
                 rows += table.num_rows
                 clusters += 1
+        if warnings:
+            # Known only once every cluster is in: the footer carries them to the FOCUS asset's manifest.
+            writer.add_key_value_metadata({INPUT_WARNINGS_KEY: json.dumps(warnings, sort_keys=True)})
     return {"rows": rows, "clusters": clusters, "input_warnings": warnings}
+
+
+def stored_input_warnings(day: WorkloadCostsDay) -> list[dict[str, Any]]:
+    """The input warnings of every cluster of a stored day (see `workload_costs_to_file`)."""
+    raw = day.metadata.get(INPUT_WARNINGS_KEY)
+    return list(json.loads(raw)) if raw else []
 
 
 def workload_costs_from_file(source: BinaryIO) -> WorkloadCostsDay:
     """A stored day, read lazily one row group (cluster) at a time; `source` is closed after the last."""
     parquet = pq.ParquetFile(source)
     metadata = dict(parquet.schema_arrow.metadata or {})
+    footer = parquet.metadata.metadata or {}
+    if INPUT_WARNINGS_KEY in footer:
+        metadata[INPUT_WARNINGS_KEY] = footer[INPUT_WARNINGS_KEY]
     return WorkloadCostsDay(clusters=_row_groups(parquet, source), metadata=metadata)
 
 

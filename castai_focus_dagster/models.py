@@ -141,7 +141,13 @@ class EnrichmentContext:
     # endpoint name -> short reason ("HTTP 404", "timeout", ...) for every part that could not be read
     missing: dict[str, str] = field(default_factory=dict)
 
-    ENDPOINTS = ("cluster_prices", "default_pricing", "discounts", "enterprise_usage", "platform_usage")
+    ENDPOINTS = (
+        "cluster_prices",
+        "default_pricing",
+        "discounts",
+        "enterprise_organizations",
+        "platform_usage",
+    )
 
     @property
     def completeness(self) -> float:

@@ -70,8 +70,8 @@ SETTINGS_DOC: tuple[SettingDoc, ...] = (
     SettingDoc(
         "CASTAI_ORGANIZATION_ID",
         "",
-        "Cast AI organization id: BillingAccountId, file names, "
-        "pricing endpoints. Required unless sandbox (then the sandbox organization).",
+        "Cast AI organization id: file names, pricing endpoints, BillingAccountId of clusters that "
+        "name no organization. Required unless sandbox (then the sandbox organization).",
         "original",
     ),
     SettingDoc(
@@ -130,7 +130,7 @@ SETTINGS_DOC: tuple[SettingDoc, ...] = (
         "original",
     ),
     SettingDoc(
-        "FOCUS_BILLING_ACCOUNT_NAME", "", "BillingAccountName (empty: the organization id).", "original"
+        "FOCUS_BILLING_ACCOUNT_NAME", "", "BillingAccountName (empty: the BillingAccountId).", "original"
     ),
     SettingDoc(
         "FOCUS_TAG_ALLOWLIST",
@@ -142,7 +142,8 @@ SETTINGS_DOC: tuple[SettingDoc, ...] = (
         "FOCUS_ENTERPRISE_ID",
         "",
         "Cast AI enterprise (parent) organization id: when set, "
-        "SubAccount* is the child organization that owns each cluster.",
+        "SubAccount* is the child organization that owns each cluster (from the enterprise's "
+        "child-organization listing).",
         "original",
     ),
     SettingDoc("S3_BUCKET", "", "Target bucket. Empty: write to `LOCAL_OUTPUT_DIR` instead.", "original"),

@@ -11,9 +11,9 @@ import pytest
 from castai_focus_dagster.castai_client import CastAIClient
 from castai_focus_dagster.enrichment import fetch_enrichment
 from castai_focus_dagster.models import EnrichmentContext
-from castai_focus_dagster.sandbox import Faults, SandboxOrg, SandboxServer
+from castai_focus_dagster.sandbox import CannedResponse, Faults, SandboxOrg, SandboxServer
 
-ENTERPRISE_PATH = "/v1/billing/enterprise/usage-report"
+ENTERPRISE_PATH_PREFIX = "/organization-management/v1/enterprises/"
 
 
 def make_client(server: SandboxServer, org: SandboxOrg, **overrides: Any) -> CastAIClient:
@@ -112,14 +112,45 @@ def test_enterprise_is_only_asked_for_with_an_enterprise_id(
     with make_client(sandbox, sandbox_org) as client:
         context = fetch_enrichment(client)
     assert context.child_organizations == {} and context.missing == {}
-    assert not [r for r in sandbox.requests if r.path == ENTERPRISE_PATH]
+    assert not [r for r in sandbox.requests if r.path.startswith(ENTERPRISE_PATH_PREFIX)]
 
 
 def test_wrong_enterprise_is_reported(sandbox: SandboxServer, sandbox_org: SandboxOrg) -> None:
-    """The key's organization answers the report for its own enterprise, not the configured one."""
+    """An organisation that is not an enterprise has no child listing: missing, not "no children"."""
     with make_client(sandbox, sandbox_org) as client:
         context = fetch_enrichment(client, enterprise_id=sandbox_org.organization_id)
-    assert context.missing == {"enterprise_usage": "invalid response"}
+    assert context.missing == {"enterprise_organizations": "HTTP 404"}
+    assert context.child_organizations == {}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"nextPageCursor": ""}',  # 200 without items
+        b'{"items": null}',
+        b'{"items": [{"name": "no id"}]}',
+        b'{"organizations": [{"organizationId": "x"}]}',  # another endpoint's shape
+    ],
+)
+def test_a_wrongly_shaped_child_listing_is_missing_enrichment_not_no_children(
+    sandbox: SandboxServer, sandbox_org: SandboxOrg, body: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    sandbox.faults = Faults(responses={"/organizations$": lambda _query: CannedResponse(body=body)})
+    with make_client(sandbox, sandbox_org) as client, caplog.at_level(logging.WARNING):
+        context = fetch_enrichment(client, enterprise_id=sandbox_org.enterprise_id)
+    assert context.missing == {"enterprise_organizations": "invalid response"}
+    assert context.child_organizations == {}
+    assert any("enterprise_organizations" in r.getMessage() for r in caplog.records)
+
+
+def test_the_child_listing_is_followed_across_pages(sandbox: SandboxServer, sandbox_org: SandboxOrg) -> None:
+    with make_client(sandbox, sandbox_org, page_limit=1) as client:
+        children = client.child_organizations(sandbox_org.enterprise_id)
+    assert {k: v.name for k, v in children.items()} == {c.id: c.name for c in sandbox_org.child_organizations}
+    pages = [r for r in sandbox.requests if r.path.startswith(ENTERPRISE_PATH_PREFIX)]
+    assert len(pages) == len(sandbox_org.child_organizations) > 1
+    assert all(r.query.get("page.limit") == ["1"] for r in pages)
+    assert all(r.query.get("page.cursor") for r in pages[1:]) and "page.cursor" not in pages[0].query
 
 
 def test_unexpected_errors_degrade_too(

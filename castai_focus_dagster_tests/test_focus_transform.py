@@ -7,6 +7,7 @@ never copied from the transform's output.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -63,6 +64,27 @@ def one_row(context: EnrichmentContext | None = None, **fields: object) -> dict[
     out = to_focus(workload_table([fields]), CLUSTERS, context or enrichment_context(), focus_options())
     assert out.num_rows == 1, out.to_pylist()
     return out.to_pylist()[0]
+
+
+def test_billing_account_is_the_cluster_organisation_or_else_the_configured_one() -> None:
+    nameless = {**CLUSTERS, "c-eks-prod": replace(CLUSTERS["c-eks-prod"], organization_id="")}
+    rows = [
+        {"cluster_id": cid, "cpuCostOnDemand": 0.5, "cpuCountOnDemand": 1.0, "costOnDemand": 0.5}
+        for cid in ("c-eks-prod", "c-gke-ml")
+    ]
+    out = to_focus(
+        workload_table(rows), nameless, enrichment_context(), focus_options(billing_account_name="")
+    )
+    accounts = set(
+        zip(
+            *(out[c].to_pylist() for c in ("x_CastAIClusterId", "BillingAccountId", "BillingAccountName")),
+            strict=True,
+        )
+    )
+    assert accounts == {
+        ("c-eks-prod", ORGANIZATION_ID, ORGANIZATION_ID),  # no organizationId: the configured one
+        ("c-gke-ml", CLUSTERS["c-gke-ml"].organization_id, CLUSTERS["c-gke-ml"].organization_id),
+    }
 
 
 def castai_cost_by_workload_day(workloads: pa.Table) -> pd.Series:
@@ -172,7 +194,8 @@ def test_single_spot_cpu_bucket_maps_every_column() -> None:
     assert row["ServiceProviderName"] == row["ProviderName"] == "CAST AI"
     assert row["PublisherName"] == row["InvoiceIssuerName"] == "CAST AI"
     assert row["HostProviderName"] == "AWS"
-    assert (row["BillingAccountId"], row["BillingAccountName"]) == (ORGANIZATION_ID, "Acme Corp")
+    # The cluster's own organisation, as the original exporter (not the configured one).
+    assert (row["BillingAccountId"], row["BillingAccountName"]) == (CHILD_PAYMENTS.id, "Acme Corp")
     assert row["BillingCurrency"] == row["PricingCurrency"] == "USD"
     assert row["InvoiceId"] == f"CASTAI-{ORGANIZATION_ID}-2026-03"
     assert row["ResourceId"] == "castai://c-eks-prod/payments/Deployment/checkout-api"
@@ -573,7 +596,7 @@ def test_options_come_from_settings() -> None:
     )
     options = FocusOptions.from_settings(settings)
     assert options.organization_id == settings.organization_id != ""
-    assert options.billing_account_name == settings.organization_id  # FOCUS_BILLING_ACCOUNT_NAME empty
+    assert options.billing_account_name == ""  # FOCUS_BILLING_ACCOUNT_NAME empty: each row's account id
     assert (options.billing_currency, options.service_name, options.enterprise_id) == (
         "EUR",
         "EKS workloads",

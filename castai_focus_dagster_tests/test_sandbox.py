@@ -445,6 +445,48 @@ def test_billing_reports_use_json_numbers(api: httpx.Client, org: SandboxOrg) ->
     assert as_child.status_code == 404 and set(as_child.json()) == ERROR_KEYS
 
 
+def test_child_organisation_listing_is_paged_with_next_page_cursor(
+    api: httpx.Client, org: SandboxOrg
+) -> None:
+    path = f"/organization-management/v1/enterprises/{org.enterprise_id}/organizations"
+    first = api.get(path, params={"page.limit": "1"}).json()
+    assert set(first) == {"items", "nextPageCursor"} and first["nextPageCursor"]
+    second = api.get(path, params={"page.limit": "1", "page.cursor": first["nextPageCursor"]}).json()
+    listed = first["items"] + second["items"]
+    assert [(o["id"], o["name"]) for o in listed] == [(c.id, c.name) for c in org.child_organizations]
+    assert all(o["parentId"] == org.enterprise_id for o in listed) and second["nextPageCursor"] == ""
+    other = api.get(f"/organization-management/v1/enterprises/{org.organization_id}/organizations")
+    assert other.status_code == 404 and set(other.json()) == ERROR_KEYS
+
+
+def test_answers_the_definition_allows_are_served_on_demand(server: SandboxServer, org: SandboxOrg) -> None:
+    cluster = org.clusters[0].id
+    path = f"/v1/cost-reports/clusters/{cluster}/workload-costs"
+    hourly = {"startTime": "2026-11-01T00:00:00Z", "endTime": "2026-11-02T00:00:00Z", "stepSeconds": "3600"}
+    try:
+        server.faults = Faults(no_data={cluster: None})
+        with client_for(server) as api:
+            empty = api.get(path, params=hourly).json()
+            assert empty["items"] == [] and "noDataReason" not in empty
+            server.faults = Faults(no_data={cluster: "AgentOutdated"})
+            assert api.get(path, params=hourly).json()["noDataReason"] == "AgentOutdated"
+            server.faults = Faults(answer_step_seconds={cluster: 86400})
+            daily = api.get(path, params=hourly).json()["items"]
+            assert {b["timestamp"] for i in daily for b in i["costMetrics"]} == {"2026-11-02T00:00:00Z"}
+            server.faults = Faults(omit_identity={cluster: ("workloadType", "namespace")})
+            nameless = api.get(path, params=hourly).json()["items"]
+            assert nameless and all(
+                "workloadName" in i and not {"workloadType", "namespace"} & set(i) for i in nameless
+            )
+            server.faults = Faults()
+            default = api.get(path, params=hourly).json()
+            assert default["noDataReason"] == "Unknown" and default["items"]
+            assert all({"workloadName", "workloadType", "namespace"} <= set(i) for i in default["items"])
+            assert len(default["items"][0]["costMetrics"]) == 24
+    finally:
+        server.faults = Faults()
+
+
 # ----------------------------------------------------------------------------------------------
 # Auth, organisation scoping, errors, recording
 

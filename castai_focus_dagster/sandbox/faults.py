@@ -18,6 +18,11 @@ travels, not what it is: status line, headers and body are sent one byte every
 `trickle_seconds_per_byte` (a stalled proxy or a congested link), so every socket read of the client
 succeeds while the answer takes minutes; only a deadline on the whole request ends it.
 
+`answer_step_seconds`, `no_data` and `omit_identity` (keyed by a path regex) make the server give
+answers the API definition allows but a careless client misreads: buckets of another size than the
+requested `stepSeconds` (workload costs and cluster cost), `items: []` with a `noDataReason` (or
+without one), workload items without `workloadName` / `workloadType` / `namespace`.
+
 `keyed=True` makes the random draws of a request depend only on the seed, the request (method, path
 and query) and how many times that same request was made before, not on the arrival order: clients
 that fetch concurrently then meet exactly the same faults run after run. `injected` counts the faults
@@ -36,6 +41,9 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from typing import TypeVar
+
+T = TypeVar("T")
 
 # Gateway errors a load balancer in front of Cast AI may answer; used round-robin by `rate_5xx`.
 GATEWAY_ERRORS: tuple[int, ...] = (502, 503, 504)
@@ -91,6 +99,10 @@ class Faults:
     cursor_loop: bool = False  # workload-costs always returns the same non-empty nextCursor
     duplicate_workloads: bool = False  # every later page repeats the previous page's last workload
     responses: dict[str, Responder] = field(default_factory=dict)  # regex -> scripted answers
+    # Answers the API definition allows that a client must not misread (applied by the server):
+    answer_step_seconds: dict[str, int] = field(default_factory=dict)  # regex -> step actually served
+    no_data: dict[str, str | None] = field(default_factory=dict)  # regex -> noDataReason (None: omitted)
+    omit_identity: dict[str, tuple[str, ...]] = field(default_factory=dict)  # regex -> item fields left out
     seed: int = 0
     keyed: bool = False  # draws per request identity instead of one stream in arrival order
 
@@ -159,6 +171,15 @@ class Faults:
                         self.injected["canned"] += 1
                     return answer
         return None
+
+    def answer(self, knob: Mapping[str, T], path: str) -> tuple[bool, T | None]:
+        """(True, value) of the first pattern of `knob` found in `path`, counted in `injected`."""
+        for pattern, value in list(knob.items()):
+            if re.search(pattern, path):
+                with self._lock:
+                    self.injected["answer"] += 1
+                return True, value
+        return False, None
 
     def _draws(self, request: str) -> tuple[float, float, float]:
         """Three numbers in [0, 1): from the shared stream, or (keyed) from the request's own stream."""

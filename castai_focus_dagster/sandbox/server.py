@@ -11,7 +11,9 @@ Endpoints
 - GET /pricing/v1/organizations/{organizationId}/clusters/prices (§4): paged, `nextPageCursor`.
 - GET /pricing/v1beta/organizations/{orgId}/anywhere-cluster-default-pricing (§5, NOT FOUND).
 - GET /v1/billing/platform-usage-report (§6.1): JSON numbers, not strings.
-- GET /v1/billing/enterprise/usage-report (§6.2, NOT FOUND).
+- GET /v1/billing/enterprise/usage-report (§6.2, NOT FOUND; the exporter no longer calls it).
+- GET /organization-management/v1/enterprises/{enterpriseId}/organizations (§6.2): paged,
+  `{"items": [{"id", "name", "parentId"}], "nextPageCursor"}`; 404 for any other enterprise id.
 - GET /v1/discounts (§7): paged, `discounts` + `nextPageToken`.
 - GET /healthz: the sandbox's own liveness probe (no auth, no faults; not a Cast AI path).
 
@@ -502,6 +504,8 @@ class _SandboxApi:
              self._default_pricing),
             (get, re.compile("/v1/billing/platform-usage-report"), self._platform_usage),
             (get, re.compile("/v1/billing/enterprise/usage-report"), self._enterprise_usage),
+            (get, re.compile("/organization-management/v1/enterprises/(?P<enterprise_id>[^/]+)"
+                             "/organizations"), self._child_organizations),
             (get, re.compile("/v1/discounts"), self._discounts),
         ]  # fmt: skip
 
@@ -598,16 +602,36 @@ class _SandboxApi:
             404, f"cluster {cluster_id} not found ({request.endpoint()})", [("clusterId", "not found")]
         )
 
+    def _served_window(self, request: _Request) -> _Window:
+        """The requested window, or (fault `answer_step_seconds`) the same span in buckets of another size."""
+        window = _window(request)
+        matched, step = self._server.faults.answer(self._server.faults.answer_step_seconds, request.path)
+        if not matched or step is None:
+            return window
+        hours_per_bucket = max(1, step // HOUR_SECONDS)
+        return _Window(window.start_hour, max(1, window.hours // hours_per_bucket), hours_per_bucket)
+
     def _workload_costs(self, request: _Request, scope: str, cluster_id: str) -> _Response:
         cluster = self._scoped_cluster(request, scope, cluster_id)
-        window = _window(request)
+        faults = self._server.faults
+        no_data, reason = faults.answer(faults.no_data, request.path)
+        if no_data:
+            _window(request)  # still validated
+            reason_field = "" if reason is None else f',"noDataReason":{_json_str(reason)}'
+            body = (
+                f'{{"clusterId":{_json_str(cluster.id)},"items":[]{reason_field},'
+                '"nextCursor":"","count":"0"}'
+            )
+            return _Response(200, body.encode("utf-8"))
+        window = self._served_window(request)
         workload_filter = _body_filter(request) if request.method == "POST" else _query_filter(request)
         offset, limit = _page_bounds(request)
         labels_to_include = list(dict.fromkeys(request.query.get("labelsToInclude", [])))
         rendered = self.render(cluster, window)
         positions = _filtered_positions(cluster, rendered.rows, workload_filter)
         page = list(positions[offset : offset + limit])
-        faults = self._server.faults
+        _, omitted = faults.answer(faults.omit_identity, request.path)
+        left_out = set(omitted or ())
         if faults.duplicate_workloads and 0 < offset <= len(positions):
             page.insert(0, positions[offset - 1])
         if faults.cursor_loop:
@@ -624,11 +648,15 @@ class _SandboxApi:
                 for key in labels_to_include
                 if key in labels
             )
+            identity = (
+                ("workloadName", workloads.workload_names[row]),
+                ("workloadType", workloads.workload_types[row]),
+                ("namespace", workloads.namespaces[row]),
+            )
             items.append(
-                f'{{"workloadName":{_json_str(workloads.workload_names[row])},'
-                f'"workloadType":{_json_str(workloads.workload_types[row])},'
-                f'"namespace":{_json_str(workloads.namespaces[row])},'
-                f'"costMetrics":[{rendered.cost_metrics[position].as_py()}],'
+                "{"
+                + "".join(f'"{name}":{_json_str(value)},' for name, value in identity if name not in left_out)
+                + f'"costMetrics":[{rendered.cost_metrics[position].as_py()}],'
                 f'"labels":[{label_objects}],'
                 f'"summary":{rendered.summaries[position].as_py()}}}'
             )
@@ -640,7 +668,7 @@ class _SandboxApi:
 
     def _cluster_cost(self, request: _Request, scope: str, cluster_id: str) -> _Response:
         cluster = self._scoped_cluster(request, scope, cluster_id)
-        return _Response(200, self.render(cluster, _window(request)).cluster_cost_body)
+        return _Response(200, self.render(cluster, self._served_window(request)).cluster_cost_body)
 
     def _known_org(self, request: _Request, org_id: str) -> None:
         if org_id not in self._org.known_organization_ids():
@@ -683,6 +711,17 @@ class _SandboxApi:
         return _Response(
             200, _json_bytes({"enterpriseId": self._org.enterprise_id, "organizations": organizations})
         )
+
+    def _child_organizations(self, request: _Request, scope: str, enterprise_id: str) -> _Response:
+        if enterprise_id != self._org.enterprise_id:
+            raise _ApiError(
+                404,
+                f"enterprise {enterprise_id} not found ({request.endpoint()})",
+                [("enterpriseId", "not found")],
+            )
+        page, cursor = _paged(request, self._org.child_organizations)
+        items = [{"id": c.id, "name": c.name, "parentId": enterprise_id} for c in page]
+        return _Response(200, _json_bytes({"items": items, "nextPageCursor": cursor}))
 
     def _discounts(self, request: _Request, scope: str) -> _Response:
         page, cursor = _paged(request, self._org.discounts)

@@ -9,6 +9,8 @@ one of:
 - `repaired`: a stated rule repairs the input; the client logs a warning, the warning travels with the
   data into the `castai_workload_costs` materialization metadata (`input_warnings`), and the money is
   exactly the clean input's.
+- `recorded`: Cast AI answers that it has no data for the cluster; the day publishes without it and names
+  the cluster and its reason (warning `no-data`, manifest, metadata, a WARN asset check).
 - `degraded`: an enrichment endpoint is unusable; the export continues without it (warning in the run
   log, `missing` in the `castai_enrichment_context` metadata); cost rows are unaffected.
 - `accepted`: valid per the API contract although unusual; exported exactly, no warning.
@@ -35,11 +37,13 @@ from castai_focus_dagster.castai_client import (
     DEFAULT_PRICING,
     DISCOUNTS,
     DUPLICATE_WORKLOAD,
+    MISSING_WORKLOAD_IDENTITY,
+    NO_DATA,
     WORKLOAD_COSTS,
 )
 from castai_focus_dagster.sandbox.faults import CannedResponse, Responder
 
-Outcome = Literal["refused", "repaired", "degraded", "accepted"]
+Outcome = Literal["refused", "repaired", "recorded", "degraded", "accepted"]
 JSON = dict[str, Any]
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "reliability.md"
@@ -139,7 +143,9 @@ def workload_pages(
     clean: Clean, *item_pages: list[JSON], count: int | None = None, **extra: Any
 ) -> Responder:
     """Pages of workload items chained by cursors p1, p2, ...; `count` defaults to the distinct workloads."""
-    distinct = {(i["namespace"], i.get("workloadType"), i.get("workloadName")) for p in item_pages for i in p}
+    distinct = {
+        (i.get("namespace"), i.get("workloadType"), i.get("workloadName")) for p in item_pages for i in p
+    }
     total = len(distinct) if count is None else count
     bodies: list[JSON | bytes] = []
     for index, items in enumerate(item_pages):
@@ -268,6 +274,39 @@ def _first_item(**changes: Any) -> Build:
     return one_page(change)
 
 
+def _nameless(count: int) -> Build:
+    """The first `count` workloads moved into the first one's namespace and type, without a name."""
+
+    def change(items: list[JSON], clean: Clean) -> None:
+        for item in items[:count]:
+            item["namespace"], item["workloadType"] = items[0]["namespace"], items[0]["workloadType"]
+            del item["workloadName"]
+
+    return one_page(change)
+
+
+def _no_data(reason: str | None) -> Build:
+    body: JSON = {"clusterId": "", "items": [], "nextCursor": "", "count": "0"}
+    if reason is not None:
+        body["noDataReason"] = reason
+    return lambda clean: {_workload_costs_path(clean): always(body | {"clusterId": clean.cluster_id})}
+
+
+def daily_buckets(items: list[JSON], clean: Clean) -> None:
+    """Each workload's day as one bucket ending at midnight: its cost fields averaged over the day."""
+    for item in items:
+        buckets = item["costMetrics"]
+        day = {
+            name: f"{sum(Decimal(b.get(name, '0')) for b in buckets) / 24:.6f}"
+            for name in buckets[0]
+            if name != "timestamp"
+        }
+        for tier in ("OnDemand", "Spot", "SpotFallback"):  # keep cost{Tier} = Σ its parts exactly
+            parts = (f"{p}{tier}" for p in ("cpuCost", "ramCost", "gpuCost", "tpuCost"))
+            day[f"cost{tier}"] = f"{sum(Decimal(day.get(p, '0')) for p in parts):.6f}"
+        item["costMetrics"] = [{"timestamp": "2026-11-02T00:00:00Z", **day}]
+
+
 def add_bucket(timestamp: str | None = None) -> Build:
     """A copy of the first workload's first bucket, at `timestamp` (None: the same timestamp)."""
 
@@ -338,19 +377,33 @@ VIOLATION_BODY = {
 # The corpus ----------------------------------------------------------------------------------------
 
 _DECODE = "refused while decoding: the value is named, with its workload"
+_PLACEHOLDER = "repaired: exported under the placeholder `(unknown)` (counted); its cost is kept"
+_RECORDED = (
+    "recorded: Cast AI has no data, not a zero cost; the day publishes the other clusters and names this "
+    "one and its reason in the manifest, the metadata and a WARN check"
+)
 _LOUD = "refused: a wrong number would otherwise be exported"
 
 CASES: tuple[BadInput, ...] = (
     # Identity of a workload
-    BadInput("missing-workload-name", WORKLOAD_COSTS, "a workload without `workloadName`", "refused",
-             "refused: a workload needs a name to be a FOCUS resource", _first_item(workloadName=DELETE),
-             field="workloadName"),
-    BadInput("blank-namespace", WORKLOAD_COSTS, "`namespace` is whitespace only", "refused",
-             "refused: blank identities would publish blank strings (FOCUS forbids them)",
-             _first_item(namespace="  "), field="namespace"),
-    BadInput("missing-workload-type", WORKLOAD_COSTS, "a workload without `workloadType`", "refused",
-             "refused: the type is part of the workload's identity and of ResourceType",
-             _first_item(workloadType=DELETE), field="workloadType"),
+    # (The definition requires none of the identity fields: a missing one is not an error.)
+    BadInput("missing-workload-name", WORKLOAD_COSTS, "a workload without `workloadName`", "repaired",
+             _PLACEHOLDER, _first_item(workloadName=DELETE), warning=MISSING_WORKLOAD_IDENTITY),
+    BadInput("blank-namespace", WORKLOAD_COSTS, "`namespace` is whitespace only", "repaired",
+             _PLACEHOLDER + "; a blank value counts as missing (FOCUS forbids blank strings)",
+             _first_item(namespace="  "), warning=MISSING_WORKLOAD_IDENTITY),
+    BadInput("missing-workload-type", WORKLOAD_COSTS, "a workload without `workloadType`", "repaired",
+             _PLACEHOLDER, _first_item(workloadType=DELETE), warning=MISSING_WORKLOAD_IDENTITY),
+    BadInput("missing-identity-twice", WORKLOAD_COSTS, "two workloads of one namespace and type without "
+             "`workloadName`", "repaired",
+             "repaired: numbered placeholders `(unknown)`, `(unknown 2)`: never merged, never a duplicate",
+             _nameless(2), warning=MISSING_WORKLOAD_IDENTITY),
+    # No data
+    BadInput("no-data-reason", WORKLOAD_COSTS, "`items: []` with `noDataReason: NoMetricsServer`",
+             "recorded", _RECORDED, _no_data("NoMetricsServer"), warning=NO_DATA),
+    BadInput("empty-without-reason", WORKLOAD_COSTS, "`items: []` without `noDataReason`", "recorded",
+             _RECORDED + " (reason recorded as `none given`: protojson omits the default `Unknown`)",
+             _no_data(None), warning=NO_DATA),
     BadInput("unknown-workload-type", WORKLOAD_COSTS, "`workloadType` is a kind the exporter has never seen "
              "(`SparkApplication`)", "accepted",
              "accepted: exported as ResourceType / x_CastAIWorkloadType verbatim; costs do not depend on it",
@@ -407,6 +460,10 @@ CASES: tuple[BadInput, ...] = (
     BadInput("timestamp-unaligned", WORKLOAD_COSTS, "a bucket ending at 01:30", "refused",
              "refused: bucket ends must sit on the step grid", add_bucket("2026-11-01T01:30:00Z"),
              field="timestamp"),
+    BadInput("daily-buckets-for-hourly-request", WORKLOAD_COSTS, "one daily bucket (ending 24:00) per "
+             "workload for an hourly request", "refused",
+             "refused (permanent, no retry): the bucket size answered is not the one requested; read as "
+             "hourly it would be 1/24 of the cost", one_page(daily_buckets), field="timestamp"),
     BadInput("timestamp-without-zone", WORKLOAD_COSTS, "a timestamp without a UTC offset", "refused",
              "refused: a local time cannot be placed in a UTC charge period",
              in_paid_bucket(timestamp="2026-11-01T01:00:00"), field="timestamp"),

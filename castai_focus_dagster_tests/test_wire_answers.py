@@ -1,0 +1,412 @@
+"""Answers the Cast AI API definition allows and a careless client misreads, from the wire to FOCUS.
+
+Each is produced on demand by the sandbox (`Faults.answer_step_seconds`, `no_data`, `omit_identity`)
+over real HTTP and driven through the decoding functions, the client and a real Dagster run: a bucket
+size other than the one requested is refused, an empty answer is recorded as "no data" (manifest,
+metadata, WARN check) while the other clusters publish, and a workload without identity fields is
+exported under a placeholder with its whole cost.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import msgspec
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from castai_focus_dagster.castai_client import (
+    MISSING_WORKLOAD_IDENTITY,
+    NO_DATA,
+    CastAIClient,
+    CastAIError,
+    input_warnings,
+)
+from castai_focus_dagster.castai_decode import (
+    MISSING_IDENTITY,
+    BucketWindow,
+    WorkloadCostsAssembler,
+    WorkloadItem,
+)
+from castai_focus_dagster.layout import data_key, manifest_key
+from castai_focus_dagster.sandbox import CannedResponse, SandboxOrg, SandboxServer
+from castai_focus_dagster_tests.test_pipeline import DAY, run
+
+START = datetime.fromisoformat(DAY).replace(tzinfo=UTC)
+END = START + timedelta(days=1)
+
+
+def client_for(server: SandboxServer, org: SandboxOrg) -> CastAIClient:
+    return CastAIClient(server.url, org.api_key, organization_id=org.organization_id, max_retries=0)
+
+
+def micros(*hours: int) -> np.ndarray:
+    start = int(START.timestamp()) * 1_000_000
+    return np.array([start + h * 3_600_000_000 for h in hours], dtype=np.int64)
+
+
+# ------------------------------------------------------------------------------------------------
+# Pure functions
+
+
+def test_the_grid_of_dense_hourly_buckets_is_the_requested_step() -> None:
+    window = BucketWindow(START, END, 3600)
+    grid = window.grid_seconds(micros(*range(1, 25)))
+    assert grid == 3600 and window.step_problem(grid) is None
+
+
+def test_a_daily_bucket_answering_an_hourly_request_is_a_wrong_step() -> None:
+    window = BucketWindow(START, END, 3600)
+    problem = window.step_problem(window.grid_seconds(micros(24)))
+    assert problem is not None and "86400" in problem and "3600" in problem
+
+
+def test_hourly_buckets_answering_a_daily_request_are_a_wrong_step() -> None:
+    window = BucketWindow(START, START + timedelta(days=2), 86400)
+    problem = window.step_problem(window.grid_seconds(micros(1, 2, 24)))
+    assert problem is not None and "answered 3600s buckets" in problem and "86400" in problem
+
+
+def test_the_grid_accumulates_over_pages() -> None:
+    """A first page holding only the window's last bucket does not decide the step alone."""
+    window = BucketWindow(START, END, 3600)
+    first = window.grid_seconds(micros(24))
+    assert first == 86400
+    assert window.grid_seconds(micros(3, 4), first) == 3600
+
+
+def _item(**identity: str) -> dict[str, Any]:
+    bucket = {"timestamp": "2026-11-01T01:00:00Z", "costOnDemand": "1.000000", "cpuCostOnDemand": "1.000000"}
+    return {**identity, "costMetrics": [bucket]}
+
+
+def test_items_missing_identity_fields_become_distinct_placeholder_workloads() -> None:
+    items = [
+        msgspec.convert(i, WorkloadItem, strict=False)
+        for i in (
+            _item(namespace="ns", workloadType="Deployment"),  # no workloadName
+            _item(namespace="ns", workloadType="Deployment", workloadName=""),  # blank: the same
+            _item(workloadType="Job", workloadName="batch"),  # no namespace
+            _item(namespace="ns", workloadType="Deployment", workloadName="api"),
+        )
+    ]
+    assembler = WorkloadCostsAssembler("c1", BucketWindow(START, END, 3600))
+    assembler.add(items)
+    table = assembler.table()
+    names = list(
+        zip(
+            *(table[c].cast("string").to_pylist() for c in ("namespace", "workload_type", "workload_name")),
+            strict=True,
+        )
+    )
+    assert names == [
+        ("ns", "Deployment", MISSING_IDENTITY),
+        ("ns", "Deployment", "(unknown 2)"),
+        (MISSING_IDENTITY, "Job", "batch"),
+        ("ns", "Deployment", "api"),
+    ]
+    assert assembler.missing_identity == 3
+    assert pc.sum(table["costOnDemand"]).as_py() == 4.0  # nothing merged, nothing dropped
+
+
+def test_an_empty_answer_is_no_data_with_the_reason_given_or_none() -> None:
+    given = WorkloadCostsAssembler("c1", BucketWindow(START, END, 3600))
+    given.add([])
+    given.note_no_data_reason("NoMetricsServer")
+    assert given.no_data() == "NoMetricsServer"
+    silent = WorkloadCostsAssembler("c1", BucketWindow(START, END, 3600))
+    silent.add([])
+    assert silent.no_data() == "none given"
+    listed = WorkloadCostsAssembler("c1", BucketWindow(START, END, 3600))
+    listed.add([msgspec_item()])
+    listed.note_no_data_reason("Unknown")  # the sandbox and Cast AI send it alongside items too
+    assert listed.no_data() is None
+
+
+def msgspec_item() -> WorkloadItem:
+    return msgspec.convert(
+        _item(namespace="ns", workloadType="Job", workloadName="x"), WorkloadItem, strict=False
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# The client against the sandbox over HTTP
+
+
+@pytest.mark.parametrize("endpoint", ["workload-costs", "cost"])
+def test_the_client_refuses_daily_buckets_for_an_hourly_request(
+    sandbox: SandboxServer, sandbox_org: SandboxOrg, endpoint: str
+) -> None:
+    cluster = sandbox_org.clusters[0].id
+    sandbox.faults.answer_step_seconds = {rf"/{cluster}/{endpoint}$": 86400}
+    with client_for(sandbox, sandbox_org) as client, pytest.raises(CastAIError) as info:
+        if endpoint == "cost":
+            client.cluster_cost_report(cluster, START, END, 3600)
+        else:
+            client.workload_costs(cluster, START, END, 3600)
+    error = info.value
+    assert error.reason == "wrong step" and error.cluster_id == cluster
+    assert "86400s buckets" in str(error) and "stepSeconds=3600" in str(error)
+    assert sandbox.faults.injected["answer"] >= 1
+
+
+def test_the_client_records_no_data_and_its_reason(sandbox: SandboxServer, sandbox_org: SandboxOrg) -> None:
+    quiet, silent = sandbox_org.clusters[0].id, sandbox_org.clusters[1].id
+    sandbox.faults.no_data = {f"/{quiet}/": "NoMetricsServer", f"/{silent}/": None}
+    with client_for(sandbox, sandbox_org) as client:
+        tables = {cid: client.workload_costs(cid, START, END, 3600) for cid in (quiet, silent)}
+    for cid, reason in ((quiet, "NoMetricsServer"), (silent, "none given")):
+        assert tables[cid].num_rows == 0
+        [warning] = input_warnings(tables[cid])
+        assert (warning["rule"], warning["cluster_id"], warning["detail"]) == (NO_DATA, cid, reason)
+
+
+def test_the_client_keeps_every_dollar_of_workloads_without_names(
+    sandbox: SandboxServer, sandbox_org: SandboxOrg
+) -> None:
+    cluster = sandbox_org.clusters[0].id
+    sandbox.faults.omit_identity = {f"/{cluster}/": ("workloadName",)}
+    with client_for(sandbox, sandbox_org) as client:
+        table = client.workload_costs(cluster, START, END, 3600)
+    hours = table["step_seconds"].to_numpy() / 3600
+    compute = sum(table[f"cost{t}"].to_numpy() for t in ("OnDemand", "Spot", "SpotFallback"))
+    total = float(((compute + table["storageCost"].to_numpy()) * hours).sum())
+    assert total == pytest.approx(sandbox_org.expected_cluster_total(cluster, START, END), abs=1e-4)
+    names = set(table["workload_name"].cast("string").to_pylist())
+    assert names and all(n.startswith("(unknown") for n in names)
+    [warning] = input_warnings(table)
+    assert warning["rule"] == MISSING_WORKLOAD_IDENTITY
+    columns = [table[c].cast("string").to_pylist() for c in ("namespace", "workload_type", "workload_name")]
+    workloads = set(zip(*columns, strict=True))
+    kinds = set(zip(columns[0], columns[1], strict=True))
+    # One placeholder workload per nameless item: numbered within a namespace and type, none merged.
+    assert warning["count"] == len(workloads) > len(kinds)
+
+
+# ------------------------------------------------------------------------------------------------
+# Through Dagster: the job on a real instance, the sandbox over HTTP, real files
+
+
+def _published(out: Path, org: SandboxOrg) -> Path:
+    return out / data_key("", org.organization_id, date.fromisoformat(DAY), "parquet")
+
+
+def _events(instance: dg.DagsterInstance, run_id: str, kind: str) -> list[Any]:
+    return [
+        e for e in instance.all_logs(run_id) if e.dagster_event and e.dagster_event.event_type_value == kind
+    ]
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "mode"),
+    [("workload-costs", "workload"), ("cost", "split")],
+    ids=["workload-costs", "cluster-cost-in-split-mode"],
+)
+def test_a_wrong_bucket_size_fails_the_run_and_publishes_nothing(
+    exporter_env: Path,
+    sandbox: SandboxServer,
+    sandbox_org: SandboxOrg,
+    monkeypatch: pytest.MonkeyPatch,
+    endpoint: str,
+    mode: str,
+) -> None:
+    monkeypatch.setenv("FOCUS_ALLOCATION_MODE", mode)
+    cluster = sandbox_org.clusters[0].id
+    sandbox.faults.answer_step_seconds = {rf"/{cluster}/{endpoint}$": 86400}
+    with dg.instance_for_test() as instance:
+        result = run([DAY], instance)
+        assert not result.success
+        assert not _events(instance, result.run_id, "STEP_UP_FOR_RETRY")  # permanent: no retries
+        [failure] = _events(instance, result.run_id, "STEP_FAILURE")
+    text = str(failure.dagster_event.event_specific_data)
+    assert cluster in text and ("cluster-cost" if endpoint == "cost" else "workload-costs") in text
+    assert "86400s buckets" in text and "stepSeconds=3600" in text
+    assert not _published(exporter_env, sandbox_org).exists()
+    assert not (exporter_env / manifest_key("", date.fromisoformat(DAY))).exists()
+
+
+def test_a_cluster_without_data_is_recorded_and_the_others_publish(
+    exporter_env: Path, sandbox: SandboxServer, sandbox_org: SandboxOrg
+) -> None:
+    quiet = sandbox_org.clusters[0]
+    sandbox.faults.no_data = {f"/{quiet.id}/workload-costs$": "NoMetricsServer"}
+    with dg.instance_for_test() as instance:
+        result = run([DAY], instance)
+        assert result.success
+        meta = result.asset_materializations_for_node("focus_cost_and_usage")[0].metadata
+        checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    expected = [{"cluster_id": quiet.id, "cluster_name": quiet.name, "reason": "NoMetricsServer"}]
+    manifest = json.loads((exporter_env / manifest_key("", date.fromisoformat(DAY))).read_text())
+    assert manifest["extra"]["clusters_without_data"] == expected
+    assert meta["clusters_without_data"].value == expected
+    check = checks["focus_clusters_with_data"]
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert quiet.name in (check.description or "") and "NoMetricsServer" in (check.description or "")
+    assert all(c.passed for name, c in checks.items() if name != "focus_clusters_with_data")
+    table = pq.read_table(_published(exporter_env, sandbox_org))
+    assert quiet.id not in set(table["x_CastAIClusterId"].to_pylist())
+    others = sum(sandbox_org.expected_cluster_total(c.id, START, END) for c in sandbox_org.clusters[1:])
+    assert pc.sum(table["BilledCost"]).as_py() == pytest.approx(others, abs=1e-4)
+
+
+def test_workloads_without_names_are_published_under_the_placeholder_with_their_cost(
+    exporter_env: Path, sandbox: SandboxServer, sandbox_org: SandboxOrg
+) -> None:
+    cluster = sandbox_org.clusters[0]
+    sandbox.faults.omit_identity = {f"/{cluster.id}/workload-costs$": ("workloadName", "namespace")}
+    with dg.instance_for_test() as instance:
+        result = run([DAY], instance)
+        assert result.success
+        meta = result.asset_materializations_for_node("focus_cost_and_usage")[0].metadata
+        assert all(c.passed for c in result.get_asset_check_evaluations())
+    table = pq.read_table(_published(exporter_env, sandbox_org))
+    mine = table.filter(pc.equal(table["x_CastAIClusterId"], cluster.id))
+    assert set(mine["x_CastAINamespace"].to_pylist()) == {MISSING_IDENTITY}
+    assert all(name.startswith("(unknown") for name in mine["ResourceName"].to_pylist())
+    assert mine["ResourceId"].null_count == 0
+    assert pc.sum(mine["BilledCost"]).as_py() == pytest.approx(
+        sandbox_org.expected_cluster_total(cluster.id, START, END), abs=1e-4
+    )
+    total = sum(sandbox_org.expected_cluster_total(c.id, START, END) for c in sandbox_org.clusters)
+    assert pc.sum(table["BilledCost"]).as_py() == pytest.approx(total, abs=1e-4)
+    assert meta["workloads_missing_identity"].value == pc.count_distinct(mine["ResourceId"]).as_py() > 0
+
+
+def _accounts(table: Any) -> set[tuple[str, ...]]:
+    columns = (
+        "x_CastAIClusterId",
+        "BillingAccountId",
+        "BillingAccountName",
+        "SubAccountId",
+        "SubAccountName",
+    )
+    return set(zip(*(table[c].to_pylist() for c in columns), strict=True))
+
+
+def test_accounts_are_the_cluster_organisation_and_its_child_organisation(
+    exporter_env: Path, sandbox_org: SandboxOrg, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FOCUS_ENTERPRISE_ID", sandbox_org.enterprise_id)
+    monkeypatch.setenv("CASTAI_PAGE_LIMIT", "1")  # the child listing is followed over its pages
+    with dg.instance_for_test() as instance:
+        result = run([DAY], instance)
+        assert result.success
+        meta = result.asset_materializations_for_node("focus_cost_and_usage")[0].metadata
+    assert meta["enrichment_missing"].value == {}
+    children = {c.id: c.name for c in sandbox_org.child_organizations}
+    table = pq.read_table(_published(exporter_env, sandbox_org))
+    assert _accounts(table) == {
+        (c.id, c.organization_id, c.organization_id, c.organization_id, children[c.organization_id])
+        for c in sandbox_org.clusters
+    }
+    assert set(table["SubAccountType"].to_pylist()) == {"Organization"}
+    # The clusters belong to the enterprise's children, not to the configured (key's) organisation.
+    assert sandbox_org.organization_id not in set(table["BillingAccountId"].to_pylist())
+
+
+def test_a_wrongly_shaped_child_listing_falls_back_to_clusters_and_is_recorded(
+    exporter_env: Path, sandbox: SandboxServer, sandbox_org: SandboxOrg, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FOCUS_ENTERPRISE_ID", sandbox_org.enterprise_id)
+    monkeypatch.setenv("FOCUS_BILLING_ACCOUNT_NAME", "Acme")
+    sandbox.faults.responses = {
+        "/organizations$": lambda _query: CannedResponse(body=b'{"nextPageCursor":""}')
+    }
+    with dg.instance_for_test() as instance:
+        result = run([DAY], instance)
+        assert result.success
+        meta = result.asset_materializations_for_node("focus_cost_and_usage")[0].metadata
+    assert meta["enrichment_missing"].value == {"enterprise_organizations": "invalid response"}
+    manifest = json.loads((exporter_env / manifest_key("", date.fromisoformat(DAY))).read_text())
+    assert manifest["extra"]["enrichment_missing"] == {"enterprise_organizations": "invalid response"}
+    table = pq.read_table(_published(exporter_env, sandbox_org))
+    assert _accounts(table) == {(c.id, c.organization_id, "Acme", c.id, c.name) for c in sandbox_org.clusters}
+    assert set(table["SubAccountType"].to_pylist()) == {"Cluster"}
+
+
+# ------------------------------------------------------------------------------------------------
+# Properties of the assembler: no identity gaps lose or merge money, the grid is the answer's
+
+
+identity_value = st.one_of(st.none(), st.just(""), st.just("  "), st.sampled_from(["a", "b"]))
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(
+    st.lists(
+        st.tuples(
+            identity_value,
+            identity_value,
+            identity_value,
+            st.lists(st.integers(min_value=1, max_value=24), min_size=1, max_size=4, unique=True),
+            st.floats(min_value=0.0, max_value=1e3),
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_every_item_keeps_its_cost_and_its_own_identity(items: list[tuple[Any, ...]]) -> None:
+    decoded = [
+        msgspec.convert(
+            {
+                **{
+                    k: v
+                    for k, v in zip(("namespace", "workloadType", "workloadName"), ids, strict=True)
+                    if v is not None
+                },
+                "costMetrics": [
+                    {
+                        "timestamp": f"2026-11-01T{h:02d}:00:00Z" if h < 24 else "2026-11-02T00:00:00Z",
+                        "costOnDemand": cost,
+                        "cpuCostOnDemand": cost,
+                    }
+                    for h in hours
+                ],
+            },
+            WorkloadItem,
+            strict=False,
+        )
+        for *ids, hours, cost in items
+    ]
+    complete = [d for d in decoded if not d.missing_identity()]
+    complete_keys = {(d.namespace, d.workload_type, d.workload_name) for d in complete}
+    assembler = WorkloadCostsAssembler("c1", BucketWindow(START, END, 3600))
+    try:
+        assembler.add(decoded)
+        table = assembler.table()
+    except (
+        Exception
+    ) as exc:  # only a conflicting repeat of a complete identity, or a coarser grid, may refuse
+        assert "listed twice" in str(exc) or "wrong bucket size" in str(exc), exc
+        return
+    expected = sum(cost * len(hours) for *_ids, hours, cost in items)
+    repeats_dropped = len(complete) - len(complete_keys)
+    placeholders = [d for d in decoded if d.missing_identity()]
+    assert assembler.missing_identity == len(placeholders)
+    columns = [table[c].cast("string").to_pylist() for c in ("namespace", "workload_type", "workload_name")]
+    identities = set(zip(*columns, strict=True))
+    assert len(identities) == len(complete_keys) + len(placeholders)  # none merged
+    if not repeats_dropped:
+        assert pc.sum(table["costOnDemand"]).as_py() == pytest.approx(expected, rel=1e-12, abs=1e-9)
+    assert all(v.strip() for column in columns for v in column)  # never blank in FOCUS
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(st.sets(st.integers(min_value=1, max_value=24), min_size=1), st.sampled_from([7200, 21600, 86400]))
+def test_buckets_of_a_coarser_grid_are_always_refused_and_dense_hourly_ones_never(
+    hours: set[int], answered: int
+) -> None:
+    window = BucketWindow(START, END, 3600)
+    coarse = sorted({h * 3600 // answered * answered for h in hours} - {0}) or [answered]
+    problem = window.step_problem(window.grid_seconds(micros(*(s // 3600 for s in coarse))))
+    assert problem is not None and "requested stepSeconds=3600" in problem
+    dense = sorted(hours | {min(hours) + 1 if min(hours) < 24 else 23})  # two neighbouring hours at least
+    assert window.step_problem(window.grid_seconds(micros(*dense))) is None
