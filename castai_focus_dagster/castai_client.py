@@ -713,7 +713,6 @@ class CastAIClient:
         params: Sequence[tuple[str, str]] = (),
         *,
         cluster_id: str | None = None,
-        headers: Mapping[str, str] | None = None,
     ) -> bytes:
         """GET with retries on 429/502/503/504, timeouts and connection errors; returns the 2xx body.
 
@@ -729,7 +728,7 @@ class CastAIClient:
             reraise=True,
         )
         try:
-            return retrying(self._get_once, endpoint, path, params, cluster_id, headers)
+            return retrying(self._get_once, endpoint, path, params, cluster_id)
         except _RetryableResponse as exc:
             raise CastAIError(
                 f"{exc.detail} (gave up after {attempts} attempt(s))",
@@ -769,11 +768,10 @@ class CastAIClient:
         path: str,
         params: Sequence[tuple[str, str]],
         cluster_id: str | None,
-        headers: Mapping[str, str] | None,
     ) -> bytes:
         self._bucket.acquire()
         with _deadline(self._timeout):
-            response = self._http.get(path, params=list(params), headers=headers)
+            response = self._http.get(path, params=list(params))
         if response.is_success:
             return response.content
         message, field = error_message(response.content)

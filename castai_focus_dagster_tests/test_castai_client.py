@@ -906,10 +906,22 @@ def test_a_key_no_header_can_carry_is_refused_before_any_request() -> None:
     assert sent == []
 
 
-def test_a_request_that_cannot_be_sent_is_permanent(sandbox: SandboxServer, sandbox_org: SandboxOrg) -> None:
+def test_a_request_that_cannot_be_sent_is_permanent() -> None:
     """h11 refuses an illegal header value before sending; that fails identically every time."""
-    sandbox.requests.clear()
-    with make_client(sandbox, sandbox_org, max_retries=3) as client, pytest.raises(CastAIError) as info:
-        client.enterprise_organizations("org\nX-Injected: header")
+    calls: list[httpx.Request] = []
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        raise httpx.LocalProtocolError("Illegal header value b'x'")
+
+    client = CastAIClient(
+        "https://api.cast.ai",
+        "k" * 16,
+        organization_id="o",
+        max_retries=3,
+        transport=httpx.MockTransport(refuse),
+    )
+    with client, pytest.raises(CastAIError) as info:
+        client.platform_usage()
     assert not info.value.transient and info.value.reason == "invalid request"
-    assert "not retried" in str(info.value) and sandbox.requests == []
+    assert "not retried" in str(info.value) and len(calls) == 1
