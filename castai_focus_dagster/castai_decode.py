@@ -747,6 +747,8 @@ class WorkloadCostsAssembler:
         self._announced = 0
         self._tables: list[pa.Table] = []
         self._grid = 0  # gcd of every bucket's offset from the window start, in seconds (0: no bucket yet)
+        self._bucket_span = (np.iinfo(np.int64).max, -1)  # earliest and latest bucket timestamp (µs)
+        self._max_uptime = 0.0  # the longest uptimeMinutes* of any bucket: a bucket holds at most its step
         self.missing_identity = 0  # items kept (past the namespace filters) under MISSING_IDENTITY
         self.received = 0  # items received over all pages, whatever their namespace
         self.no_data_reason: str | None = None
@@ -793,10 +795,32 @@ class WorkloadCostsAssembler:
         if count is not None:
             self._announced = max(self._announced, count)
 
-    def table(self) -> pa.Table:
+    def _step_problem(self) -> tuple[str, str] | None:
+        """(message, field) when the buckets are not of the requested size.
+
+        A coarser grid is decided over every bucket of the cluster. Buckets at a single timestamp (the
+        window's last) are ambiguous: a daily answer to an hourly request, or a cluster that only ran in
+        the last hour. `uptimeMinutes*` tells them apart, since a bucket cannot hold more minutes than
+        its step.
+        """
+        step_minutes = self.window.step_seconds / 60
+        too_long = self._max_uptime > step_minutes + 1e-6
+        earliest, latest = self._bucket_span
         problem = self.window.step_problem(self._grid)
+        if problem and (earliest < latest or too_long):
+            return problem, "timestamp"
+        if too_long:
+            return (
+                f"a bucket reports {self._max_uptime:g} uptime minutes, more than a "
+                f"stepSeconds={self.window.step_seconds} bucket holds (wrong bucket size)",
+                "uptimeMinutes",
+            )
+        return None
+
+    def table(self) -> pa.Table:
+        problem = self._step_problem()
         if problem:
-            raise InvalidResponse(problem, reason="wrong step", field="timestamp")
+            raise InvalidResponse(problem[0], reason="wrong step", field=problem[1])
         if len(self._first) < self._announced:
             raise InvalidResponse(
                 f"pages ended after {len(self._first)} distinct workload(s), but the response counted "
@@ -927,6 +951,11 @@ class WorkloadCostsAssembler:
         # Off the requested grid (finer or shifted buckets) is decided page by page; a coarser grid only
         # once every page is in (`table()`): one page may hold only workloads of the window's last bucket.
         self._grid = self.window.grid_seconds(micros, self._grid)
+        if micros.size:
+            earliest, latest = self._bucket_span
+            self._bucket_span = (min(earliest, int(micros.min())), max(latest, int(micros.max())))
+            uptime = max(float(table[f"uptimeMinutes{tier}"].max()) for tier in TIERS)
+            self._max_uptime = max(self._max_uptime, uptime)
         if self._grid % self.window.step_seconds:
             off_grid = (micros - to_microseconds(self.window.start)) % (self.window.step_seconds * 1_000_000)
             row = int(np.argmax(off_grid != 0)) if off_grid.any() else 0

@@ -98,8 +98,11 @@ and the grid the answer actually uses (the greatest common divisor of all its of
 start, over all pages) must be `stepSeconds` itself. Anything else (daily buckets answering an hourly
 request, hourly ones answering a daily request, shifted buckets) fails the run without retries, naming
 the cluster, the endpoint and both bucket sizes; the cluster cost report of split mode is checked the
-same way. A cluster whose only hourly bucket is the day's last hour cannot be told from a daily answer
-and is refused too; `COLLECTION_GRANULARITY=daily` exports such a day.
+same way. Buckets at one single timestamp (the window's last) are ambiguous: a daily answer, or a
+cluster that only ran in the last hour. `uptimeMinutes*` decides: a bucket cannot hold more minutes than
+its step, so a daily bucket of any workload that ran over an hour is refused, while a cluster that
+really ran only in the last hour is exported. (The split-mode cluster cost report carries no uptime:
+there a single last-hour bucket is refused; `COLLECTION_GRANULARITY=daily` exports such a day.)
 
 Workload identity: the definition requires none of `workloadName`, `workloadType` and `namespace`.
 A workload lacking one (or sending it blank) is exported with `{missing}` in its place (parentheses

@@ -33,6 +33,7 @@ from castai_focus_dagster.castai_client import (
 from castai_focus_dagster.castai_decode import (
     MISSING_IDENTITY,
     BucketWindow,
+    InvalidResponse,
     WorkloadCostsAssembler,
     WorkloadItem,
 )
@@ -115,6 +116,33 @@ def test_items_missing_identity_fields_become_distinct_placeholder_workloads() -
     ]
     assert assembler.missing_identity == 3
     assert pc.sum(table["costOnDemand"]).as_py() == 4.0  # nothing merged, nothing dropped
+
+
+def _last_hour_item(uptime_minutes: str) -> WorkloadItem:
+    bucket = {
+        "timestamp": "2026-11-02T00:00:00Z",  # the window's last bucket only
+        "costOnDemand": "1.000000",
+        "cpuCostOnDemand": "1.000000",
+        "uptimeMinutesOnDemand": uptime_minutes,
+    }
+    item = {"namespace": "ns", "workloadType": "Job", "workloadName": "late", "costMetrics": [bucket]}
+    return msgspec.convert(item, WorkloadItem, strict=False)
+
+
+def test_a_cluster_that_only_ran_in_the_last_hour_is_not_a_daily_answer() -> None:
+    """Regression: one bucket at the window's end looks like a daily answer; its uptime says it is not."""
+    assembler = WorkloadCostsAssembler("c1", BucketWindow(START, END, 3600))
+    assembler.add([_last_hour_item("45")])
+    assert assembler.table().num_rows == 1
+
+
+def test_a_single_daily_bucket_is_refused_by_its_uptime() -> None:
+    assembler = WorkloadCostsAssembler("c1", BucketWindow(START, END, 3600))
+    assembler.add([_last_hour_item("1440")])
+    with pytest.raises(InvalidResponse) as info:
+        assembler.table()
+    assert info.value.reason == "wrong step" and "86400s buckets" in str(info.value)
+    assert "stepSeconds=3600" in str(info.value)
 
 
 def test_an_empty_answer_is_no_data_with_the_reason_given_or_none() -> None:

@@ -293,11 +293,12 @@ def _no_data(reason: str | None) -> Build:
 
 
 def daily_buckets(items: list[JSON], clean: Clean) -> None:
-    """Each workload's day as one bucket ending at midnight: its cost fields averaged over the day."""
+    """Each workload's day as one bucket ending at midnight: its rates averaged over the day, its uptime
+    minutes summed (a bucket counts the minutes the workload ran in it)."""
     for item in items:
         buckets = item["costMetrics"]
         day = {
-            name: f"{sum(Decimal(b.get(name, '0')) for b in buckets) / 24:.6f}"
+            name: f"{sum(Decimal(b.get(name, '0')) for b in buckets) / (1 if 'uptime' in name else 24):.6f}"
             for name in buckets[0]
             if name != "timestamp"
         }
