@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -55,6 +55,7 @@ class FocusDay:
     enrichment_completeness: float
     enrichment_missing: dict[str, str] = field(default_factory=dict)
     allocation_mode: str = "workload"
+    pricing: dict[str, Any] = field(default_factory=dict)  # what the price rules did (discounts, sources)
 
     def discard(self) -> None:
         self.data.close()
@@ -68,11 +69,13 @@ def encode_focus_day(
     enrichment_completeness: float,
     enrichment_missing: dict[str, str],
     allocation_mode: str = "workload",
+    pricing: Callable[[], dict[str, Any]] | None = None,
 ) -> FocusDay:
     """Encode a day's FOCUS batches, each with its audit report, into one object in a temporary file.
 
     The report of the day combines the batches' reports (at least one batch: an empty day is one empty
-    batch); the caller publishes the day only if `day.audit.passed`.
+    batch); the caller publishes the day only if `day.audit.passed`. `pricing` is called once every
+    batch is written (the batches fill the figures it reports).
     """
     # Owned by the returned FocusDay (closed, hence deleted, by `discard()`): not a `with` block.
     data = tempfile.TemporaryFile(prefix="castai-focus-")  # noqa: SIM115
@@ -103,6 +106,7 @@ def encode_focus_day(
         enrichment_completeness=enrichment_completeness,
         enrichment_missing=enrichment_missing,
         allocation_mode=allocation_mode,
+        pricing=pricing() if pricing is not None else {},
     )
 
 
@@ -149,6 +153,7 @@ class PublishedDay:
                 "preview": dg.MetadataValue.md(_preview_markdown(only.day.preview)),
                 "dagster/column_schema": column_schema(),
                 "enrichment_missing": dg.MetadataValue.json(only.day.enrichment_missing),
+                "pricing": dg.MetadataValue.json(only.day.pricing),
             }
         total = sum(d.row_count for d in days)
         billed = sum(d.day.audit.totals.get("BilledCost", 0.0) for d in days)
@@ -212,6 +217,7 @@ def publish_focus_day(store: ObjectStore, settings: Settings, day: FocusDay, run
             "castai_cost": day.audit.source_total,
             "enrichment_completeness": day.enrichment_completeness,
             "enrichment_missing": day.enrichment_missing,
+            "pricing": day.pricing,
         },
     )
     result = publish_partition(

@@ -8,7 +8,8 @@ Endpoints
 - GET /v1/kubernetes/external-clusters (§2): `{"items": [Cluster]}`, no paging.
 - GET|POST /v1/cost-reports/clusters/{clusterId}/workload-costs (§3): paged over workloads.
 - GET /v1/cost-reports/clusters/{clusterId}/cost (§8.1): one item per bucket + summary.
-- GET /pricing/v1/organizations/{organizationId}/clusters/prices (§4): paged, `nextPageCursor`.
+- GET /pricing/v1/organizations/{organizationId}/clusters/prices (§4): paged, `nextPageCursor`; only
+  Anywhere clusters (the endpoint is documented "for CAST Anywhere clusters").
 - GET /pricing/v1beta/organizations/{orgId}/anywhere-cluster-default-pricing (§5, NOT FOUND).
 - GET /v1/billing/platform-usage-report (§6.1): JSON numbers, not strings.
 - GET /v1/billing/enterprise/usage-report (§6.2, NOT FOUND).
@@ -38,7 +39,8 @@ INFERRED by the sandbox (not established by the reference):
   for with `labelsToInclude` (repeated parameter), in request order; NO labels when none are
   requested. Summary: `total*` = Σ bucket value x bucket hours (`totalCost` includes storage,
   `totalCost{Tier}` do not), `avg*` = total / window hours. `uptimeMinutes*` are whole minutes
-  summed over the bucket. `useListingPrices` and `includeIdleResourceCosts` are accepted and ignored.
+  summed over the bucket. `includeIdleResourceCosts` is accepted and ignored. `useListingPrices=true`
+  (workload costs and cluster cost) answers the same usage at listing prices: no discount applied.
 - Cluster cost (§8.1): every resource and tier is the sum of the cluster's workloads divided by
   (1 - idle share), never below the sum of the workloads' emitted values: the cluster always costs
   at least the sum of its workloads, exactly on the strings (the difference is idle capacity).
@@ -220,6 +222,7 @@ class _Window:
     start_hour: int
     n_buckets: int
     hours_per_bucket: int
+    listing: bool = False  # useListingPrices=true: costs at listing prices (no discount)
 
     @property
     def hours(self) -> int:
@@ -253,7 +256,15 @@ def _window(request: _Request) -> _Window:
         raise _ApiError(400, f"invalid request parameters for {request.endpoint()}", problems)
     hours_per_bucket = step // HOUR_SECONDS
     n_buckets = (hours["endTime"] - hours["startTime"]) // hours_per_bucket
-    return _Window(hours["startTime"], n_buckets, hours_per_bucket)
+    return _Window(hours["startTime"], n_buckets, hours_per_bucket, _listing(request))
+
+
+def _listing(request: _Request) -> bool:
+    """useListingPrices (protobuf JSON bool in a query: true/false, absent = false)."""
+    raw = (request.first("useListingPrices") or "false").lower()
+    if raw not in ("true", "false", "1", "0"):
+        raise _ApiError(400, f"invalid useListingPrices {raw!r}", [("useListingPrices", "must be a bool")])
+    return raw in ("true", "1")
 
 
 def _page_bounds(request: _Request) -> tuple[int, int]:
@@ -352,7 +363,9 @@ class _RenderedWindow:
 
 
 def _render_window(org: SandboxOrg, cluster: SandboxCluster, window: _Window) -> _RenderedWindow:
-    means = org.bucket_metrics(cluster.id, window.start_hour, window.n_buckets, window.hours_per_bucket)
+    means = org.bucket_metrics(
+        cluster.id, window.start_hour, window.n_buckets, window.hours_per_bucket, listing=window.listing
+    )
     micro = {name: values if name in SUMMED_FIELDS else _micro(values) for name, values in means.items()}
     for tier in TIERS:
         micro[f"cost{tier}"] = _add(micro[f"{cost}{tier}"] for cost in RESOURCE_COSTS)
@@ -418,6 +431,9 @@ def _cluster_cost_body(
     )
 
 
+_WindowKey = tuple[str, int, int, int, bool]  # cluster, start hour, buckets, hours per bucket, listing
+
+
 class _WindowCache:
     """Rendered windows: a small LRU for on-demand renders plus pinned (prerendered) entries.
 
@@ -426,12 +442,12 @@ class _WindowCache:
 
     def __init__(self, capacity: int = 8):
         self._capacity = capacity
-        self._recent: OrderedDict[tuple[str, int, int, int], _RenderedWindow] = OrderedDict()
-        self._pinned: dict[tuple[str, int, int, int], _RenderedWindow] = {}
+        self._recent: OrderedDict[_WindowKey, _RenderedWindow] = OrderedDict()
+        self._pinned: dict[_WindowKey, _RenderedWindow] = {}
         self._lock = threading.Lock()
-        self._key_locks: dict[tuple[str, int, int, int], threading.Lock] = {}
+        self._key_locks: dict[_WindowKey, threading.Lock] = {}
 
-    def get(self, key: tuple[str, int, int, int], build: Callable[[], _RenderedWindow]) -> _RenderedWindow:
+    def get(self, key: _WindowKey, build: Callable[[], _RenderedWindow]) -> _RenderedWindow:
         with self._lock:
             cached = self._lookup(key)
             if cached is not None:
@@ -450,11 +466,11 @@ class _WindowCache:
                 self._key_locks.pop(key, None)
             return rendered
 
-    def pin(self, key: tuple[str, int, int, int], rendered: _RenderedWindow) -> None:
+    def pin(self, key: _WindowKey, rendered: _RenderedWindow) -> None:
         with self._lock:
             self._pinned[key] = rendered
 
-    def _lookup(self, key: tuple[str, int, int, int]) -> _RenderedWindow | None:
+    def _lookup(self, key: _WindowKey) -> _RenderedWindow | None:
         if key in self._pinned:
             return self._pinned[key]
         if key in self._recent:
@@ -567,11 +583,11 @@ class _SandboxApi:
         raise _ApiError(404, f"no such endpoint: {request.path}")
 
     def render(self, cluster: SandboxCluster, window: _Window) -> _RenderedWindow:
-        key = (cluster.id, window.start_hour, window.n_buckets, window.hours_per_bucket)
+        key = (cluster.id, window.start_hour, window.n_buckets, window.hours_per_bucket, window.listing)
         return self._windows.get(key, lambda: _render_window(self._org, cluster, window))
 
     def prerender(self, cluster: SandboxCluster, window: _Window) -> None:
-        key = (cluster.id, window.start_hour, window.n_buckets, window.hours_per_bucket)
+        key = (cluster.id, window.start_hour, window.n_buckets, window.hours_per_bucket, window.listing)
         self._windows.pin(key, _render_window(self._org, cluster, window))
 
     # Endpoints --------------------------------------------------------------------------------
@@ -641,7 +657,8 @@ class _SandboxApi:
 
     def _cluster_prices(self, request: _Request, scope: str, org_id: str) -> _Response:
         self._known_org(request, org_id)
-        page, cursor = _paged(request, self._org.clusters_of(org_id))
+        priced = [c for c in self._org.priced_clusters() if c in self._org.clusters_of(org_id)]
+        page, cursor = _paged(request, priced)
         return _Response(
             200, _json_bytes({"items": [c.price_to_api() for c in page], "nextPageCursor": cursor})
         )
@@ -936,7 +953,7 @@ def _parser() -> argparse.ArgumentParser:
         "when ready.",
     )
     parser.add_argument("--port", type=int, default=0, help="TCP port (0: any free port)")
-    parser.add_argument("--clusters", type=int, default=5)
+    parser.add_argument("--clusters", type=int, default=6)
     parser.add_argument("--workloads-per-cluster", type=int, default=15)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--prerender-start", help="RFC 3339 start of a window to render before serving")
