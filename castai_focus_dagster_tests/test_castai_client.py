@@ -224,22 +224,21 @@ def test_pricing_discounts_and_billing_endpoints(sandbox: SandboxServer, sandbox
         sandbox_org.default_memory_gib_hourly_price,
     )
     scope = ("clusters", "life_cycles", "regions", "families", "instance_types", "zones", "os")
-    assert [
-        (d.id, d.name, d.csp, d.enabled, d.target, d.pricing_type, d.value)
-        + tuple(getattr(d, f) for f in scope)
-        for d in discounts
-    ] == [
-        (
+
+    def described(d: Any, value: float) -> tuple[Any, ...]:
+        return (
             d.id,
             d.name,
             d.csp,
             d.enabled,
             d.target,
             d.pricing_type,
-            float(d.value),
+            value,
             *(getattr(d, f) for f in scope),
         )
-        for d in sandbox_org.discounts
+
+    assert [described(d, d.value) for d in discounts] == [
+        described(d, float(d.value)) for d in sandbox_org.discounts
     ]
     assert [(d.start_date, d.end_date) for d in discounts] == [
         (datetime.fromisoformat(str(d.start_date)), datetime.fromisoformat(str(d.end_date)))
