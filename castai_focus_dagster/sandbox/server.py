@@ -68,7 +68,7 @@ import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -362,7 +362,10 @@ class _RenderedWindow:
     cluster_cost_body: bytes
 
 
-def _render_window(org: SandboxOrg, cluster: SandboxCluster, window: _Window) -> _RenderedWindow:
+def _render_window(
+    org: SandboxOrg, cluster: SandboxCluster, window: _Window, *, cost_only: bool = False
+) -> _RenderedWindow:
+    """`cost_only`: only the /cost body (no per-workload JSON, the expensive part)."""
     means = org.bucket_metrics(
         cluster.id, window.start_hour, window.n_buckets, window.hours_per_bucket, listing=window.listing
     )
@@ -375,6 +378,11 @@ def _render_window(org: SandboxOrg, cluster: SandboxCluster, window: _Window) ->
         hour_timestamp(window.start_hour + (b + 1) * window.hours_per_bucket) for b in range(window.n_buckets)
     ]
     listed = {name: values[rows] for name, values in micro.items()}
+    if cost_only:
+        empty = pa.array([], pa.string())
+        return _RenderedWindow(
+            rows, empty, empty, _cluster_cost_body(cluster, means, listed, window, timestamps)
+        )
     bucket_objects = _json_objects(
         [("timestamp", pa.array(timestamps * len(rows), pa.string()))]
         + [(name, _field_strings(name, listed[name])) for name in WORKLOAD_ITEM_FIELDS]
@@ -431,7 +439,8 @@ def _cluster_cost_body(
     )
 
 
-_WindowKey = tuple[str, int, int, int, bool]  # cluster, start hour, buckets, hours per bucket, listing
+# cluster, start hour, buckets, hours per bucket, listing prices, /cost body only
+_WindowKey = tuple[str, int, int, int, bool, bool]
 
 
 class _WindowCache:
@@ -465,6 +474,11 @@ class _WindowCache:
                     self._recent.popitem(last=False)
                 self._key_locks.pop(key, None)
             return rendered
+
+    def peek(self, key: tuple[str, int, int, int, bool]) -> _RenderedWindow | None:
+        """A full render of this window if one is cached (it also holds the /cost body)."""
+        with self._lock:
+            return self._lookup((*key, False))
 
     def pin(self, key: _WindowKey, rendered: _RenderedWindow) -> None:
         with self._lock:
@@ -582,13 +596,22 @@ class _SandboxApi:
                 return handler(request, scope, **match.groupdict())
         raise _ApiError(404, f"no such endpoint: {request.path}")
 
-    def render(self, cluster: SandboxCluster, window: _Window) -> _RenderedWindow:
-        key = (cluster.id, window.start_hour, window.n_buckets, window.hours_per_bucket, window.listing)
-        return self._windows.get(key, lambda: _render_window(self._org, cluster, window))
+    def render(self, cluster: SandboxCluster, window: _Window, *, cost_only: bool = False) -> _RenderedWindow:
+        """Cached render; a full render also serves `cost_only` requests."""
+        base = (cluster.id, window.start_hour, window.n_buckets, window.hours_per_bucket, window.listing)
+        if cost_only:
+            full = self._windows.peek(base)
+            if full is not None:
+                return full
+        key: _WindowKey = (*base, cost_only)
+        return self._windows.get(key, lambda: _render_window(self._org, cluster, window, cost_only=cost_only))
 
     def prerender(self, cluster: SandboxCluster, window: _Window) -> None:
-        key = (cluster.id, window.start_hour, window.n_buckets, window.hours_per_bucket, window.listing)
-        self._windows.pin(key, _render_window(self._org, cluster, window))
+        """Pin the workload-costs window and the /cost body at listing prices (the exporter asks both)."""
+        key = (cluster.id, window.start_hour, window.n_buckets, window.hours_per_bucket)
+        self._windows.pin((*key, False, False), _render_window(self._org, cluster, window))
+        listing = replace(window, listing=True)
+        self._windows.pin((*key, True, True), _render_window(self._org, cluster, listing, cost_only=True))
 
     # Endpoints --------------------------------------------------------------------------------
 
@@ -645,7 +668,7 @@ class _SandboxApi:
 
     def _cluster_cost(self, request: _Request, scope: str, cluster_id: str) -> _Response:
         cluster = self._scoped_cluster(request, scope, cluster_id)
-        return _Response(200, self.render(cluster, _window(request)).cluster_cost_body)
+        return _Response(200, self.render(cluster, _window(request), cost_only=True).cluster_cost_body)
 
     def _known_org(self, request: _Request, org_id: str) -> None:
         if org_id not in self._org.known_organization_ids():
