@@ -28,7 +28,7 @@ from castai_focus_dagster.audit import (
 from castai_focus_dagster.castai_client import CastAIError
 from castai_focus_dagster.conformance import check_conformance
 from castai_focus_dagster.daily import DailyValues
-from castai_focus_dagster.discounts import PricingStats, discount_summary
+from castai_focus_dagster.discounts import PricingStats, discount_summary, unusable_counts
 from castai_focus_dagster.enrichment import fetch_enrichment
 from castai_focus_dagster.focus_publication import FocusDay, encode_focus_day
 from castai_focus_dagster.focus_split import check_split_allocation, check_split_conservation, to_focus_split
@@ -262,6 +262,8 @@ def castai_enrichment_context(context: dg.AssetExecutionContext, castai: CastAIR
             "missing": dg.MetadataValue.json(enrichment.missing),
             "cluster_prices": len(enrichment.cluster_prices),
             "discounts": len(enrichment.discounts),
+            # Reasons that hold for every cluster; the FOCUS asset's `pricing` has the day's full count.
+            "discounts_not_applied": dg.MetadataValue.json(unusable_counts(enrichment.discounts)),
             "child_organizations": len(enrichment.child_organizations),
         }
     )

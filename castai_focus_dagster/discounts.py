@@ -6,8 +6,8 @@ exporter knows about the row (cluster provider, region, id, pricing tier, resour
 so such a discount is never applied (applying it to every row of the cluster would lower rows outside
 its scope, a plausible wrong number). Every discount that is not applied is counted with its reason.
 
-The sandbox prices its synthetic organisation with these same rules (`sandbox/org.py`), so the
-exporter and our model of Cast AI cannot drift apart.
+The sandbox (`sandbox/org.py`) implements the same meaning on its own, without importing these
+functions, so tests compare the exporter with an independent model of Cast AI.
 """
 
 from __future__ import annotations
@@ -156,6 +156,12 @@ class PricingStats:
             "discounted_rows": dict(sorted(self.discounted_rows.items())),
             "negative_price_clamped_rows": self.clamped_rows,
         }
+
+
+def unusable_counts(discounts: Sequence[Discount]) -> dict[str, int]:
+    """Discounts that can lower no row whatever the cluster, by reason (enrichment metadata)."""
+    counts = Counter(r for r in map(unusable_reason, discounts) if r is not None)
+    return dict(sorted(counts.items()))
 
 
 def discount_summary(

@@ -158,6 +158,12 @@ def test_prices_follow_each_clusters_source_and_discount_scope(
          if r["x_CastAIResource"] == "cpu" and r["x_CastAIPricingTier"] != "on-demand"]
     )  # fmt: skip
     assert pricing["negative_price_clamped_rows"] == 0
+    enrichment = result.asset_materializations_for_node("castai_enrichment_context")[0].metadata
+    assert enrichment["discounts_not_applied"].value == {
+        "disabled": 2,
+        "node_scope": 1,
+        "unsupported_target": 1,
+    }
 
 
 def test_listing_prices_unavailable_degrade_to_the_effective_rate(
