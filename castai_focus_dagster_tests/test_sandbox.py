@@ -13,15 +13,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from castai_focus_dagster.models import METRIC_COLUMNS, TIERS
 from castai_focus_dagster.sandbox import Faults, SandboxOrg, SandboxServer
+from castai_focus_dagster.sandbox.org import LIST_PRICES, Discount, hour_index
 from castai_focus_dagster.settings import SANDBOX_ORGANIZATION_ID
 
 START, END = "2026-03-01T00:00:00Z", "2026-03-03T00:00:00Z"  # two days: every-other-day jobs run once
@@ -276,6 +279,55 @@ def test_unit_prices_follow_list_prices_cluster_prices_and_discounts(
         spot_ratios = [float(b["cpuCostSpot"]) / float(b["cpuCountSpot"]) / list_on_demand for b in spot]
         assert 0.3 < min(spot_ratios) < max(spot_ratios) < 0.55, cluster["name"]
     assert discounted >= 2, "the default organisation must exercise discounts"
+
+
+def test_every_discount_scope_field_changes_the_sandbox_prices_as_documented(org: SandboxOrg) -> None:
+    """`with_discounts` reprices the organisation: dates per hour, node scope never, negative flat raises."""
+    eks = org.clusters[0]
+    first = hour_index(START)
+    hours = np.arange(first, first + 12, dtype=np.int64)
+
+    def on_demand_cpu_rate(discounts: list[Discount], listing: bool = False) -> np.ndarray:
+        metrics = org.with_discounts(discounts).hourly_metrics(eks.id, hours, listing=listing)
+        cost, count = metrics["cpuCostOnDemand"].sum(axis=0), metrics["cpuCountOnDemand"].sum(axis=0)
+        return np.asarray(cost / count)
+
+    def aws(name: str, **fields: Any) -> Discount:
+        base = Discount(name, org.organization_id, name, "aws", True, "TARGET_CPU", "TYPE_PERCENTAGE", "0.5")
+        return replace(base, **fields)
+
+    list_rate = on_demand_cpu_rate([])
+    assert list_rate == pytest.approx(LIST_PRICES["eks"][0], rel=1e-12)
+    morning = aws("morning", start_date="2026-03-01T06:00:00Z", end_date="2026-03-01T09:00:00Z")
+    rate = on_demand_cpu_rate([morning])
+    assert rate == pytest.approx(np.where((hours >= first + 6) & (hours < first + 9), 0.5, 1.0) * list_rate)
+    assert on_demand_cpu_rate([morning], listing=True) == pytest.approx(list_rate)  # listing: no discount
+    untouched = [
+        aws("family", families=("m5",)),
+        aws("types", instance_types=("m5.large",)),
+        aws("zones", zones=("eu-central-1a",)),
+        aws("os", os=("linux",)),
+        aws("gcp", csp="gcp"),
+        aws("region", regions=("us-east-1",)),
+        aws("cluster", clusters=("other",)),
+        aws("spot", life_cycles=("LIFECYCLE_SPOT",)),
+        aws("off", enabled=False),
+        aws("memory", target="TARGET_MEMORY"),
+        aws("commitment", target="TARGET_COMMITMENT"),
+        aws("fixed-instance", target="TARGET_INSTANCE", pricing_type="TYPE_FIXED", value="0.01"),
+    ]
+    for discount in untouched:
+        assert on_demand_cpu_rate([discount]) == pytest.approx(list_rate), discount.name
+    surcharge = aws("surcharge", pricing_type="TYPE_FLAT", value="-1")
+    assert on_demand_cpu_rate([surcharge]) == pytest.approx(list_rate + 1.0)
+    instance = aws("instance", target="TARGET_INSTANCE", value="0.25")
+    assert on_demand_cpu_rate([instance]) == pytest.approx(0.75 * list_rate)
+    # The API lists every scope field as given.
+    api_form = replace(morning, families=("m5",), zones=("a",), os=("linux",), instance_types=("t",)).to_api()
+    assert (api_form["families"], api_form["zones"], api_form["os"], api_form["instanceTypes"]) == (
+        ["m5"], ["a"], ["linux"], ["t"],
+    )  # fmt: skip
+    assert (api_form["startDate"], api_form["endDate"]) == ("2026-03-01T06:00:00Z", "2026-03-01T09:00:00Z")
 
 
 def test_rates_vary_by_hour_and_by_day(api: httpx.Client, org: SandboxOrg) -> None:
