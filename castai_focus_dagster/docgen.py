@@ -118,9 +118,11 @@ So
    rate, the same for every workload of the cluster in that bucket. Spot rows get the spot list rate,
    so `ListCost` is what the same capacity lists at, not an on-demand comparison.
 2. Anywhere clusters: Cast AI's default pricing (`anywhere-cluster-default-pricing`, documented "for
-   Cast Anywhere clusters") for CPU and memory rows. It is never used for cloud clusters.
+   Cast Anywhere clusters") for on-demand and spot-fallback CPU and memory rows. It is never used for
+   cloud clusters, nor for spot rows: Cast AI's default and cluster prices carry no spot price, so an
+   Anywhere spot row keeps its effective rate (rule 3) rather than an invented one.
 3. Otherwise (no listing report — the request failed, or the bucket is missing, or the report counts
-   zero of that resource — or GPU/TPU/storage rows of Anywhere clusters): the effective rate
+   zero of that resource — or spot and GPU/TPU/storage rows of Anywhere clusters): the effective rate
    `BilledCost ÷ PricingQuantity`; ListCost then equals BilledCost up to float rounding.
 4. A row with cost but zero quantity has no rate under rule 3: ListUnitPrice is `0`, PricingQuantity
    stays the `0` Cast AI reported, ListCost is `0` and BilledCost keeps Cast AI's cost. FOCUS forbids a
@@ -130,9 +132,9 @@ So
 
 **ContractedUnitPrice**, in order:
 
-1. CPU and memory rows of an Anywhere cluster with a custom price (Cast AI cluster price with
-   `default: false`; the cluster-price listing is documented for Anywhere clusters only, so a cluster
-   price of a cloud cluster is ignored): that price, on every tier.
+1. On-demand and spot-fallback CPU and memory rows of an Anywhere cluster with a custom price (Cast
+   AI cluster price with `default: false`; the cluster-price listing is documented for Anywhere
+   clusters only, so a cluster price of a cloud cluster is ignored): that price.
 2. Rows with a list price from rule 1 or 2 above: the list price less every discount in scope, in
    the order Cast AI lists them. `TYPE_PERCENTAGE` multiplies by `1 − value`, `TYPE_FLAT` subtracts
    `value` (a negative value, e.g. `"-1"`, is valid and raises the price), `TYPE_FIXED` replaces the

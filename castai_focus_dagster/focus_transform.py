@@ -522,10 +522,11 @@ def unit_prices(
     effective = np.divide(cost_rate, quantity_rate, out=np.zeros_like(cost_rate), where=quantity_rate != 0)
     row_list = np.full(charge.size, np.nan)
     source = np.full(charge.size, LIST_SOURCES.index("effective_rate"), dtype=np.int8)
-    anywhere = clusters.is_anywhere[cluster_entry]
+    # Cast AI documents its default and cluster prices for Anywhere clusters only, and with no spot price:
+    # they price on-demand (and spot-fallback, on-demand capacity) rows; spot rows keep their own rate.
+    anywhere = clusters.is_anywhere[cluster_entry] & _NOT_SPOT[charge]
     default = context.default_pricing
     if default is not None:
-        # Cast AI documents its default pricing for Anywhere clusters only.
         defaults = (("cpu", default.cpu_hourly_price), ("memory", default.memory_gib_hourly_price))
         for resource, price in defaults:
             use = anywhere & _charges_of(resource)[charge]
@@ -566,7 +567,7 @@ def unit_prices(
         contracted[negative] = 0.0
     for resource, custom in (("cpu", clusters.custom_cpu_price), ("memory", clusters.custom_memory_price)):
         row_custom = custom[cluster_entry]
-        use = _charges_of(resource)[charge] & ~np.isnan(row_custom)
+        use = _charges_of(resource)[charge] & _NOT_SPOT[charge] & ~np.isnan(row_custom)
         contracted[use] = row_custom[use]
     if stats is not None:
         stats.clamped_rows += int(negative.sum())
@@ -577,6 +578,7 @@ def unit_prices(
     return list_price, contracted
 
 
+_NOT_SPOT = np.array([c.tier != "spot" for c in CHARGES])
 # Where a row's ListUnitPrice comes from (metadata `list_price_rows`).
 LIST_SOURCES = ("effective_rate", "anywhere_default_pricing", "listing_report")
 

@@ -458,12 +458,16 @@ def test_default_pricing_is_the_list_price_of_anywhere_clusters_only() -> None:
     context = enrichment_context(cluster_prices={})
     onprem = one_row(context, cluster_id="c-onprem", cpuCostOnDemand=0.3, cpuCountOnDemand=12.0)
     assert onprem["ListUnitPrice"] == onprem["ContractedUnitPrice"] == DEFAULT_PRICING.cpu_hourly_price
+    fallback = one_row(context, cluster_id="c-onprem", ramCostSpotFallback=0.3, ramGibSpotFallback=12.0)
+    assert fallback["ListUnitPrice"] == DEFAULT_PRICING.memory_gib_hourly_price
+    spot = one_row(context, cluster_id="c-onprem", cpuCostSpot=0.1, cpuCountSpot=12.0)
+    assert spot["ListUnitPrice"] == spot["ContractedUnitPrice"] == 0.1 / 12.0  # no spot default price
     # An EKS cluster without a listing report falls back to its effective rate, not to default pricing.
     eks = one_row(context, listing={}, cpuCostOnDemand=0.3, cpuCountOnDemand=12.0)
     assert eks["ListUnitPrice"] == eks["ContractedUnitPrice"] == 0.3 / 12.0
 
 
-def test_custom_cluster_price_wins_on_every_tier_of_an_anywhere_cluster_only() -> None:
+def test_custom_cluster_price_wins_on_on_demand_capacity_of_an_anywhere_cluster_only() -> None:
     fields = {
         "cpuCostOnDemand": 0.3,
         "cpuCountOnDemand": 10.0,
@@ -479,7 +483,12 @@ def test_custom_cluster_price_wins_on_every_tier_of_an_anywhere_cluster_only() -
             df["x_CastAIResource"], df["x_CastAIPricingTier"], df["ContractedUnitPrice"], strict=True
         )
     }
-    assert contracted == {("cpu", "on-demand"): 0.0215, ("cpu", "spot"): 0.0215, ("memory", "spot"): 0.0029}
+    # Cast AI's cluster prices carry no spot price: spot rows keep their effective rate.
+    assert contracted == {
+        ("cpu", "on-demand"): 0.0215,
+        ("cpu", "spot"): 0.1 / 10.0,
+        ("memory", "spot"): 0.01 / 4.0,
+    }
     # The AKS cluster's ClusterPrice is ignored: the endpoint is documented for Anywhere clusters only.
     aks = transform(workload_table([{"cluster_id": "c-aks-edge", **fields}]))
     assert (aks["ContractedUnitPrice"] == aks["ListUnitPrice"]).all()

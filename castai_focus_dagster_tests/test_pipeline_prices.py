@@ -124,14 +124,24 @@ def test_prices_follow_each_clusters_source_and_discount_scope(
     # Anywhere clusters: Cast AI's default pricing as list price; a custom cluster price as contracted.
     edge_cpu = rows(table, edge.id, "cpu", "on-demand")
     assert set(column(edge_cpu, "ListUnitPrice")) == {DEFAULT_CPU_HOURLY_PRICE}
-    edge_memory = rows(table, edge.id, "memory", "spot")
+    edge_memory = rows(table, edge.id, "memory", "spot-fallback")
     assert set(column(edge_memory, "ListUnitPrice")) == {DEFAULT_MEMORY_GIB_HOURLY_PRICE}
+    # Cast AI's Anywhere prices have no spot price: spot rows keep Cast AI's own rate.
+    for cluster in (edge, onprem):
+        spot = rows(table, cluster.id, "cpu", "spot")
+        effective = pc.divide(spot["BilledCost"], spot["PricingQuantity"])
+        assert spot["ListUnitPrice"].equals(effective) and spot["ContractedUnitPrice"].equals(effective)
     assert set(column(rows(table, onprem.id, "cpu", "on-demand"), "ContractedUnitPrice")) == {
         round(onprem.cpu_hourly_price, 6)
     }
     # FOCUS: ListCost / ContractedCost are exactly unit price × PricingQuantity, as a reader recomputes them.
     for cost, price in (("ListCost", "ListUnitPrice"), ("ContractedCost", "ContractedUnitPrice")):
         assert table[cost].equals(pc.multiply(table[price], table["PricingQuantity"]))
+    # Every discount of this organisation that Cast AI applied is attributable: ContractedCost is BilledCost
+    # up to Cast AI's 6-decimal rounding of the listing reports.
+    assert pc.sum(table["ContractedCost"]).as_py() == pytest.approx(
+        pc.sum(table["BilledCost"]).as_py(), rel=1e-4
+    )
     # BilledCost is Cast AI's cost whatever the prices.
     assert pc.sum(table["BilledCost"]).as_py() == pytest.approx(day_total_from_sandbox(org, DAY), abs=1e-4)
 
