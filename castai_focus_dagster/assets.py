@@ -9,6 +9,7 @@ replaces the previously published object.
 """
 
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -27,10 +28,11 @@ from castai_focus_dagster.audit import (
 from castai_focus_dagster.castai_client import MISSING_WORKLOAD_IDENTITY, NO_DATA, CastAIError
 from castai_focus_dagster.conformance import check_conformance
 from castai_focus_dagster.daily import DailyValues
+from castai_focus_dagster.discounts import PricingStats, discount_summary, unusable_counts
 from castai_focus_dagster.enrichment import fetch_enrichment
 from castai_focus_dagster.focus_publication import FocusDay, encode_focus_day
 from castai_focus_dagster.focus_split import check_split_allocation, check_split_conservation, to_focus_split
-from castai_focus_dagster.focus_transform import FocusOptions, to_focus
+from castai_focus_dagster.focus_transform import FocusOptions, is_anywhere, to_focus
 from castai_focus_dagster.intermediates import WorkloadCostsDay, stored_input_warnings
 from castai_focus_dagster.models import Cluster, EnrichmentContext, empty_workload_costs
 from castai_focus_dagster.partitions import daily_partitions
@@ -196,6 +198,54 @@ def castai_cluster_costs(
 
 @daily_asset(
     group_name="castai",
+    kinds={"castai", "pyarrow"},
+    description=(
+        "Cast AI cluster cost reports at listing prices (useListingPrices=true) of every cluster that is not "
+        "a Cast Anywhere cluster: the source of their ListUnitPrice. A cluster whose report fails keeps "
+        "its effective rate as list price and is named in the metadata."
+    ),
+    calls_castai=True,
+)
+def castai_listing_prices(
+    context: dg.AssetExecutionContext, castai: CastAIResource, castai_clusters: DailyValues
+) -> DailyValues:
+    settings = castai.settings
+
+    def fetch(key: str) -> dict[str, pa.Table]:
+        window = day_window(key, settings.step_seconds)
+        ids = sorted(c.id for c in castai_clusters.get(key) if not is_anywhere(c))
+        if window.is_empty or not ids:
+            return {}
+
+        def one(cluster_id: str) -> pa.Table:
+            return castai.client.cluster_cost_report(
+                cluster_id, window.start, window.end, window.step_seconds, use_listing_prices=True
+            )
+
+        reports: dict[str, pa.Table] = {}
+        # One small request per cluster and day, CASTAI_MAX_CONCURRENCY at a time (the client's rate limit
+        # still applies); a report is ~one row per bucket, so the day's reports stay small.
+        workers = max(1, min(settings.castai_max_concurrency, len(ids)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="castai-listing") as pool:
+            futures = {cid: pool.submit(one, cid) for cid in ids}
+            for cid, future in futures.items():
+                try:
+                    reports[cid] = future.result()
+                except CastAIError as exc:  # list prices degrade to the effective rate; costs are unaffected
+                    context.log.warning(
+                        f"{key}: listing prices of cluster {cid} unavailable ({exc.reason}); its rows keep "
+                        f"their effective rate as ListUnitPrice: {exc}"
+                    )
+        context.log.info(f"{key}: listing-price reports of {len(reports)} of {len(ids)} cloud clusters")
+        return reports
+
+    # Lazy, like every daily asset: the IO manager fetches and stores one day at a time. The FOCUS asset
+    # names every cloud cluster of the day that has no listing report (`pricing.listing_missing`).
+    return DailyValues(keys=context.partition_keys, produce=fetch)
+
+
+@daily_asset(
+    group_name="castai",
     kinds={"castai", "python"},
     description=(
         "Prices, discounts, enterprise organisations and platform usage. Each endpoint that fails is "
@@ -213,6 +263,8 @@ def castai_enrichment_context(context: dg.AssetExecutionContext, castai: CastAIR
             "missing": dg.MetadataValue.json(enrichment.missing),
             "cluster_prices": len(enrichment.cluster_prices),
             "discounts": len(enrichment.discounts),
+            # Reasons that hold for every cluster; the FOCUS asset's `pricing` has the day's full count.
+            "discounts_not_applied": dg.MetadataValue.json(unusable_counts(enrichment.discounts)),
             "child_organizations": len(enrichment.child_organizations),
         }
     )
@@ -236,6 +288,7 @@ def focus_cost_and_usage(
     castai_clusters: DailyValues,
     castai_workload_costs: DailyValues,
     castai_cluster_costs: DailyValues,
+    castai_listing_prices: DailyValues,
     castai_enrichment_context: DailyValues,
 ) -> DailyValues:
     settings = storage.settings
@@ -246,6 +299,8 @@ def focus_cost_and_usage(
         workloads: WorkloadCostsDay = castai_workload_costs.get(key)
         enrichment = castai_enrichment_context.get(key)
         clusters = {c.id: c for c in castai_clusters.get(key)}
+        listing: dict[str, pa.Table] = castai_listing_prices.get(key)
+        stats = PricingStats()
 
         def audited_batches() -> Iterator[tuple[pa.Table, AuditReport]]:
             # One cluster at a time: every rule is local to a row or a workload, hence to a cluster.
@@ -257,15 +312,20 @@ def focus_cost_and_usage(
                     enrichment,
                     options,
                     settings.step_seconds,
+                    listing,
+                    stats,
                 )
                 return
             for cluster_workloads in workloads.clusters:
-                table = to_focus(cluster_workloads, clusters, enrichment, options)
+                table = to_focus(
+                    cluster_workloads, clusters, enrichment, options, listing=listing, stats=stats
+                )
                 yield table, audit_focus(table, cluster_workloads)
 
         warnings = stored_input_warnings(workloads)
+        window = _window_of(key, workloads, settings.step_seconds)
         day = encode_focus_day(
-            _window_of(key, workloads, settings.step_seconds),
+            window,
             audited_batches(),
             settings.s3_format,
             enrichment_completeness=enrichment.completeness,
@@ -275,7 +335,9 @@ def focus_cost_and_usage(
             workloads_missing_identity=sum(
                 int(w["count"]) for w in warnings if w["rule"] == MISSING_WORKLOAD_IDENTITY
             ),
+            pricing=lambda: _pricing_summary(enrichment, clusters, listing, stats, window),
         )
+        _log_pricing(context, key, day.pricing)
         report = day.audit
         if not report.passed:
             day.discard()
@@ -312,6 +374,8 @@ def _split_batches(
     enrichment: EnrichmentContext,
     options: FocusOptions,
     step_seconds: int,
+    listing: dict[str, pa.Table],
+    stats: PricingStats,
 ) -> Iterator[tuple[pa.Table, AuditReport]]:
     """Split allocation cluster by cluster; clusters without workloads still publish their idle rows."""
     seen: set[str] = set()
@@ -319,7 +383,14 @@ def _split_batches(
     def audited(cluster_workloads: pa.Table, ids: list[str]) -> tuple[pa.Table, AuditReport]:
         cluster_reports = {cid: reports[cid] for cid in ids if cid in reports}
         table = to_focus_split(
-            cluster_workloads, cluster_reports, clusters, enrichment, options, step_seconds=step_seconds
+            cluster_workloads,
+            cluster_reports,
+            clusters,
+            enrichment,
+            options,
+            step_seconds=step_seconds,
+            listing=listing,
+            stats=stats,
         )
         allocated = table.filter(pc.is_valid(table["AllocatedResourceId"]))
         unreported = float(pc.sum(table["x_CastAIUnreportedCost"]).as_py() or 0.0)
@@ -349,6 +420,38 @@ def _split_batches(
         yield audited(empty_workload_costs(), [cid])
 
 
+def _log_pricing(context: dg.AssetExecutionContext, key: str, pricing: dict[str, Any]) -> None:
+    if pricing.get("negative_price_clamped_rows"):
+        context.log.warning(
+            f"{key}: discounts would make {pricing['negative_price_clamped_rows']} ContractedUnitPrice(s) "
+            "negative; published as 0"
+        )
+    if pricing.get("listing_missing"):
+        context.log.warning(
+            f"{key}: no listing prices for cluster(s) {', '.join(pricing['listing_missing'])}; their "
+            "ListUnitPrice is the effective rate"
+        )
+    if pricing.get("not_applied"):
+        context.log.info(f"{key}: discounts not applied, by reason: {pricing['not_applied']}")
+
+
+def _pricing_summary(
+    enrichment: EnrichmentContext,
+    clusters: dict[str, Cluster],
+    listing: dict[str, pa.Table],
+    stats: PricingStats,
+    window: DayWindow,
+) -> dict[str, Any]:
+    """What the price rules did for the day: list price sources, discounts applied or not (and why)."""
+    return {
+        **stats.to_json(),
+        "listing_missing": sorted(
+            cid for cid, c in clusters.items() if not is_anywhere(c) and cid not in listing
+        ),
+        **discount_summary(enrichment.discounts, clusters.values(), window.start, window.end),
+    }
+
+
 def _report_total(reports: dict[str, pa.Table], step_seconds: int) -> float:
     """Σ of the cluster cost reports' compute and storage cost × bucket hours."""
     hours = step_seconds / 3600
@@ -376,6 +479,7 @@ FOCUS_ASSETS = [
     castai_clusters,
     castai_workload_costs,
     castai_cluster_costs,
+    castai_listing_prices,
     castai_enrichment_context,
     focus_cost_and_usage,
 ]

@@ -593,15 +593,25 @@ class CastAIClient:
             pool.shutdown(wait=True, cancel_futures=True)
 
     def cluster_cost_report(
-        self, cluster_id: str, start: datetime, end: datetime, step_seconds: int
+        self,
+        cluster_id: str,
+        start: datetime,
+        end: datetime,
+        step_seconds: int,
+        *,
+        use_listing_prices: bool = False,
     ) -> pa.Table:
-        """Cluster cost time series: `timestamp` + every CostReportItem decimal as float64."""
+        """Cluster cost time series: `timestamp` + every CostReportItem decimal as float64.
+
+        `use_listing_prices`: Cast AI's "listing prices instead of discounted prices" (the list prices)."""
         window = BucketWindow(start, end, step_seconds)
         params = [
             ("startTime", rfc3339(start)),
             ("endTime", rfc3339(end)),
             ("stepSeconds", str(step_seconds)),
         ]
+        if use_listing_prices:
+            params.append(("useListingPrices", "true"))
         path = f"/v1/cost-reports/clusters/{quote(cluster_id, safe='')}/cost"
         body = self._get(CLUSTER_COST, path, params, cluster_id=cluster_id)
         return self._decoded(CLUSTER_COST, cluster_id, decode_cost_report, body, window)

@@ -271,9 +271,14 @@ class _Discount(msgspec.Struct, rename="camel"):
     name: str | None = None
     enabled: bool = False
     target: str = "TARGET_UNKNOWN"
+    csp: str = ""
     clusters: list[str] = []
     life_cycles: list[str] = []
     regions: list[str] = []
+    families: list[str] = []
+    instance_types: list[str] = []
+    zones: list[str] = []
+    os: list[str] = []
     start_date: AwareDatetime | None = None
     end_date: AwareDatetime | None = None
     pricing: list[_DiscountPricing] = []
@@ -519,6 +524,17 @@ def decode_default_pricing(body: bytes) -> DefaultPricing:
     return DefaultPricing(_check_price(cpu, "cpuHourlyPrice"), _check_price(memory, "memoryGibHourlyPrice"))
 
 
+def _check_discount_value(value: float, discount_id: str) -> float:
+    """Any finite decimal: negative values are valid (a TYPE_FLAT of "-1" raises the price)."""
+    if not np.isfinite(value):
+        raise InvalidResponse(
+            f"pricing.value of discount {discount_id or '?'} must be a finite number, got {value!r}",
+            reason="invalid response",
+            field="pricing.value",
+        )
+    return value
+
+
 @dataclass(frozen=True)
 class DiscountsPage:
     discounts: list[Discount]
@@ -535,12 +551,17 @@ def decode_discounts_page(body: bytes) -> tuple[DiscountsPage, str | None]:
             enabled=d.enabled,
             target=d.target,
             pricing_type=d.pricing[0].type,  # "Currently only single-tiered discounts are supported."
-            value=_check_price(d.pricing[0].value, "pricing.value"),
+            value=_check_discount_value(d.pricing[0].value, d.id),
             clusters=tuple(d.clusters),
             life_cycles=tuple(d.life_cycles),
             regions=tuple(d.regions),
             start_date=d.start_date,
             end_date=d.end_date,
+            csp=d.csp.strip().lower(),
+            families=tuple(d.families),
+            instance_types=tuple(d.instance_types),
+            zones=tuple(d.zones),
+            os=tuple(d.os),
         )
         for d in priced
     ]

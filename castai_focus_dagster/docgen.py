@@ -121,39 +121,106 @@ is not the same as costing nothing: the day publishes the other clusters, and th
 field is absent) is listed in `clusters_without_data` (manifest `extra` and materialisation metadata)
 and named by the WARN-severity asset check `focus_clusters_with_data`.
 
-## Pricing
+## Prices
 
 FOCUS {FOCUS_VERSION} requires `ListCost = ListUnitPrice × PricingQuantity` and
 `ContractedCost = ContractedUnitPrice × PricingQuantity` without any tolerance. Both costs are
 computed as exactly that float64 product, the same operation a reader performs, so a recomputation
 matches bit for bit (CSV numbers are written in shortest round-trip form).
 
-**ListUnitPrice**, in order:
+**What the three costs mean.** Cast AI's costs are already discounted: its cost reports take a
+`useListingPrices` flag, "use listing prices instead of discounted prices", which is off by default.
+So
 
-1. CPU and memory rows: the organization's default (list) price per vCPU-hour / GiB-hour, when
-   Cast AI returned it. Spot and spot-fallback rows use the same list price, so
-   `ListCost − BilledCost` shows what spot saved against the list price.
-2. Otherwise (GPU, TPU, storage, or no default pricing): the effective rate,
-   `{{cost field}} ÷ {{quantity field}}`, i.e. `BilledCost ÷ PricingQuantity`; then ListCost equals
-   BilledCost up to float rounding.
-3. When rule 2 meets a row with cost but zero quantity, there is no rate: ListUnitPrice is `0`,
-   PricingQuantity stays the `0` Cast AI reported, ListCost is `0`, and BilledCost keeps Cast AI's
-   cost. FOCUS forbids a null unit price on a usage row, and inventing a quantity would misstate
-   usage. (With a list price from rule 1, such a row keeps that price; ListCost is `0` as well.)
+- `BilledCost = EffectiveCost` is Cast AI's cost as reported (discounts included). Prices never change it.
+- `ListCost` is the cost at list price, before any discount (Cast AI's listing prices for cloud
+  clusters, Cast AI's default pricing for Anywhere clusters).
+- `ContractedCost` is the list price less the discounts the exporter can attribute to the row (the
+  negotiated rate). Where every discount that Cast AI applied is attributable, it equals BilledCost up
+  to Cast AI's 6-decimal rounding; `ContractedCost − BilledCost` is the cost of discounts the exporter
+  could not attribute (counted in the metadata, see below).
+
+**ListUnitPrice**, by cluster kind:
+
+1. Cloud clusters (every `providerType` except `anywhere`: eks, gke, aks, oke, openshift, kops, …):
+   the cluster cost report at listing prices, `GET /v1/cost-reports/clusters/{{id}}/cost` with
+   `useListingPrices=true`, fetched for the same window and bucket size as the workload costs (asset
+   `castai_listing_prices`, one request per cluster and day). Per bucket, tier and resource the list
+   unit price is the report's listing cost ÷ count (`cpuCostSpot ÷ cpuCountSpot`, `ramCost ÷ ramGib`,
+   `gpuCost ÷ gpuCount`, `tpuCost ÷ tpuCount`, `storageCost ÷ storageGib`): the cluster's average list
+   rate, the same for every workload of the cluster in that bucket. Spot rows get the spot list rate,
+   so `ListCost` is what the same capacity lists at, not an on-demand comparison.
+2. Anywhere clusters: Cast AI's default pricing (`anywhere-cluster-default-pricing`, documented "for
+   Cast Anywhere clusters") for on-demand and spot-fallback CPU and memory rows. It is never used for
+   cloud clusters, nor for spot rows: Cast AI's default and cluster prices carry no spot price, so an
+   Anywhere spot row keeps its effective rate (rule 3) rather than an invented one.
+3. Otherwise (no listing report — the request failed, or the bucket is missing, or the report counts
+   zero of that resource — or spot and GPU/TPU/storage rows of Anywhere clusters): the effective rate
+   `BilledCost ÷ PricingQuantity`; ListCost then equals BilledCost up to float rounding.
+4. A row with cost but zero quantity has no rate under rule 3: ListUnitPrice is `0`, PricingQuantity
+   stays the `0` Cast AI reported, ListCost is `0` and BilledCost keeps Cast AI's cost. FOCUS forbids a
+   null unit price on a usage row, and inventing a quantity would misstate usage. (With a list price
+   from rule 1 or 2 such a row keeps that price, and ListCost is `0` as well; a row with quantity but
+   zero cost keeps its list price, so its ListCost shows what the usage lists at.)
 
 **ContractedUnitPrice**, in order:
 
-1. CPU and memory rows of a cluster with a custom price (Cast AI cluster price with
-   `default: false`): that price, on every tier.
-2. CPU and memory rows with a list price from step 1 above: the list price less every enabled
-   discount that matches — target `TARGET_CPU` / `TARGET_MEMORY`; `clusters`, `regions` and
-   `lifeCycles` empty or containing the cluster, its region and the tier (spot-fallback runs on
-   on-demand instances, so it matches `LIFECYCLE_ON_DEMAND`); and `startDate ≤ ChargePeriodStart <
-   endDate`. Discounts apply in the order Cast AI lists them: `TYPE_PERCENTAGE` multiplies by
-   `1 − value`, `TYPE_FLAT` subtracts `value`, `TYPE_FIXED` replaces the price; the result is never
-   below 0. Other targets (instances, commitments, custom prices) cannot be attributed to a
-   workload resource and are not applied.
-3. Otherwise: ListUnitPrice (Cast AI's effective rate already includes its discounts).
+1. On-demand and spot-fallback CPU and memory rows of an Anywhere cluster with a custom price (Cast
+   AI cluster price with `default: false`; the cluster-price listing is documented for Anywhere
+   clusters only, so a cluster price of a cloud cluster is ignored): that price.
+2. Rows with a list price from rule 1 or 2 above: the list price less every discount in scope, in
+   the order Cast AI lists them. `TYPE_PERCENTAGE` multiplies by `1 − value`, `TYPE_FLAT` subtracts
+   `value` (a negative value, e.g. `"-1"`, is valid and raises the price), `TYPE_FIXED` replaces the
+   price. A result below 0 is published as `0` and counted (`negative_price_clamped_rows`, with a
+   warning): a unit price is never negative.
+3. Otherwise: ListUnitPrice (the effective rate already includes Cast AI's discounts: none is applied
+   twice).
+
+A discount is **in scope** of a row when all of these hold (an empty list is no constraint):
+
+- `enabled`: true.
+- `csp` (required): the cluster's cloud. eks and selfHostedWithEc2Nodes → `aws`, gke → `gcp`,
+  aks → `azure`, oke → `oracle`. anywhere, openshift, kops and other providers may run on any cloud
+  or on premises: their cloud is unknown, so no discount is evaluated for them.
+- `target`: `TARGET_CPU` → CPU rows, `TARGET_MEMORY` → memory rows, `TARGET_INSTANCE` → CPU and
+  memory rows (an instance is billed for its vCPUs and memory; GPUs and volumes are priced
+  separately). Not applied: `TARGET_COMMITMENT` (a commitment-based discount, which FOCUS excludes
+  from ContractedUnitPrice), `TARGET_CUSTOM_*` (custom instance shapes the rows cannot see),
+  `TARGET_UNKNOWN`, and a `TYPE_FIXED` price on `TARGET_INSTANCE` (a whole-instance price cannot be
+  split into vCPU and GiB prices).
+- `lifeCycles`: `LIFECYCLE_ON_DEMAND` matches on-demand and spot-fallback rows (spot-fallback
+  capacity is on-demand instances started when spot was unavailable; its PricingCategory stays
+  `Dynamic`), `LIFECYCLE_SPOT` matches spot rows; any other value (`LIFECYCLE_UNKNOWN`) cannot be
+  evaluated: not applied.
+- `clusters`: contains the cluster id. `regions`: contains the cluster's region (a cluster without
+  region matches no region list).
+- `startDate` / `endDate`: `startDate ≤ ChargePeriodStart < endDate`.
+- `families`, `instanceTypes`, `zones`, `os`: must be empty. They narrow the discount to nodes, and a
+  workload row carries no node, so such a discount is **never applied** (applying it to the whole
+  cluster would lower rows outside its scope).
+
+**Metadata.** Each published day records what these rules did, in the materialisation metadata
+(`pricing`) and the manifest (`extra.pricing`): `list_price_rows` (rows per list price source:
+`listing_report`, `anywhere_default_pricing`, `effective_rate`), `listing_missing` (cloud clusters
+without a listing report, which fell back to the effective rate; each also logged as a warning),
+`discounted_rows` (rows each discount lowered), `negative_price_clamped_rows`, `discounts` (how many
+Cast AI listed), `in_scope` (ids of those that may apply to the day's clusters) and `not_applied`,
+every other discount counted by its reason: `disabled`, `unsupported_target`,
+`unsupported_pricing_type`, `fixed_instance_price`, `negative_fixed_price`, `node_scope`,
+`unknown_csp`, `unknown_lifecycle`, `provider_without_csp` (the day's clusters are all of a provider
+without known cloud), `out_of_scope` (csp, clusters or regions exclude every cluster of the day) and
+`outside_dates`.
+
+**Why this source, and the alternatives.** The definition offers listing prices on several cost
+endpoints. The cluster cost report was chosen because it is one small, unpaged request per cluster
+and day (one row per bucket, whatever the number of workloads), the split allocation mode already
+fetches the same report, and its per-tier counts give a unit price per bucket, tier and resource.
+Workload costs with `useListingPrices=true` would give a per-workload list price but double the
+largest, paged fetch of the export; the on-demand rate of the cluster's instances is not in the
+definition; `BilledCost ÷ PricingQuantity` alone (kept as the fallback) makes ListCost equal to
+BilledCost and shows no discount at all. Measured on the demo organisation (six clusters, four of them
+cloud clusters, one hourly day): four requests added per day, 67 for a 100-cluster organisation;
+timings in [performance](performance.md#list-prices).
 
 `PricingCurrency` equals `BillingCurrency`, and the `PricingCurrency*` prices and cost equal their
 billing-currency counterparts.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -59,6 +59,7 @@ class FocusDay:
     # not "cost nothing". And how many workloads were exported under the missing-identity placeholder.
     clusters_without_data: list[dict[str, str]] = field(default_factory=list)
     workloads_missing_identity: int = 0
+    pricing: dict[str, Any] = field(default_factory=dict)  # what the price rules did (discounts, sources)
 
     def discard(self) -> None:
         self.data.close()
@@ -74,11 +75,13 @@ def encode_focus_day(
     allocation_mode: str = "workload",
     clusters_without_data: list[dict[str, str]] | None = None,
     workloads_missing_identity: int = 0,
+    pricing: Callable[[], dict[str, Any]] | None = None,
 ) -> FocusDay:
     """Encode a day's FOCUS batches, each with its audit report, into one object in a temporary file.
 
     The report of the day combines the batches' reports (at least one batch: an empty day is one empty
-    batch); the caller publishes the day only if `day.audit.passed`.
+    batch); the caller publishes the day only if `day.audit.passed`. `pricing` is called once every
+    batch is written (the batches fill the figures it reports).
     """
     # Owned by the returned FocusDay (closed, hence deleted, by `discard()`): not a `with` block.
     data = tempfile.TemporaryFile(prefix="castai-focus-")  # noqa: SIM115
@@ -111,6 +114,7 @@ def encode_focus_day(
         allocation_mode=allocation_mode,
         clusters_without_data=list(clusters_without_data or []),
         workloads_missing_identity=workloads_missing_identity,
+        pricing=pricing() if pricing is not None else {},
     )
 
 
@@ -159,6 +163,7 @@ class PublishedDay:
                 "preview": dg.MetadataValue.md(_preview_markdown(only.day.preview)),
                 "dagster/column_schema": column_schema(),
                 "enrichment_missing": dg.MetadataValue.json(only.day.enrichment_missing),
+                "pricing": dg.MetadataValue.json(only.day.pricing),
             }
         total = sum(d.row_count for d in days)
         billed = sum(d.day.audit.totals.get("BilledCost", 0.0) for d in days)
@@ -224,6 +229,7 @@ def publish_focus_day(store: ObjectStore, settings: Settings, day: FocusDay, run
             "enrichment_missing": day.enrichment_missing,
             "clusters_without_data": day.clusters_without_data,
             "workloads_missing_identity": day.workloads_missing_identity,
+            "pricing": day.pricing,
         },
     )
     result = publish_partition(

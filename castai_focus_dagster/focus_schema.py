@@ -146,7 +146,7 @@ FOCUS_COLUMNS: tuple[FocusColumn, ...] = (
         "Decimal",
         _C,
         True,
-        "cluster custom price, else list price less matching discounts, else ListUnitPrice (see Pricing)",
+        "Anywhere custom price, else list price less discounts in scope, else ListUnitPrice (see Prices)",
     ),
     _col("EffectiveCost", "Decimal", _M, False, "= BilledCost (Cast AI has no amortised commitments)"),
     _col(
@@ -171,8 +171,8 @@ FOCUS_COLUMNS: tuple[FocusColumn, ...] = (
         "Decimal",
         _C,
         True,
-        "organization default price (cpu, memory) when known, else the "
-        "effective rate `{resource}Cost{Tier}` ÷ quantity (see Pricing)",
+        "cloud: listing rate (`useListingPrices`) of the bucket, tier and resource; Anywhere: default "
+        "pricing (cpu, memory); else the effective rate `{resource}Cost{Tier}` ÷ quantity (see Prices)",
     ),
     _col(
         "PricingCategory",

@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from castai_focus_dagster.conformance import RuleResult
+from castai_focus_dagster.discounts import PricingStats
 from castai_focus_dagster.focus_schema import FOCUS_COLUMNS, FOCUS_SCHEMA
 from castai_focus_dagster.focus_transform import (
     CHARGES,
@@ -105,6 +106,8 @@ def to_focus_split(
     options: FocusOptions,
     *,
     step_seconds: int,
+    listing: Mapping[str, pa.Table] | None = None,
+    stats: PricingStats | None = None,
 ) -> pa.Table:
     """Split-mode FOCUS rows in exactly `FOCUS_SCHEMA`.
 
@@ -128,7 +131,7 @@ def to_focus_split(
     if origins.count == 0:
         return FOCUS_SCHEMA.empty_table()
     rows = _split_rows(origins, used)
-    return _assemble(rows, origins, source, info, context, options, step_seconds)
+    return _assemble(rows, origins, source, info, context, options, step_seconds, listing, stats)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -404,10 +407,21 @@ def _assemble(
     context: EnrichmentContext,
     options: FocusOptions,
     step_seconds: int,
+    listing: Mapping[str, pa.Table] | None,
+    stats: PricingStats | None,
 ) -> pa.Table:
     origin_start = origins.end_us - step_seconds * _MICROS_PER_SECOND
     list_price, contracted_price = unit_prices(
-        origins.charge, origins.cluster, origin_start, origins.cost, origins.quantity, info, context
+        origins.charge,
+        origins.cluster,
+        origin_start,
+        origins.end_us,
+        origins.cost,
+        origins.quantity,
+        info,
+        context,
+        listing,
+        stats,
     )
     o = rows.origin
     cluster = origins.cluster[o]

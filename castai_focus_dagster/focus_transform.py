@@ -17,33 +17,33 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from castai_focus_dagster.discounts import (
+    PricingStats,
+    charge_mask,
+    cluster_reason,
+    date_mask,
+    discounted,
+    unusable_reason,
+)
 from castai_focus_dagster.focus_schema import FOCUS_SCHEMA, PROVIDER_TAG_PREFIX
 from castai_focus_dagster.models import (
     RESOURCES,
     TIERS,
     WORKLOAD_COSTS_SCHEMA,
     Cluster,
-    Discount,
     EnrichmentContext,
 )
 from castai_focus_dagster.settings import Settings
 
 _KEY_COLUMNS = ("cluster_id", "namespace", "workload_type", "workload_name")
 _TIER_LABELS = {"OnDemand": "on-demand", "Spot": "spot", "SpotFallback": "spot-fallback"}
-# Spot-fallback capacity is on-demand instances started because spot was unavailable: discounts that target
-# a lifecycle see it as on-demand, while its PricingCategory stays Dynamic (the provider chose the capacity).
-_TIER_LIFECYCLES = {
-    "on-demand": "LIFECYCLE_ON_DEMAND",
-    "spot": "LIFECYCLE_SPOT",
-    "spot-fallback": "LIFECYCLE_ON_DEMAND",
-}
 _RESOURCE_LABELS = {  # resource -> (ChargeDescription word, PricingUnit, SkuMeter)
     "cpu": ("CPU", "vCPU-Hours", "vCPU usage"),
     "memory": ("Memory", "GiB-Hours", "Memory usage"),
@@ -51,7 +51,6 @@ _RESOURCE_LABELS = {  # resource -> (ChargeDescription word, PricingUnit, SkuMet
     "tpu": ("TPU", "TPU-Hours", "TPU usage"),
     "storage": ("Storage", "GiB-Hours", "Storage usage"),
 }
-_DISCOUNT_TARGETS = {"TARGET_CPU": "cpu", "TARGET_MEMORY": "memory"}
 
 # Cast AI `providerType` -> FOCUS HostProviderName. Unknown types keep their own (readable) name.
 HOST_PROVIDER_NAMES: dict[str, str] = {
@@ -143,6 +142,11 @@ CHARGES: tuple[Charge, ...] = tuple(
 )
 
 
+def is_anywhere(cluster: Cluster) -> bool:
+    """A Cast AI Anywhere cluster: the only kind Cast AI's default and cluster prices are documented for."""
+    return cluster.provider_type.strip().lower() == "anywhere"
+
+
 def host_provider_name(provider_type: str, service_provider_name: str) -> str:
     """FOCUS: the host when exposed; when it cannot be determined, the service provider itself."""
     key = provider_type.strip().lower()
@@ -156,8 +160,15 @@ def to_focus(
     clusters: Mapping[str, Cluster],
     context: EnrichmentContext,
     options: FocusOptions,
+    *,
+    listing: Mapping[str, pa.Table] | None = None,
+    stats: PricingStats | None = None,
 ) -> pa.Table:
-    """FOCUS rows for a workload-costs table; the result always has exactly `FOCUS_SCHEMA`."""
+    """FOCUS rows for a workload-costs table; the result always has exactly `FOCUS_SCHEMA`.
+
+    `listing`: cluster cost reports at listing prices by cluster id (the list prices of cloud clusters);
+    `stats` collects what the pricing rules did.
+    """
     prepared = prepare_workloads(workloads)
     if prepared.num_rows == 0:
         return FOCUS_SCHEMA.empty_table()
@@ -180,7 +191,16 @@ def to_focus(
     period_start = period_end - source.step_seconds[row].astype(np.int64) * _MICROS_PER_SECOND
 
     list_price, contracted_price = unit_prices(
-        charge, cluster_entry, period_start, cost_rate, quantity_rate, cluster_info, context
+        charge,
+        cluster_entry,
+        period_start,
+        period_end,
+        cost_rate,
+        quantity_rate,
+        cluster_info,
+        context,
+        listing,
+        stats,
     )
     charges = ChargeRows(charge, cluster_entry, period_start, period_end, billed, quantity)
     row_idx = pa.array(row.astype(np.int64))
@@ -432,6 +452,7 @@ class ClusterInfo:
     sub_account_type: pa.Array
     custom_cpu_price: np.ndarray  # NaN: no custom price for this cluster
     custom_memory_price: np.ndarray
+    is_anywhere: np.ndarray  # bool: a Cast AI Anywhere cluster (priced by Cast AI's cluster prices)
 
     @classmethod
     def build(
@@ -455,7 +476,8 @@ class ClusterInfo:
             return c.id, c.name, "Cluster"
 
         def custom(c: Cluster, attribute: str) -> float:
-            price = context.cluster_prices.get(c.id)
+            # Cast AI documents cluster prices for Anywhere clusters only.
+            price = context.cluster_prices.get(c.id) if is_anywhere(c) else None
             return float("nan") if price is None or price.is_default else float(getattr(price, attribute))
 
         subs = [sub_account(c) for c in resolved]
@@ -486,6 +508,7 @@ class ClusterInfo:
             custom_memory_price=np.array(
                 [custom(c, "memory_gib_hourly_price") for c in resolved], dtype=np.float64
             ),
+            is_anywhere=np.array([is_anywhere(c) for c in resolved], dtype=bool),
         )
 
 
@@ -493,92 +516,111 @@ def unit_prices(
     charge: np.ndarray,
     cluster_entry: np.ndarray,
     period_start_us: np.ndarray,
+    period_end_us: np.ndarray,
     cost_rate: np.ndarray,
     quantity_rate: np.ndarray,
     clusters: ClusterInfo,
     context: EnrichmentContext,
+    listing: Mapping[str, pa.Table] | None = None,
+    stats: PricingStats | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(ListUnitPrice, ContractedUnitPrice) per row; see docs/focus-mapping.md "Pricing"."""
+    """(ListUnitPrice, ContractedUnitPrice) per row; see docs/focus-mapping.md "Prices".
+
+    `listing` maps cluster ids to their cluster cost report at listing prices (same window and step);
+    `stats`, when given, receives what the rules did (list price sources, discounted and clamped rows).
+    """
     # The effective rate is cost per unit; a charge with cost but no quantity has no rate (documented: 0).
     effective = np.divide(cost_rate, quantity_rate, out=np.zeros_like(cost_rate), where=quantity_rate != 0)
+    row_list = np.full(charge.size, np.nan)
+    source = np.full(charge.size, LIST_SOURCES.index("effective_rate"), dtype=np.int8)
+    # Cast AI documents its default and cluster prices for Anywhere clusters only, and with no spot price:
+    # they price on-demand (and spot-fallback, on-demand capacity) rows; spot rows keep their own rate.
+    anywhere = clusters.is_anywhere[cluster_entry] & _NOT_SPOT[charge]
     default = context.default_pricing
-    list_by_charge = np.full(len(CHARGES), np.nan)
     if default is not None:
-        for i, c in enumerate(CHARGES):
-            if c.resource == "cpu":
-                list_by_charge[i] = default.cpu_hourly_price
-            elif c.resource == "memory":
-                list_by_charge[i] = default.memory_gib_hourly_price
-    row_list = list_by_charge[charge]
+        defaults = (("cpu", default.cpu_hourly_price), ("memory", default.memory_gib_hourly_price))
+        for resource, price in defaults:
+            use = anywhere & _charges_of(resource)[charge]
+            row_list[use] = price
+            source[use] = LIST_SOURCES.index("anywhere_default_pricing")
+    for entry, cluster in enumerate(clusters.clusters):
+        report = (listing or {}).get(cluster.id)
+        if report is None or is_anywhere(cluster):
+            continue
+        rows = np.flatnonzero(cluster_entry == entry)
+        rate = listing_rate(report, period_end_us[rows], charge[rows])
+        found = ~np.isnan(rate)
+        row_list[rows[found]] = rate[found]
+        source[rows[found]] = LIST_SOURCES.index("listing_report")
     has_list = ~np.isnan(row_list)
     list_price = np.where(has_list, row_list, effective)
 
+    # Discounts lower a list price, never Cast AI's effective rate (which already includes them).
     contracted = list_price.copy()
+    resources = [c.resource for c in CHARGES]
+    tiers = [c.tier for c in CHARGES]
     for discount in context.discounts:
-        applies = has_list & _discount_applies(discount, charge, cluster_entry, period_start_us, clusters)
+        if unusable_reason(discount) is not None:
+            continue
+        by_cluster = np.array([cluster_reason(discount, c) is None for c in clusters.clusters], dtype=bool)
+        applies = (
+            has_list
+            & by_cluster[cluster_entry]
+            & charge_mask(discount, resources, tiers)[charge]
+            & date_mask(discount, period_start_us)
+        )
         if applies.any():
-            contracted[applies] = _discounted(discount, contracted[applies])
+            contracted[applies] = discounted(discount, contracted[applies])
+            if stats is not None:
+                stats.discounted_rows[discount.id] += int(applies.sum())
+    negative = contracted < 0
+    if negative.any():  # a price cannot be negative: published as 0 and counted
+        contracted[negative] = 0.0
     for resource, custom in (("cpu", clusters.custom_cpu_price), ("memory", clusters.custom_memory_price)):
         row_custom = custom[cluster_entry]
-        use = _charges_of(resource)[charge] & ~np.isnan(row_custom)
+        use = _charges_of(resource)[charge] & _NOT_SPOT[charge] & ~np.isnan(row_custom)
         contracted[use] = row_custom[use]
+    if stats is not None:
+        stats.clamped_rows += int(negative.sum())
+        counts = np.bincount(source, minlength=len(LIST_SOURCES))
+        for name, count in zip(LIST_SOURCES, counts.tolist(), strict=True):
+            if count:
+                stats.list_price_rows[name] += count
     return list_price, contracted
+
+
+_NOT_SPOT = np.array([c.tier != "spot" for c in CHARGES])
+# Where a row's ListUnitPrice comes from (metadata `list_price_rows`).
+LIST_SOURCES = ("effective_rate", "anywhere_default_pricing", "listing_report")
+
+
+def listing_rate(report: pa.Table, period_end_us: np.ndarray, charge: np.ndarray) -> np.ndarray:
+    """Listing unit price per row: the cluster's listing cost ÷ count of the row's bucket, tier and resource.
+
+    NaN where the report has no bucket ending at the row's period end or a zero count for the charge.
+    """
+    rates = np.full(charge.size, np.nan)
+    if report.num_rows == 0 or charge.size == 0:
+        return rates
+    ends = report.column("timestamp").cast(pa.int64()).to_numpy()
+    order = np.argsort(ends, kind="stable")
+    ends = ends[order]
+    position = np.clip(np.searchsorted(ends, period_end_us), 0, ends.size - 1)
+    matched = ends[position] == period_end_us
+    bucket = order[position]
+    names = set(report.column_names)
+    for index, c in enumerate(CHARGES):
+        rows = np.flatnonzero(matched & (charge == index))
+        if rows.size == 0 or c.cost_field not in names or c.quantity_field not in names:
+            continue
+        cost = report.column(c.cost_field).to_numpy()[bucket[rows]]
+        count = report.column(c.quantity_field).to_numpy()[bucket[rows]]
+        rates[rows] = np.divide(cost, count, out=np.full(rows.size, np.nan), where=count > 0)
+    return rates
 
 
 def _charges_of(resource: str) -> np.ndarray:
     return np.array([c.resource == resource for c in CHARGES])
-
-
-def _discount_applies(
-    discount: Discount,
-    charge: np.ndarray,
-    cluster_entry: np.ndarray,
-    period_start_us: np.ndarray,
-    clusters: ClusterInfo,
-) -> np.ndarray:
-    resource = _DISCOUNT_TARGETS.get(discount.target)
-    if not discount.enabled or resource is None:
-        return np.zeros(charge.size, dtype=bool)
-    lifecycles = set(discount.life_cycles)
-    by_charge = np.array(
-        [
-            c.resource == resource
-            and (not lifecycles or _TIER_LIFECYCLES.get(c.tier or "", "") in lifecycles)
-            for c in CHARGES
-        ]
-    )
-    by_cluster = np.array(
-        [
-            (not discount.clusters or c.id in discount.clusters)
-            and (not discount.regions or (c.region_name or "") in discount.regions)
-            for c in clusters.clusters
-        ]
-    )
-    applies = by_charge[charge] & by_cluster[cluster_entry]
-    if discount.start_date is not None:
-        applies &= period_start_us >= _micros(discount.start_date)
-    if discount.end_date is not None:
-        applies &= period_start_us < _micros(discount.end_date)
-    return applies
-
-
-def _discounted(discount: Discount, price: np.ndarray) -> np.ndarray:
-    """Cast AI pricing types: PERCENTAGE ("0.1" = 10 % off), FLAT (subtract), FIXED (override)."""
-    if discount.pricing_type == "TYPE_PERCENTAGE":
-        result = price * (1.0 - discount.value)
-    elif discount.pricing_type == "TYPE_FLAT":
-        result = price - discount.value
-    elif discount.pricing_type == "TYPE_FIXED":
-        result = np.full_like(price, discount.value)
-    else:
-        return price
-    return np.maximum(result, 0.0)
-
-
-def _micros(moment: datetime) -> int:
-    """Microseconds since the epoch, exactly (naive datetimes are UTC)."""
-    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-    return (aware - _EPOCH) // timedelta(microseconds=1)
 
 
 def _tags(

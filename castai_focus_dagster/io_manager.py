@@ -45,6 +45,12 @@ CODECS: dict[str, _Codec] = {
         intermediates.cluster_costs_from_file,
         "application/vnd.apache.parquet",
     ),
+    "castai_listing_prices": _Codec(
+        "parquet",
+        intermediates.cluster_costs_to_file,
+        intermediates.cluster_costs_from_file,
+        "application/vnd.apache.parquet",
+    ),
     "castai_enrichment_context": _Codec(
         "json", intermediates.enrichment_to_file, intermediates.enrichment_from_file, "application/json"
     ),

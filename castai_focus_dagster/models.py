@@ -100,6 +100,9 @@ class DefaultPricing:
     memory_gib_hourly_price: float
 
 
+DISCOUNT_SCOPE_LISTS = ("clusters", "life_cycles", "regions", "families", "instance_types", "zones", "os")
+
+
 @dataclass(frozen=True)
 class Discount:
     id: str
@@ -107,12 +110,18 @@ class Discount:
     enabled: bool
     target: str  # TARGET_CPU | TARGET_MEMORY | TARGET_INSTANCE | ...
     pricing_type: str  # TYPE_PERCENTAGE | TYPE_FIXED | TYPE_FLAT
-    value: float
+    value: float  # may be negative (a FLAT "-1" raises the price)
     clusters: tuple[str, ...] = ()  # empty: applies to every cluster
     life_cycles: tuple[str, ...] = ()  # LIFECYCLE_ON_DEMAND | LIFECYCLE_SPOT; empty: all
     regions: tuple[str, ...] = ()  # empty: all
     start_date: datetime | None = None
     end_date: datetime | None = None
+    csp: str = ""  # aws | azure | gcp | oracle (required by Cast AI; "" when absent)
+    # Node scope: workload rows carry no node, so a discount narrowed by any of these is never applied.
+    families: tuple[str, ...] = ()
+    instance_types: tuple[str, ...] = ()
+    zones: tuple[str, ...] = ()
+    os: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -189,9 +198,7 @@ class EnrichmentContext:
                 Discount(
                     **{
                         **d,
-                        "clusters": tuple(d.get("clusters", ())),
-                        "life_cycles": tuple(d.get("life_cycles", ())),
-                        "regions": tuple(d.get("regions", ())),
+                        **{name: tuple(d.get(name, ())) for name in DISCOUNT_SCOPE_LISTS},
                         "start_date": dt(d.get("start_date")),
                         "end_date": dt(d.get("end_date")),
                     }

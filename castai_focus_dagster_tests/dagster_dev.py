@@ -28,6 +28,7 @@ ASSET_KEYS = (
     "castai_clusters",
     "castai_workload_costs",
     "castai_cluster_costs",
+    "castai_listing_prices",
     "castai_enrichment_context",
     "focus_cost_and_usage",
 )

@@ -1,7 +1,8 @@
 """Synthetic Cast AI inputs for the FOCUS transform tests (seeded numpy; no sandbox server needed).
 
-`synthetic_org()` builds a realistic organisation: four clusters (eks, gke, aks with a custom price,
-a region-less anywhere cluster), an enterprise with two child organisations, discounts, workloads
+`synthetic_org()` builds a realistic organisation: four clusters (eks, gke, aks, a region-less
+anywhere cluster with a custom price), listing-price reports of the three cloud clusters
+(`listing_reports`), an enterprise with two child organisations, discounts, workloads
 with labels (dots, slashes, unicode), on-demand/spot/spot-fallback mixes, storage, a GPU and a TPU
 workload and idle hours. The daily table is the hourly one averaged per workload, exactly as Cast AI
 reports an 86400 s bucket, so hourly and daily exports must agree on every daily total.
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from castai_focus_dagster.castai_decode import COST_REPORT_COLUMNS, cost_report_schema
 from castai_focus_dagster.focus_transform import FocusOptions
 from castai_focus_dagster.models import (
     METRIC_COLUMNS,
@@ -67,8 +69,12 @@ CLUSTERS: dict[str, Cluster] = {
 }
 
 DEFAULT_PRICING = DefaultPricing(cpu_hourly_price=0.031611, memory_gib_hourly_price=0.004237)
+# Cast AI documents cluster prices for Anywhere clusters only: the AKS one must be ignored.
 CUSTOM_AKS_PRICE = ClusterPrice(
     "c-aks-edge", cpu_hourly_price=0.0275, memory_gib_hourly_price=0.0036, is_default=False
+)
+CUSTOM_ONPREM_PRICE = ClusterPrice(
+    "c-onprem", cpu_hourly_price=0.0215, memory_gib_hourly_price=0.0029, is_default=False
 )
 DISCOUNTS = [
     Discount(
@@ -80,8 +86,18 @@ DISCOUNTS = [
         0.1,
         clusters=("c-eks-prod",),
         life_cycles=("LIFECYCLE_ON_DEMAND",),
+        csp="aws",
     ),
-    Discount("d-mem", "memory flat", True, "TARGET_MEMORY", "TYPE_FLAT", 0.0005, regions=("us-central1",)),
+    Discount(
+        "d-mem",
+        "memory flat",
+        True,
+        "TARGET_MEMORY",
+        "TYPE_FLAT",
+        0.0005,
+        regions=("us-central1",),
+        csp="gcp",
+    ),
     Discount(
         "d-window",
         "morning CPU",
@@ -92,10 +108,54 @@ DISCOUNTS = [
         clusters=("c-gke-ml",),
         start_date=DAY,
         end_date=DAY + timedelta(hours=6),
+        csp="gcp",
     ),
-    Discount("d-off", "disabled", False, "TARGET_CPU", "TYPE_FIXED", 0.0),
-    Discount("d-instance", "instances", True, "TARGET_INSTANCE", "TYPE_PERCENTAGE", 0.5),
+    Discount("d-off", "disabled", False, "TARGET_CPU", "TYPE_FIXED", 0.0, csp="aws"),
+    # Narrowed to a node family: workload rows cannot evaluate it, so it is never applied.
+    Discount(
+        "d-instance",
+        "instances",
+        True,
+        "TARGET_INSTANCE",
+        "TYPE_PERCENTAGE",
+        0.5,
+        csp="azure",
+        families=("Dv5",),
+    ),
 ]
+
+# Listing (pre-discount) unit rates of the cloud clusters' cluster cost reports, per resource and tier.
+LIST_RATES = {"cpu": 0.04, "ram": 0.0052, "gpu": 2.9, "tpu": 1.5, "storage": 0.00015}
+LIST_TIER_FACTOR = {"OnDemand": 1.0, "Spot": 0.35, "SpotFallback": 1.0}
+_REPORT_FIELDS = {"cpu": "cpuCount", "ram": "ramGib", "gpu": "gpuCount", "tpu": "tpuCount"}
+
+
+def list_rate(resource: str, tier: str | None) -> float:
+    """The listing unit price `listing_report` implies for a resource ("cpu", "ram", ...) and tier."""
+    return LIST_RATES[resource] * (LIST_TIER_FACTOR[tier] if tier else 1.0)
+
+
+def listing_report(bucket_ends: Sequence[datetime], count: float = 64.0) -> pa.Table:
+    """A cluster cost report at listing prices: `count` units of every charge per bucket, each at its
+    `list_rate` (cost = rate x count, as Cast AI reports the cluster's average hourly cost)."""
+    columns: dict[str, Any] = {"timestamp": pa.array(list(bucket_ends), pa.timestamp("us", tz="UTC"))}
+    values = {name: 0.0 for name in COST_REPORT_COLUMNS}
+    for resource, quantity in _REPORT_FIELDS.items():
+        for tier in TIERS:
+            values[f"{quantity}{tier}"] = count
+            values[f"{resource}Cost{tier}"] = list_rate(resource, tier) * count
+    values["storageGib"], values["storageCost"] = count, list_rate("storage", None) * count
+    columns |= {
+        name: pa.array([values[name]] * len(bucket_ends), pa.float64()) for name in COST_REPORT_COLUMNS
+    }
+    return pa.table(columns, schema=cost_report_schema())
+
+
+def listing_reports(day: datetime = DAY) -> dict[str, pa.Table]:
+    """Listing reports of every cloud cluster for the day's hourly buckets (the daily bucket ends with the
+    last of them, so one report serves both granularities)."""
+    ends = [day + timedelta(hours=h) for h in range(1, 25)]
+    return {cid: listing_report(ends) for cid, c in CLUSTERS.items() if c.provider_type != "anywhere"}
 
 
 def enrichment_context(**overrides: Any) -> EnrichmentContext:
@@ -103,6 +163,7 @@ def enrichment_context(**overrides: Any) -> EnrichmentContext:
         cluster_prices={
             "c-eks-prod": ClusterPrice("c-eks-prod", 0.031611, 0.004237, is_default=True),
             "c-aks-edge": CUSTOM_AKS_PRICE,
+            "c-onprem": CUSTOM_ONPREM_PRICE,
         },
         default_pricing=DEFAULT_PRICING,
         discounts=list(DISCOUNTS),
@@ -125,6 +186,7 @@ class SyntheticOrg:
     hourly: pa.Table
     daily: pa.Table
     day: datetime
+    listing: dict[str, pa.Table]  # cluster cost reports at listing prices (cloud clusters)
 
 
 # Hourly list rates of the synthetic capacity (per vCPU, GiB, GPU, TPU) and the tier multipliers.
@@ -194,7 +256,7 @@ def synthetic_org(seed: int = 20260314, workloads_per_cluster: int = 10, day: da
     hourly = _table(keys, hours, hour_ends, 3600, {k: v.reshape(-1) for k, v in metrics.items()})
     day_end = np.array([start + np.timedelta64(86400, "s")])
     daily = _table(keys, 1, day_end, 86400, {k: v.mean(axis=1) for k, v in metrics.items()})
-    return SyntheticOrg(dict(CLUSTERS), enrichment_context(), hourly, daily, day)
+    return SyntheticOrg(dict(CLUSTERS), enrichment_context(), hourly, daily, day, listing_reports(day))
 
 
 def _labels(rng: np.random.Generator, name: str) -> str | None:

@@ -30,6 +30,7 @@ from castai_focus_dagster.castai_client import (
 from castai_focus_dagster.castai_decode import COST_REPORT_COLUMNS, WorkloadCostItem
 from castai_focus_dagster.models import METRIC_COLUMNS, WORKLOAD_COSTS_SCHEMA
 from castai_focus_dagster.sandbox import CannedResponse, Faults, SandboxOrg, SandboxServer
+from castai_focus_dagster.sandbox.org import LIST_PRICES
 from castai_focus_dagster.settings import load_settings
 
 START = datetime(2026, 9, 1, tzinfo=UTC)
@@ -186,6 +187,24 @@ def test_cluster_cost_report_columns_and_arithmetic(
     assert paid.sum() >= sandbox_org.expected_cluster_total(cluster_id, START, END)
 
 
+def test_cluster_cost_report_at_listing_prices(sandbox: SandboxServer, sandbox_org: SandboxOrg) -> None:
+    """useListingPrices=true: same usage, costs before discounts (the EKS cluster has a CPU discount)."""
+    eks = sandbox_org.clusters[0]
+    assert eks.provider_type == "eks" and eks.discounts
+    with make_client(sandbox, sandbox_org) as client:
+        billed = client.cluster_cost_report(eks.id, START, END, STEP)
+        listed = client.cluster_cost_report(eks.id, START, END, STEP, use_listing_prices=True)
+    sent = requests_to(sandbox, f"/v1/cost-reports/clusters/{eks.id}/cost")[-2:]
+    assert [r.query.get("useListingPrices") for r in sent] == [None, ["true"]]
+    assert listed["cpuCountOnDemand"].equals(billed["cpuCountOnDemand"])
+    assert listed["storageCost"].equals(billed["storageCost"])  # storage is never discounted
+    list_rate = listed["cpuCostOnDemand"].to_numpy() / listed["cpuCountOnDemand"].to_numpy()
+    billed_rate = billed["cpuCostOnDemand"].to_numpy() / billed["cpuCountOnDemand"].to_numpy()
+    # The model's own list price, and its 15 % on-demand CPU discount (not read from the answers).
+    assert list_rate == pytest.approx(LIST_PRICES["eks"][0], rel=1e-4)
+    assert billed_rate == pytest.approx(LIST_PRICES["eks"][0] * 0.85, rel=1e-4)
+
+
 def test_pricing_discounts_and_billing_endpoints(sandbox: SandboxServer, sandbox_org: SandboxOrg) -> None:
     with make_client(sandbox, sandbox_org, page_limit=2) as client:
         prices = client.cluster_prices()
@@ -197,31 +216,35 @@ def test_pricing_discounts_and_billing_endpoints(sandbox: SandboxServer, sandbox
         cid: (p.cpu_hourly_price, p.memory_gib_hourly_price, p.is_default) for cid, p in prices.items()
     } == {
         c.id: (round(c.cpu_hourly_price, 6), round(c.memory_gib_hourly_price, 6), c.price_is_default)
-        for c in sandbox_org.clusters
+        for c in sandbox_org.priced_clusters()
     }
     assert default is not None
     assert (default.cpu_hourly_price, default.memory_gib_hourly_price) == (
         sandbox_org.default_cpu_hourly_price,
         sandbox_org.default_memory_gib_hourly_price,
     )
-    assert [
-        (d.id, d.name, d.enabled, d.target, d.pricing_type, d.value, d.clusters, d.life_cycles, d.regions)
-        for d in discounts
-    ] == [
-        (
+    scope = ("clusters", "life_cycles", "regions", "families", "instance_types", "zones", "os")
+
+    def described(d: Any, value: float) -> tuple[Any, ...]:
+        return (
             d.id,
             d.name,
+            d.csp,
             d.enabled,
             d.target,
             d.pricing_type,
-            float(d.value),
-            d.clusters,
-            d.life_cycles,
-            d.regions,
+            value,
+            *(getattr(d, f) for f in scope),
         )
+
+    assert [described(d, d.value) for d in discounts] == [
+        described(d, float(d.value)) for d in sandbox_org.discounts
+    ]
+    assert [(d.start_date, d.end_date) for d in discounts] == [
+        (datetime.fromisoformat(str(d.start_date)), datetime.fromisoformat(str(d.end_date)))
         for d in sandbox_org.discounts
     ]
-    assert all(d.start_date and d.end_date and d.start_date < d.end_date for d in discounts)
+    assert any(d.value < 0 for d in discounts), "a negative flat value is valid and kept"
     assert {k: v.name for k, v in children.items()} == {c.id: c.name for c in sandbox_org.child_organizations}
     assert [f.feature for f in usage] == ["phase2", "woop"] and all(f.usage > 0 and f.unit for f in usage)
     # Paged endpoints followed their own cursor names across pages.
@@ -741,6 +764,14 @@ def test_small_endpoints_tolerate_missing_and_unknown_keys(caplog: pytest.LogCap
                             "pricing": [{"value": "0.1", "type": "TYPE_PERCENTAGE"}],
                         },
                         {"id": "d2", "enabled": True, "target": "TARGET_CPU"},
+                        {
+                            "id": "d3",
+                            "csp": "AWS",
+                            "enabled": True,
+                            "target": "TARGET_MEMORY",
+                            "instanceTypes": ["m5.large"],
+                            "pricing": [{"value": "-1", "type": "TYPE_FLAT"}],
+                        },
                     ]
                 },
             ),
@@ -757,8 +788,9 @@ def test_small_endpoints_tolerate_missing_and_unknown_keys(caplog: pytest.LogCap
     )
     with caplog.at_level(logging.WARNING):
         discounts = client.discounts()
-    assert [(d.id, d.pricing_type, d.value, d.clusters) for d in discounts] == [
-        ("d1", "TYPE_PERCENTAGE", 0.1, ())
+    assert [(d.id, d.csp, d.pricing_type, d.value, d.clusters, d.instance_types) for d in discounts] == [
+        ("d1", "", "TYPE_PERCENTAGE", 0.1, (), ()),
+        ("d3", "aws", "TYPE_FLAT", -1.0, (), ("m5.large",)),  # "-1" is valid; csp compared lower-case
     ]
     assert "skipped 1 discount(s) without pricing: d2" in caplog.text
     usage = client.platform_usage()

@@ -32,7 +32,7 @@ def test_complete_context_matches_the_sandbox(sandbox: SandboxServer, sandbox_or
     with make_client(sandbox, sandbox_org) as client:
         context = fetch_enrichment(client, enterprise_id=sandbox_org.enterprise_id)
     assert context.missing == {} and context.completeness == 1.0
-    assert set(context.cluster_prices) == {c.id for c in sandbox_org.clusters}
+    assert set(context.cluster_prices) == {c.id for c in sandbox_org.priced_clusters()}
     assert context.default_pricing is not None
     assert context.default_pricing.cpu_hourly_price == sandbox_org.default_cpu_hourly_price
     assert [d.id for d in context.discounts] == [d.id for d in sandbox_org.discounts]

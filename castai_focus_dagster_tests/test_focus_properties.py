@@ -28,7 +28,13 @@ from castai_focus_dagster.models import (
     Discount,
     EnrichmentContext,
 )
-from castai_focus_dagster_tests.focus_inputs import CLUSTERS, DAY, focus_options, workload_table
+from castai_focus_dagster_tests.focus_inputs import (
+    CLUSTERS,
+    DAY,
+    focus_options,
+    listing_reports,
+    workload_table,
+)
 
 COMPONENTS = [
     f"{r}Cost{t}" for r in ("cpu", "ram", "gpu", "tpu") for t in ("OnDemand", "Spot", "SpotFallback")
@@ -79,8 +85,10 @@ def context(draw: st.DrawFn) -> EnrichmentContext:
         enabled=st.booleans(),
         target=st.sampled_from(["TARGET_CPU", "TARGET_MEMORY", "TARGET_INSTANCE"]),
         pricing_type=st.sampled_from(["TYPE_PERCENTAGE", "TYPE_FLAT", "TYPE_FIXED"]),
-        value=st.floats(min_value=0.0, max_value=1.0),
+        value=st.floats(min_value=-1.0, max_value=1.0),  # negative: a FLAT surcharge (valid)
         life_cycles=st.sampled_from([(), ("LIFECYCLE_SPOT",), ("LIFECYCLE_ON_DEMAND",)]),
+        csp=st.sampled_from(["aws", "gcp", "azure", ""]),
+        families=st.sampled_from([(), ("m5",)]),
     )
     return EnrichmentContext(
         default_pricing=draw(st.none() | st.builds(DefaultPricing, price, price)),
@@ -122,12 +130,18 @@ def castai_total(rows: list[dict[str, Any]]) -> tuple[float, int]:
     ctx=context(),
     allowlist=st.sampled_from([(), ("app",), ("env", "tier"), ("nothing",)]),
     enterprise=st.booleans(),
+    with_listing=st.booleans(),
 )
 def test_random_payloads_give_conformant_conserving_rows(
-    rows: list[dict[str, Any]], ctx: EnrichmentContext, allowlist: tuple[str, ...], enterprise: bool
+    rows: list[dict[str, Any]],
+    ctx: EnrichmentContext,
+    allowlist: tuple[str, ...],
+    enterprise: bool,
+    with_listing: bool,
 ) -> None:
     options = focus_options(tag_allowlist=allowlist, enterprise_id="ent" if enterprise else "")
-    out = to_focus(workload_table(rows), CLUSTERS, ctx, options)
+    listing = listing_reports() if with_listing else None
+    out = to_focus(workload_table(rows), CLUSTERS, ctx, options, listing=listing)
 
     assert out.schema.equals(FOCUS_SCHEMA, check_metadata=True)
     assert [r for r in check_conformance(out) if not r.passed] == []

@@ -7,6 +7,7 @@ never copied from the transform's output.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,6 +18,7 @@ import pyarrow as pa
 import pytest
 
 from castai_focus_dagster.conformance import check_conformance
+from castai_focus_dagster.discounts import PricingStats
 from castai_focus_dagster.focus_schema import FOCUS_SCHEMA, PROVIDER_TAG_PREFIX
 from castai_focus_dagster.focus_transform import (
     FocusOptions,
@@ -28,7 +30,6 @@ from castai_focus_dagster.models import (
     METRIC_COLUMNS,
     Cluster,
     ClusterPrice,
-    DefaultPricing,
     Discount,
     EnrichmentContext,
     empty_workload_costs,
@@ -43,6 +44,9 @@ from castai_focus_dagster_tests.focus_inputs import (
     ORGANIZATION_ID,
     enrichment_context,
     focus_options,
+    list_rate,
+    listing_report,
+    listing_reports,
     synthetic_org,
     workload_table,
 )
@@ -53,15 +57,37 @@ COMPONENT_COSTS = [
 KEYS = ["cluster_id", "namespace", "workload_type", "workload_name"]
 
 
-def transform(table: pa.Table, context: EnrichmentContext | None = None, **options: object) -> pd.DataFrame:
-    out = to_focus(table, CLUSTERS, context or enrichment_context(), focus_options(**options))
+LISTING = listing_reports()
+
+
+def transform(
+    table: pa.Table,
+    context: EnrichmentContext | None = None,
+    listing: Mapping[str, pa.Table] | None = LISTING,
+    **options: object,
+) -> pd.DataFrame:
+    out = to_focus(
+        table, CLUSTERS, context or enrichment_context(), focus_options(**options), listing=listing
+    )
     assert out.schema.equals(FOCUS_SCHEMA, check_metadata=True)
     return out.to_pandas()
 
 
-def one_row(context: EnrichmentContext | None = None, **fields: object) -> dict[str, Any]:
+def one_row(
+    context: EnrichmentContext | None = None,
+    listing: Mapping[str, pa.Table] | None = LISTING,
+    stats: PricingStats | None = None,
+    **fields: object,
+) -> dict[str, Any]:
     """The single FOCUS row of a one-bucket input, as Python values (None for null)."""
-    out = to_focus(workload_table([fields]), CLUSTERS, context or enrichment_context(), focus_options())
+    out = to_focus(
+        workload_table([fields]),
+        CLUSTERS,
+        context or enrichment_context(),
+        focus_options(),
+        listing=listing,
+        stats=stats,
+    )
     assert out.num_rows == 1, out.to_pylist()
     return out.to_pylist()[0]
 
@@ -216,9 +242,9 @@ def test_single_spot_cpu_bucket_maps_every_column() -> None:
         f"{PROVIDER_TAG_PREFIX}env": "prod",
         f"{PROVIDER_TAG_PREFIX}team": "payments",
     }
-    # Spot rows carry the on-demand list price; the EKS CPU discount targets on-demand only.
-    assert row["ListUnitPrice"] == row["ContractedUnitPrice"] == DEFAULT_PRICING.cpu_hourly_price
-    assert row["ListCost"] == DEFAULT_PRICING.cpu_hourly_price * 2.0
+    # Spot rows carry the cluster's spot listing rate; the EKS CPU discount targets on-demand only.
+    assert row["ListUnitPrice"] == row["ContractedUnitPrice"] == list_rate("cpu", "Spot")
+    assert row["ListCost"] == list_rate("cpu", "Spot") * 2.0
     assert row["x_CastAIPricingTier"] == "spot" and row["x_CastAIResource"] == "cpu"
     assert row["x_CastAICpuCost"] == 0.5
     assert all(
@@ -260,11 +286,13 @@ def test_storage_only_workload_is_one_untiered_standard_row() -> None:
     assert row["SkuId"] == "castai-k8s-storage" and row["SkuPriceId"] == "castai-k8s-storage-c-eks-prod"
     assert row["ChargeDescription"] == "Storage for StatefulSet payments/db"
     assert row["x_CastAIStorageCost"] == 0.002 and row["x_CastAICpuCost"] is None
-    assert row["ListUnitPrice"] == row["ContractedUnitPrice"] == 0.002 / 20.0  # effective rate
+    assert row["ListUnitPrice"] == row["ContractedUnitPrice"] == list_rate("storage", None)
+    without_listing = one_row(listing={}, storageCost=0.002, storageGib=20.0)
+    assert without_listing["ListUnitPrice"] == 0.002 / 20.0  # the effective rate
 
 
 def test_gpu_only_workload_prices_at_the_effective_rate() -> None:
-    row = one_row(gpuCostSpotFallback=5.0, gpuCountSpotFallback=2.0)
+    row = one_row(listing={}, gpuCostSpotFallback=5.0, gpuCountSpotFallback=2.0)
     assert (row["x_CastAIResource"], row["x_CastAIPricingTier"], row["PricingCategory"]) == (
         "gpu",
         "spot-fallback",
@@ -300,9 +328,11 @@ def test_tpu_row_and_all_tiers_of_one_bucket_come_in_charge_order() -> None:
 
 
 def test_quantity_without_cost_is_kept_with_zero_cost() -> None:
-    row = one_row(EnrichmentContext(), gpuCountOnDemand=1.0)
+    row = one_row(EnrichmentContext(), listing={}, gpuCountOnDemand=1.0)
     assert row["BilledCost"] == 0.0 and row["PricingQuantity"] == 1.0
     assert row["ListUnitPrice"] == 0.0
+    listed = one_row(EnrichmentContext(), gpuCountOnDemand=1.0)  # the list price is known: it is published
+    assert listed["ListCost"] == listed["ListUnitPrice"] == list_rate("gpu", "OnDemand")
 
 
 # --- pricing --------------------------------------------------------------------------------------
@@ -324,15 +354,17 @@ def test_percentage_discount_applies_to_matching_lifecycle_only() -> None:
         )
     )
     contracted = dict(zip(df["x_CastAIPricingTier"], df["ContractedUnitPrice"], strict=True))
-    discounted = DEFAULT_PRICING.cpu_hourly_price * (1 - 0.1)
     # spot-fallback runs on on-demand instances, so the LIFECYCLE_ON_DEMAND discount matches it too.
     assert contracted == {
-        "on-demand": discounted,
-        "spot": DEFAULT_PRICING.cpu_hourly_price,
-        "spot-fallback": discounted,
+        "on-demand": list_rate("cpu", "OnDemand") * (1 - 0.1),
+        "spot": list_rate("cpu", "Spot"),
+        "spot-fallback": list_rate("cpu", "SpotFallback") * (1 - 0.1),
     }
-    assert (df["ListUnitPrice"] == DEFAULT_PRICING.cpu_hourly_price).all()
+    listed = dict(zip(df["x_CastAIPricingTier"], df["ListUnitPrice"], strict=True))
+    assert listed == {t: list_rate("cpu", k) for t, k in (("on-demand", "OnDemand"), ("spot", "Spot"),
+                                                           ("spot-fallback", "SpotFallback"))}  # fmt: skip
     assert (df["ContractedCost"] == df["ContractedUnitPrice"] * df["PricingQuantity"]).all()
+    assert (df["ListCost"] == df["ListUnitPrice"] * df["PricingQuantity"]).all()
 
 
 def test_flat_discount_matches_by_region() -> None:
@@ -340,8 +372,8 @@ def test_flat_discount_matches_by_region() -> None:
         cluster_id="c-gke-ml", ramCostOnDemand=0.1, ramGibOnDemand=20.0, timestamp=DAY + timedelta(hours=9)
     )
     eks = one_row(cluster_id="c-eks-prod", ramCostOnDemand=0.1, ramGibOnDemand=20.0)
-    assert gke["ContractedUnitPrice"] == DEFAULT_PRICING.memory_gib_hourly_price - 0.0005
-    assert eks["ContractedUnitPrice"] == DEFAULT_PRICING.memory_gib_hourly_price
+    assert gke["ContractedUnitPrice"] == list_rate("ram", "OnDemand") - 0.0005
+    assert eks["ContractedUnitPrice"] == list_rate("ram", "OnDemand")
 
 
 def test_discount_date_window_is_matched_per_charge_period() -> None:
@@ -356,16 +388,20 @@ def test_discount_date_window_is_matched_per_charge_period() -> None:
     ]
     df = transform(workload_table(rows)).sort_values("ChargePeriodStart")
     # The fixed 0.02 discount runs from DAY to DAY + 6 h: periods starting at 00:00 and 05:00 are inside.
-    assert df["ContractedUnitPrice"].tolist() == [0.02, 0.02, DEFAULT_PRICING.cpu_hourly_price]
+    assert df["ContractedUnitPrice"].tolist() == [0.02, 0.02, list_rate("cpu", "OnDemand")]
 
 
-def test_discounts_compose_in_order_and_never_go_below_zero() -> None:
+def _aws(discount_id: str, target: str, pricing_type: str, value: float, **scope: Any) -> Discount:
+    return Discount(discount_id, None, True, target, pricing_type, value, csp="aws", **scope)
+
+
+def test_discounts_compose_in_order_and_a_negative_result_is_published_as_zero_and_counted() -> None:
     discounts = [
-        Discount("p", None, True, "TARGET_CPU", "TYPE_PERCENTAGE", 0.5),
-        Discount("f", None, True, "TARGET_CPU", "TYPE_FLAT", 0.01),
-        Discount("m", None, True, "TARGET_MEMORY", "TYPE_FLAT", 1.0),
+        _aws("p", "TARGET_CPU", "TYPE_PERCENTAGE", 0.5),
+        _aws("f", "TARGET_CPU", "TYPE_FLAT", 0.01),
+        _aws("m", "TARGET_MEMORY", "TYPE_FLAT", 1.0),
     ]
-    context = EnrichmentContext(default_pricing=DefaultPricing(0.04, 0.005), discounts=discounts)
+    stats = PricingStats()
     df = transform(
         workload_table(
             [
@@ -377,64 +413,162 @@ def test_discounts_compose_in_order_and_never_go_below_zero() -> None:
                 }
             ]
         ),
-        context,
+        EnrichmentContext(discounts=discounts),
     )
     contracted = dict(zip(df["x_CastAIResource"], df["ContractedUnitPrice"], strict=True))
-    assert contracted == {"cpu": 0.04 * (1 - 0.5) - 0.01, "memory": 0.0}
+    assert contracted == {"cpu": list_rate("cpu", "OnDemand") * (1 - 0.5) - 0.01, "memory": 0.0}
+    one_row(EnrichmentContext(discounts=discounts), stats=stats, ramCostOnDemand=0.1, ramGibOnDemand=20.0)
+    assert stats.clamped_rows == 1 and stats.discounted_rows == {"m": 1}
 
 
-def test_disabled_and_instance_discounts_are_ignored() -> None:
-    context = enrichment_context(
-        discounts=[
-            Discount("off", None, False, "TARGET_CPU", "TYPE_FIXED", 0.0),
-            Discount("inst", None, True, "TARGET_INSTANCE", "TYPE_PERCENTAGE", 0.5),
-        ]
-    )
+def test_negative_flat_value_raises_the_contracted_price() -> None:
+    context = EnrichmentContext(discounts=[_aws("surcharge", "TARGET_CPU", "TYPE_FLAT", -1.0)])
     row = one_row(context, cpuCostOnDemand=0.3, cpuCountOnDemand=10.0)
-    assert row["ContractedUnitPrice"] == DEFAULT_PRICING.cpu_hourly_price
+    assert row["ContractedUnitPrice"] == list_rate("cpu", "OnDemand") + 1.0
+    assert row["ContractedCost"] == row["ContractedUnitPrice"] * row["PricingQuantity"]
+    assert row["BilledCost"] == 0.3  # Cast AI's cost is never changed by a discount
 
 
-def test_custom_cluster_price_wins_on_every_tier() -> None:
-    df = transform(
-        workload_table(
-            [
-                {
-                    "cluster_id": "c-aks-edge",
-                    "cpuCostOnDemand": 0.3,
-                    "cpuCountOnDemand": 10.0,
-                    "cpuCostSpot": 0.1,
-                    "cpuCountSpot": 10.0,
-                    "ramCostSpot": 0.01,
-                    "ramGibSpot": 4.0,
-                }
-            ]
-        )
-    )
+def test_instance_discount_lowers_cpu_and_memory_but_not_gpu_or_storage() -> None:
+    context = EnrichmentContext(discounts=[_aws("inst", "TARGET_INSTANCE", "TYPE_PERCENTAGE", 0.25)])
+    fields = {
+        "cpuCostOnDemand": 0.3,
+        "cpuCountOnDemand": 10.0,
+        "ramCostOnDemand": 0.1,
+        "ramGibOnDemand": 20.0,
+        "gpuCostOnDemand": 2.0,
+        "gpuCountOnDemand": 1.0,
+        "storageCost": 0.01,
+        "storageGib": 50.0,
+    }
+    df = transform(workload_table([fields]), context)
+    ratio = dict(zip(df["x_CastAIResource"], df["ContractedUnitPrice"] / df["ListUnitPrice"], strict=True))
+    assert ratio == {"cpu": 0.75, "memory": 0.75, "gpu": 1.0, "storage": 1.0}
+
+
+@pytest.mark.parametrize(
+    ("discount", "why"),
+    [
+        (Discount("off", None, False, "TARGET_CPU", "TYPE_FIXED", 0.0, csp="aws"), "disabled"),
+        (Discount("gcp", None, True, "TARGET_CPU", "TYPE_PERCENTAGE", 0.5, csp="gcp"), "another cloud"),
+        (Discount("nocsp", None, True, "TARGET_CPU", "TYPE_PERCENTAGE", 0.5), "csp missing"),
+        (_aws("fam", "TARGET_CPU", "TYPE_PERCENTAGE", 0.5, families=("m5",)), "families"),
+        (_aws("type", "TARGET_CPU", "TYPE_PERCENTAGE", 0.5, instance_types=("m5.large",)), "instanceTypes"),
+        (_aws("zone", "TARGET_CPU", "TYPE_PERCENTAGE", 0.5, zones=("eu-central-1a",)), "zones"),
+        (_aws("os", "TARGET_CPU", "TYPE_PERCENTAGE", 0.5, os=("linux",)), "os"),
+        (_aws("region", "TARGET_CPU", "TYPE_PERCENTAGE", 0.5, regions=("us-east-1",)), "other region"),
+        (_aws("cluster", "TARGET_CPU", "TYPE_PERCENTAGE", 0.5, clusters=("c-other",)), "other cluster"),
+        (_aws("spot", "TARGET_CPU", "TYPE_PERCENTAGE", 0.5, life_cycles=("LIFECYCLE_SPOT",)), "spot only"),
+        (_aws("unk", "TARGET_CPU", "TYPE_PERCENTAGE", 0.5, life_cycles=("LIFECYCLE_UNKNOWN",)), "lifecycle"),
+        (_aws("mem", "TARGET_MEMORY", "TYPE_PERCENTAGE", 0.5), "memory only"),
+        (_aws("commit", "TARGET_COMMITMENT", "TYPE_PERCENTAGE", 0.5), "commitment"),
+        (_aws("custom", "TARGET_CUSTOM_CPU", "TYPE_PERCENTAGE", 0.5), "custom instance"),
+        (_aws("fixinst", "TARGET_INSTANCE", "TYPE_FIXED", 0.01), "whole-instance fixed price"),
+        (_aws("negfix", "TARGET_CPU", "TYPE_FIXED", -0.01), "negative fixed price"),
+        (_aws("unknown", "TARGET_CPU", "TYPE_UNKNOWN", 0.5), "pricing type"),
+        (_aws("late", "TARGET_CPU", "TYPE_PERCENTAGE", 0.5, start_date=DAY + timedelta(hours=1)), "not yet"),
+        (_aws("over", "TARGET_CPU", "TYPE_PERCENTAGE", 0.5, end_date=DAY), "already over"),
+    ],
+)
+def test_a_discount_outside_its_scope_or_not_evaluable_leaves_the_eks_price(
+    discount: Discount, why: str
+) -> None:
+    row = one_row(EnrichmentContext(discounts=[discount]), cpuCostOnDemand=0.3, cpuCountOnDemand=10.0)
+    assert row["ContractedUnitPrice"] == row["ListUnitPrice"] == list_rate("cpu", "OnDemand"), why
+
+
+def test_default_pricing_is_the_list_price_of_anywhere_clusters_only() -> None:
+    context = enrichment_context(cluster_prices={})
+    onprem = one_row(context, cluster_id="c-onprem", cpuCostOnDemand=0.3, cpuCountOnDemand=12.0)
+    assert onprem["ListUnitPrice"] == onprem["ContractedUnitPrice"] == DEFAULT_PRICING.cpu_hourly_price
+    fallback = one_row(context, cluster_id="c-onprem", ramCostSpotFallback=0.3, ramGibSpotFallback=12.0)
+    assert fallback["ListUnitPrice"] == DEFAULT_PRICING.memory_gib_hourly_price
+    spot = one_row(context, cluster_id="c-onprem", cpuCostSpot=0.1, cpuCountSpot=12.0)
+    assert spot["ListUnitPrice"] == spot["ContractedUnitPrice"] == 0.1 / 12.0  # no spot default price
+    # An EKS cluster without a listing report falls back to its effective rate, not to default pricing.
+    eks = one_row(context, listing={}, cpuCostOnDemand=0.3, cpuCountOnDemand=12.0)
+    assert eks["ListUnitPrice"] == eks["ContractedUnitPrice"] == 0.3 / 12.0
+
+
+def test_custom_cluster_price_wins_on_on_demand_capacity_of_an_anywhere_cluster_only() -> None:
+    fields = {
+        "cpuCostOnDemand": 0.3,
+        "cpuCountOnDemand": 10.0,
+        "cpuCostSpot": 0.1,
+        "cpuCountSpot": 10.0,
+        "ramCostSpot": 0.01,
+        "ramGibSpot": 4.0,
+    }
+    df = transform(workload_table([{"cluster_id": "c-onprem", **fields}]))
     contracted = {
         (r, t): p
         for r, t, p in zip(
             df["x_CastAIResource"], df["x_CastAIPricingTier"], df["ContractedUnitPrice"], strict=True
         )
     }
-    assert contracted == {("cpu", "on-demand"): 0.0275, ("cpu", "spot"): 0.0275, ("memory", "spot"): 0.0036}
+    # Cast AI's cluster prices carry no spot price: spot rows keep their effective rate.
+    assert contracted == {
+        ("cpu", "on-demand"): 0.0215,
+        ("cpu", "spot"): 0.1 / 10.0,
+        ("memory", "spot"): 0.01 / 4.0,
+    }
+    # The AKS cluster's ClusterPrice is ignored: the endpoint is documented for Anywhere clusters only.
+    aks = transform(workload_table([{"cluster_id": "c-aks-edge", **fields}]))
+    assert (aks["ContractedUnitPrice"] == aks["ListUnitPrice"]).all()
+    assert 0.0275 not in aks["ContractedUnitPrice"].tolist()
 
 
-def test_without_default_pricing_list_is_the_effective_rate_and_discounts_do_not_apply_twice() -> None:
+def test_without_list_prices_list_is_the_effective_rate_and_discounts_do_not_apply_twice() -> None:
     context = enrichment_context(default_pricing=None)
-    eks = one_row(context, cpuCostOnDemand=0.3, cpuCountOnDemand=12.0)
+    eks = one_row(context, listing={}, cpuCostOnDemand=0.3, cpuCountOnDemand=12.0)
     assert eks["ListUnitPrice"] == eks["ContractedUnitPrice"] == 0.3 / 12.0
     assert eks["ListCost"] == (0.3 / 12.0) * 12.0
-    aks = one_row(context, cluster_id="c-aks-edge", cpuCostOnDemand=0.3, cpuCountOnDemand=12.0)
-    assert (aks["ListUnitPrice"], aks["ContractedUnitPrice"]) == (0.3 / 12.0, 0.0275)
+    onprem = one_row(context, cluster_id="c-onprem", cpuCostOnDemand=0.3, cpuCountOnDemand=12.0)
+    assert (onprem["ListUnitPrice"], onprem["ContractedUnitPrice"]) == (0.3 / 12.0, 0.0215)
+
+
+def test_listing_rate_is_the_reports_cost_over_count_of_the_rows_bucket_tier_and_resource() -> None:
+    ends = [DAY + timedelta(hours=1), DAY + timedelta(hours=2)]
+    report = listing_report(ends)
+    second = report.column("cpuCostSpot").to_numpy().copy()
+    second[1] = 0.5 * 64.0  # the second bucket lists spot CPU at 0.5
+    spot = report.schema.get_field_index("cpuCostSpot")
+    report = report.set_column(spot, report.schema.field(spot), pa.array(second))
+    zero = report.schema.get_field_index("gpuCountSpot")
+    report = report.set_column(zero, report.schema.field(zero), pa.array([0.0, 0.0]))
+    rows = [
+        {"cpuCostSpot": 0.1, "cpuCountSpot": 1.0, "timestamp": ends[1]},
+        {"cpuCostSpot": 0.1, "cpuCountSpot": 1.0, "timestamp": ends[0], "workload_name": "b"},
+        {"gpuCostSpot": 1.0, "gpuCountSpot": 1.0, "timestamp": ends[0], "workload_name": "c"},
+        {
+            "cpuCostSpot": 0.1,
+            "cpuCountSpot": 1.0,
+            "timestamp": DAY + timedelta(hours=3),
+            "workload_name": "d",
+        },
+    ]
+    stats = PricingStats()
+    out = to_focus(
+        workload_table(rows), CLUSTERS, EnrichmentContext(), focus_options(), listing={"c-eks-prod": report},
+        stats=stats,
+    )  # fmt: skip
+    price = {(r["x_CastAIWorkloadName"]): r["ListUnitPrice"] for r in out.to_pylist()}
+    assert price == {
+        "checkout-api": 0.5,
+        "b": list_rate("cpu", "Spot"),
+        "c": 1.0,  # no GPU counted in the report's bucket: the effective rate
+        "d": 0.1,  # no bucket in the report: the effective rate
+    }
+    assert stats.list_price_rows == {"listing_report": 2, "effective_rate": 2}
 
 
 def test_cost_without_quantity_keeps_cost_and_zero_rate() -> None:
-    row = one_row(EnrichmentContext(), gpuCostOnDemand=0.7)
+    row = one_row(EnrichmentContext(), listing={}, gpuCostOnDemand=0.7)
     assert row["BilledCost"] == 0.7 and row["PricingQuantity"] == 0.0
     assert row["ListUnitPrice"] == row["ContractedUnitPrice"] == 0.0
     assert row["ListCost"] == row["ContractedCost"] == 0.0
     with_list = one_row(cpuCostOnDemand=0.7)
-    assert with_list["ListUnitPrice"] == DEFAULT_PRICING.cpu_hourly_price and with_list["ListCost"] == 0.0
+    assert with_list["ListUnitPrice"] == list_rate("cpu", "OnDemand") and with_list["ListCost"] == 0.0
 
 
 # --- tags -----------------------------------------------------------------------------------------

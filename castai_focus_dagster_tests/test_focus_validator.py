@@ -44,8 +44,9 @@ def verdicts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, subprocess.C
         )
     folder = tmp_path_factory.mktemp("focus-validator")
     org = synthetic_org()
-    hourly = to_focus(org.hourly, org.clusters, org.context, focus_options())
-    daily = to_focus(org.daily, org.clusters, org.context, focus_options())
+    # List prices as published: listing reports for the cloud clusters, default pricing for Anywhere.
+    hourly = to_focus(org.hourly, org.clusters, org.context, focus_options(), listing=org.listing)
+    daily = to_focus(org.daily, org.clusters, org.context, focus_options(), listing=org.listing)
     index = daily.schema.get_field_index("ServiceSubcategory")
     broken = daily.set_column(
         index, daily.schema.field(index), pa.repeat(pa.scalar("Kubernetes Optimization"), daily.num_rows)

@@ -13,15 +13,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from castai_focus_dagster.models import METRIC_COLUMNS, TIERS
 from castai_focus_dagster.sandbox import Faults, SandboxOrg, SandboxServer
+from castai_focus_dagster.sandbox.org import LIST_PRICES, Discount, hour_index
 from castai_focus_dagster.settings import SANDBOX_ORGANIZATION_ID
 
 START, END = "2026-03-01T00:00:00Z", "2026-03-03T00:00:00Z"  # two days: every-other-day jobs run once
@@ -208,58 +211,123 @@ def test_workload_summary_totals_its_buckets(api: httpx.Client, org: SandboxOrg)
         assert summary["avgCost"] == pytest.approx(summary["totalCost"] / 48, abs=1e-6)
 
 
-def expected_on_demand_cpu_price(
-    cluster: dict[str, Any], price: dict[str, Any], discounts: list[Any]
-) -> float:
-    """The module docstring's rule, re-applied from API data: a custom price is paid as is; a default
-    price less every enabled discount matching csp, cluster, region, on-demand lifecycle and CPU."""
-    unit = float(price["cpuHourlyPrice"])
-    if not price["default"]:
-        return unit
+def expected_on_demand_cpu_price(cluster: dict[str, Any], list_unit: float, discounts: list[Any]) -> float:
+    """The module docstring's rule, re-applied from API data: the list price less every enabled discount
+    matching csp, cluster, region, on-demand lifecycle, dates (today) and CPU, with no node scope."""
     csp = {"eks": "aws", "gke": "gcp", "aks": "azure"}.get(cluster["providerType"])
     region = (cluster["region"] or {}).get("name")
+    unit = list_unit
     for discount in discounts:
+        pricing = discount["pricing"][0]
         if not (
             discount["enabled"] and discount["csp"] == csp
             and discount["target"] in ("TARGET_CPU", "TARGET_INSTANCE")
+            and not (discount["target"] == "TARGET_INSTANCE" and pricing["type"] == "TYPE_FIXED")
+            and not any(discount[k] for k in ("families", "instanceTypes", "zones", "os"))
             and (not discount["clusters"] or cluster["id"] in discount["clusters"])
             and (not discount["regions"] or region in discount["regions"])
             and (not discount["lifeCycles"] or "LIFECYCLE_ON_DEMAND" in discount["lifeCycles"])
+            and discount["startDate"] <= START < discount["endDate"]
         ):  # fmt: skip
             continue
-        pricing = discount["pricing"][0]
         if pricing["type"] == "TYPE_PERCENTAGE":
             unit *= 1 - float(pricing["value"])
         elif pricing["type"] == "TYPE_FLAT":
             unit -= float(pricing["value"])
         else:
             unit = float(pricing["value"])
-    return unit
+    return max(unit, 0.0)
 
 
-def test_unit_prices_follow_cluster_prices_and_discounts(api: httpx.Client, org: SandboxOrg) -> None:
-    """cost / quantity is the ClusterPrice (less matching discounts); spot is ~60 % cheaper and moves."""
+def test_unit_prices_follow_list_prices_cluster_prices_and_discounts(
+    api: httpx.Client, org: SandboxOrg
+) -> None:
+    """Cloud clusters: cost / quantity is the listing rate (useListingPrices=true) less matching discounts;
+    Anywhere clusters: their ClusterPrice, with or without listing prices. Spot is ~60 % cheaper and moves."""
     prices = api.get(f"/pricing/v1/organizations/{org.organization_id}/clusters/prices").json()["items"]
     price_of = {p["clusterId"]: p for p in prices}
     discounts = api.get("/v1/discounts").json()["discounts"]
     clusters = api.get("/v1/kubernetes/external-clusters").json()["items"]
+    assert set(price_of) == {c["id"] for c in clusters if c["providerType"] == "anywhere"}
     discounted = 0
     for cluster in clusters:
-        price = price_of[cluster["id"]]
-        expected = expected_on_demand_cpu_price(cluster, price, discounts)
-        discounted += expected != float(price["cpuHourlyPrice"])
         buckets = [b for i in fetch_items(api, cluster["id"], 3600) for b in i["costMetrics"]]
-        on_demand = [b for b in buckets if float(b["cpuCountOnDemand"]) > 1]
-        spot = [b for b in buckets if float(b["cpuCountSpot"]) > 1]
+        listed = [
+            b
+            for i in fetch_items(api, cluster["id"], 3600, useListingPrices="true")
+            for b in i["costMetrics"]
+        ]
+        on_demand = [
+            (b, lb) for b, lb in zip(buckets, listed, strict=True) if float(b["cpuCountOnDemand"]) > 1
+        ]
+        spot = [b for b in listed if float(b["cpuCountSpot"]) > 1]
         assert on_demand and spot
-        for b in on_demand:
+        for b, lb in on_demand:
+            assert b["cpuCountOnDemand"] == lb["cpuCountOnDemand"]  # same usage, other prices
+            list_unit = float(lb["cpuCostOnDemand"]) / float(lb["cpuCountOnDemand"])
+            if cluster["providerType"] == "anywhere":
+                expected = float(price_of[cluster["id"]]["cpuHourlyPrice"])
+                assert list_unit == pytest.approx(expected, rel=1e-3)
+            else:
+                expected = expected_on_demand_cpu_price(cluster, list_unit, discounts)
             unit = float(b["cpuCostOnDemand"]) / float(b["cpuCountOnDemand"])
             assert unit == pytest.approx(expected, rel=1e-3), cluster["name"]
-        spot_ratios = [
-            float(b["cpuCostSpot"]) / float(b["cpuCountSpot"]) / float(price["cpuHourlyPrice"]) for b in spot
-        ]
+        discounted += expected != pytest.approx(list_unit, rel=1e-3)
+        list_on_demand = float(on_demand[0][1]["cpuCostOnDemand"]) / float(
+            on_demand[0][1]["cpuCountOnDemand"]
+        )
+        spot_ratios = [float(b["cpuCostSpot"]) / float(b["cpuCountSpot"]) / list_on_demand for b in spot]
         assert 0.3 < min(spot_ratios) < max(spot_ratios) < 0.55, cluster["name"]
     assert discounted >= 2, "the default organisation must exercise discounts"
+
+
+def test_every_discount_scope_field_changes_the_sandbox_prices_as_documented(org: SandboxOrg) -> None:
+    """`with_discounts` reprices the organisation: dates per hour, node scope never, negative flat raises."""
+    eks = org.clusters[0]
+    first = hour_index(START)
+    hours = np.arange(first, first + 12, dtype=np.int64)
+
+    def on_demand_cpu_rate(discounts: list[Discount], listing: bool = False) -> np.ndarray:
+        metrics = org.with_discounts(discounts).hourly_metrics(eks.id, hours, listing=listing)
+        cost, count = metrics["cpuCostOnDemand"].sum(axis=0), metrics["cpuCountOnDemand"].sum(axis=0)
+        return np.asarray(cost / count)
+
+    def aws(name: str, **fields: Any) -> Discount:
+        base = Discount(name, org.organization_id, name, "aws", True, "TARGET_CPU", "TYPE_PERCENTAGE", "0.5")
+        return replace(base, **fields)
+
+    list_rate = on_demand_cpu_rate([])
+    assert list_rate == pytest.approx(LIST_PRICES["eks"][0], rel=1e-12)
+    morning = aws("morning", start_date="2026-03-01T06:00:00Z", end_date="2026-03-01T09:00:00Z")
+    rate = on_demand_cpu_rate([morning])
+    assert rate == pytest.approx(np.where((hours >= first + 6) & (hours < first + 9), 0.5, 1.0) * list_rate)
+    assert on_demand_cpu_rate([morning], listing=True) == pytest.approx(list_rate)  # listing: no discount
+    untouched = [
+        aws("family", families=("m5",)),
+        aws("types", instance_types=("m5.large",)),
+        aws("zones", zones=("eu-central-1a",)),
+        aws("os", os=("linux",)),
+        aws("gcp", csp="gcp"),
+        aws("region", regions=("us-east-1",)),
+        aws("cluster", clusters=("other",)),
+        aws("spot", life_cycles=("LIFECYCLE_SPOT",)),
+        aws("off", enabled=False),
+        aws("memory", target="TARGET_MEMORY"),
+        aws("commitment", target="TARGET_COMMITMENT"),
+        aws("fixed-instance", target="TARGET_INSTANCE", pricing_type="TYPE_FIXED", value="0.01"),
+    ]
+    for discount in untouched:
+        assert on_demand_cpu_rate([discount]) == pytest.approx(list_rate), discount.name
+    surcharge = aws("surcharge", pricing_type="TYPE_FLAT", value="-1")
+    assert on_demand_cpu_rate([surcharge]) == pytest.approx(list_rate + 1.0)
+    instance = aws("instance", target="TARGET_INSTANCE", value="0.25")
+    assert on_demand_cpu_rate([instance]) == pytest.approx(0.75 * list_rate)
+    # The API lists every scope field as given.
+    api_form = replace(morning, families=("m5",), zones=("a",), os=("linux",), instance_types=("t",)).to_api()
+    assert (api_form["families"], api_form["zones"], api_form["os"], api_form["instanceTypes"]) == (
+        ["m5"], ["a"], ["linux"], ["t"],
+    )  # fmt: skip
+    assert (api_form["startDate"], api_form["endDate"]) == ("2026-03-01T06:00:00Z", "2026-03-01T09:00:00Z")
 
 
 def test_rates_vary_by_hour_and_by_day(api: httpx.Client, org: SandboxOrg) -> None:
@@ -341,7 +409,7 @@ def test_paged_enrichment_endpoints_return_everything(api: httpx.Client, org: Sa
     prices = collect(
         f"/pricing/v1/organizations/{org.organization_id}/clusters/prices", "items", "nextPageCursor"
     )
-    assert [p["clusterId"] for p in prices] == [c.id for c in org.clusters]
+    assert [p["clusterId"] for p in prices] == [c.id for c in org.priced_clusters()]
     assert {p["default"] for p in prices} == {True, False}
     default_pricing = api.get(
         f"/pricing/v1beta/organizations/{org.organization_id}/anywhere-cluster-default-pricing"

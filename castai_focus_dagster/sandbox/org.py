@@ -12,20 +12,25 @@ Model (all values synthetic, sized like a real organisation):
   billed organisation. It is an enterprise-wide key of enterprise `enterprise_id`, whose child
   organisations own the clusters (`Cluster.organizationId` is always a child id). INFERRED: how a
   key's own organisation relates to an enterprise is not documented (castai-api.md §1.1).
-- Clusters cycle through eks / gke / aks / anywhere (no region) / eks specs; each has tags, an
-  idle share (10-30 % of its capacity runs no workload) and a ClusterPrice: the org default price
-  (`default=true`) or a custom one (`default=false`).
+- Clusters cycle through eks / gke / aks / anywhere (no region, custom price) / eks / anywhere
+  (default price) specs (the default organisation has one of each); each has tags and an idle share
+  (10-30 % of its capacity runs no workload). Cloud clusters pay the list price of their provider
+  (`LIST_PRICES`) less their discounts. Anywhere clusters have a ClusterPrice (Cast AI
+  documents cluster prices and the default pricing "for Cast Anywhere clusters" only): a custom one
+  (`default=false`) or the org's Anywhere default pricing (`default=true`).
 - Per hour and pricing tier: pods = base pods x diurnal curve x daily factor x hourly jitter x the
   running fraction of the hour; spot interruptions move half the spot pods to spot-fallback for
   the hour. Counts are pods x per-pod requests; cost = count x unit price. On-demand and
   spot-fallback pay the cluster price; spot pays it x a spot ratio (~0.4) that moves hourly and
   daily. GPU price is per provider; there are no TPU workloads (TPU fields are present and zero).
   Storage (PV) is provisioned whether or not pods run and varies daily.
-- INFERRED pricing rule: a cluster with a custom price pays exactly that price; a cluster on the
-  default price pays it less the enabled discounts that match it (csp, cluster list, region,
-  lifecycle; TARGET_CPU / TARGET_MEMORY / TARGET_INSTANCE; percentage, flat and fixed types) applied
-  in list order. Spot-fallback nodes count as LIFECYCLE_ON_DEMAND. Discount dates are not
-  evaluated: every discount spans 2020-2035. GPUs are never discounted.
+- INFERRED pricing rule: a cluster with a custom price pays exactly that price; any other cluster
+  pays the list price less the enabled discounts that match it (csp, cluster list, region,
+  lifecycle, dates per hour; TARGET_CPU / TARGET_MEMORY / TARGET_INSTANCE = vCPU and memory;
+  percentage, flat (negative raises the price) and fixed types) applied in list order, never
+  below 0 (see `Discount`). Spot-fallback nodes count as LIFECYCLE_ON_DEMAND. GPUs, TPUs and
+  storage are never discounted. `listing=True` (Cast AI's `useListingPrices=true`) prices the same
+  usage with no discount at all, so listing cost ÷ count is the list rate of each tier.
 - Special workloads (exactly one each in the whole organisation, besides the regular ones): one
   GPU workload, one storage-only workload (a StatefulSet scaled to zero, PVs kept) and one
   BestEffort workload with pods but no requests (all costs zero). CronJobs/Jobs run only some
@@ -54,6 +59,14 @@ DEFAULT_API_KEY = "sandbox-api-key"
 # Org default (list) prices; also what the anywhere-cluster-default-pricing endpoint returns.
 DEFAULT_CPU_HOURLY_PRICE = 0.031611
 DEFAULT_MEMORY_GIB_HOURLY_PRICE = 0.004237
+
+# On-demand list prices (vCPU-hour, GiB-hour) of cloud clusters, before any discount: what Cast AI answers
+# with useListingPrices=true. Deliberately unlike the Anywhere default pricing above.
+LIST_PRICES: dict[str, tuple[float, float]] = {
+    "eks": (0.0408, 0.00547),
+    "gke": (0.033174, 0.004446),
+    "aks": (0.0456, 0.00598),
+}
 
 # Per-tier metrics with an exact per-hour value; `cost{Tier}` is derived (sum of the resource costs).
 TIER_METRICS: tuple[str, ...] = (
@@ -99,12 +112,14 @@ _CLUSTER_SPECS: tuple[_ClusterSpec, ...] = (
                  {"env": "prod", "team": "platform", "cost-center": "cc-100"}, None, 0, 0.526, 0.08),
     _ClusterSpec("prod-gke-us", "gke", "us-central1", "Iowa (us-central1)",
                  ("us-central1-a", "us-central1-b"),
-                 {"env": "prod", "team": "data"}, (0.028417, 0.003811), 1, 0.35, 0.10),
+                 {"env": "prod", "team": "data"}, None, 1, 0.35, 0.10),
     _ClusterSpec("staging-aks-weu", "aks", "westeurope", "West Europe", ("westeurope-1", "westeurope-2"),
                  {"env": "staging", "cost-center": "cc-200"}, None, 0, 0.526, 0.0754),
     _ClusterSpec("onprem-anywhere", "anywhere", None, None, (), {}, (0.021500, 0.002900), 1, 0.40, 0.05),
     _ClusterSpec("dev-eks-us", "eks", "us-east-1", "US East (N. Virginia)", ("us-east-1a",),
                  {"env": "dev", "owner": "platform-team"}, None, 1, 0.526, 0.08),
+    # An Anywhere cluster on the org's default pricing (the default organisation has all six specs).
+    _ClusterSpec("edge-anywhere", "anywhere", None, None, (), {"env": "edge"}, None, 0, 0.40, 0.05),
 )  # fmt: skip
 
 _CHILD_ORGANIZATION_NAMES = ("Acme Platform", "Acme Data & Analytics")
@@ -226,41 +241,67 @@ class Workloads:
 
 @dataclass(frozen=True)
 class Discount:
-    """A Cast AI discount (castai.inventory.v1beta1.Discount) and whether it changes a cluster's price."""
+    """A Cast AI discount (castai.inventory.v1beta1.Discount) and whether it changes a cluster's price.
+
+    INFERRED pricing model (the definition states the fields, not how Cast AI prices with them):
+    TARGET_CPU / TARGET_MEMORY lower that resource, TARGET_INSTANCE lowers vCPU and memory (not GPUs,
+    not volumes); a whole-instance TYPE_FIXED price cannot be split per vCPU and GiB and changes
+    nothing; other targets change nothing. The sandbox has no node inventory: a discount narrowed by
+    `families`, `instanceTypes`, `zones` or `os` matches no sandbox node. Dates are evaluated per hour.
+    """
 
     id: str
     organization_id: str
     name: str
     csp: str
     enabled: bool
-    target: str  # TARGET_CPU | TARGET_MEMORY | TARGET_INSTANCE
+    target: str  # TARGET_CPU | TARGET_MEMORY | TARGET_INSTANCE | TARGET_COMMITMENT | ...
     pricing_type: str  # TYPE_PERCENTAGE | TYPE_FIXED | TYPE_FLAT
-    value: str  # string-encoded decimal, as in the API
+    value: str  # string-encoded decimal, as in the API; may be negative ("-1")
     clusters: tuple[str, ...] = ()
     life_cycles: tuple[str, ...] = ()
     regions: tuple[str, ...] = ()
+    families: tuple[str, ...] = ()
+    instance_types: tuple[str, ...] = ()
+    zones: tuple[str, ...] = ()
+    os: tuple[str, ...] = ()
+    start_date: str | None = "2020-01-01T00:00:00Z"
+    end_date: str | None = "2035-12-31T23:59:59Z"
     created_at: str = "2025-02-01T09:00:00Z"
 
     def applies(self, cluster: SandboxCluster, resource: str, tier: str) -> bool:
-        """Whether this discount changes `resource` ("cpu" / "memory") of `cluster` on `tier`."""
-        resource_target = {"cpu": "TARGET_CPU", "memory": "TARGET_MEMORY"}[resource]
+        """Whether this discount changes `resource` ("cpu" / "memory") of `cluster` on `tier` (some hours)."""
+        targets = {"TARGET_CPU": ("cpu",), "TARGET_MEMORY": ("memory",), "TARGET_INSTANCE": ("cpu", "memory")}
         return (
             self.enabled
             and cluster.price_is_default
             and CSP_OF_PROVIDER.get(cluster.provider_type) == self.csp
-            and self.target in (resource_target, "TARGET_INSTANCE")
+            and resource in targets.get(self.target, ())
+            and not (self.target == "TARGET_INSTANCE" and self.pricing_type == "TYPE_FIXED")
+            and self.pricing_type in ("TYPE_PERCENTAGE", "TYPE_FLAT", "TYPE_FIXED")
+            and not (self.families or self.instance_types or self.zones or self.os)
             and (not self.clusters or cluster.id in self.clusters)
             and (not self.regions or cluster.region_name in self.regions)
             and (not self.life_cycles or LIFECYCLE_OF_TIER[tier] in self.life_cycles)
         )
 
+    def active(self, hours: np.ndarray) -> np.ndarray:
+        """Per hour index: startDate <= hour start < endDate."""
+        inside = np.ones(hours.shape, dtype=bool)
+        if self.start_date is not None:
+            inside &= hours * HOUR_SECONDS >= datetime.fromisoformat(self.start_date).timestamp()
+        if self.end_date is not None:
+            inside &= hours * HOUR_SECONDS < datetime.fromisoformat(self.end_date).timestamp()
+        return inside
+
     def apply(self, prices: np.ndarray) -> np.ndarray:
+        """The discounted prices, never below 0 (a negative FLAT raises them)."""
         value = float(self.value)
         if self.pricing_type == "TYPE_PERCENTAGE":
-            return prices * (1.0 - value)
+            return np.maximum(prices * (1.0 - value), 0.0)
         if self.pricing_type == "TYPE_FLAT":
             return np.maximum(prices - value, 0.0)
-        return np.full_like(prices, value)  # TYPE_FIXED overrides the price
+        return np.full_like(prices, max(value, 0.0))  # TYPE_FIXED overrides the price
 
     def to_api(self) -> dict[str, Any]:
         return {
@@ -272,16 +313,16 @@ class Discount:
             "source": "SOURCE_USER",
             "createdAt": self.created_at,
             "updatedAt": self.created_at,
-            "startDate": "2020-01-01T00:00:00Z",
-            "endDate": "2035-12-31T23:59:59Z",
+            "startDate": self.start_date,
+            "endDate": self.end_date,
             "target": self.target,
             "clusters": list(self.clusters),
             "lifeCycles": list(self.life_cycles),
-            "families": [],
-            "instanceTypes": [],
+            "families": list(self.families),
+            "instanceTypes": list(self.instance_types),
             "regions": list(self.regions),
-            "zones": [],
-            "os": [],
+            "zones": list(self.zones),
+            "os": list(self.os),
             "pricing": [{"value": self.value, "type": self.pricing_type}],
         }
 
@@ -302,7 +343,7 @@ class SandboxCluster:
     credentials_id: str
     provider_account: str
     created_at: str
-    cpu_hourly_price: float  # the ClusterPrice (custom, or the org default)
+    cpu_hourly_price: float  # list price (cloud) or ClusterPrice (Anywhere: custom or the org default)
     memory_gib_hourly_price: float
     price_is_default: bool
     price_id: str
@@ -405,7 +446,7 @@ class SandboxOrg:
 
     @classmethod
     def generate(
-        cls, seed: int = 7, clusters: int = 5, workloads_per_cluster: int = len(_TEMPLATES),
+        cls, seed: int = 7, clusters: int = 6, workloads_per_cluster: int = len(_TEMPLATES),
         api_key: str = DEFAULT_API_KEY,
     ) -> SandboxOrg:  # fmt: skip
         """Build the organisation: `clusters` clusters of `workloads_per_cluster` regular workloads each
@@ -434,6 +475,15 @@ class SandboxOrg:
 
     # Lookups ----------------------------------------------------------------------------------
 
+    def with_discounts(self, discounts: Sequence[Discount]) -> SandboxOrg:
+        """The same organisation with another discount catalogue (clusters repriced accordingly)."""
+        clusters = tuple(replace(c, discounts=_relevant(c, discounts)) for c in self.clusters)
+        return replace(self, clusters=clusters, discounts=tuple(discounts))
+
+    def priced_clusters(self) -> tuple[SandboxCluster, ...]:
+        """Clusters with a ClusterPrice: Cast AI documents cluster prices for Anywhere clusters only."""
+        return tuple(c for c in self.clusters if c.provider_type == "anywhere")
+
     def cluster(self, cluster_id: str) -> SandboxCluster:
         try:
             return self._by_id[cluster_id]
@@ -456,17 +506,18 @@ class SandboxOrg:
     # Exact per-hour model ---------------------------------------------------------------------
 
     def hourly_metrics(
-        self, cluster_id: str, hours: np.ndarray, rows: np.ndarray | None = None
+        self, cluster_id: str, hours: np.ndarray, rows: np.ndarray | None = None, *, listing: bool = False
     ) -> dict[str, np.ndarray]:
         """Exact value of every `HOURLY_FIELDS` metric, shape (workloads, hours); `hours` are hour indexes
-        since the epoch (UTC), `rows` optionally selects workloads. `uptimeMinutes*` are int64 minutes."""
+        since the epoch (UTC), `rows` optionally selects workloads. `uptimeMinutes*` are int64 minutes.
+        `listing`: costs at listing prices (Cast AI's `useListingPrices=true`): no discount applied."""
         cluster = self.cluster(cluster_id)
         params = cluster.workloads.params if rows is None else cluster.workloads.params.take(rows)
-        return _hourly_metrics(cluster, params, np.asarray(hours, dtype=np.int64))
+        return _hourly_metrics(cluster, params, np.asarray(hours, dtype=np.int64), listing=listing)
 
     def bucket_metrics(
         self, cluster_id: str, start_hour: int, n_buckets: int, hours_per_bucket: int,
-        rows: np.ndarray | None = None,
+        rows: np.ndarray | None = None, *, listing: bool = False,
     ) -> dict[str, np.ndarray]:  # fmt: skip
         """Per bucket (shape workloads x buckets): the mean of the bucket's hours for every metric, the sum
         for `uptimeMinutes*`. Bucket b covers hours [start_hour + b*h, start_hour + (b+1)*h)."""
@@ -478,7 +529,7 @@ class SandboxOrg:
         }
         for first, last in _chunks(n_buckets, max(1, _MAX_CHUNK_HOURS // hours_per_bucket)):
             hours = start_hour + np.arange(first * hours_per_bucket, last * hours_per_bucket, dtype=np.int64)
-            hourly = self.hourly_metrics(cluster_id, hours, rows)
+            hourly = self.hourly_metrics(cluster_id, hours, rows, listing=listing)
             for name, values in hourly.items():
                 per_bucket = values.reshape(n_rows, last - first, hours_per_bucket)
                 out[name][:, first:last] = (
@@ -564,7 +615,9 @@ def _noise(key: np.ndarray | int, when: np.ndarray, stream: int) -> np.ndarray:
 # The per-hour model
 
 
-def _hourly_metrics(cluster: SandboxCluster, p: WorkloadParams, hours: np.ndarray) -> dict[str, np.ndarray]:
+def _hourly_metrics(
+    cluster: SandboxCluster, p: WorkloadParams, hours: np.ndarray, *, listing: bool = False
+) -> dict[str, np.ndarray]:
     hour_of_day, day = hours % 24, hours // 24
     key = p.noise_key[:, None]
     runs_today = (day[None, :] - p.run_day_offset[:, None]) % p.run_every_days[:, None] == 0
@@ -592,8 +645,11 @@ def _hourly_metrics(cluster: SandboxCluster, p: WorkloadParams, hours: np.ndarra
     out: dict[str, np.ndarray] = {}
     for tier in TIERS:
         tier_ratio = spot_ratio if tier == "Spot" else np.ones(len(hours))
-        cpu_price = _discounted(cluster, "cpu", tier, cluster.cpu_hourly_price * tier_ratio)
-        ram_price = _discounted(cluster, "memory", tier, cluster.memory_gib_hourly_price * tier_ratio)
+        cpu_price = cluster.cpu_hourly_price * tier_ratio
+        ram_price = cluster.memory_gib_hourly_price * tier_ratio
+        if not listing:
+            cpu_price = _discounted(cluster, "cpu", tier, cpu_price, hours)
+            ram_price = _discounted(cluster, "memory", tier, ram_price, hours)
         gpu_price = cluster.gpu_hourly_price * tier_ratio
         tier_pods = pods[tier]
         cpus = tier_pods * p.cpu_per_pod[:, None]
@@ -615,10 +671,12 @@ def _hourly_metrics(cluster: SandboxCluster, p: WorkloadParams, hours: np.ndarra
     return out
 
 
-def _discounted(cluster: SandboxCluster, resource: str, tier: str, prices: np.ndarray) -> np.ndarray:
+def _discounted(
+    cluster: SandboxCluster, resource: str, tier: str, prices: np.ndarray, hours: np.ndarray
+) -> np.ndarray:
     for discount in cluster.discounts:
         if discount.applies(cluster, resource, tier):
-            prices = discount.apply(prices)
+            prices = np.where(discount.active(hours), discount.apply(prices), prices)
     return prices
 
 
@@ -646,6 +704,18 @@ def _discounts(ids: random.Random, cluster_ids: Sequence[str]) -> tuple[Discount
             Discount(_uuid(ids), org, "Dev cluster fixed CPU price", "aws", True, "TARGET_CPU", "TYPE_FIXED",
                      "0.025", clusters=(cluster_ids[4],), life_cycles=("LIFECYCLE_ON_DEMAND",))
         )  # fmt: skip
+    # The rest of the scope a discount may carry (own id stream: the ids above stay as they were).
+    more = random.Random(f"{cluster_ids[0]}-discount-scopes")
+    discounts += [
+        Discount(_uuid(more), org, "AWS m5 reserved pricing", "aws", True, "TARGET_INSTANCE",
+                 "TYPE_PERCENTAGE", "0.2", families=("m5",), os=("linux",)),
+        Discount(_uuid(more), org, "Azure support surcharge", "azure", True, "TARGET_MEMORY", "TYPE_FLAT",
+                 "-0.0002"),
+        Discount(_uuid(more), org, "GCP 2024 launch promotion", "gcp", True, "TARGET_CPU", "TYPE_PERCENTAGE",
+                 "0.25", start_date="2024-01-01T00:00:00Z", end_date="2024-12-31T23:59:59Z"),
+        Discount(_uuid(more), org, "AWS commitment", "aws", True, "TARGET_COMMITMENT", "TYPE_PERCENTAGE",
+                 "0.3"),
+    ]  # fmt: skip
     return tuple(discounts)
 
 
@@ -656,7 +726,9 @@ def _build_cluster(
     spec = _CLUSTER_SPECS[index % len(_CLUSTER_SPECS)]
     rng = np.random.default_rng([seed, index])
     suffix = "" if index < len(_CLUSTER_SPECS) else f"-{index // len(_CLUSTER_SPECS):02d}"
-    cpu_price, memory_price = spec.custom_price or (DEFAULT_CPU_HOURLY_PRICE, DEFAULT_MEMORY_GIB_HOURLY_PRICE)
+    cpu_price, memory_price = spec.custom_price or LIST_PRICES.get(
+        spec.provider, (DEFAULT_CPU_HOURLY_PRICE, DEFAULT_MEMORY_GIB_HOURLY_PRICE)
+    )
     created = datetime(2025, 1 + index % 12, 1 + index % 28, 8 + index % 10, 0, 0, tzinfo=UTC)
     cluster = SandboxCluster(
         index=index,
@@ -682,12 +754,14 @@ def _build_cluster(
         noise_key=int(rng.integers(0, 2**63)),
         workloads=_build_workloads(rng, index, len(cluster_ids), workloads_per_cluster, spec),
     )
-    # Keep only the discounts that change this cluster's price (the model applies them per hour).
-    relevant = tuple(
-        d for d in discounts
-        if any(d.applies(cluster, r, t) for r in ("cpu", "memory") for t in TIERS)
-    )  # fmt: skip
-    return replace(cluster, discounts=relevant)
+    return replace(cluster, discounts=_relevant(cluster, discounts))
+
+
+def _relevant(cluster: SandboxCluster, discounts: Sequence[Discount]) -> tuple[Discount, ...]:
+    """The discounts that change this cluster's price (the model applies them per hour)."""
+    return tuple(
+        d for d in discounts if any(d.applies(cluster, r, t) for r in ("cpu", "memory") for t in TIERS)
+    )
 
 
 def _build_workloads(

@@ -8,7 +8,8 @@ Endpoints
 - GET /v1/kubernetes/external-clusters (§2): `{"items": [Cluster]}`, no paging.
 - GET|POST /v1/cost-reports/clusters/{clusterId}/workload-costs (§3): paged over workloads.
 - GET /v1/cost-reports/clusters/{clusterId}/cost (§8.1): one item per bucket + summary.
-- GET /pricing/v1/organizations/{organizationId}/clusters/prices (§4): paged, `nextPageCursor`.
+- GET /pricing/v1/organizations/{organizationId}/clusters/prices (§4): paged, `nextPageCursor`; only
+  Anywhere clusters (the endpoint is documented "for CAST Anywhere clusters").
 - GET /pricing/v1beta/organizations/{orgId}/anywhere-cluster-default-pricing (§5, NOT FOUND).
 - GET /v1/billing/platform-usage-report (§6.1): JSON numbers, not strings.
 - GET /v1/billing/enterprise/usage-report (§6.2, NOT FOUND; the exporter no longer calls it).
@@ -40,7 +41,8 @@ INFERRED by the sandbox (not established by the reference):
   for with `labelsToInclude` (repeated parameter), in request order; NO labels when none are
   requested. Summary: `total*` = Σ bucket value x bucket hours (`totalCost` includes storage,
   `totalCost{Tier}` do not), `avg*` = total / window hours. `uptimeMinutes*` are whole minutes
-  summed over the bucket. `useListingPrices` and `includeIdleResourceCosts` are accepted and ignored.
+  summed over the bucket. `includeIdleResourceCosts` is accepted and ignored. `useListingPrices=true`
+  (workload costs and cluster cost) answers the same usage at listing prices: no discount applied.
 - Cluster cost (§8.1): every resource and tier is the sum of the cluster's workloads divided by
   (1 - idle share), never below the sum of the workloads' emitted values: the cluster always costs
   at least the sum of its workloads, exactly on the strings (the difference is idle capacity).
@@ -223,6 +225,7 @@ class _Window:
     start_hour: int
     n_buckets: int
     hours_per_bucket: int
+    listing: bool = False  # useListingPrices=true: costs at listing prices (no discount)
 
     @property
     def hours(self) -> int:
@@ -256,7 +259,15 @@ def _window(request: _Request) -> _Window:
         raise _ApiError(400, f"invalid request parameters for {request.endpoint()}", problems)
     hours_per_bucket = step // HOUR_SECONDS
     n_buckets = (hours["endTime"] - hours["startTime"]) // hours_per_bucket
-    return _Window(hours["startTime"], n_buckets, hours_per_bucket)
+    return _Window(hours["startTime"], n_buckets, hours_per_bucket, _listing(request))
+
+
+def _listing(request: _Request) -> bool:
+    """useListingPrices (protobuf JSON bool in a query: true/false, absent = false)."""
+    raw = (request.first("useListingPrices") or "false").lower()
+    if raw not in ("true", "false", "1", "0"):
+        raise _ApiError(400, f"invalid useListingPrices {raw!r}", [("useListingPrices", "must be a bool")])
+    return raw in ("true", "1")
 
 
 def _page_bounds(request: _Request) -> tuple[int, int]:
@@ -354,8 +365,13 @@ class _RenderedWindow:
     cluster_cost_body: bytes
 
 
-def _render_window(org: SandboxOrg, cluster: SandboxCluster, window: _Window) -> _RenderedWindow:
-    means = org.bucket_metrics(cluster.id, window.start_hour, window.n_buckets, window.hours_per_bucket)
+def _render_window(
+    org: SandboxOrg, cluster: SandboxCluster, window: _Window, *, cost_only: bool = False
+) -> _RenderedWindow:
+    """`cost_only`: only the /cost body (no per-workload JSON, the expensive part)."""
+    means = org.bucket_metrics(
+        cluster.id, window.start_hour, window.n_buckets, window.hours_per_bucket, listing=window.listing
+    )
     micro = {name: values if name in SUMMED_FIELDS else _micro(values) for name, values in means.items()}
     for tier in TIERS:
         micro[f"cost{tier}"] = _add(micro[f"{cost}{tier}"] for cost in RESOURCE_COSTS)
@@ -365,6 +381,11 @@ def _render_window(org: SandboxOrg, cluster: SandboxCluster, window: _Window) ->
         hour_timestamp(window.start_hour + (b + 1) * window.hours_per_bucket) for b in range(window.n_buckets)
     ]
     listed = {name: values[rows] for name, values in micro.items()}
+    if cost_only:
+        empty = pa.array([], pa.string())
+        return _RenderedWindow(
+            rows, empty, empty, _cluster_cost_body(cluster, means, listed, window, timestamps)
+        )
     bucket_objects = _json_objects(
         [("timestamp", pa.array(timestamps * len(rows), pa.string()))]
         + [(name, _field_strings(name, listed[name])) for name in WORKLOAD_ITEM_FIELDS]
@@ -421,6 +442,10 @@ def _cluster_cost_body(
     )
 
 
+# cluster, start hour, buckets, hours per bucket, listing prices, /cost body only
+_WindowKey = tuple[str, int, int, int, bool, bool]
+
+
 class _WindowCache:
     """Rendered windows: a small LRU for on-demand renders plus pinned (prerendered) entries.
 
@@ -429,12 +454,12 @@ class _WindowCache:
 
     def __init__(self, capacity: int = 8):
         self._capacity = capacity
-        self._recent: OrderedDict[tuple[str, int, int, int], _RenderedWindow] = OrderedDict()
-        self._pinned: dict[tuple[str, int, int, int], _RenderedWindow] = {}
+        self._recent: OrderedDict[_WindowKey, _RenderedWindow] = OrderedDict()
+        self._pinned: dict[_WindowKey, _RenderedWindow] = {}
         self._lock = threading.Lock()
-        self._key_locks: dict[tuple[str, int, int, int], threading.Lock] = {}
+        self._key_locks: dict[_WindowKey, threading.Lock] = {}
 
-    def get(self, key: tuple[str, int, int, int], build: Callable[[], _RenderedWindow]) -> _RenderedWindow:
+    def get(self, key: _WindowKey, build: Callable[[], _RenderedWindow]) -> _RenderedWindow:
         with self._lock:
             cached = self._lookup(key)
             if cached is not None:
@@ -453,11 +478,16 @@ class _WindowCache:
                 self._key_locks.pop(key, None)
             return rendered
 
-    def pin(self, key: tuple[str, int, int, int], rendered: _RenderedWindow) -> None:
+    def peek(self, key: tuple[str, int, int, int, bool]) -> _RenderedWindow | None:
+        """A full render of this window if one is cached (it also holds the /cost body)."""
+        with self._lock:
+            return self._lookup((*key, False))
+
+    def pin(self, key: _WindowKey, rendered: _RenderedWindow) -> None:
         with self._lock:
             self._pinned[key] = rendered
 
-    def _lookup(self, key: tuple[str, int, int, int]) -> _RenderedWindow | None:
+    def _lookup(self, key: _WindowKey) -> _RenderedWindow | None:
         if key in self._pinned:
             return self._pinned[key]
         if key in self._recent:
@@ -581,13 +611,22 @@ class _SandboxApi:
                 return handler(request, scope, **match.groupdict())
         raise _ApiError(404, f"no such endpoint: {request.path}")
 
-    def render(self, cluster: SandboxCluster, window: _Window) -> _RenderedWindow:
-        key = (cluster.id, window.start_hour, window.n_buckets, window.hours_per_bucket)
-        return self._windows.get(key, lambda: _render_window(self._org, cluster, window))
+    def render(self, cluster: SandboxCluster, window: _Window, *, cost_only: bool = False) -> _RenderedWindow:
+        """Cached render; a full render also serves `cost_only` requests."""
+        base = (cluster.id, window.start_hour, window.n_buckets, window.hours_per_bucket, window.listing)
+        if cost_only:
+            full = self._windows.peek(base)
+            if full is not None:
+                return full
+        key: _WindowKey = (*base, cost_only)
+        return self._windows.get(key, lambda: _render_window(self._org, cluster, window, cost_only=cost_only))
 
     def prerender(self, cluster: SandboxCluster, window: _Window) -> None:
+        """Pin the workload-costs window and the /cost body at listing prices (the exporter asks both)."""
         key = (cluster.id, window.start_hour, window.n_buckets, window.hours_per_bucket)
-        self._windows.pin(key, _render_window(self._org, cluster, window))
+        self._windows.pin((*key, False, False), _render_window(self._org, cluster, window))
+        listing = replace(window, listing=True)
+        self._windows.pin((*key, True, True), _render_window(self._org, cluster, listing, cost_only=True))
 
     # Endpoints --------------------------------------------------------------------------------
 
@@ -609,7 +648,9 @@ class _SandboxApi:
         if not matched or step is None:
             return window
         hours_per_bucket = max(1, step // HOUR_SECONDS)
-        return _Window(window.start_hour, max(1, window.hours // hours_per_bucket), hours_per_bucket)
+        return _Window(
+            window.start_hour, max(1, window.hours // hours_per_bucket), hours_per_bucket, window.listing
+        )
 
     def _workload_costs(self, request: _Request, scope: str, cluster_id: str) -> _Response:
         cluster = self._scoped_cluster(request, scope, cluster_id)
@@ -668,7 +709,8 @@ class _SandboxApi:
 
     def _cluster_cost(self, request: _Request, scope: str, cluster_id: str) -> _Response:
         cluster = self._scoped_cluster(request, scope, cluster_id)
-        return _Response(200, self.render(cluster, self._served_window(request)).cluster_cost_body)
+        window = self._served_window(request)
+        return _Response(200, self.render(cluster, window, cost_only=True).cluster_cost_body)
 
     def _known_org(self, request: _Request, org_id: str) -> None:
         if org_id not in self._org.known_organization_ids():
@@ -680,7 +722,8 @@ class _SandboxApi:
 
     def _cluster_prices(self, request: _Request, scope: str, org_id: str) -> _Response:
         self._known_org(request, org_id)
-        page, cursor = _paged(request, self._org.clusters_of(org_id))
+        priced = [c for c in self._org.priced_clusters() if c in self._org.clusters_of(org_id)]
+        page, cursor = _paged(request, priced)
         return _Response(
             200, _json_bytes({"items": [c.price_to_api() for c in page], "nextPageCursor": cursor})
         )
@@ -1005,7 +1048,7 @@ def _parser() -> argparse.ArgumentParser:
         "when ready.",
     )
     parser.add_argument("--port", type=int, default=0, help="TCP port (0: any free port)")
-    parser.add_argument("--clusters", type=int, default=5)
+    parser.add_argument("--clusters", type=int, default=6)
     parser.add_argument("--workloads-per-cluster", type=int, default=15)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--prerender-start", help="RFC 3339 start of a window to render before serving")

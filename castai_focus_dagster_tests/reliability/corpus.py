@@ -535,7 +535,7 @@ CASES: tuple[BadInput, ...] = (
     BadInput("truncated-discounts", DISCOUNTS, "the discounts body is cut in half", "degraded",
              "degraded: contracted prices without discounts; BilledCost unaffected", truncated_discounts),
     BadInput("html-default-pricing", DEFAULT_PRICING, "200 with an HTML page", "degraded",
-             "degraded: list prices from the billed cost; BilledCost unaffected", html_default_pricing),
+             "degraded: Anywhere list prices = billed rate; BilledCost unaffected", html_default_pricing),
 )  # fmt: skip
 
 

@@ -52,7 +52,8 @@ STEP = 3600
 
 @pytest.fixture(scope="module")
 def org() -> SandboxOrg:
-    return SandboxOrg.generate(seed=11, clusters=2, workloads_per_cluster=3)
+    # Four clusters: eks, gke, aks and an Anywhere cluster (the only kind with a Cast AI cluster price).
+    return SandboxOrg.generate(seed=11, clusters=4, workloads_per_cluster=3)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,215 @@
+"""Discount scope rules: pure functions, and a property of the transform (a discount never lowers a row
+outside its scope, never changes BilledCost)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from castai_focus_dagster import discounts as rules
+from castai_focus_dagster.discounts import (
+    PricingStats,
+    charge_mask,
+    cluster_reason,
+    date_mask,
+    discount_summary,
+    discounted,
+    micros,
+    unusable_reason,
+)
+from castai_focus_dagster.focus_transform import CHARGES, to_focus
+from castai_focus_dagster.models import Cluster, Discount, EnrichmentContext
+from castai_focus_dagster_tests.focus_inputs import CLUSTERS, DAY, focus_options, synthetic_org
+
+EKS, GKE, AKS, ONPREM = (CLUSTERS[c] for c in ("c-eks-prod", "c-gke-ml", "c-aks-edge", "c-onprem"))
+
+
+def discount(**fields: object) -> Discount:
+    base = Discount("d", None, True, "TARGET_CPU", "TYPE_PERCENTAGE", 0.1, csp="aws")
+    return replace(base, **fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({}, None),
+        ({"enabled": False}, rules.DISABLED),
+        ({"target": "TARGET_COMMITMENT"}, rules.UNSUPPORTED_TARGET),
+        ({"target": "TARGET_CUSTOM_MEMORY"}, rules.UNSUPPORTED_TARGET),
+        ({"target": "TARGET_UNKNOWN"}, rules.UNSUPPORTED_TARGET),
+        ({"pricing_type": "TYPE_UNKNOWN"}, rules.UNSUPPORTED_PRICING_TYPE),
+        ({"target": "TARGET_INSTANCE", "pricing_type": "TYPE_FIXED"}, rules.FIXED_INSTANCE_PRICE),
+        ({"pricing_type": "TYPE_FIXED", "value": -0.01}, rules.NEGATIVE_FIXED_PRICE),
+        ({"pricing_type": "TYPE_FLAT", "value": -1.0}, None),  # a negative flat value is valid
+        ({"families": ("n1",)}, rules.NODE_SCOPE),
+        ({"instance_types": ("n1-standard-1",)}, rules.NODE_SCOPE),
+        ({"zones": ("us-central1-a",)}, rules.NODE_SCOPE),
+        ({"os": ("linux",)}, rules.NODE_SCOPE),
+        ({"csp": ""}, rules.UNKNOWN_CSP),
+        ({"csp": "ibm"}, rules.UNKNOWN_CSP),
+        ({"life_cycles": ("LIFECYCLE_UNKNOWN",)}, rules.UNKNOWN_LIFECYCLE),
+        ({"life_cycles": ("LIFECYCLE_SPOT", "LIFECYCLE_ON_DEMAND")}, None),
+    ],
+)
+def test_unusable_reason(fields: dict[str, object], reason: str | None) -> None:
+    assert unusable_reason(discount(**fields)) == reason
+
+
+@pytest.mark.parametrize(
+    ("provider", "csp"),
+    [("eks", "aws"), ("selfhostedwithec2nodes", "aws"), ("gke", "gcp"), ("aks", "azure"), ("oke", "oracle")],
+)
+def test_csp_is_matched_against_the_cluster_provider(provider: str, csp: str) -> None:
+    cluster = replace(EKS, provider_type=provider)
+    assert cluster_reason(discount(csp=csp), cluster) is None
+    others = {"aws", "gcp", "azure", "oracle"} - {csp}
+    assert {cluster_reason(discount(csp=o), cluster) for o in others} == {rules.OUT_OF_SCOPE}
+
+
+@pytest.mark.parametrize("provider", ["anywhere", "openshift", "kops", ""])
+def test_a_provider_without_known_cloud_cannot_be_evaluated(provider: str) -> None:
+    cluster = replace(EKS, provider_type=provider)
+    assert {cluster_reason(discount(csp=c), cluster) for c in ("aws", "gcp", "azure", "oracle")} == {
+        rules.PROVIDER_WITHOUT_CSP
+    }
+
+
+def test_clusters_and_regions_narrow_the_scope() -> None:
+    assert cluster_reason(discount(clusters=(EKS.id,)), EKS) is None
+    assert cluster_reason(discount(clusters=("other",)), EKS) == rules.OUT_OF_SCOPE
+    assert cluster_reason(discount(regions=("eu-central-1",)), EKS) is None
+    assert cluster_reason(discount(regions=("us-east-1",)), EKS) == rules.OUT_OF_SCOPE
+    assert cluster_reason(discount(regions=("eu-central-1",)), replace(EKS, region_name=None)) == (
+        rules.OUT_OF_SCOPE
+    )
+
+
+def test_targets_and_lifecycles_select_charges() -> None:
+    resources = [c.resource for c in CHARGES]
+    tiers = [c.tier for c in CHARGES]
+
+    def selected(**fields: object) -> set[tuple[str, str | None]]:
+        mask = charge_mask(discount(**fields), resources, tiers)
+        return {(c.resource, c.tier) for c, m in zip(CHARGES, mask, strict=True) if m}
+
+    assert selected() == {("cpu", "on-demand"), ("cpu", "spot"), ("cpu", "spot-fallback")}
+    assert selected(target="TARGET_INSTANCE", life_cycles=("LIFECYCLE_SPOT",)) == {
+        ("cpu", "spot"),
+        ("memory", "spot"),
+    }
+    # Spot-fallback capacity is on-demand instances.
+    assert selected(target="TARGET_MEMORY", life_cycles=("LIFECYCLE_ON_DEMAND",)) == {
+        ("memory", "on-demand"),
+        ("memory", "spot-fallback"),
+    }
+    assert selected(target="TARGET_COMMITMENT") == set()
+
+
+def test_dates_bound_the_charge_period_start() -> None:
+    starts = np.array([micros(DAY + timedelta(hours=h)) for h in range(4)])
+    window = discount(start_date=DAY + timedelta(hours=1), end_date=DAY + timedelta(hours=3))
+    assert date_mask(window, starts).tolist() == [False, True, True, False]
+    assert date_mask(discount(), starts).all()
+
+
+def test_pricing_types_including_negative_values() -> None:
+    price = np.array([0.04])
+    assert discounted(discount(value=0.25), price).tolist() == [0.04 * 0.75]
+    assert discounted(discount(pricing_type="TYPE_FLAT", value=-1.0), price).tolist() == [0.04 + 1.0]
+    assert discounted(discount(pricing_type="TYPE_FLAT", value=0.05), price).tolist() == [0.04 - 0.05]
+    assert discounted(discount(pricing_type="TYPE_FIXED", value=0.02), price).tolist() == [0.02]
+
+
+def test_discount_summary_counts_every_reason_per_day() -> None:
+    catalogue = [
+        discount(id="applies"),
+        discount(id="off", enabled=False),
+        discount(id="family", families=("m5",)),
+        discount(id="oracle", csp="oracle"),
+        discount(id="expired", end_date=DAY - timedelta(days=1)),
+        discount(id="future", start_date=DAY + timedelta(days=2)),
+        discount(id="commit", target="TARGET_COMMITMENT"),
+    ]
+    day = discount_summary(catalogue, [EKS, GKE, AKS, ONPREM], DAY, DAY + timedelta(days=1))
+    assert day == {
+        "discounts": 7,
+        "in_scope": ["applies"],
+        "not_applied": {
+            rules.DISABLED: 1,
+            rules.NODE_SCOPE: 1,
+            rules.OUT_OF_SCOPE: 1,
+            rules.OUTSIDE_DATES: 2,
+            rules.UNSUPPORTED_TARGET: 1,
+        },
+    }
+    only_onprem = discount_summary([discount()], [ONPREM], DAY, DAY + timedelta(days=1))
+    assert only_onprem["not_applied"] == {rules.PROVIDER_WITHOUT_CSP: 1}
+
+
+# --- property: a discount never lowers a row outside its scope -----------------------------------
+
+SCOPES = st.fixed_dictionaries(
+    {
+        "csp": st.sampled_from(["aws", "gcp", "azure", "oracle", ""]),
+        "enabled": st.booleans(),
+        "target": st.sampled_from(["TARGET_CPU", "TARGET_MEMORY", "TARGET_INSTANCE", "TARGET_COMMITMENT"]),
+        "pricing_type": st.sampled_from(["TYPE_PERCENTAGE", "TYPE_FLAT", "TYPE_FIXED"]),
+        "value": st.floats(min_value=-1.0, max_value=1.0),
+        "clusters": st.sampled_from([(), ("c-eks-prod",), ("c-gke-ml", "c-aks-edge")]),
+        "regions": st.sampled_from([(), ("us-central1",), ("westeurope",)]),
+        "life_cycles": st.sampled_from([(), ("LIFECYCLE_SPOT",), ("LIFECYCLE_ON_DEMAND",)]),
+        "families": st.sampled_from([(), ("m5",)]),
+        "zones": st.sampled_from([(), ("us-central1-a",)]),
+    }
+)
+ORG = synthetic_org(workloads_per_cluster=4)
+_CSP = {"eks": "aws", "gke": "gcp", "aks": "azure"}
+_TARGETS = {"TARGET_CPU": {"cpu"}, "TARGET_MEMORY": {"memory"}, "TARGET_INSTANCE": {"cpu", "memory"}}
+
+
+def _in_scope(d: Discount, cluster: Cluster, resource: str, tier: str | None) -> bool:
+    """The documented scope, restated from the discount's fields."""
+    lifecycle = "LIFECYCLE_SPOT" if tier == "spot" else "LIFECYCLE_ON_DEMAND"
+    return (
+        d.enabled
+        and _CSP.get(cluster.provider_type) == d.csp
+        and resource in _TARGETS.get(d.target, set())
+        and not (d.families or d.zones)
+        and not (d.target == "TARGET_INSTANCE" and d.pricing_type == "TYPE_FIXED")
+        and not (d.pricing_type == "TYPE_FIXED" and d.value < 0)
+        and (not d.clusters or cluster.id in d.clusters)
+        and (not d.regions or cluster.region_name in d.regions)
+        and (not d.life_cycles or lifecycle in d.life_cycles)
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(scope=SCOPES)
+def test_a_discount_changes_only_rows_in_its_scope_and_never_billed_cost(scope: dict[str, object]) -> None:
+    d = discount(id="x", **scope)
+    plain = to_focus(ORG.daily, ORG.clusters, EnrichmentContext(), focus_options(), listing=ORG.listing)
+    stats = PricingStats()
+    with_discount = to_focus(
+        ORG.daily,
+        ORG.clusters,
+        EnrichmentContext(discounts=[d]),
+        focus_options(),
+        listing=ORG.listing,
+        stats=stats,
+    )
+    assert with_discount["BilledCost"].equals(plain["BilledCost"])
+    assert with_discount["ListUnitPrice"].equals(plain["ListUnitPrice"])
+    changed = with_discount["ContractedUnitPrice"].to_numpy() != plain["ContractedUnitPrice"].to_numpy()
+    rows = with_discount.select(["x_CastAIClusterId", "x_CastAIResource", "x_CastAIPricingTier"]).to_pylist()
+    in_scope = np.array(
+        [_in_scope(d, ORG.clusters[r["x_CastAIClusterId"]], r["x_CastAIResource"], r["x_CastAIPricingTier"])
+         for r in rows]
+    )  # fmt: skip
+    assert not (changed & ~in_scope).any(), "a discount lowered a row outside its scope"
+    assert stats.discounted_rows.get("x", 0) == int(in_scope.sum())
+    assert (with_discount["ContractedUnitPrice"].to_numpy() >= 0).all()
