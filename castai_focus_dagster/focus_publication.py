@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from castai_focus_dagster import __version__
 from castai_focus_dagster.audit import AuditReport, combine_reports
-from castai_focus_dagster.focus_schema import FOCUS_COLUMNS, FOCUS_SCHEMA, PROVIDER_TAG_PREFIX
+from castai_focus_dagster.focus_schema import FOCUS_COLUMNS, FOCUS_SCHEMA
 from castai_focus_dagster.layout import DataFormat
 from castai_focus_dagster.object_store import ObjectStore
 from castai_focus_dagster.publish import Payload, PublishRequest, publish_partition
@@ -204,7 +204,6 @@ def publish_focus_day(store: ObjectStore, settings: Settings, day: FocusDay, run
         run_id=run_id,
         complete=day.window.complete,
         schema_columns=[(c.name, str(c.arrow_type)) for c in FOCUS_COLUMNS],
-        provider_tag_prefixes=(PROVIDER_TAG_PREFIX,),
         generator_version=__version__,
         extra={
             "clusters": day.audit.clusters,

@@ -1,5 +1,6 @@
-"""Restatement schedule: Cast AI keeps revising recent costs, so every tick re-materialises each day
-that overlaps the last `COLLECTION_LOOKBACK_HOURS` (and today's partial day)."""
+"""Export schedule: as the original CronJob (every 6 hours, the last 24 hours), every tick
+re-materialises each day that overlaps the last `COLLECTION_LOOKBACK_HOURS` (and today's partial day);
+Cast AI keeps revising recent costs, so a day is restated until it has left the lookback."""
 
 import os
 from datetime import UTC, datetime, timedelta
@@ -11,6 +12,17 @@ from castai_focus_dagster.partitions import daily_partitions
 from castai_focus_dagster.settings import SETTINGS_DOC, load_settings
 
 DEFAULT_CRON = next(d.default for d in SETTINGS_DOC if d.env == "SCHEDULE_CRON")
+DEFAULT_STATUS = next(d.default for d in SETTINGS_DOC if d.env == "SCHEDULE_DEFAULT_STATUS")
+
+
+def default_status() -> dg.DefaultScheduleStatus:
+    """`SCHEDULE_DEFAULT_STATUS`, read when the code location loads (the schedule's definition needs it).
+
+    Only `running` starts automation; any other value leaves it stopped, and the settings check fails
+    the first tick with the configuration error, so a typo is loud, never a silent start.
+    """
+    value = os.environ.get("SCHEDULE_DEFAULT_STATUS", DEFAULT_STATUS).strip().lower()
+    return dg.DefaultScheduleStatus.RUNNING if value == "running" else dg.DefaultScheduleStatus.STOPPED
 
 
 def restated_partition_keys(now: datetime, lookback_hours: int) -> list[str]:
@@ -30,8 +42,8 @@ def restated_partition_keys(now: datetime, lookback_hours: int) -> list[str]:
     job=focus_export_job,
     cron_schedule=os.environ.get("SCHEDULE_CRON", DEFAULT_CRON),
     execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.STOPPED,
-    description="Re-materialise each day overlapping the last COLLECTION_LOOKBACK_HOURS (late Cast AI data).",
+    default_status=default_status(),
+    description="Export each day overlapping the last COLLECTION_LOOKBACK_HOURS (late Cast AI data restated).",
 )
 def focus_restatement_schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
     settings = load_settings()

@@ -37,7 +37,8 @@ def exporter_env(
     """Environment of an exporter pointed at the sandbox (as the real API) and a local output folder."""
     out = tmp_path / "out"
     for name in list(os.environ):
-        if name.startswith(("CASTAI_", "COLLECTION_", "FOCUS_", "S3_", "TERNARY_", "JOB_", "SCHEDULE_")):
+        exporter = ("CASTAI_", "COLLECTION_", "FOCUS_", "S3_", "TERNARY_", "JOB_", "SCHEDULE_", "LOG_LEVEL")
+        if name.startswith((*exporter, "DELETE_LEGACY_", "LOCAL_OUTPUT_DIR")):
             monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("CASTAI_API_URL", sandbox.url)
     monkeypatch.setenv("CASTAI_API_KEY", sandbox_org.api_key)

@@ -27,6 +27,7 @@ from castai_focus_dagster_tests.s3_server import (  # noqa: F401  (pytest fixtur
     s3_server_fixture,
 )
 
+PREFIX = "focus/"  # the default S3_PREFIX of the original exporter
 DAY = "2026-11-01"
 DAYS = ["2026-11-02", "2026-11-03", "2026-11-04"]
 REPO = Path(__file__).resolve().parents[1]
@@ -55,9 +56,9 @@ def test_one_day_end_to_end_to_local_files(exporter_env: Path, sandbox_org) -> N
     with dg.instance_for_test() as instance:
         result = run([DAY], instance)
         assert result.success
-        key = data_key("", sandbox_org.organization_id, date.fromisoformat(DAY), "parquet")
+        key = data_key(PREFIX, sandbox_org.organization_id, date.fromisoformat(DAY), "parquet")
         table = pq.read_table(exporter_env / key)
-        manifest = json.loads((exporter_env / manifest_key("", date.fromisoformat(DAY))).read_text())
+        manifest = json.loads((exporter_env / manifest_key(PREFIX, date.fromisoformat(DAY))).read_text())
         billed = pc.sum(table["BilledCost"]).as_py()
         assert table.num_rows == manifest["rowCount"] > 0
         assert billed == pytest.approx(manifest["costTotals"]["BilledCost"], abs=1e-9)
@@ -81,7 +82,7 @@ def test_rematerialising_is_idempotent(exporter_env: Path) -> None:
         assert run([DAY], instance).success
         second = snapshot(exporter_env)
     assert sorted(first) == sorted(second), "a re-run must not add or remove objects"
-    data = [k for k in first if k.startswith("version=focus-1.3/")]
+    data = [k for k in first if k.startswith(PREFIX + "version=focus-1.3/")]
     assert data and all(first[k] == second[k] for k in data), "data objects must be byte-identical"
     assert not [k for k in second if k.startswith("_staging/")]
 
@@ -93,8 +94,8 @@ def test_three_day_single_run_writes_one_object_set_per_day(exporter_env: Path, 
         assert instance.get_materialized_partitions(PUBLISHED_ASSET_KEY) == set(DAYS)
     for key in DAYS:
         day = date.fromisoformat(key)
-        assert (exporter_env / data_key("", sandbox_org.organization_id, day, "parquet")).exists()
-        manifest = json.loads((exporter_env / manifest_key("", day)).read_text())
+        assert (exporter_env / data_key(PREFIX, sandbox_org.organization_id, day, "parquet")).exists()
+        manifest = json.loads((exporter_env / manifest_key(PREFIX, day)).read_text())
         assert manifest["costTotals"]["BilledCost"] == pytest.approx(
             day_total_from_sandbox(sandbox_org, key), abs=1e-4
         )
@@ -112,13 +113,13 @@ def test_csv_format_replaces_the_parquet_object(
         assert run([DAY], instance).success
         monkeypatch.setenv("S3_FORMAT", "csv")
         assert run([DAY], instance).success
-    csv_path = exporter_env / data_key("", sandbox_org.organization_id, day, "csv")
+    csv_path = exporter_env / data_key(PREFIX, sandbox_org.organization_id, day, "csv")
     assert csv_path.exists()
-    assert not (exporter_env / data_key("", sandbox_org.organization_id, day, "parquet")).exists()
+    assert not (exporter_env / data_key(PREFIX, sandbox_org.organization_id, day, "parquet")).exists()
     header = csv_path.read_text(encoding="utf-8").splitlines()[0]
     assert header.startswith('"') or header.split(",")[0]
-    manifest = json.loads((exporter_env / manifest_key("", day)).read_text())
-    assert [f["key"] for f in manifest["files"]] == [data_key("", sandbox_org.organization_id, day, "csv")]
+    manifest = json.loads((exporter_env / manifest_key(PREFIX, day)).read_text())
+    assert [f["key"] for f in manifest["files"]] == [data_key(PREFIX, sandbox_org.organization_id, day, "csv")]
 
 
 def test_a_failed_audit_leaves_the_published_objects_unchanged(
@@ -138,14 +139,14 @@ def test_a_failed_audit_leaves_the_published_objects_unchanged(
         result = run([DAY], instance)
         assert not result.success
         after = snapshot(exporter_env)
-    published = {k: v for k, v in before.items() if not k.startswith("_internal/")}
-    assert published == {k: v for k, v in after.items() if not k.startswith("_internal/")}
+    published = {k: v for k, v in before.items() if not k.startswith(PREFIX + "_internal/")}
+    assert published == {k: v for k, v in after.items() if not k.startswith(PREFIX + "_internal/")}
 
 
 def test_duckdb_reads_the_hive_tree_and_totals_match_the_manifests(exporter_env: Path) -> None:
     with dg.instance_for_test() as instance:
         assert run(DAYS, instance).success
-    pattern = str(exporter_env / "version=focus-1.3" / "*" / "*" / "*" / "*.parquet")
+    pattern = str(exporter_env / PREFIX / "version=focus-1.3" / "*" / "*" / "*" / "*.parquet")
     rows = duckdb.sql(
         "SELECT year, month, day, sum(BilledCost), count(*) "
         f"FROM read_parquet('{pattern}', hive_partitioning = true) "
@@ -153,7 +154,7 @@ def test_duckdb_reads_the_hive_tree_and_totals_match_the_manifests(exporter_env:
     ).fetchall()
     assert [f"{int(y):04d}-{int(m):02d}-{int(d):02d}" for y, m, d, _, _ in rows] == DAYS
     for (_y, _m, _d, billed, count), key in zip(rows, DAYS, strict=True):
-        manifest = json.loads((exporter_env / manifest_key("", date.fromisoformat(key))).read_text())
+        manifest = json.loads((exporter_env / manifest_key(PREFIX, date.fromisoformat(key))).read_text())
         assert billed == pytest.approx(manifest["costTotals"]["BilledCost"], abs=1e-6)
         assert count == manifest["rowCount"]
 
@@ -253,7 +254,7 @@ def test_the_asset_materialize_cli_as_users_run_it(
     days = [DAY] if selection_args[0] == "--partition" else DAYS[:2]
     written = sorted(p.name for p in exporter_env.rglob("castai-focus-*.parquet"))
     assert written == [
-        Path(data_key("", sandbox_org.organization_id, date.fromisoformat(d), "parquet")).name for d in days
+        Path(data_key(PREFIX, sandbox_org.organization_id, date.fromisoformat(d), "parquet")).name for d in days
     ]
 
 
@@ -267,7 +268,7 @@ def test_split_allocation_mode_end_to_end(
         result = run([DAY], instance)
         assert result.success
     table = pq.read_table(
-        exporter_env / data_key("", sandbox_org.organization_id, date.fromisoformat(DAY), "parquet")
+        exporter_env / data_key(PREFIX, sandbox_org.organization_id, date.fromisoformat(DAY), "parquet")
     )
     allocated = table.filter(pc.is_valid(table["AllocatedResourceId"]))
     idle = table.filter(pc.is_null(table["AllocatedResourceId"]))
@@ -277,7 +278,7 @@ def test_split_allocation_mode_end_to_end(
     )
     assert idle.num_rows > 0 and pc.sum(idle["BilledCost"]).as_py() > 0
     assert set(pc.unique(table["ResourceType"]).to_pylist()) == {"Kubernetes Cluster"}
-    manifest = json.loads((exporter_env / manifest_key("", date.fromisoformat(DAY))).read_text())
+    manifest = json.loads((exporter_env / manifest_key(PREFIX, date.fromisoformat(DAY))).read_text())
     assert manifest["costTotals"]["BilledCost"] == pytest.approx(
         pc.sum(table["BilledCost"]).as_py(), abs=1e-9
     )
