@@ -12,7 +12,7 @@ from castai_focus_dagster.assets import FOCUS_ASSETS, IO_MANAGER_KEY
 from castai_focus_dagster.checks import FOCUS_CHECKS
 from castai_focus_dagster.io_manager import FocusIOManager
 from castai_focus_dagster.jobs import focus_export_job
-from castai_focus_dagster.logs import apply_log_level, focus_console_logger
+from castai_focus_dagster.logs import apply_log_level
 from castai_focus_dagster.resources import CastAIResource, FocusStorageResource
 from castai_focus_dagster.schedules import focus_restatement_schedule
 from castai_focus_dagster.sensors import focus_gap_sensor
@@ -23,7 +23,7 @@ def _secret(name: str) -> dg.EnvVar | str:
     return dg.EnvVar(name) if name in os.environ else ""
 
 
-apply_log_level()  # the code server's and the run process's own lines follow LOG_LEVEL too
+apply_log_level()  # LOG_LEVEL for every line of the code server and of each run process
 
 storage = FocusStorageResource(s3_secret_access_key=_secret("S3_SECRET_ACCESS_KEY"))
 
@@ -38,8 +38,6 @@ defs = dg.Definitions(
         "storage": storage,
         IO_MANAGER_KEY: FocusIOManager(storage=storage),
     },
-    # Replaces Dagster's default console logger (always DEBUG) with one at LOG_LEVEL.
-    loggers={"console": focus_console_logger},
     # One run pod per partition range; steps are sequential, so processes would only add memory.
     executor=dg.in_process_executor,
 )

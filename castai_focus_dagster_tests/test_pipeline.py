@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from datetime import UTC, date, datetime, timedelta
@@ -119,7 +120,9 @@ def test_csv_format_replaces_the_parquet_object(
     header = csv_path.read_text(encoding="utf-8").splitlines()[0]
     assert header.startswith('"') or header.split(",")[0]
     manifest = json.loads((exporter_env / manifest_key(PREFIX, day)).read_text())
-    assert [f["key"] for f in manifest["files"]] == [data_key(PREFIX, sandbox_org.organization_id, day, "csv")]
+    assert [f["key"] for f in manifest["files"]] == [
+        data_key(PREFIX, sandbox_org.organization_id, day, "csv")
+    ]
 
 
 def test_a_failed_audit_leaves_the_published_objects_unchanged(
@@ -254,7 +257,8 @@ def test_the_asset_materialize_cli_as_users_run_it(
     days = [DAY] if selection_args[0] == "--partition" else DAYS[:2]
     written = sorted(p.name for p in exporter_env.rglob("castai-focus-*.parquet"))
     assert written == [
-        Path(data_key(PREFIX, sandbox_org.organization_id, date.fromisoformat(d), "parquet")).name for d in days
+        Path(data_key(PREFIX, sandbox_org.organization_id, date.fromisoformat(d), "parquet")).name
+        for d in days
     ]
 
 
@@ -353,3 +357,49 @@ def test_one_day_to_s3_with_the_ternary_copy_manifest_and_metadata(
     assert {f["key"] for f in document["files"]} == {data, ternary}
     assert pq.read_table(pa.BufferReader(body)).num_rows == document["rowCount"]
     assert set(materialization.metadata["output_keys"].value) == {data, ternary}  # type: ignore[attr-defined]
+
+
+def _one_day_cli(env: dict[str, str], how: str, partition: str) -> subprocess.CompletedProcess[str]:
+    """One day from the CLI: `focus_export_job` as the schedule runs it, or an ad-hoc asset materialisation."""
+    command = [
+        sys.executable,
+        "-m",
+        "dagster",
+        how.split()[0],
+        how.split()[1],
+        "-m",
+        "castai_focus_dagster.definitions",
+    ]
+    if how == "job execute":
+        command += ["-j", "focus_export_job", "--tags", json.dumps({"dagster/partition": partition})]
+    else:
+        command += ["--select", "*", "--partition", partition]
+    return subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, check=False)
+
+
+LEVELED_LINE = re.compile(r"\b(DEBUG|INFO|WARNING|ERROR|CRITICAL)\b")
+
+
+@pytest.mark.parametrize(
+    ("how", "log_level", "quiet"),
+    [
+        ("asset materialize", "error", {"DEBUG", "INFO", "WARNING"}),
+        ("job execute", "error", {"DEBUG", "INFO", "WARNING"}),
+        ("job execute", "info", {"DEBUG"}),
+    ],
+)
+def test_log_level_applies_to_every_line_a_run_prints(
+    exporter_env: Path, tmp_path: Path, how: str, log_level: str, quiet: set[str]
+) -> None:
+    """One day through the Dagster CLI: no log line below LOG_LEVEL, Dagster's console lines included."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "DAGSTER_HOME": str(home), "LOG_LEVEL": log_level}
+    proc = _one_day_cli(env, how, DAY)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert list(exporter_env.rglob("castai-focus-*.parquet")), "the day was not published"
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if LEVELED_LINE.search(line)]
+    levels = {m.group(1) for line in lines if (m := LEVELED_LINE.search(line))}
+    assert not levels & quiet, lines[:20]
+    if log_level == "info":  # the same run does print at INFO, so the assertion above can fail
+        assert "INFO" in levels and "DEBUG" not in (proc.stdout + proc.stderr)

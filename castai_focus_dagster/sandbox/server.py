@@ -679,7 +679,9 @@ class _SandboxApi:
 
     def _label_names(self, request: _Request, scope: str) -> _Response:
         """Label names of the workloads of the body's `clusterIds` (empty: every visible cluster)."""
-        missing = [(n, "required RFC 3339 date-time") for n in ("startTime", "endTime") if not request.first(n)]
+        missing = [
+            (n, "required RFC 3339 date-time") for n in ("startTime", "endTime") if not request.first(n)
+        ]
         if missing:
             raise _ApiError(400, f"invalid request parameters for {request.endpoint()}", missing)
         try:
