@@ -43,7 +43,7 @@ def restated_partition_keys(now: datetime, lookback_hours: int) -> list[str]:
     cron_schedule=os.environ.get("SCHEDULE_CRON", DEFAULT_CRON),
     execution_timezone="UTC",
     default_status=default_status(),
-    description="Export each day overlapping the last COLLECTION_LOOKBACK_HOURS (late Cast AI data restated).",
+    description="Exports each day overlapping the last COLLECTION_LOOKBACK_HOURS (late data restated).",
 )
 def focus_restatement_schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
     settings = load_settings()

@@ -360,7 +360,7 @@ def test_one_day_to_s3_with_the_ternary_copy_manifest_and_metadata(
 
 
 def _one_day_cli(env: dict[str, str], how: str, partition: str) -> subprocess.CompletedProcess[str]:
-    """One day from the CLI: `focus_export_job` as the schedule runs it, or an ad-hoc asset materialisation."""
+    """One day from the CLI: `focus_export_job` as the schedule runs it, or ad-hoc asset materialisation."""
     command = [
         sys.executable,
         "-m",

@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 DAY = "2026-11-01"
 NO_STEP_RETRIES: dict[str, Any] = {"execution": {"config": {"retries": {"disabled": {}}}}}
 EXPORTER_PREFIXES = (
-    "CASTAI_", "COLLECTION_", "FOCUS_", "S3_", "TERNARY_", "JOB_", "SCHEDULE_", "LOCAL_", "LOG_LEVEL", "DELETE_LEGACY_",
+    "CASTAI_", "COLLECTION_", "FOCUS_", "S3_", "TERNARY_", "JOB_", "SCHEDULE_", "LOCAL_",
+    "LOG_LEVEL", "DELETE_LEGACY_",
 )  # fmt: skip
 DATA_TREE = "version=focus-1.3/"
 TERNARY_TREE = "ternary/"
