@@ -185,7 +185,8 @@ def test_schedule_requests_every_day_overlapping_the_lookback(monkeypatch: pytes
 
 def test_gap_sensor_requests_exactly_the_missing_days(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CASTAI_API_URL", "sandbox")
-    monkeypatch.setenv("JOB_BACKFILL_DAYS", "5")
+    monkeypatch.setenv("JOB_GAP_FILL_DAYS", "5")
+    monkeypatch.setenv("JOB_BACKFILL_DAYS", "30")  # not a first deployment: never used below
     today = datetime.now(UTC).date()
     days = [(today - timedelta(days=n)).isoformat() for n in range(5, 0, -1)]
     with dg.instance_for_test() as instance:
@@ -194,11 +195,82 @@ def test_gap_sensor_requests_exactly_the_missing_days(monkeypatch: pytest.Monkey
         sensor = defs.resolve_sensor_def("focus_gap_sensor")
         result = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, repository_def=REPOSITORY))
         assert sorted(r.partition_key for r in result.run_requests or []) == [days[1], days[2], days[4]]
+        assert {r.tags["castai_focus/trigger"] for r in result.run_requests or []} == {"gap"}
         for key in days:
             instance.report_runless_asset_event(dg.AssetMaterialization(PUBLISHED_ASSET_KEY, partition=key))
         result = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, repository_def=REPOSITORY))
         assert not result.run_requests
     assert missing_partition_keys(datetime(2026, 1, 3, tzinfo=UTC), 2, {"2026-01-01"}) == ["2026-01-02"]
+
+
+def complete_days_before(today: date, count: int) -> list[str]:
+    return [(today - timedelta(days=n)).isoformat() for n in range(count, 0, -1)]
+
+
+@pytest.mark.parametrize("gap_days", ["0", "3"])
+def test_first_deployment_backfills_job_backfill_days_once(
+    monkeypatch: pytest.MonkeyPatch, gap_days: str
+) -> None:
+    """JOB_BACKFILL_DAYS as the original: the last N days on the first deployment, then never again."""
+    monkeypatch.setenv("CASTAI_API_URL", "sandbox")
+    monkeypatch.setenv("JOB_BACKFILL_DAYS", "10")
+    monkeypatch.setenv("JOB_GAP_FILL_DAYS", gap_days)
+    days = complete_days_before(datetime.now(UTC).date(), 10)
+    sensor = defs.resolve_sensor_def("focus_gap_sensor")
+    with dg.instance_for_test() as instance:
+        first = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, repository_def=REPOSITORY))
+        requests = first.run_requests or []
+        assert [r.partition_key for r in requests] == days
+        assert len({r.run_key for r in requests}) == 10
+        # Days inside the gap window keep the gap run key, so the gap logic never asks for them twice.
+        gap_keys = {r.partition_key for r in requests if (r.run_key or "").startswith("gap-")}
+        assert gap_keys == set(days[len(days) - int(gap_days) :])
+        assert first.cursor is not None
+        # The runs have not finished yet (nothing materialised): the next tick does not backfill again.
+        second = sensor.evaluate_tick(
+            dg.build_sensor_context(instance=instance, repository_def=REPOSITORY, cursor=first.cursor)
+        )
+        assert sorted(r.partition_key for r in second.run_requests or []) == sorted(gap_keys)
+        assert all((r.run_key or "").startswith("gap-") for r in second.run_requests or [])
+
+
+def test_no_first_deployment_backfill_by_default_or_once_data_exists(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CASTAI_API_URL", "sandbox")
+    monkeypatch.delenv("JOB_BACKFILL_DAYS", raising=False)
+    monkeypatch.setenv("JOB_GAP_FILL_DAYS", "0")
+    sensor = defs.resolve_sensor_def("focus_gap_sensor")
+    with dg.instance_for_test() as instance:
+        result = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, repository_def=REPOSITORY))
+        assert not result.run_requests  # JOB_BACKFILL_DAYS defaults to 0 = off
+        monkeypatch.setenv("JOB_BACKFILL_DAYS", "10")
+        yesterday = complete_days_before(datetime.now(UTC).date(), 1)[0]
+        instance.report_runless_asset_event(dg.AssetMaterialization(PUBLISHED_ASSET_KEY, partition=yesterday))
+        result = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, repository_def=REPOSITORY))
+        assert not result.run_requests  # published data exists: not a first deployment
+
+
+@pytest.mark.parametrize(("value", "running"), [(None, False), ("running", True), ("stopped", False)])
+def test_schedule_default_status_starts_the_schedule_and_the_sensor(value: str | None, running: bool) -> None:
+    """SCHEDULE_DEFAULT_STATUS, read when the code location loads (a fresh interpreter per value)."""
+    env = {k: v for k, v in os.environ.items() if k != "SCHEDULE_DEFAULT_STATUS"}
+    if value is not None:
+        env["SCHEDULE_DEFAULT_STATUS"] = value
+    code = (
+        "from castai_focus_dagster.definitions import defs\n"
+        "print(defs.resolve_schedule_def('focus_restatement_schedule').default_status.value, "
+        "defs.resolve_sensor_def('focus_gap_sensor').default_status.value)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    expected = "RUNNING" if running else "STOPPED"
+    assert proc.stdout.split() == [expected, expected]
 
 
 def test_definitions_load_and_validate_from_the_cli(tmp_path: Path) -> None:
