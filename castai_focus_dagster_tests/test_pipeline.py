@@ -475,3 +475,29 @@ def test_log_level_applies_to_every_line_a_run_prints(
     assert not levels & quiet, lines[:20]
     if log_level == "info":  # the same run does print at INFO, so the assertion above can fail
         assert "INFO" in levels and "DEBUG" not in (proc.stdout + proc.stderr)
+
+
+@pytest.mark.parametrize("delete", [False, True], ids=["kept", "deleted"])
+def test_go_exporter_hour_objects_are_removed_only_on_opt_in_and_logged_by_key(
+    exporter_env: Path,
+    sandbox_org,
+    monkeypatch: pytest.MonkeyPatch,
+    delete: bool,  # type: ignore[no-untyped-def]
+) -> None:
+    monkeypatch.setenv("DELETE_LEGACY_HOURLY_OBJECTS", "true" if delete else "false")
+    day = date.fromisoformat(DAY)
+    hourly = [data_key(PREFIX, sandbox_org.organization_id, day, "parquet", hour=h) for h in (6, 12)]
+    for key in hourly:
+        (exporter_env / key).parent.mkdir(parents=True, exist_ok=True)
+        (exporter_env / key).write_bytes(b"written by the Go CronJob")
+    with dg.instance_for_test() as instance:
+        result = run([DAY], instance)
+        assert result.success
+        messages = [e.user_message for e in instance.all_logs(result.run_id)]
+    assert all((exporter_env / key).exists() is not delete for key in hourly)
+    assert (exporter_env / data_key(PREFIX, sandbox_org.organization_id, day, "parquet")).exists()
+    for key in hourly:  # every key is named in the run's log, deleted or kept
+        assert any(key in m and ("deleted" in m if delete else "kept" in m) for m in messages), key
+    materialization = result.asset_materializations_for_node("focus_cost_and_usage")[0]
+    legacy = materialization.metadata["legacy_hourly_objects"].value
+    assert legacy == {("deleted" if delete else "kept"): hourly}
