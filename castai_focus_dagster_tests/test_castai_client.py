@@ -809,3 +809,31 @@ def test_small_endpoint_errors_name_endpoint_and_field(
         call(_json_client({path: answer}))
     assert (info.value.endpoint, info.value.field, info.value.status) == expected
     assert expected[0] in str(info.value)
+
+
+def test_workload_label_names_follow_every_page_through_post(
+    sandbox: SandboxServer, sandbox_org: SandboxOrg
+) -> None:
+    ids = [c.id for c in sandbox_org.clusters[:2]]
+    with make_client(sandbox, sandbox_org, page_limit=2) as client:
+        names = client.workload_label_names(START, END, ids)
+    expected = sorted({k for c in sandbox_org.clusters[:2] for labels in c.workloads.labels for k in labels})
+    assert names == expected
+    calls = requests_to(sandbox, "/v1/cost-reports/workload-labels/names")
+    assert len(calls) == -(-len(expected) // 2) and {c.method for c in calls} == {"POST"}
+    assert all(c.json == {"clusterIds": sorted(ids)} for c in calls)
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b'{"labelNames": ["team", ""], "nextCursor": ""}', "invalid response"),
+        (b'{"message": "denied", "fieldViolations": []}', "error body"),
+        (b"<html>", "invalid JSON"),
+    ],
+)
+def test_a_bad_label_names_answer_is_refused_naming_the_endpoint(body: bytes, reason: str) -> None:
+    client = _mock_client(lambda request: httpx.Response(200, content=body))
+    with pytest.raises(CastAIError) as info:
+        client.workload_label_names(START, END, ["c1"])
+    assert info.value.endpoint == "workload-label-names" and info.value.reason == reason

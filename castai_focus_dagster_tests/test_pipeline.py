@@ -501,3 +501,40 @@ def test_go_exporter_hour_objects_are_removed_only_on_opt_in_and_logged_by_key(
     materialization = result.asset_materializations_for_node("focus_cost_and_usage")[0]
     legacy = materialization.metadata["legacy_hourly_objects"].value
     assert legacy == {("deleted" if delete else "kept"): hourly}
+
+
+def test_empty_allowlist_exports_every_label_merged_with_the_cluster_tags(
+    exporter_env: Path,
+    sandbox,
+    sandbox_org,  # type: ignore[no-untyped-def]
+) -> None:
+    """As the original: all workload labels and cluster tags, keys as-is, a workload label winning."""
+    with dg.instance_for_test() as instance:
+        assert run([DAY], instance).success
+    table = pq.read_table(
+        exporter_env / data_key(PREFIX, sandbox_org.organization_id, date.fromisoformat(DAY), "parquet")
+    )
+    # Expected Tags from the sandbox organisation's own definition (not from our output).
+    expected: dict[tuple[str, str, str, str], dict[str, str]] = {}
+    for cluster in sandbox_org.clusters:
+        w = cluster.workloads
+        for row, labels in enumerate(w.labels):
+            identity = (cluster.id, w.namespaces[row], w.workload_types[row], w.workload_names[row])
+            expected[identity] = {**cluster.tags, **labels}
+    columns = ["x_CastAIClusterId", "x_CastAINamespace", "x_CastAIWorkloadType", "ResourceName", "Tags"]
+    seen = {tuple(r.values()) for r in table.select(columns).to_pylist()}
+    assert seen
+    clashes = 0
+    for cluster_id, namespace, kind, name, tags in seen:
+        want = expected[(cluster_id, namespace, kind, name)]
+        assert json.loads(tags) == want
+        assert list(json.loads(tags)) == sorted(want)  # deterministic key order
+        cluster_tags = next(c.tags for c in sandbox_org.clusters if c.id == cluster_id)
+        clashes += any(cluster_tags.get(k) not in (None, v) for k, v in want.items())
+    assert clashes, "the sandbox must hold a label that differs from its cluster's tag of the same key"
+    # How: the day's label names were listed once and every one of them was asked for.
+    listed = [r for r in sandbox.requests if r.path == "/v1/cost-reports/workload-labels/names"]
+    assert len(listed) == 1 and listed[0].method == "POST"
+    names = sorted({k for c in sandbox_org.clusters for labels in c.workloads.labels for k in labels})
+    workload_requests = [r for r in sandbox.requests if r.path.endswith("/workload-costs")]
+    assert workload_requests and all(sorted(r.query["labelsToInclude"]) == names for r in workload_requests)
