@@ -473,6 +473,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read settings from the environment (or a mapping); raise one ConfigError listing every problem."""
     env = os.environ if environ is None else environ
     raw = {d.env: env[d.env] for d in SETTINGS_DOC if d.env in env}
+    if not raw.get("LOCAL_OUTPUT_DIR", "set").strip():
+        del raw["LOCAL_OUTPUT_DIR"]  # blank = not set (Helm lists every variable): the default, not explicit
     values: dict[str, Any] = {name.lower(): raw.get(name, default) for name, default in _DEFAULTS.items()}
     problems: list[str] = []
     settings: Settings | None = None

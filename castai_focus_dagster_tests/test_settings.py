@@ -108,6 +108,9 @@ def test_s3_bucket_and_region_are_required_against_the_real_api() -> None:
     # An explicit LOCAL_OUTPUT_DIR is the one way to write locally against the real API.
     local = load_settings(no_s3 | {"LOCAL_OUTPUT_DIR": "/var/lib/focus"})
     assert not local.uses_s3 and local.local_output_dir == "/var/lib/focus"
+    # A blank LOCAL_OUTPUT_DIR (Helm lists every variable) is not an explicit choice.
+    assert problems_of(no_s3 | {"LOCAL_OUTPUT_DIR": " "})[0].startswith("S3_BUCKET:")
+    assert load_settings({"CASTAI_API_URL": "sandbox", "LOCAL_OUTPUT_DIR": ""}).local_output_dir == "./data"
     # The sandbox writes locally by default, and to S3 without a region (the AWS default chain).
     assert not load_settings({"CASTAI_API_URL": "sandbox"}).uses_s3
     assert load_settings({"CASTAI_API_URL": "sandbox", "S3_BUCKET": "b"}).s3_region == ""
