@@ -176,9 +176,10 @@ def render_configuration() -> str:
 # Configuration
 
 All configuration comes from environment variables. Every variable of the original
-castai-focus CronJob keeps its name and meaning (origin `original`); the others were added (origin
-`added`). The defaults below are this project's: only the opening of the original README could be
-consulted, not its default values, so where a default differs from castai-focus, set it explicitly.
+castai-focus CronJob keeps its name, its default and its meaning, as the original README documents
+them (origin `original`); new behaviour has a new variable (origin `added`). Where an original
+variable's meaning is refined (e.g. `COLLECTION_LOOKBACK_HOURS` restates whole UTC days), the table says
+so; [migrating.md](migrating.md) lists every difference from the Go exporter.
 Invalid configuration fails at start with one message that lists every
 problem; the API key and the S3 secret never appear in logs, run config, metadata or errors.
 
