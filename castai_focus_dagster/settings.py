@@ -188,7 +188,8 @@ SETTINGS_DOC: tuple[SettingDoc, ...] = (
         "LOG_LEVEL",
         "info",
         "`debug`, `info`, `warn`, `error`: level of every line a run prints (Dagster's console "
-        "logger included), of the code server and of the sandbox.",
+        "logger included) and of the code server (Helm passes it to `--log-level`, which spells "
+        "`warn` as `warning`: use `warning` there).",
         "original",
     ),
     SettingDoc(

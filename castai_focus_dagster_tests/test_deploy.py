@@ -1311,3 +1311,9 @@ def test_the_export_runs_from_the_first_deployment_as_the_cronjob_did(
     assert env["S3_PREFIX"] == "focus/" and env["FOCUS_PUBLISHER_NAME"] == "Cast AI"
     assert env["JOB_BACKFILL_DAYS"] == "0" and env["SCHEDULE_CRON"] == "0 */6 * * *"
     assert env["DELETE_LEGACY_HOURLY_OBJECTS"] == "false"  # an operator's choice, never the default
+    # LOG_LEVEL reaches the code server process too; Kubernetes expands $(LOG_LEVEL) from the env, and
+    # `dagster code-server start --log-level` accepts only these spellings.
+    entry = deployment(values[value_set])
+    args = entry["codeServerArgs"]
+    assert args[args.index("--log-level") + 1] == "$(LOG_LEVEL)"
+    assert env["LOG_LEVEL"] in {"debug", "info", "warning", "error"}
