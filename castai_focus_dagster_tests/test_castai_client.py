@@ -693,6 +693,7 @@ def test_from_settings_uses_the_settings_and_the_sandbox_url(
             "CASTAI_API_KEY": sandbox_org.api_key,
             "CASTAI_ORGANIZATION_ID": sandbox_org.organization_id,
             "CASTAI_PAGE_LIMIT": "2",
+            "LOCAL_OUTPUT_DIR": "unused",  # the real API needs an explicit output
         }
     )
     with CastAIClient.from_settings(settings) as client:

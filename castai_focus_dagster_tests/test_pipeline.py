@@ -401,6 +401,7 @@ def test_one_day_to_s3_with_the_ternary_copy_manifest_and_metadata(
 ) -> None:
     for name, value in {
         "S3_BUCKET": s3_bucket,
+        "S3_REGION": "us-east-1",  # required with a bucket against the real API, as in the original
         "S3_ENDPOINT_URL": s3_server.endpoint_url,
         "S3_ACCESS_KEY_ID": "testing",
         "S3_SECRET_ACCESS_KEY": "testing",
