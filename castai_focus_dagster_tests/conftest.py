@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,15 @@ if TYPE_CHECKING:
     from castai_focus_dagster.sandbox import SandboxOrg, SandboxServer
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+@pytest.fixture(autouse=True)
+def _python_logging_enabled() -> Iterator[None]:
+    """Importing the definitions applies LOG_LEVEL to the whole process (`logging.disable`): in-process
+    tests must not depend on the runner's LOG_LEVEL or on import order. The CLI tests prove LOG_LEVEL."""
+    logging.disable(logging.NOTSET)
+    yield
+    logging.disable(logging.NOTSET)
 
 
 @pytest.fixture(scope="session")

@@ -116,6 +116,28 @@ def test_s3_bucket_and_region_are_required_against_the_real_api() -> None:
     assert load_settings({"CASTAI_API_URL": "sandbox", "S3_BUCKET": "b"}).s3_region == ""
 
 
+def test_apply_log_level_silences_every_python_logger_below_it(
+    monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    from castai_focus_dagster.logs import PYTHON_LOGGERS, apply_log_level
+
+    saved = {name: logging.getLogger(name).level for name in PYTHON_LOGGERS}
+    request.addfinalizer(lambda: [logging.getLogger(n).setLevel(level) for n, level in saved.items()])
+
+    def fresh() -> logging.Logger:  # as Dagster builds its console logger, anew for every run
+        return logging.Logger("dagster", level=logging.DEBUG)
+
+    monkeypatch.setenv("LOG_LEVEL", "error")
+    assert apply_log_level() == logging.ERROR
+    assert not fresh().isEnabledFor(logging.WARNING) and fresh().isEnabledFor(logging.ERROR)
+    monkeypatch.setenv("LOG_LEVEL", "verbose")  # unknown: info here; the settings check reports it
+    assert apply_log_level() == logging.INFO
+    assert fresh().isEnabledFor(logging.INFO) and not fresh().isEnabledFor(logging.DEBUG)
+    assert logging.getLogger("castai_focus_dagster").level == logging.INFO
+    monkeypatch.setenv("LOG_LEVEL", "debug")
+    assert apply_log_level() == logging.DEBUG and fresh().isEnabledFor(logging.DEBUG)
+
+
 def test_log_levels_map_to_logging_levels() -> None:
     levels = {
         name: load_settings({"CASTAI_API_URL": "sandbox", "LOG_LEVEL": name}).python_log_level
