@@ -145,13 +145,18 @@ def castai_workload_costs(
         def clusters() -> Iterator[pa.Table]:
             if window.is_empty or not cluster_ids:
                 return
+            labels = settings.focus_tag_allowlist
+            if not labels:  # empty allowlist = every label: Cast AI returns only the labels named
+                with _permanent_castai_errors_fail_fast():
+                    labels = tuple(castai.client.workload_label_names(window.start, window.end, cluster_ids))
+                context.log.info(f"{key}: asking Cast AI for all {len(labels)} workload label names")
             # Bad input repaired by the client travels in each table's metadata; the IO manager reports it.
             fetched = castai.client.workload_costs_many(
                 cluster_ids,
                 window.start,
                 window.end,
                 window.step_seconds,
-                labels=settings.focus_tag_allowlist,
+                labels=labels,
                 include_namespaces=settings.collection_include_namespaces,
                 exclude_namespaces=settings.collection_exclude_namespaces,
             )

@@ -56,6 +56,7 @@ from castai_focus_dagster.castai_decode import (
     decode_cost_report,
     decode_default_pricing,
     decode_discounts_page,
+    decode_label_names_page,
     decode_platform_usage,
     decode_workload_costs_page,
     error_message,
@@ -80,6 +81,7 @@ DEFAULT_PRICING = "default-pricing"
 DISCOUNTS = "discounts"
 ENTERPRISE_ORGANIZATIONS = "enterprise-organizations"
 PLATFORM_USAGE = "platform-usage"
+LABEL_NAMES = "workload-label-names"
 
 # Schema-metadata key of a workload-costs table: JSON list of the InputWarnings met while fetching it.
 INPUT_WARNINGS_KEY = b"castai_focus.input_warnings"
@@ -592,6 +594,20 @@ class CastAIClient:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
+    def workload_label_names(self, start: datetime, end: datetime, cluster_ids: Sequence[str]) -> list[str]:
+        """Every Kubernetes label name on the clusters' workloads in [start, end], sorted and distinct.
+
+        Cast AI returns a workload's labels only for the keys named in `labelsToInclude`; this listing
+        (`POST /v1/cost-reports/workload-labels/names`) is how "all labels" is asked for.
+        """
+        params = [("startTime", rfc3339(start)), ("endTime", rfc3339(end))]
+        body = json.dumps({"clusterIds": sorted(cluster_ids)}).encode()
+        path = "/v1/cost-reports/workload-labels/names"
+        names: set[str] = set()
+        for page in self._paginate(LABEL_NAMES, path, params, decode_label_names_page, json_body=body):
+            names.update(page)
+        return sorted(names)
+
     def cluster_cost_report(
         self,
         cluster_id: str,
@@ -676,6 +692,7 @@ class CastAIClient:
         params: Sequence[tuple[str, str]],
         decode_page: Callable[[bytes], tuple[T, str | None]],
         cluster_id: str | None = None,
+        json_body: bytes | None = None,
     ) -> Iterator[T]:
         """Follow the page cursor until it is empty or missing; a repeated cursor is an error."""
         seen: set[str] = set()
@@ -684,7 +701,7 @@ class CastAIClient:
             query = [*params, ("page.limit", str(self._page_limit))]
             if cursor:
                 query.append(("page.cursor", cursor))
-            body = self._get(endpoint, path, query, cluster_id=cluster_id)
+            body = self._get(endpoint, path, query, cluster_id=cluster_id, json_body=json_body)
             page, cursor = self._decoded(endpoint, cluster_id, decode_page, body)
             del body
             yield page
@@ -723,8 +740,10 @@ class CastAIClient:
         params: Sequence[tuple[str, str]] = (),
         *,
         cluster_id: str | None = None,
+        json_body: bytes | None = None,
     ) -> bytes:
-        """GET with retries on 429/502/503/504, timeouts and connection errors; returns the 2xx body.
+        """GET (POST with `json_body`, for read-only POSTs) with retries on 429/502/503/504, timeouts and
+        connection errors; returns the 2xx body.
 
         HTTP 500 is not retried: Cast AI answers it to a request it cannot serve (an unknown
         organisation id), the same every time.
@@ -738,7 +757,7 @@ class CastAIClient:
             reraise=True,
         )
         try:
-            return retrying(self._get_once, endpoint, path, params, cluster_id)
+            return retrying(self._get_once, endpoint, path, params, cluster_id, json_body)
         except _RetryableResponse as exc:
             raise CastAIError(
                 f"{exc.detail} (gave up after {attempts} attempt(s))",
@@ -778,10 +797,15 @@ class CastAIClient:
         path: str,
         params: Sequence[tuple[str, str]],
         cluster_id: str | None,
+        json_body: bytes | None = None,
     ) -> bytes:
         self._bucket.acquire()
         with _deadline(self._timeout):
-            response = self._http.get(path, params=list(params))
+            if json_body is None:
+                response = self._http.get(path, params=list(params))
+            else:
+                headers = {"Content-Type": "application/json"}
+                response = self._http.post(path, params=list(params), headers=headers, content=json_body)
         if response.is_success:
             return response.content
         message, field = error_message(response.content)

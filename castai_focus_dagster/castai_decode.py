@@ -289,6 +289,13 @@ class _DiscountsPage(_Body):
     next_cursor: str | None = msgspec.field(default=None, name="nextPageToken")
 
 
+class _LabelNamesPage(_Body):
+    """`GetWorkloadLabelNamesResponse`: `labelNames`, `nextCursor`, `count`."""
+
+    label_names: list[str] = msgspec.field(default_factory=list, name="labelNames")
+    next_cursor: str | None = msgspec.field(default=None, name="nextCursor")
+
+
 class _ChildOrganization(msgspec.Struct, rename="camel"):
     id: NonEmptyStr
     name: str = ""
@@ -339,6 +346,7 @@ _CLUSTER_PRICES_PAGE = _decoder(_ClusterPricesPage)
 _DEFAULT_PRICING = _decoder(_DefaultPricingResponse)
 _DISCOUNTS_PAGE = _decoder(_DiscountsPage)
 _CHILD_ORGANIZATIONS_PAGE = _decoder(_ChildOrganizationsPage)
+_LABEL_NAMES_PAGE = _decoder(_LabelNamesPage)
 _PLATFORM_USAGE = _decoder(_PlatformUsageResponse)
 _ERROR = _decoder(_ErrorResponse)
 
@@ -539,6 +547,14 @@ def _check_discount_value(value: float, discount_id: str) -> float:
 class DiscountsPage:
     discounts: list[Discount]
     unpriced_ids: list[str]  # discounts without a pricing tier: they change no price, so they are skipped
+
+
+def decode_label_names_page(body: bytes) -> tuple[list[str], str | None]:
+    """One page of workload label names; an empty name is not a Kubernetes label and is refused."""
+    page = _decode(body, _LABEL_NAMES_PAGE)
+    if any(not name for name in page.label_names):
+        raise InvalidResponse("an empty label name", reason="invalid response", field="labelNames")
+    return page.label_names, page.next_cursor
 
 
 def decode_discounts_page(body: bytes) -> tuple[DiscountsPage, str | None]:

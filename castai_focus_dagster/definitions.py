@@ -12,6 +12,7 @@ from castai_focus_dagster.assets import FOCUS_ASSETS, IO_MANAGER_KEY
 from castai_focus_dagster.checks import FOCUS_CHECKS
 from castai_focus_dagster.io_manager import FocusIOManager
 from castai_focus_dagster.jobs import focus_export_job
+from castai_focus_dagster.logs import apply_log_level
 from castai_focus_dagster.resources import CastAIResource, FocusStorageResource
 from castai_focus_dagster.schedules import focus_restatement_schedule
 from castai_focus_dagster.sensors import focus_gap_sensor
@@ -21,6 +22,8 @@ def _secret(name: str) -> dg.EnvVar | str:
     """An EnvVar when the variable exists (its value is read at run time); "" when it is not configured."""
     return dg.EnvVar(name) if name in os.environ else ""
 
+
+apply_log_level()  # LOG_LEVEL for every line of the code server and of each run process
 
 storage = FocusStorageResource(s3_secret_access_key=_secret("S3_SECRET_ACCESS_KEY"))
 

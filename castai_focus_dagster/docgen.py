@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from castai_focus_dagster.castai_decode import MISSING_IDENTITY
-from castai_focus_dagster.focus_schema import FOCUS_COLUMNS, FOCUS_VERSION, PROVIDER_TAG_PREFIX
+from castai_focus_dagster.focus_schema import FOCUS_COLUMNS, FOCUS_VERSION
 from castai_focus_dagster.focus_transform import CHARGES, HOST_PROVIDER_NAMES
 from castai_focus_dagster.settings import SETTINGS_DOC
 
@@ -234,17 +234,21 @@ never null, so every FOCUS {FOCUS_VERSION} rule that cascades from a null SkuPri
 
 ## Tags
 
-`Tags` is a JSON object with sorted keys:
+`Tags` is a JSON object with sorted keys, built as the original castai-focus did: the cluster's
+Cast AI tags merged with the workload's Kubernetes labels, keys and values exactly as Cast AI
+returned them (dots, slashes and unicode untouched, no prefix: both are user-defined and form the one
+user-defined tag scheme). When a label and a cluster tag share a key, the workload label wins.
 
-- the workload's Kubernetes labels, keys and values exactly as Cast AI returned them (dots,
-  slashes and unicode untouched, no prefix: they are the one user-defined tag scheme);
-- the cluster's Cast AI tags, under the provider prefix `{PROVIDER_TAG_PREFIX}` (e.g. `team` becomes
-  `{PROVIDER_TAG_PREFIX}team`). Kubernetes label keys contain at most one `/`, so no label can
-  collide with this prefix.
+Which labels: with `FOCUS_TAG_ALLOWLIST` empty (the default), **all** of them. Cast AI returns a
+workload's labels only for the keys named in `labelsToInclude`, so each day first lists the label
+names of the day's clusters (`POST /v1/cost-reports/workload-labels/names`) and asks for all of them.
+With `FOCUS_TAG_ALLOWLIST` set, only the listed keys are asked for and kept (for labels and cluster
+tags alike). `Tags` is null when nothing remains. Tags are finalised by Cast AI (the labels it
+reports for the workload); no inheritance is applied here.
 
-With `FOCUS_TAG_ALLOWLIST` set, only listed keys remain; the list matches label keys and the
-un-prefixed cluster tag keys. `Tags` is null when nothing remains. Tags are finalised by Cast AI
-(the labels it reports for the workload); no inheritance is applied here.
+In split mode (`FOCUS_ALLOCATION_MODE=split`) `Tags` holds the cluster tags (they are the same on the
+cluster charge and its allocated rows, as FOCUS requires) and `AllocatedTags` the workload's labels
+whose key is not already a cluster tag: there, the cluster tag wins.
 
 ## Accounts and providers
 
@@ -282,9 +286,10 @@ def render_configuration() -> str:
 # Configuration
 
 All configuration comes from environment variables. Every variable of the original
-castai-focus CronJob keeps its name and meaning (origin `original`); the others were added (origin
-`added`). The defaults below are this project's: only the opening of the original README could be
-consulted, not its default values, so where a default differs from castai-focus, set it explicitly.
+castai-focus CronJob keeps its name, its default and its meaning, as the original README documents
+them (origin `original`); new behaviour has a new variable (origin `added`). Where an original
+variable's meaning is refined (e.g. `COLLECTION_LOOKBACK_HOURS` restates whole UTC days), the table says
+so; [migrating.md](migrating.md) lists every difference from the Go exporter.
 Invalid configuration fails at start with one message that lists every
 problem; the API key and the S3 secret never appear in logs, run config, metadata or errors.
 

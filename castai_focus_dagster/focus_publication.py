@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from castai_focus_dagster import __version__
 from castai_focus_dagster.audit import AuditReport, combine_reports
-from castai_focus_dagster.focus_schema import FOCUS_COLUMNS, FOCUS_SCHEMA, PROVIDER_TAG_PREFIX
+from castai_focus_dagster.focus_schema import FOCUS_COLUMNS, FOCUS_SCHEMA
 from castai_focus_dagster.layout import DataFormat
 from castai_focus_dagster.object_store import ObjectStore
 from castai_focus_dagster.publish import Payload, PublishRequest, publish_partition
@@ -125,6 +125,9 @@ class PublishedDay:
     manifest_key: str
     checksum_sha256: str
     bytes: int
+    legacy_hourly_keys: list[str] = field(default_factory=list)  # the Go exporter's hour objects
+    legacy_deleted: bool = False
+    stale_deleted_keys: list[str] = field(default_factory=list)
 
     @property
     def row_count(self) -> int:
@@ -150,6 +153,9 @@ class PublishedDay:
             "sha256": dg.MetadataValue.text(self.checksum_sha256),
             "output_keys": dg.MetadataValue.json(self.keys),
             "manifest": dg.MetadataValue.text(self.manifest_key),
+            "legacy_hourly_objects": dg.MetadataValue.json(
+                {"deleted" if self.legacy_deleted else "kept": self.legacy_hourly_keys}
+            ),
         }
 
     @staticmethod
@@ -219,7 +225,6 @@ def publish_focus_day(store: ObjectStore, settings: Settings, day: FocusDay, run
         run_id=run_id,
         complete=day.window.complete,
         schema_columns=[(c.name, str(c.arrow_type)) for c in FOCUS_COLUMNS],
-        provider_tag_prefixes=(PROVIDER_TAG_PREFIX,),
         generator_version=__version__,
         extra={
             "clusters": day.audit.clusters,
@@ -238,6 +243,7 @@ def publish_focus_day(store: ObjectStore, settings: Settings, day: FocusDay, run
         prefix=settings.s3_prefix,
         ternary_prefix=settings.ternary_path_prefix if settings.ternary_enabled else None,
         audit=lambda staged: decode_check(staged, fmt, day.row_count),
+        delete_legacy_hourly=settings.delete_legacy_hourly_objects,
     )
     return PublishedDay(
         day=day,
@@ -245,6 +251,9 @@ def publish_focus_day(store: ObjectStore, settings: Settings, day: FocusDay, run
         manifest_key=result.manifest_key,
         checksum_sha256=result.checksum_sha256,
         bytes=result.bytes,
+        legacy_hourly_keys=result.legacy_hourly_keys,
+        legacy_deleted=result.legacy_deleted,
+        stale_deleted_keys=result.stale_deleted_keys,
     )
 
 

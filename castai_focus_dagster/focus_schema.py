@@ -16,10 +16,6 @@ import pyarrow as pa
 
 FOCUS_VERSION = "1.3"
 
-# Cast AI cluster tags travel inside `Tags` under this prefix. Kubernetes label keys have at most one
-# "/", so no workload label can ever collide with a key of this two-slash provider scheme.
-PROVIDER_TAG_PREFIX = "castai/cluster/"
-
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
 _ARROW_TYPES: dict[str, pa.DataType] = {
     "String": pa.string(),
@@ -272,8 +268,8 @@ FOCUS_COLUMNS: tuple[FocusColumn, ...] = (
         "JSON",
         _C,
         True,
-        "workload labels (keys as-is) + cluster tags under `castai/cluster/`, "
-        "filtered by `FOCUS_TAG_ALLOWLIST`; null when empty (split mode: cluster tags only)",
+        "cluster tags merged with workload labels, keys as-is (a label wins over a cluster tag), "
+        "filtered by `FOCUS_TAG_ALLOWLIST` (empty: all); null when empty (split mode: cluster tags only)",
     ),
     _col("x_CastAIClusterId", "String", _X, False, "Cast AI cluster id"),
     _col("x_CastAIClusterName", "String", _X, False, "Cast AI cluster name"),

@@ -32,7 +32,7 @@ from castai_focus_dagster.discounts import (
     discounted,
     unusable_reason,
 )
-from castai_focus_dagster.focus_schema import FOCUS_SCHEMA, PROVIDER_TAG_PREFIX
+from castai_focus_dagster.focus_schema import FOCUS_SCHEMA
 from castai_focus_dagster.models import (
     RESOURCES,
     TIERS,
@@ -635,14 +635,15 @@ def _tags(
         cluster = clusters.clusters[key // (len(label_texts) + 1)]
         label_index = key % (len(label_texts) + 1) - 1
         labels = allowed_labels(label_texts[label_index] if label_index >= 0 else None, cluster.id, allowlist)
-        values.append(tags_json(labels | cluster_tags(cluster, allowlist)))
+        # As the original exporter: keys as they are, a workload label wins over a cluster tag.
+        values.append(tags_json(cluster_tags(cluster, allowlist) | labels))
     return pa.array(values, pa.string()).take(pa.array(inverse.reshape(-1)[row].astype(np.int64)))
 
 
 def cluster_tags(cluster: Cluster, allowlist: tuple[str, ...]) -> dict[str, Any]:
-    """The cluster's Cast AI tags under the provider prefix, filtered by the allowlist (un-prefixed keys)."""
+    """The cluster's Cast AI tags with their keys as they are (user-defined, like labels), filtered."""
     allowed = set(allowlist)
-    return {PROVIDER_TAG_PREFIX + k: v for k, v in cluster.tags.items() if not allowed or k in allowed}
+    return {k: v for k, v in cluster.tags.items() if not allowed or k in allowed}
 
 
 def allowed_labels(text: str | None, cluster_id: str, allowlist: tuple[str, ...]) -> dict[str, Any]:

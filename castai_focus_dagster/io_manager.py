@@ -133,12 +133,30 @@ class FocusIOManager(dg.ConfigurableIOManager):
                 day_result.discard()  # the encoded day's temporary file
             days.append(published)
             context.log.info(f"published {key}: {published.row_count} rows to {', '.join(published.keys)}")
+            _log_removed_and_legacy(context, key, published)
             if len(obj.keys) > 1:
                 # Each day's materialisation carries its own figures, not the whole run's.
                 context.step_context.add_asset_metadata(
                     published.metadata(), asset_key=context.asset_key, partition_key=key
                 )
         context.add_output_metadata(PublishedDay.combined_metadata(days))
+
+
+def _log_removed_and_legacy(context: dg.OutputContext, key: str, published: PublishedDay) -> None:
+    """Every object publishing removed, and the Go exporter's hour objects it kept, by key."""
+    for stale in published.stale_deleted_keys:
+        context.log.info(f"{key}: deleted {stale} (this day in the other S3_FORMAT, replaced)")
+    if not published.legacy_hourly_keys:
+        return
+    if published.legacy_deleted:
+        for legacy in published.legacy_hourly_keys:
+            context.log.warning(f"{key}: deleted the Go exporter's hour object {legacy}")
+    else:
+        context.log.warning(
+            f"{key}: kept {len(published.legacy_hourly_keys)} hour object(s) of the Go exporter next to this "
+            "day's object; readers of the tree count that day twice. Delete them or set "
+            f"DELETE_LEGACY_HOURLY_OBJECTS=true: {', '.join(published.legacy_hourly_keys)}"
+        )
 
 
 def _day(partition_key: str) -> Any:

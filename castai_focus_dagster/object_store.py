@@ -311,7 +311,7 @@ def s3_client_from_settings(settings: Settings) -> S3Client:
     session = boto3.session.Session(
         aws_access_key_id=settings.s3_access_key_id or None,
         aws_secret_access_key=secret or None,
-        region_name=settings.s3_region,
+        region_name=settings.s3_region or None,
     )
     config = Config(
         retries={"mode": "standard", "total_max_attempts": _S3_TOTAL_ATTEMPTS},

@@ -7,7 +7,9 @@ partial, unaudited or duplicated object, and a manifest must never describe byte
 2. read them back, verify the SHA-256, run the caller's audit (which raises to abort);
 3. retire the partition's manifest if it describes other objects, then copy staging -> final data key
    (deterministic: overwrites, never a second copy) and the Ternary copy;
-4. delete stale data objects of the partition (another format, hour files) in both trees;
+4. delete our stale data objects of the partition (the other format of hour `00`) in both trees; the
+   Go exporter's hour objects (`-01` ... `-23`) only when the caller asks (`delete_legacy_hourly`),
+   otherwise they are kept and reported in the result;
 5. write the FOCUS metadata documents, then the manifest last;
 6. delete the staging object (and any a failed earlier run left for this partition).
 
@@ -71,7 +73,7 @@ CONTENT_TYPES: dict[str, str] = {
 }
 JSON_CONTENT_TYPE = "application/json"
 # The part of a data object name after partition_object_prefix(): the hour and the format.
-_DATA_OBJECT_SUFFIX = re.compile(r"^\d{2}\.(parquet|csv)$")
+_DATA_OBJECT_SUFFIX = re.compile(r"^(\d{2})\.(parquet|csv)$")
 
 # The serialized object: in memory, or a seekable binary file (large days never enter memory whole).
 Payload = bytes | BinaryIO
@@ -130,6 +132,10 @@ class PublishResult:
     manifest_key: str
     checksum_sha256: str
     bytes: int
+    # The Go exporter's hour objects of the day in either tree: deleted when `legacy_deleted`, else kept.
+    legacy_hourly_keys: list[str] = field(default_factory=list)
+    legacy_deleted: bool = False
+    stale_deleted_keys: list[str] = field(default_factory=list)  # our other format of the same day
 
 
 def _utc_now() -> datetime:
@@ -144,6 +150,7 @@ def publish_partition(
     ternary_prefix: str | None,
     audit: Callable[[Payload], None] | None = None,  # receives the staged copy, of the kind of `data`
     clock: Callable[[], datetime] = _utc_now,
+    delete_legacy_hourly: bool = False,
 ) -> PublishResult:
     """Publish one partition (see the module docstring for the order and the guarantees)."""
     final = data_key(prefix, req.organization_id, req.day, req.fmt)
@@ -175,8 +182,12 @@ def publish_partition(
         _retire_manifest_unless_describing(store, manifest_object, files)
         for _, key, _ in trees:
             store.copy(staging, key)
+        stale: list[str] = []
+        legacy: list[str] = []
         for tree, key, _ in trees:
-            _delete_stale_data_objects(store, tree, req, keep=key)
+            ours, hourly = _delete_stale_data_objects(store, tree, req, key, delete_legacy_hourly)
+            stale += ours
+            legacy += hourly
         now = clock()
         schema_id, dataset_instance_id = _write_focus_metadata(store, req, prefix, now)
         manifest = _manifest(req, files, checksum, size, schema_id, dataset_instance_id, now)
@@ -194,6 +205,9 @@ def publish_partition(
         manifest_key=manifest_object,
         checksum_sha256=checksum,
         bytes=size,
+        legacy_hourly_keys=legacy,
+        legacy_deleted=delete_legacy_hourly,
+        stale_deleted_keys=stale,
     )
 
 
@@ -281,12 +295,29 @@ def _retire_manifest_unless_describing(store: ObjectStore, key: str, files: list
         store.delete(key)
 
 
-def _delete_stale_data_objects(store: ObjectStore, tree: str, req: PublishRequest, keep: str) -> None:
-    """Remove this organisation's other objects of the partition (previous format, hour files)."""
+def _delete_stale_data_objects(
+    store: ObjectStore, tree: str, req: PublishRequest, keep: str, delete_legacy_hourly: bool
+) -> tuple[list[str], list[str]]:
+    """(our deleted other-format objects, the Go exporter's hour objects) of this organisation's day.
+
+    Hour `00` is ours (daily partitions); hours `01`-`23` can only come from the Go exporter, which
+    wrote one object per run: they are deleted only when the operator chose it.
+    """
     object_prefix = partition_object_prefix(tree, req.organization_id, req.day)
-    for key in store.list(object_prefix):
-        if key != keep and _DATA_OBJECT_SUFFIX.match(key[len(object_prefix) :]):
+    ours: list[str] = []
+    legacy: list[str] = []
+    for key in sorted(store.list(object_prefix)):
+        match = _DATA_OBJECT_SUFFIX.match(key[len(object_prefix) :])
+        if key == keep or not match:
+            continue
+        if match.group(1) == "00":
+            ours.append(key)
             store.delete(key)
+        else:
+            legacy.append(key)
+            if delete_legacy_hourly:
+                store.delete(key)
+    return ours, legacy
 
 
 def _delete_partition_staging(store: ObjectStore, prefix: str, req: PublishRequest) -> None:

@@ -27,6 +27,7 @@ Granularity = Literal["hourly", "daily"]
 OutputFormat = Literal["parquet", "csv"]
 AllocationMode = Literal["workload", "split"]
 LogLevel = Literal["debug", "info", "warn", "warning", "error"]
+ScheduleStatus = Literal["running", "stopped"]
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 # What an HTTP header value (X-API-Key) and a SigV4 secret can carry: printable ASCII, spaces inside.
@@ -49,7 +50,7 @@ class SettingDoc:
     env: str
     default: str
     meaning: str
-    origin: str  # "original" (castai-focus README) or "added"
+    origin: str  # "original" (castai-focus README: same name and default) or "added"
 
 
 SETTINGS_DOC: tuple[SettingDoc, ...] = (
@@ -77,8 +78,8 @@ SETTINGS_DOC: tuple[SettingDoc, ...] = (
     SettingDoc(
         "COLLECTION_LOOKBACK_HOURS",
         "24",
-        "How far back the schedule restates: every daily "
-        "partition overlapping the last N hours is re-materialised on each tick.",
+        "How far back each scheduled tick exports, as the CronJob's lookback: every daily "
+        "partition overlapping the last N hours is re-materialised (whole UTC days, not N hours).",
         "original",
     ),
     SettingDoc(
@@ -125,7 +126,7 @@ SETTINGS_DOC: tuple[SettingDoc, ...] = (
     SettingDoc("FOCUS_INVOICE_ISSUER_NAME", "CAST AI", "InvoiceIssuerName.", "original"),
     SettingDoc(
         "FOCUS_PUBLISHER_NAME",
-        "CAST AI",
+        "Cast AI",
         "PublisherName (deprecated in FOCUS 1.3, still mandatory).",
         "original",
     ),
@@ -135,7 +136,11 @@ SETTINGS_DOC: tuple[SettingDoc, ...] = (
     SettingDoc(
         "FOCUS_TAG_ALLOWLIST",
         "",
-        "Comma-separated label/tag keys kept in Tags (empty: all). Also sent as `labelsToInclude`.",
+        "Comma-separated label/tag keys kept in Tags, sent to Cast AI as `labelsToInclude`. Empty: all "
+        "workload labels and cluster tags; the day's label names are then listed first "
+        "(`POST /v1/cost-reports/workload-labels/names`) and all requested, so a label that appears "
+        "after that listing is missed until the day is restated, and a very large label set makes a "
+        "long request URL (a rejection fails the run: set the allowlist then).",
         "original",
     ),
     SettingDoc(
@@ -146,9 +151,21 @@ SETTINGS_DOC: tuple[SettingDoc, ...] = (
         "child-organization listing).",
         "original",
     ),
-    SettingDoc("S3_BUCKET", "", "Target bucket. Empty: write to `LOCAL_OUTPUT_DIR` instead.", "original"),
-    SettingDoc("S3_REGION", "us-east-1", "Bucket region.", "original"),
-    SettingDoc("S3_PREFIX", "", "Key prefix before `version=focus-1.3/` (e.g. `castai/`).", "original"),
+    SettingDoc(
+        "S3_BUCKET",
+        "",
+        "Target bucket. Required against the real Cast AI API unless `LOCAL_OUTPUT_DIR` is set "
+        "explicitly; empty with the sandbox: output goes to `LOCAL_OUTPUT_DIR`.",
+        "original",
+    ),
+    SettingDoc(
+        "S3_REGION",
+        "",
+        "Bucket region. Required with `S3_BUCKET` against the real API; empty with the sandbox: the AWS "
+        "default chain (`AWS_REGION`).",
+        "original",
+    ),
+    SettingDoc("S3_PREFIX", "focus/", "Key prefix before `version=focus-1.3/` (may be empty).", "original"),
     SettingDoc("S3_FORMAT", "parquet", "`parquet` (Snappy) or `csv`.", "original"),
     SettingDoc(
         "S3_ACCESS_KEY_ID", "", "Static access key id. Empty: the default AWS chain (IRSA).", "original"
@@ -164,11 +181,49 @@ SETTINGS_DOC: tuple[SettingDoc, ...] = (
     ),
     SettingDoc("TERNARY_PATH_PREFIX", "ternary/", "Prefix of the Ternary copy.", "original"),
     SettingDoc(
-        "JOB_BACKFILL_DAYS", "7", "Days the gap-filling sensor looks back for missing partitions.", "original"
+        "JOB_BACKFILL_DAYS",
+        "0",
+        "Days to backfill on the first deployment (0 = off): when the published asset has never been "
+        "materialised, the sensor requests the last N complete days once.",
+        "original",
     ),
-    SettingDoc("LOG_LEVEL", "info", "`debug`, `info`, `warn`, `error`.", "original"),
     SettingDoc(
-        "LOCAL_OUTPUT_DIR", "./data", "Output folder when `S3_BUCKET` is empty (same key layout).", "added"
+        "LOG_LEVEL",
+        "info",
+        "`debug`, `info`, `warn`, `error`: level of every line a run prints (Dagster's console "
+        "logger included) and of the code server (Helm passes it to `--log-level`, which spells "
+        "`warn` as `warning`: use `warning` there).",
+        "original",
+    ),
+    SettingDoc(
+        "LOCAL_OUTPUT_DIR",
+        "./data",
+        "Output folder when `S3_BUCKET` is empty (same key layout). Against the real API only when set "
+        "explicitly (a pod's folder is lost with the pod).",
+        "added",
+    ),
+    SettingDoc(
+        "JOB_GAP_FILL_DAYS",
+        "7",
+        "Days (yesterday backwards) the sensor checks every hour for days never published, e.g. after "
+        "an outage, and requests them (0 = off).",
+        "added",
+    ),
+    SettingDoc(
+        "SCHEDULE_DEFAULT_STATUS",
+        "stopped",
+        "`running` or `stopped`: the initial state of the schedule and the sensor, until someone toggles "
+        "them in the UI. `running` in the Helm values, so the export runs from the first deployment as "
+        "the CronJob did.",
+        "added",
+    ),
+    SettingDoc(
+        "DELETE_LEGACY_HOURLY_OBJECTS",
+        "false",
+        "`true`: publishing a day deletes the Go exporter's hour objects of that day "
+        "(`castai-focus-{orgId}-{day}-HH.*`, HH 01-23) under `S3_PREFIX` (and the Ternary copy), logging "
+        "each key. `false`: they are kept and a warning lists them (they double-count that day).",
+        "added",
     ),
     SettingDoc("S3_ENDPOINT_URL", "", "S3-compatible endpoint (MinIO, moto, Ceph). Empty: AWS.", "added"),
     SettingDoc("FOCUS_SERVICE_NAME", "Kubernetes", "ServiceName.", "added"),
@@ -181,8 +236,9 @@ SETTINGS_DOC: tuple[SettingDoc, ...] = (
     SettingDoc(
         "SCHEDULE_CRON",
         "0 */6 * * *",
-        "Cron (UTC) of the restatement schedule: five fields or a macro such as `@hourly`, `@daily`, "
-        "`@weekly`; checked by Dagster's schedule rule when the code location loads and when a run starts.",
+        "Cron (UTC) of the export schedule (the default is the CronJob's): five fields or a macro such as "
+        "`@hourly`, `@daily`, `@weekly`; checked by Dagster's schedule rule when the code location loads "
+        "and when a run starts.",
         "added",
     ),
     SettingDoc("CASTAI_MAX_CONCURRENCY", "20", "Clusters fetched in parallel.", "added"),
@@ -199,6 +255,7 @@ SETTINGS_DOC: tuple[SettingDoc, ...] = (
 )
 
 _DEFAULTS = {d.env: d.default for d in SETTINGS_DOC}
+LOG_LEVELS = {"debug": 10, "info": 20, "warn": 30, "warning": 30, "error": 40}
 
 
 def _csv(value: Any) -> tuple[str, ...]:
@@ -231,8 +288,8 @@ class Settings(BaseModel):
     focus_tag_allowlist: tuple[str, ...] = ()
     focus_enterprise_id: str = ""
     s3_bucket: str = ""
-    s3_region: str
-    s3_prefix: str = ""
+    s3_region: str = ""
+    s3_prefix: str = "focus/"
     s3_format: OutputFormat
     s3_access_key_id: str = ""
     s3_secret_access_key: SecretStr = SecretStr("")
@@ -241,6 +298,9 @@ class Settings(BaseModel):
     job_backfill_days: int = Field(ge=0, le=3650)
     log_level: LogLevel
     local_output_dir: str = Field(min_length=1)
+    job_gap_fill_days: int = Field(ge=0, le=3650)
+    schedule_default_status: ScheduleStatus
+    delete_legacy_hourly_objects: bool
     s3_endpoint_url: str = ""
     focus_service_name: str = Field(min_length=1)
     focus_allocation_mode: AllocationMode
@@ -264,7 +324,12 @@ class Settings(BaseModel):
         return _csv(value)
 
     @field_validator(
-        "collection_granularity", "s3_format", "log_level", "focus_allocation_mode", mode="before"
+        "collection_granularity",
+        "s3_format",
+        "log_level",
+        "focus_allocation_mode",
+        "schedule_default_status",
+        mode="before",
     )
     @classmethod
     def _lower(cls, value: Any) -> Any:
@@ -317,6 +382,11 @@ class Settings(BaseModel):
     @property
     def uses_s3(self) -> bool:
         return bool(self.s3_bucket)
+
+    @property
+    def python_log_level(self) -> int:
+        """LOG_LEVEL as a `logging` level number (`warn` is WARNING)."""
+        return LOG_LEVELS[self.log_level]
 
     @property
     def organization_id(self) -> str:
@@ -405,6 +475,14 @@ def _cross_field_problems(raw: Mapping[str, str]) -> list[str]:
             problems.append(
                 f"COLLECTION_INCLUDE_{what} and COLLECTION_EXCLUDE_{what}: set one or the other, not both"
             )
+    bucket = get("S3_BUCKET")
+    if not sandbox and not bucket and not raw.get("LOCAL_OUTPUT_DIR", "").strip():
+        problems.append(
+            "S3_BUCKET: required against the real Cast AI API (or set LOCAL_OUTPUT_DIR explicitly to "
+            "write to a local folder)"
+        )
+    if not sandbox and (bucket or not raw.get("LOCAL_OUTPUT_DIR", "").strip()) and not get("S3_REGION"):
+        problems.append("S3_REGION: required with S3_BUCKET against the real Cast AI API")
     if bool(get("S3_ACCESS_KEY_ID")) != bool(get("S3_SECRET_ACCESS_KEY")):
         problems.append(
             "S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY: set both (static keys) or neither "
@@ -432,6 +510,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read settings from the environment (or a mapping); raise one ConfigError listing every problem."""
     env = os.environ if environ is None else environ
     raw = {d.env: env[d.env] for d in SETTINGS_DOC if d.env in env}
+    if not raw.get("LOCAL_OUTPUT_DIR", "set").strip():
+        del raw["LOCAL_OUTPUT_DIR"]  # blank = not set (Helm lists every variable): the default, not explicit
     values: dict[str, Any] = {name.lower(): raw.get(name, default) for name, default in _DEFAULTS.items()}
     problems: list[str] = []
     settings: Settings | None = None

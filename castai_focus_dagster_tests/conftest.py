@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,15 @@ if TYPE_CHECKING:
     from castai_focus_dagster.sandbox import SandboxOrg, SandboxServer
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+@pytest.fixture(autouse=True)
+def _python_logging_enabled() -> Iterator[None]:
+    """Importing the definitions applies LOG_LEVEL to the whole process (`logging.disable`): in-process
+    tests must not depend on the runner's LOG_LEVEL or on import order. The CLI tests prove LOG_LEVEL."""
+    logging.disable(logging.NOTSET)
+    yield
+    logging.disable(logging.NOTSET)
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +47,8 @@ def exporter_env(
     """Environment of an exporter pointed at the sandbox (as the real API) and a local output folder."""
     out = tmp_path / "out"
     for name in list(os.environ):
-        if name.startswith(("CASTAI_", "COLLECTION_", "FOCUS_", "S3_", "TERNARY_", "JOB_", "SCHEDULE_")):
+        exporter = ("CASTAI_", "COLLECTION_", "FOCUS_", "S3_", "TERNARY_", "JOB_", "SCHEDULE_", "LOG_LEVEL")
+        if name.startswith((*exporter, "DELETE_LEGACY_", "LOCAL_OUTPUT_DIR")):
             monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("CASTAI_API_URL", sandbox.url)
     monkeypatch.setenv("CASTAI_API_KEY", sandbox_org.api_key)

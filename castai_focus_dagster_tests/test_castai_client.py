@@ -708,6 +708,7 @@ def test_from_settings_uses_the_settings_and_the_sandbox_url(
             "CASTAI_API_KEY": sandbox_org.api_key,
             "CASTAI_ORGANIZATION_ID": sandbox_org.organization_id,
             "CASTAI_PAGE_LIMIT": "2",
+            "LOCAL_OUTPUT_DIR": "unused",  # the real API needs an explicit output
         }
     )
     with CastAIClient.from_settings(settings) as client:
@@ -957,3 +958,31 @@ def test_a_request_that_cannot_be_sent_is_permanent() -> None:
         client.platform_usage()
     assert not info.value.transient and info.value.reason == "invalid request"
     assert "not retried" in str(info.value) and len(calls) == 1
+
+
+def test_workload_label_names_follow_every_page_through_post(
+    sandbox: SandboxServer, sandbox_org: SandboxOrg
+) -> None:
+    ids = [c.id for c in sandbox_org.clusters[:2]]
+    with make_client(sandbox, sandbox_org, page_limit=2) as client:
+        names = client.workload_label_names(START, END, ids)
+    expected = sorted({k for c in sandbox_org.clusters[:2] for labels in c.workloads.labels for k in labels})
+    assert names == expected
+    calls = requests_to(sandbox, "/v1/cost-reports/workload-labels/names")
+    assert len(calls) == -(-len(expected) // 2) and {c.method for c in calls} == {"POST"}
+    assert all(c.json == {"clusterIds": sorted(ids)} for c in calls)
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b'{"labelNames": ["team", ""], "nextCursor": ""}', "invalid response"),
+        (b'{"message": "denied", "fieldViolations": []}', "error body"),
+        (b"<html>", "invalid JSON"),
+    ],
+)
+def test_a_bad_label_names_answer_is_refused_naming_the_endpoint(body: bytes, reason: str) -> None:
+    client = _mock_client(lambda request: httpx.Response(200, content=body))
+    with pytest.raises(CastAIError) as info:
+        client.workload_label_names(START, END, ["c1"])
+    assert info.value.endpoint == "workload-label-names" and info.value.reason == reason

@@ -1298,3 +1298,22 @@ def test_repo_root_dagster_yaml_loads_as_an_instance(tmp_path: Path, monkeypatch
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
     with DagsterInstance.from_config(str(tmp_path)) as instance:
         assert instance.run_coordinator is not None
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_the_export_runs_from_the_first_deployment_as_the_cronjob_did(
+    values: dict[str, dict[str, Any]], value_set: str
+) -> None:
+    """Schedule and sensor start running; output only to S3 (no local fallback); the original defaults."""
+    env = env_of(deployment(values[value_set]))
+    assert env["SCHEDULE_DEFAULT_STATUS"] == "running"
+    assert env["LOCAL_OUTPUT_DIR"] == "" and env["S3_BUCKET"] and env["S3_REGION"]
+    assert env["S3_PREFIX"] == "focus/" and env["FOCUS_PUBLISHER_NAME"] == "Cast AI"
+    assert env["JOB_BACKFILL_DAYS"] == "0" and env["SCHEDULE_CRON"] == "0 */6 * * *"
+    assert env["DELETE_LEGACY_HOURLY_OBJECTS"] == "false"  # an operator's choice, never the default
+    # LOG_LEVEL reaches the code server process too; Kubernetes expands $(LOG_LEVEL) from the env, and
+    # `dagster code-server start --log-level` accepts only these spellings.
+    entry = deployment(values[value_set])
+    args = entry["codeServerArgs"]
+    assert args[args.index("--log-level") + 1] == "$(LOG_LEVEL)"
+    assert env["LOG_LEVEL"] in {"debug", "info", "warning", "error"}

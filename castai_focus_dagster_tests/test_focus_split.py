@@ -30,7 +30,7 @@ from castai_focus_dagster.castai_client import CastAIClient
 from castai_focus_dagster.castai_decode import cost_report_schema
 from castai_focus_dagster.conformance import check_conformance
 from castai_focus_dagster.enrichment import fetch_enrichment
-from castai_focus_dagster.focus_schema import FOCUS_COLUMNS, FOCUS_SCHEMA, PROVIDER_TAG_PREFIX
+from castai_focus_dagster.focus_schema import FOCUS_COLUMNS, FOCUS_SCHEMA
 from castai_focus_dagster.focus_split import (
     ALLOCATION_METHOD_ID,
     check_split_allocation,
@@ -372,7 +372,7 @@ def test_dimension_columns_equal_the_origin(case: SplitCase) -> None:
     expected_tags = cluster.map(
         lambda c: (
             json.dumps(
-                {PROVIDER_TAG_PREFIX + k: v for k, v in c.tags.items()},
+                dict(c.tags),
                 sort_keys=True,
                 ensure_ascii=False,
                 separators=(",", ":"),
@@ -628,22 +628,20 @@ def test_an_origin_without_cost_is_split_by_quantity() -> None:
 
 
 def test_allocated_tags_drop_keys_already_in_tags_and_follow_the_allowlist() -> None:
-    labels = {PROVIDER_TAG_PREFIX + "env": "shadow", "app": "api", "team": "payments"}
+    """Split mode: Tags are the cluster's (equal on origin and allocated rows); a clashing label yields."""
+    labels = {"env": "shadow", "app": "api", "team": "web"}
     workloads = workload_table([{"workload_name": "api", "cpuCostOnDemand": 0.4, "labels": labels}])
     reports = {CLUSTER: report_table([{"cpuCostOnDemand": 0.5}])}
     rows = split(workloads, reports).to_pandas()
     allocated = rows[rows["AllocatedResourceId"].notna()].iloc[0]
-    assert json.loads(allocated["Tags"]) == {
-        PROVIDER_TAG_PREFIX + "env": "prod",
-        PROVIDER_TAG_PREFIX + "team": "payments",
-    }
-    assert json.loads(allocated["AllocatedTags"]) == {"app": "api", "team": "payments"}
+    assert json.loads(allocated["Tags"]) == {"env": "prod", "team": "payments"}
+    assert json.loads(allocated["AllocatedTags"]) == {"app": "api"}
     assert audits(split(workloads, reports), reports) == []
 
     narrowed = split(workloads, reports, tag_allowlist=("team",)).to_pandas()
     first = narrowed[narrowed["AllocatedResourceId"].notna()].iloc[0]
-    assert json.loads(first["Tags"]) == {PROVIDER_TAG_PREFIX + "team": "payments"}
-    assert json.loads(first["AllocatedTags"]) == {"team": "payments"}
+    assert json.loads(first["Tags"]) == {"team": "payments"}
+    assert pd.isna(first["AllocatedTags"])
 
 
 def test_workload_mode_leaves_the_split_columns_null() -> None:
@@ -730,7 +728,7 @@ def test_split_audits_detect_broken_tables() -> None:
     names = good["ChargeDescription"].to_pylist()
     assert failed(replaced("ChargeDescription", ["other", *names[1:]])) == {"split-dimensions-match-origin"}
     tags = good["AllocatedTags"].to_pylist()
-    clash = json.dumps({PROVIDER_TAG_PREFIX + "env": "x"})
+    clash = json.dumps({"env": "x"})
     assert failed(replaced("AllocatedTags", [clash, *tags[1:]])) == {"split-allocated-tags-disjoint"}
     ids = good["AllocatedResourceId"].to_pylist()
     assert "split-unallocated-rows" in failed(replaced("AllocatedResourceId", [ids[0], ids[0], ids[2]]))

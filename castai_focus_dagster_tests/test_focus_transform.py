@@ -19,7 +19,7 @@ import pytest
 
 from castai_focus_dagster.conformance import check_conformance
 from castai_focus_dagster.discounts import PricingStats
-from castai_focus_dagster.focus_schema import FOCUS_SCHEMA, PROVIDER_TAG_PREFIX
+from castai_focus_dagster.focus_schema import FOCUS_SCHEMA
 from castai_focus_dagster.focus_transform import (
     FocusOptions,
     host_provider_name,
@@ -239,8 +239,8 @@ def test_single_spot_cpu_bucket_maps_every_column() -> None:
     )
     assert json.loads(row["Tags"]) == {
         "app.kubernetes.io/name": "checkout",
-        f"{PROVIDER_TAG_PREFIX}env": "prod",
-        f"{PROVIDER_TAG_PREFIX}team": "payments",
+        "env": "prod",
+        "team": "payments",
     }
     # Spot rows carry the cluster's spot listing rate; the EKS CPU discount targets on-demand only.
     assert row["ListUnitPrice"] == row["ContractedUnitPrice"] == list_rate("cpu", "Spot")
@@ -574,7 +574,7 @@ def test_cost_without_quantity_keeps_cost_and_zero_rate() -> None:
 # --- tags -----------------------------------------------------------------------------------------
 
 
-def test_labels_are_kept_verbatim_and_cluster_tags_are_prefixed() -> None:
+def test_labels_and_cluster_tags_are_merged_with_their_keys_as_they_are() -> None:
     labels = {
         "app.kubernetes.io/name": "api",
         "example.com/owner": "Zoë Ångström",
@@ -583,27 +583,32 @@ def test_labels_are_kept_verbatim_and_cluster_tags_are_prefixed() -> None:
     }
     row = one_row(cpuCostOnDemand=1.0, cpuCountOnDemand=1.0, labels=labels)
     tags = json.loads(row["Tags"])
-    assert tags == {**labels, f"{PROVIDER_TAG_PREFIX}env": "prod", f"{PROVIDER_TAG_PREFIX}team": "payments"}
+    assert tags == {**labels, "env": "prod", "team": "payments"}
     assert "Zoë Ångström" in row["Tags"]  # not \\u-escaped
     assert list(tags) == sorted(tags)
 
 
 def test_missing_labels_give_cluster_tags_only_or_null() -> None:
     eks = one_row(cpuCostOnDemand=1.0, cpuCountOnDemand=1.0)
-    assert json.loads(eks["Tags"]) == {
-        f"{PROVIDER_TAG_PREFIX}env": "prod",
-        f"{PROVIDER_TAG_PREFIX}team": "payments",
-    }
+    assert json.loads(eks["Tags"]) == {"env": "prod", "team": "payments"}
     onprem = one_row(cluster_id="c-onprem", cpuCostOnDemand=1.0, cpuCountOnDemand=1.0)
     assert onprem["Tags"] is None
 
 
-def test_allowlist_filters_label_keys_and_unprefixed_cluster_tag_keys() -> None:
+def test_a_workload_label_wins_over_a_cluster_tag_of_the_same_key() -> None:
+    """As the original exporter: cluster tags merged with labels, the label's value kept on a clash."""
+    row = one_row(cpuCostOnDemand=1.0, cpuCountOnDemand=1.0, labels={"team": "web", "env": "canary"})
+    assert json.loads(row["Tags"]) == {"team": "web", "env": "canary"}  # cluster: env=prod, team=payments
+
+
+def test_allowlist_filters_label_and_cluster_tag_keys_alike() -> None:
     table = workload_table(
         [{"cpuCostOnDemand": 1.0, "cpuCountOnDemand": 1.0, "labels": {"team": "web", "x": "y"}}]
     )
     kept = transform(table, tag_allowlist=("team",)).iloc[0]
-    assert json.loads(kept["Tags"]) == {"team": "web", f"{PROVIDER_TAG_PREFIX}team": "payments"}
+    assert json.loads(kept["Tags"]) == {"team": "web"}
+    cluster_only = transform(table, tag_allowlist=("env",)).iloc[0]
+    assert json.loads(cluster_only["Tags"]) == {"env": "prod"}
     nothing = transform(table, tag_allowlist=("not-there",)).iloc[0]
     assert pd.isna(nothing["Tags"])
 
@@ -737,9 +742,12 @@ def test_options_come_from_settings() -> None:
         "ent-1",
     )
     assert options.tag_allowlist == ("team", "env")
+    # The original exporter's defaults: "CAST AI" as provider and issuer, "Cast AI" as publisher.
     assert (options.service_provider_name, options.publisher_name, options.invoice_issuer_name) == (
         "CAST AI",
-    ) * 3
+        "Cast AI",
+        "CAST AI",
+    )
 
 
 def test_every_metric_column_of_the_contract_is_read() -> None:
@@ -758,7 +766,7 @@ def test_cluster_tags_and_region_come_from_the_cluster_mapping() -> None:
         EnrichmentContext(cluster_prices={"c-x": ClusterPrice("c-x", 9, 9, True)}),
         focus_options(),
     ).to_pylist()[0]
-    assert json.loads(out["Tags"]) == {f"{PROVIDER_TAG_PREFIX}a/b": "c"}
+    assert json.loads(out["Tags"]) == {"a/b": "c"}
     assert (out["RegionId"], out["RegionName"], out["x_CastAIClusterName"]) == (
         "europe-west1",
         "Belgium",

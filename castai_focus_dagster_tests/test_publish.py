@@ -115,12 +115,14 @@ def assert_consistent(store: ObjectStore, *, staging_allowed: bool = False) -> N
             data = store.get(entry["key"])
             assert hashlib.sha256(data).hexdigest() == entry["sha256"] == manifest["checksumSha256"]
             assert len(data) == entry["bytes"]
-        # ...and nothing else of this organisation's partition sits in the data trees.
+        # ...and no other object of ours (hour 00) sits in the data trees; the Go exporter's hour
+        # objects are the operator's to delete (see the test of DELETE_LEGACY_HOURLY_OBJECTS).
         day = layout.manifest_day(key)
         assert day is not None
         listed = {e["key"] for e in manifest["files"]}
         for tree in (PREFIX, TERNARY + PREFIX):
-            assert set(store.list(layout.partition_object_prefix(tree, ORG, day))) <= listed
+            prefix = layout.partition_object_prefix(tree, ORG, day)
+            assert {k for k in store.list(prefix) if k[len(prefix) :].startswith("00.")} <= listed
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -211,22 +213,45 @@ def test_republishing_identical_data_is_byte_identical_with_no_extra_objects(sto
 
 def test_format_switch_removes_the_stale_object_in_both_trees(store: ObjectStore) -> None:
     publish(store, request(fmt="parquet"))
+    parquet_key = layout.data_key(PREFIX, ORG, DAY, "parquet")
     other_org = layout.data_key(PREFIX, "another-org", DAY, "parquet")
-    hour_file = layout.data_key(PREFIX, ORG, DAY, "csv", hour=5)  # left by an hourly layout
     store.put(other_org, b"not ours", "application/vnd.apache.parquet")
-    store.put(hour_file, b"stale hour", "text/csv")
-    publish(store, request(fmt="csv", data=b"a,b\n1,2\n"))
+    result = publish(store, request(fmt="csv", data=b"a,b\n1,2\n"))
     csv_key = layout.data_key(PREFIX, ORG, DAY, "csv")
     assert data_objects(store) == {
         csv_key: b"a,b\n1,2\n",
         TERNARY + csv_key: b"a,b\n1,2\n",
         other_org: b"not ours",
     }
+    assert result.stale_deleted_keys == [parquet_key, TERNARY + parquet_key]
+    assert result.legacy_hourly_keys == []
     manifest = json.loads(store.get(layout.manifest_key(PREFIX, DAY)))
     assert manifest["format"] == "csv" and [f["key"] for f in manifest["files"]] == [
         csv_key,
         TERNARY + csv_key,
     ]
+    assert_consistent(store)
+
+
+@pytest.mark.parametrize("delete", [False, True], ids=["kept-by-default", "deleted-on-opt-in"])
+def test_the_go_exporters_hour_objects_are_deleted_only_when_chosen(store: ObjectStore, delete: bool) -> None:
+    """The Go CronJob wrote `-HH` objects (one per run); they go only with DELETE_LEGACY_HOURLY_OBJECTS."""
+    hourly = [
+        layout.data_key(PREFIX, ORG, DAY, "parquet", hour=6),
+        layout.data_key(PREFIX, ORG, DAY, "csv", hour=12),
+        TERNARY + layout.data_key(PREFIX, ORG, DAY, "parquet", hour=18),
+    ]
+    other_day = layout.data_key(PREFIX, ORG, DAY + timedelta(days=1), "parquet", hour=6)
+    for key in [*hourly, other_day]:
+        store.put(key, b"go exporter", "application/vnd.apache.parquet")
+    result = publish_partition(
+        store, request(), prefix=PREFIX, ternary_prefix=TERNARY, clock=at(T0), delete_legacy_hourly=delete
+    )
+    final = layout.data_key(PREFIX, ORG, DAY, "parquet")
+    assert sorted(result.legacy_hourly_keys) == sorted(hourly)
+    assert result.legacy_deleted is delete and result.stale_deleted_keys == []
+    expected = {final, TERNARY + final, other_day} | (set() if delete else set(hourly))
+    assert set(data_objects(store)) == expected
     assert_consistent(store)
 
 

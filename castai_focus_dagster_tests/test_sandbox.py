@@ -443,6 +443,38 @@ def test_labels_to_include_selects_label_keys(
     assert server.requests[-1].query["labelsToInclude"] == wanted
 
 
+LABEL_NAMES = "/v1/cost-reports/workload-labels/names"
+
+
+def test_workload_label_names_list_every_label_key_of_the_selected_clusters(
+    api: httpx.Client, org: SandboxOrg
+) -> None:
+    """`WorkloadReportAPI_GetWorkloadLabelNames`: how a client learns which labels to ask for."""
+    params = {"startTime": START, "endTime": END}
+
+    def names(body: dict[str, Any], limit: int = 2) -> list[str]:
+        collected: list[str] = []
+        cursor = ""
+        while True:
+            page = api.post(
+                LABEL_NAMES, params={**params, "page.limit": limit, "page.cursor": cursor}, json=body
+            )
+            assert page.status_code == 200, page.text
+            collected += page.json()["labelNames"]
+            cursor = page.json()["nextCursor"]
+            if not cursor:
+                return collected
+
+    every = sorted({k for c in org.clusters for labels in c.workloads.labels for k in labels})
+    assert names({}) == every and len(every) > 2  # paged: more names than one page holds
+    first = org.clusters[0]
+    assert names({"clusterIds": [first.id]}) == sorted(
+        {k for labels in first.workloads.labels for k in labels}
+    )
+    assert api.post(LABEL_NAMES, params={"endTime": END}, json={}).status_code == 400
+    assert api.get(LABEL_NAMES, params=params).status_code == 405
+
+
 def test_filters_select_workloads(api: httpx.Client, org: SandboxOrg) -> None:
     cluster_id = org.clusters[0].id
     everything = fetch_items(api, cluster_id, 86400)

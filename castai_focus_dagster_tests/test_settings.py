@@ -46,10 +46,29 @@ ORIGINAL_VARIABLES = [
     "JOB_BACKFILL_DAYS",
     "LOG_LEVEL",
 ]
+# The defaults of the original README's tables (shared seed), written out here: the code must match them.
+ORIGINAL_DEFAULTS = {
+    "CASTAI_API_URL": "https://api.cast.ai",
+    "COLLECTION_LOOKBACK_HOURS": "24",
+    "COLLECTION_GRANULARITY": "hourly",
+    "FOCUS_BILLING_CURRENCY": "USD",
+    "FOCUS_SERVICE_PROVIDER_NAME": "CAST AI",
+    "FOCUS_INVOICE_ISSUER_NAME": "CAST AI",
+    "FOCUS_PUBLISHER_NAME": "Cast AI",
+    "FOCUS_TAG_ALLOWLIST": "",
+    "S3_PREFIX": "focus/",
+    "S3_FORMAT": "parquet",
+    "TERNARY_ENABLED": "false",
+    "TERNARY_PATH_PREFIX": "ternary/",
+    "JOB_BACKFILL_DAYS": "0",
+    "LOG_LEVEL": "info",
+}
 PRODUCTION = {
     "CASTAI_API_URL": "https://api.eu.cast.ai",
     "CASTAI_API_KEY": "ck-live-7f3a9b1e2d",
     "CASTAI_ORGANIZATION_ID": "0b9a2f00-1111-4c2a-9d7e-2b3c4d5e6f70",
+    "S3_BUCKET": "finops-costs",
+    "S3_REGION": "eu-west-1",
 }
 SECRET_KEY = "ck-live-7f3a9b1e2d"
 SECRET_S3 = "s3-secret-Zx81QmP"
@@ -67,7 +86,72 @@ def test_every_original_variable_is_documented_with_its_origin() -> None:
         assert name in documented, name
         assert documented[name].origin == "original"
     added = {d.env for d in SETTINGS_DOC if d.origin == "added"}
-    assert {"LOCAL_OUTPUT_DIR", "S3_ENDPOINT_URL"} <= added
+    assert {"LOCAL_OUTPUT_DIR", "S3_ENDPOINT_URL", "JOB_GAP_FILL_DAYS", "SCHEDULE_DEFAULT_STATUS"} <= added
+    assert set(ORIGINAL_VARIABLES) | added == set(documented)
+
+
+def test_original_defaults_are_kept() -> None:
+    documented = {d.env: d.default for d in SETTINGS_DOC}
+    assert {name: documented[name] for name in ORIGINAL_DEFAULTS} == ORIGINAL_DEFAULTS
+    settings = load_settings(PRODUCTION)
+    assert settings.s3_prefix == "focus/" and settings.focus_publisher_name == "Cast AI"
+    assert settings.job_backfill_days == 0 and settings.log_level == "info"
+    assert settings.schedule_default_status == "stopped" and settings.job_gap_fill_days == 7
+    assert settings.delete_legacy_hourly_objects is False
+
+
+def test_s3_bucket_and_region_are_required_against_the_real_api() -> None:
+    no_s3 = {k: v for k, v in PRODUCTION.items() if not k.startswith("S3_")}
+    problems = problems_of(no_s3 | {"COLLECTION_GRANULARITY": "weekly"})
+    assert [p.split(":")[0] for p in problems] == ["COLLECTION_GRANULARITY", "S3_BUCKET", "S3_REGION"]
+    assert problems_of(no_s3 | {"S3_BUCKET": "b"}) == [
+        "S3_REGION: required with S3_BUCKET against the real Cast AI API"
+    ]
+    # An explicit LOCAL_OUTPUT_DIR is the one way to write locally against the real API.
+    local = load_settings(no_s3 | {"LOCAL_OUTPUT_DIR": "/var/lib/focus"})
+    assert not local.uses_s3 and local.local_output_dir == "/var/lib/focus"
+    # A blank LOCAL_OUTPUT_DIR (Helm lists every variable) is not an explicit choice.
+    assert problems_of(no_s3 | {"LOCAL_OUTPUT_DIR": " "})[0].startswith("S3_BUCKET:")
+    assert load_settings({"CASTAI_API_URL": "sandbox", "LOCAL_OUTPUT_DIR": ""}).local_output_dir == "./data"
+    # The sandbox writes locally by default, and to S3 without a region (the AWS default chain).
+    assert not load_settings({"CASTAI_API_URL": "sandbox"}).uses_s3
+    assert load_settings({"CASTAI_API_URL": "sandbox", "S3_BUCKET": "b"}).s3_region == ""
+
+
+def test_apply_log_level_silences_every_python_logger_below_it(
+    monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    from castai_focus_dagster.logs import PYTHON_LOGGERS, apply_log_level
+
+    saved = {name: logging.getLogger(name).level for name in PYTHON_LOGGERS}
+    request.addfinalizer(lambda: [logging.getLogger(n).setLevel(level) for n, level in saved.items()])
+
+    def fresh() -> logging.Logger:  # as Dagster builds its console logger, anew for every run
+        return logging.Logger("dagster", level=logging.DEBUG)
+
+    monkeypatch.setenv("LOG_LEVEL", "error")
+    assert apply_log_level() == logging.ERROR
+    assert not fresh().isEnabledFor(logging.WARNING) and fresh().isEnabledFor(logging.ERROR)
+    monkeypatch.setenv("LOG_LEVEL", "verbose")  # unknown: info here; the settings check reports it
+    assert apply_log_level() == logging.INFO
+    assert fresh().isEnabledFor(logging.INFO) and not fresh().isEnabledFor(logging.DEBUG)
+    assert logging.getLogger("castai_focus_dagster").level == logging.INFO
+    monkeypatch.setenv("LOG_LEVEL", "debug")
+    assert apply_log_level() == logging.DEBUG and fresh().isEnabledFor(logging.DEBUG)
+
+
+def test_log_levels_map_to_logging_levels() -> None:
+    levels = {
+        name: load_settings({"CASTAI_API_URL": "sandbox", "LOG_LEVEL": name}).python_log_level
+        for name in ("debug", "INFO", "warn", "warning", "Error")
+    }
+    assert levels == {
+        "debug": logging.DEBUG,
+        "INFO": logging.INFO,
+        "warn": logging.WARNING,
+        "warning": logging.WARNING,
+        "Error": logging.ERROR,
+    }
 
 
 @pytest.mark.parametrize("doc", SETTINGS_DOC, ids=lambda d: d.env)
@@ -132,6 +216,9 @@ def test_production_settings_parse_lists_and_flags() -> None:
         ({"JOB_BACKFILL_DAYS": "-1"}, "JOB_BACKFILL_DAYS"),
         ({"CASTAI_MAX_CONCURRENCY": "0"}, "CASTAI_MAX_CONCURRENCY"),
         ({"LOG_LEVEL": "verbose"}, "LOG_LEVEL"),
+        ({"JOB_GAP_FILL_DAYS": "-3"}, "JOB_GAP_FILL_DAYS"),
+        ({"SCHEDULE_DEFAULT_STATUS": "paused"}, "SCHEDULE_DEFAULT_STATUS"),
+        ({"DELETE_LEGACY_HOURLY_OBJECTS": "perhaps"}, "DELETE_LEGACY_HOURLY_OBJECTS"),
         ({"FOCUS_ALLOCATION_MODE": "namespace"}, "FOCUS_ALLOCATION_MODE"),
         ({"TERNARY_ENABLED": "maybe"}, "TERNARY_ENABLED"),
         (
@@ -191,9 +278,11 @@ def test_one_error_lists_every_problem() -> None:
         "COLLECTION_INCLUDE_NAMESPACES",
         "CASTAI_API_KEY",
         "CASTAI_ORGANIZATION_ID",
+        "S3_BUCKET",
+        "S3_REGION",
     ):
         assert name in message
-    assert message.startswith("invalid configuration (7 problem(s))")
+    assert message.startswith("invalid configuration (9 problem(s))")
 
 
 def test_secrets_never_appear_in_repr_logs_or_errors(caplog: pytest.LogCaptureFixture) -> None:

@@ -25,6 +25,8 @@ from castai_focus_dagster_tests.dagster_dev import (
     wait_for_code_location,
 )
 
+PREFIX = "focus/"  # the default S3_PREFIX of the original exporter
+
 # dagster_graphql's client still passes variables the way gql 4 deprecates.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:gql.*")
 
@@ -70,7 +72,7 @@ def test_backfill_launched_like_the_console_materialises_each_partition(
     # What the partition view shows for each day must be that day's figures, not the whole run's.
     for key in days:
         published = pq.read_table(
-            exporter_env / data_key("", sandbox_org.organization_id, date.fromisoformat(key), "parquet")
+            exporter_env / data_key(PREFIX, sandbox_org.organization_id, date.fromisoformat(key), "parquet")
         )
         day = metadata[key]
         assert day["dagster/row_count"] == published.num_rows > 0, f"{key}: {day}"

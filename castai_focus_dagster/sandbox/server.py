@@ -16,6 +16,9 @@ Endpoints
 - GET /organization-management/v1/enterprises/{enterpriseId}/organizations (§6.2): paged,
   `{"items": [{"id", "name", "parentId"}], "nextPageCursor"}`; 404 for any other enterprise id.
 - GET /v1/discounts (§7): paged, `discounts` + `nextPageToken`.
+- POST /v1/cost-reports/workload-labels/names (`WorkloadReportAPI_GetWorkloadLabelNames`): body
+  `WorkloadLabelFilters` (`clusterIds`, `namespaces` honoured), paged, `labelNames` + `nextCursor`.
+  INFERRED: the names of every workload of the selected clusters (sandbox workloads exist all the time).
 - GET /healthz: the sandbox's own liveness probe (no auth, no faults; not a Cast AI path).
 
 Conventions (FACT unless marked): decimals are strings with 6 decimals ("0.412800"), `count` is a
@@ -537,6 +540,7 @@ class _SandboxApi:
             (get, re.compile("/organization-management/v1/enterprises/(?P<enterprise_id>[^/]+)"
                              "/organizations"), self._child_organizations),
             (get, re.compile("/v1/discounts"), self._discounts),
+            (frozenset({"POST"}), re.compile("/v1/cost-reports/workload-labels/names"), self._label_names),
         ]  # fmt: skip
 
     # Entry point ------------------------------------------------------------------------------
@@ -765,6 +769,33 @@ class _SandboxApi:
         page, cursor = _paged(request, self._org.child_organizations)
         items = [{"id": c.id, "name": c.name, "parentId": enterprise_id} for c in page]
         return _Response(200, _json_bytes({"items": items, "nextPageCursor": cursor}))
+
+    def _label_names(self, request: _Request, scope: str) -> _Response:
+        """Label names of the workloads of the body's `clusterIds` (empty: every visible cluster)."""
+        missing = [
+            (n, "required RFC 3339 date-time") for n in ("startTime", "endTime") if not request.first(n)
+        ]
+        if missing:
+            raise _ApiError(400, f"invalid request parameters for {request.endpoint()}", missing)
+        try:
+            body = json.loads(request.body) if request.body.strip() else {}
+        except ValueError:
+            raise _ApiError(400, f"invalid WorkloadLabelFilters body for {request.endpoint()}") from None
+        wanted = set(body.get("clusterIds") or []) if isinstance(body, dict) else set()
+        namespaces = set(body.get("namespaces") or []) if isinstance(body, dict) else set()
+        names: set[str] = set()
+        for cluster in self._org.clusters_of(scope):
+            if wanted and cluster.id not in wanted:
+                continue
+            workloads = cluster.workloads
+            for row, labels in enumerate(workloads.labels):
+                if not namespaces or workloads.namespaces[row] in namespaces:
+                    names.update(labels)
+        ordered = sorted(names)
+        page, cursor = _paged(request, ordered)
+        return _Response(
+            200, _json_bytes({"labelNames": list(page), "nextCursor": cursor, "count": str(len(ordered))})
+        )
 
     def _discounts(self, request: _Request, scope: str) -> _Response:
         page, cursor = _paged(request, self._org.discounts)

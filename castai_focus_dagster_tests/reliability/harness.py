@@ -26,7 +26,10 @@ if TYPE_CHECKING:
 
 DAY = "2026-11-01"
 NO_STEP_RETRIES: dict[str, Any] = {"execution": {"config": {"retries": {"disabled": {}}}}}
-EXPORTER_PREFIXES = ("CASTAI_", "COLLECTION_", "FOCUS_", "S3_", "TERNARY_", "JOB_", "SCHEDULE_", "LOCAL_")
+EXPORTER_PREFIXES = (
+    "CASTAI_", "COLLECTION_", "FOCUS_", "S3_", "TERNARY_", "JOB_", "SCHEDULE_", "LOCAL_",
+    "LOG_LEVEL", "DELETE_LEGACY_",
+)  # fmt: skip
 DATA_TREE = "version=focus-1.3/"
 TERNARY_TREE = "ternary/"
 METADATA_TREE = "metadata/"
@@ -130,6 +133,7 @@ def exporter_environment(
         "CASTAI_RATE_LIMIT_RPS": "1000",
         "CASTAI_MAX_RETRIES": "1",
         "CASTAI_TIMEOUT_SECONDS": "10",
+        "S3_PREFIX": "",  # keys at the root, as the trees above and the fault rules are written
         **settings,
     }
     for name, value in values.items():

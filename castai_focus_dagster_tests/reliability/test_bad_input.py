@@ -69,17 +69,24 @@ def clean(server: SandboxServer, org: SandboxOrg) -> Clean:
     headers = {"X-API-Key": org.api_key}
     with httpx.Client(base_url=server.url, headers=headers) as http:
 
-        def get(path: str, **params: str) -> dict[str, Any]:
+        def get(path: str, **params: str | list[str]) -> dict[str, Any]:
             response = http.get(path, params=params)
             response.raise_for_status()
             body: dict[str, Any] = response.json()
             return body
 
+        # Every label, as the exporter asks for them with an empty FOCUS_TAG_ALLOWLIST.
+        names = http.post(
+            "/v1/cost-reports/workload-labels/names",
+            params={"startTime": f"{DAY}T00:00:00Z", "endTime": END.strftime("%Y-%m-%dT%H:%M:%SZ")},
+            json={"clusterIds": [cluster_id]},
+        ).json()["labelNames"]
         workloads = get(
             f"/v1/cost-reports/clusters/{cluster_id}/workload-costs",
             startTime=f"{DAY}T00:00:00Z",
             endTime=END.strftime("%Y-%m-%dT%H:%M:%SZ"),
             stepSeconds=str(STEP),
+            labelsToInclude=names,
             **{"page.limit": "1000"},
         )
         return Clean(
@@ -140,7 +147,8 @@ def export_day(server: SandboxServer, org: SandboxOrg, cluster_id: str, name: st
         try:
             clusters = client.list_clusters([cluster_id])
             result.enrichment = fetch_enrichment(client, logger=logger)
-            result.workloads = client.workload_costs(cluster_id, START, END, STEP)
+            labels = client.workload_label_names(START, END, [cluster_id])  # all, as the exporter asks
+            result.workloads = client.workload_costs(cluster_id, START, END, STEP, labels=labels)
         except CastAIError as exc:
             result.error = exc
             return result

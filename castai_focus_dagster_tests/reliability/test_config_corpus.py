@@ -25,6 +25,8 @@ VALID = {
     "CASTAI_API_URL": "https://api.cast.ai",
     "CASTAI_API_KEY": API_KEY,
     "CASTAI_ORGANIZATION_ID": "7e5b3c1a-0000-4000-8000-00000000c0de",
+    "S3_BUCKET": "finops-costs",
+    "S3_REGION": "eu-west-1",
 }
 
 
@@ -79,7 +81,15 @@ CORPUS = (
     ),
     Invalid("backfill-days-negative", {"JOB_BACKFILL_DAYS": "-1"}, ("JOB_BACKFILL_DAYS",)),
     Invalid("log-level-unknown", {"LOG_LEVEL": "verbose"}, ("LOG_LEVEL",)),
-    Invalid("output-dir-empty", {"LOCAL_OUTPUT_DIR": ""}, ("LOCAL_OUTPUT_DIR",)),
+    Invalid("s3-bucket-missing-against-the-real-api", {"S3_BUCKET": ""}, ("S3_BUCKET",)),
+    Invalid("s3-region-missing-against-the-real-api", {"S3_REGION": ""}, ("S3_REGION",)),
+    Invalid("gap-fill-days-negative", {"JOB_GAP_FILL_DAYS": "-1"}, ("JOB_GAP_FILL_DAYS",)),
+    Invalid("schedule-status-unknown", {"SCHEDULE_DEFAULT_STATUS": "on"}, ("SCHEDULE_DEFAULT_STATUS",)),
+    Invalid(
+        "legacy-hourly-flag-unreadable",
+        {"DELETE_LEGACY_HOURLY_OBJECTS": "maybe"},
+        ("DELETE_LEGACY_HOURLY_OBJECTS",),
+    ),
     Invalid("concurrency-zero", {"CASTAI_MAX_CONCURRENCY": "0"}, ("CASTAI_MAX_CONCURRENCY",)),
     Invalid("rate-limit-zero", {"CASTAI_RATE_LIMIT_RPS": "0"}, ("CASTAI_RATE_LIMIT_RPS",)),
     Invalid("timeout-negative", {"CASTAI_TIMEOUT_SECONDS": "-1"}, ("CASTAI_TIMEOUT_SECONDS",)),
@@ -164,9 +174,16 @@ def test_a_run_with_a_broken_configuration_fails_with_the_whole_list(monkeypatch
     outcome = run_day(dg.DagsterInstance.ephemeral())
     assert not outcome.success
     failures = outcome.failures()
-    listing = [t for t in failures if "invalid configuration (3 problem(s))" in t]
+    # No bucket against the real API: S3_BUCKET and S3_REGION are listed with every other problem.
+    listing = [t for t in failures if "invalid configuration (5 problem(s))" in t]
     assert listing, failures
-    for name in ("CASTAI_API_URL", "COLLECTION_GRANULARITY", "S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY"):
+    for name in (
+        "CASTAI_API_URL",
+        "COLLECTION_GRANULARITY",
+        "S3_BUCKET",
+        "S3_REGION",
+        "S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY",
+    ):
         assert f"  - {name}:" in listing[0]
     assert not [t for t in failures if API_KEY in t or S3_SECRET in t]
 

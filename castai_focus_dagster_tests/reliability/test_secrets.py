@@ -142,9 +142,10 @@ def test_no_secret_in_anything_a_run_produced(
 
 
 def test_the_key_travels_over_plain_http_only_to_loopback() -> None:
+    real_api = {"CASTAI_API_KEY": API_KEY, "CASTAI_ORGANIZATION_ID": "o", "S3_BUCKET": "b", "S3_REGION": "r"}
     for url in ("http://api.cast.ai", "http://10.0.0.8:8080", "http://castai.internal"):
         with pytest.raises(ConfigError) as config_error:
-            load_settings({"CASTAI_API_URL": url, "CASTAI_API_KEY": API_KEY, "CASTAI_ORGANIZATION_ID": "o"})
+            load_settings({"CASTAI_API_URL": url, **real_api})
         assert "CASTAI_API_URL: plain http" in str(config_error.value) and API_KEY not in str(
             config_error.value
         )
@@ -161,7 +162,7 @@ def test_the_key_travels_over_plain_http_only_to_loopback() -> None:
         "http://[::1]:8080",
         "https://api.eu.cast.ai",
     ):
-        load_settings({"CASTAI_API_URL": url, "CASTAI_API_KEY": API_KEY, "CASTAI_ORGANIZATION_ID": "o"})
+        load_settings({"CASTAI_API_URL": url, **real_api})
         CastAIClient(url, API_KEY, organization_id="o").close()
 
 
