@@ -30,7 +30,7 @@ from castai_focus_dagster.sandbox.org import (
     LIST_PRICES,
     Discount,
 )
-from castai_focus_dagster_tests.test_pipeline import day_total_from_sandbox
+from castai_focus_dagster_tests.test_pipeline import PREFIX, day_total_from_sandbox
 
 DAY = "2026-11-01"
 REPO = Path(__file__).resolve().parents[1]
@@ -71,7 +71,7 @@ def materialize(instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
 
 
 def published(out: Path, org: SandboxOrg) -> pa.Table:
-    return pq.read_table(out / data_key("", org.organization_id, date.fromisoformat(DAY), "parquet"))
+    return pq.read_table(out / data_key(PREFIX, org.organization_id, date.fromisoformat(DAY), "parquet"))
 
 
 def rows(table: pa.Table, cluster_id: str, resource: str, tier: str) -> pa.Table:
@@ -151,7 +151,7 @@ def test_prices_follow_each_clusters_source_and_discount_scope(
         f"/v1/cost-reports/clusters/{c.id}/cost" for c in org.clusters if c.provider_type != "anywhere"
     )
     pricing = result.asset_materializations_for_node("focus_cost_and_usage")[0].metadata["pricing"].value
-    manifest = json.loads((env / manifest_key("", date.fromisoformat(DAY))).read_text())
+    manifest = json.loads((env / manifest_key(PREFIX, date.fromisoformat(DAY))).read_text())
     assert manifest["extra"]["pricing"] == pricing
     assert isinstance(pricing, dict)
     assert pricing["listing_missing"] == []

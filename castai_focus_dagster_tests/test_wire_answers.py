@@ -39,7 +39,7 @@ from castai_focus_dagster.castai_decode import (
 )
 from castai_focus_dagster.layout import data_key, manifest_key
 from castai_focus_dagster.sandbox import CannedResponse, SandboxOrg, SandboxServer
-from castai_focus_dagster_tests.test_pipeline import DAY, run
+from castai_focus_dagster_tests.test_pipeline import DAY, PREFIX, run
 
 START = datetime.fromisoformat(DAY).replace(tzinfo=UTC)
 END = START + timedelta(days=1)
@@ -224,7 +224,7 @@ def test_the_client_keeps_every_dollar_of_workloads_without_names(
 
 
 def _published(out: Path, org: SandboxOrg) -> Path:
-    return out / data_key("", org.organization_id, date.fromisoformat(DAY), "parquet")
+    return out / data_key(PREFIX, org.organization_id, date.fromisoformat(DAY), "parquet")
 
 
 def _events(instance: dg.DagsterInstance, run_id: str, kind: str) -> list[Any]:
@@ -258,7 +258,7 @@ def test_a_wrong_bucket_size_fails_the_run_and_publishes_nothing(
     assert cluster in text and ("cluster-cost" if endpoint == "cost" else "workload-costs") in text
     assert "86400s buckets" in text and "stepSeconds=3600" in text
     assert not _published(exporter_env, sandbox_org).exists()
-    assert not (exporter_env / manifest_key("", date.fromisoformat(DAY))).exists()
+    assert not (exporter_env / manifest_key(PREFIX, date.fromisoformat(DAY))).exists()
 
 
 def test_a_cluster_without_data_is_recorded_and_the_others_publish(
@@ -272,7 +272,7 @@ def test_a_cluster_without_data_is_recorded_and_the_others_publish(
         meta = result.asset_materializations_for_node("focus_cost_and_usage")[0].metadata
         checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
     expected = [{"cluster_id": quiet.id, "cluster_name": quiet.name, "reason": "NoMetricsServer"}]
-    manifest = json.loads((exporter_env / manifest_key("", date.fromisoformat(DAY))).read_text())
+    manifest = json.loads((exporter_env / manifest_key(PREFIX, date.fromisoformat(DAY))).read_text())
     assert manifest["extra"]["clusters_without_data"] == expected
     assert meta["clusters_without_data"].value == expected
     check = checks["focus_clusters_with_data"]
@@ -353,7 +353,7 @@ def test_a_wrongly_shaped_child_listing_falls_back_to_clusters_and_is_recorded(
         assert result.success
         meta = result.asset_materializations_for_node("focus_cost_and_usage")[0].metadata
     assert meta["enrichment_missing"].value == {"enterprise_organizations": "invalid response"}
-    manifest = json.loads((exporter_env / manifest_key("", date.fromisoformat(DAY))).read_text())
+    manifest = json.loads((exporter_env / manifest_key(PREFIX, date.fromisoformat(DAY))).read_text())
     assert manifest["extra"]["enrichment_missing"] == {"enterprise_organizations": "invalid response"}
     table = pq.read_table(_published(exporter_env, sandbox_org))
     assert _accounts(table) == {(c.id, c.organization_id, "Acme", c.id, c.name) for c in sandbox_org.clusters}
