@@ -109,6 +109,17 @@ def castai_clusters(context: dg.AssetExecutionContext, castai: CastAIResource) -
         clusters = castai.client.list_clusters(
             settings.collection_include_cluster_ids, settings.collection_exclude_cluster_ids
         )
+    unknown = sorted(set(settings.collection_include_cluster_ids) - {c.id for c in clusters})
+    if unknown:
+        # A typo here would export (and publish over) a day without those clusters' costs.
+        raise dg.Failure(
+            description=(
+                f"configuration error: COLLECTION_INCLUDE_CLUSTER_IDS names cluster id(s) that Cast AI "
+                f"organisation {settings.organization_id} does not have: {', '.join(unknown)} "
+                f"(it has {len(clusters)} of the listed ids). Fix the variable; nothing was exported."
+            ),
+            allow_retries=False,
+        )
     context.add_output_metadata(
         {
             "clusters": len(clusters),
@@ -269,6 +280,7 @@ def focus_cost_and_usage(
             enrichment_completeness=enrichment.completeness,
             enrichment_missing=dict(enrichment.missing),
             allocation_mode=settings.focus_allocation_mode,
+            cluster_ids=sorted(clusters),
         )
         report = day.audit
         if not report.passed:

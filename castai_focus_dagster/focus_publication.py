@@ -15,12 +15,14 @@ from typing import Any, BinaryIO
 
 import dagster as dg
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from castai_focus_dagster import __version__
 from castai_focus_dagster.audit import AuditReport, combine_reports
 from castai_focus_dagster.focus_schema import FOCUS_COLUMNS, FOCUS_SCHEMA, PROVIDER_TAG_PREFIX
 from castai_focus_dagster.layout import DataFormat
 from castai_focus_dagster.object_store import ObjectStore
+from castai_focus_dagster.publication_guard import ChangeKind
 from castai_focus_dagster.publish import Payload, PublishRequest, publish_partition
 from castai_focus_dagster.serialize import focus_writer, iter_focus_batches
 from castai_focus_dagster.settings import Settings
@@ -55,6 +57,8 @@ class FocusDay:
     enrichment_completeness: float
     enrichment_missing: dict[str, str] = field(default_factory=dict)
     allocation_mode: str = "workload"
+    # Listed cluster id -> (rows, Σ BilledCost), zeros included: what the replacement guard compares.
+    cluster_totals: dict[str, tuple[int, float]] | None = None
 
     def discard(self) -> None:
         self.data.close()
@@ -68,6 +72,7 @@ def encode_focus_day(
     enrichment_completeness: float,
     enrichment_missing: dict[str, str],
     allocation_mode: str = "workload",
+    cluster_ids: Iterable[str] | None = None,
 ) -> FocusDay:
     """Encode a day's FOCUS batches, each with its audit report, into one object in a temporary file.
 
@@ -80,10 +85,12 @@ def encode_focus_day(
         writer = focus_writer(fmt, data)
         reports: list[AuditReport] = []
         preview = FOCUS_SCHEMA.empty_table()
+        totals: dict[str, tuple[int, float]] = dict.fromkeys(cluster_ids or (), (0, 0.0))
         try:
             for table, report in batches:
                 writer.write(table)
                 reports.append(report)
+                _add_cluster_totals(totals, table)
                 if preview.num_rows < PREVIEW_ROWS and table.num_rows:
                     # take() copies: a slice would keep the whole batch alive.
                     head = table.take(pa.array(range(min(PREVIEW_ROWS - preview.num_rows, table.num_rows))))
@@ -103,7 +110,27 @@ def encode_focus_day(
         enrichment_completeness=enrichment_completeness,
         enrichment_missing=enrichment_missing,
         allocation_mode=allocation_mode,
+        cluster_totals=dict(sorted(totals.items())) if cluster_ids is not None else None,
     )
+
+
+def _add_cluster_totals(totals: dict[str, tuple[int, float]], table: pa.Table) -> None:
+    """Rows and Σ BilledCost per x_CastAIClusterId of one batch, added to `totals` (vectorised)."""
+    if not table.num_rows:
+        return
+    grouped = (
+        pa.table({"cluster": pc.cast(table["x_CastAIClusterId"], pa.string()), "cost": table["BilledCost"]})
+        .group_by("cluster")
+        .aggregate([("cost", "sum"), ("cost", "count")])
+    )
+    for cid, cost, rows in zip(
+        grouped["cluster"].to_pylist(),
+        grouped["cost_sum"].to_pylist(),
+        grouped["cost_count"].to_pylist(),
+        strict=True,
+    ):
+        before_rows, before_cost = totals.get(cid, (0, 0.0))
+        totals[cid] = (before_rows + int(rows), before_cost + float(cost or 0.0))
 
 
 @dataclass(frozen=True)
@@ -113,6 +140,7 @@ class PublishedDay:
     manifest_key: str
     checksum_sha256: str
     bytes: int
+    allowed_changes: list[str] = field(default_factory=list)
 
     @property
     def row_count(self) -> int:
@@ -190,7 +218,13 @@ def decode_check(data: Payload, fmt: str, expected_rows: int) -> None:
         raise ValueError(f"staged object holds {rows} rows, expected {expected_rows}")
 
 
-def publish_focus_day(store: ObjectStore, settings: Settings, day: FocusDay, run_id: str) -> PublishedDay:
+def publish_focus_day(
+    store: ObjectStore,
+    settings: Settings,
+    day: FocusDay,
+    run_id: str,
+    allow_changes: frozenset[ChangeKind] = frozenset(),
+) -> PublishedDay:
     fmt = day.fmt
     request = PublishRequest(
         day=day.window.day,
@@ -213,6 +247,7 @@ def publish_focus_day(store: ObjectStore, settings: Settings, day: FocusDay, run
             "enrichment_completeness": day.enrichment_completeness,
             "enrichment_missing": day.enrichment_missing,
         },
+        cluster_totals=day.cluster_totals,
     )
     result = publish_partition(
         store,
@@ -220,6 +255,7 @@ def publish_focus_day(store: ObjectStore, settings: Settings, day: FocusDay, run
         prefix=settings.s3_prefix,
         ternary_prefix=settings.ternary_path_prefix if settings.ternary_enabled else None,
         audit=lambda staged: decode_check(staged, fmt, day.row_count),
+        allow_changes=allow_changes,
     )
     return PublishedDay(
         day=day,
@@ -227,6 +263,7 @@ def publish_focus_day(store: ObjectStore, settings: Settings, day: FocusDay, run
         manifest_key=result.manifest_key,
         checksum_sha256=result.checksum_sha256,
         bytes=result.bytes,
+        allowed_changes=result.allowed_changes,
     )
 
 

@@ -55,7 +55,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("Tags", "string"),
     ("x_CastAIClusterId", "string"),
 )
-METADATA = set(layout.metadata_keys(PREFIX).values())
+METADATA = set(layout.metadata_keys(PREFIX).values()) | {layout.organization_marker_key(PREFIX)}
 
 
 def request(
@@ -68,7 +68,7 @@ def request(
         organization_id=ORG,
         fmt=fmt,
         data=data,
-        row_count=len(data),  # any count: the manifest must repeat it
+        row_count=1000,  # any count: the manifest must repeat it (constant: the fakes differ in size)
         totals={"BilledCost": 12.5, "EffectiveCost": 12.5, "ListCost": 15.0, "ContractedCost": 13.75},
         source_window=(start, start + timedelta(days=1)),
         step_seconds=3600,
@@ -237,9 +237,11 @@ def test_manifest_is_written_last_and_describes_the_data(store: ObjectStore) -> 
     writes = recorder.writes()
     manifest_key = layout.manifest_key(PREFIX, DAY)
     final = layout.data_key(PREFIX, ORG, DAY, "parquet")
-    assert writes[0] == ("put", layout.staging_key(PREFIX, final, "run-1"))
-    assert writes[1:3] == [("copy", final), ("copy", TERNARY + final)]
-    assert {key for _, key in writes[3:-1]} <= METADATA
+    # The prefix's organisation marker comes first: the first publication claims the prefix.
+    assert writes[0] == ("put", layout.organization_marker_key(PREFIX))
+    assert writes[1] == ("put", layout.staging_key(PREFIX, final, "run-1"))
+    assert writes[2:4] == [("copy", final), ("copy", TERNARY + final)]
+    assert {key for _, key in writes[4:-1]} <= METADATA
     assert writes[-1] == ("put", manifest_key)
     after_manifest = recorder.calls[recorder.calls.index(("put", manifest_key)) + 1 :]
     assert after_manifest and all(

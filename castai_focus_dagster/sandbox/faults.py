@@ -11,7 +11,8 @@ Precedence on one request: `timeout_paths` and `rate_slow` delay the answer (del
 the first matching `fail_paths` entry, then `rate_429`, then `rate_5xx` replace the answer; if none
 did, `html_error_paths` replaces a successful body by an HTML page (status 200) and
 `malformed_json_paths` truncates it. `cursor_loop` and `duplicate_workloads` change the
-workload-costs pagination itself and are applied by the server. `responses` (bad-input tests) serve
+workload-costs pagination itself and are applied by the server, as `unlisted_clusters` and
+`unlist_all_clusters` change the cluster list (a partial or empty answer). `responses` (bad-input tests) serve
 a scripted `CannedResponse` instead of the sandbox's own answer; delays and error statuses above still
 come first, and a canned answer is never corrupted further.
 
@@ -84,6 +85,10 @@ class Faults:
     timeout_seconds: float = 30.0
     cursor_loop: bool = False  # workload-costs always returns the same non-empty nextCursor
     duplicate_workloads: bool = False  # every later page repeats the previous page's last workload
+    # Cluster ids the cluster list leaves out (a partial answer); their other endpoints still answer.
+    # Every cluster when `unlist_all_clusters`: the list answers 200 {"items": []}.
+    unlisted_clusters: frozenset[str] = frozenset()
+    unlist_all_clusters: bool = False
     responses: dict[str, Responder] = field(default_factory=dict)  # regex -> scripted answers
     seed: int = 0
     keyed: bool = False  # draws per request identity instead of one stream in arrival order

@@ -92,8 +92,14 @@ class RunOutcome:
         ]
 
 
-def run_day(instance: dg.DagsterInstance, day: str = DAY) -> RunOutcome:
-    """One daily partition through the whole job (assets and checks), step retries off."""
+def run_day(
+    instance: dg.DagsterInstance,
+    day: str = DAY,
+    *,
+    tags: Mapping[str, str] | None = None,
+    step_retries: bool = False,
+) -> RunOutcome:
+    """One daily partition through the whole job (assets and checks), step retries off unless asked."""
     job = dg.reconstructable(focus_export_job)
     # Dagster memoises the last loaded definition; load it again in this test's environment.
     type(job).get_definition.cache_clear()
@@ -102,8 +108,8 @@ def run_day(instance: dg.DagsterInstance, day: str = DAY) -> RunOutcome:
         with dg.execute_job(
             job,
             instance=instance,
-            tags={"dagster/partition": day},
-            run_config=NO_STEP_RETRIES,
+            tags={"dagster/partition": day, **(tags or {})},
+            run_config={} if step_retries else NO_STEP_RETRIES,
             raise_on_error=False,
         ) as result:
             run_id = result.run_id
