@@ -348,12 +348,13 @@ def check_prefix_owner(store: ObjectStore, prefix: str, organization_id: str) ->
     owner, where = _prefix_owner(store, prefix)
     if owner is not None and owner != organization_id:
         raise PrefixOwnedError(
-            f"{store.describe(prefix)} holds the FOCUS export of Cast AI organisation {owner} "
+            f"S3_PREFIX {prefix!r} holds the FOCUS export of Cast AI organisation {owner} "
             f"(recorded in {where}), but CASTAI_ORGANIZATION_ID is {organization_id}. One S3_PREFIX holds "
             f"one organisation (two would make every total count twice); nothing was written. Set S3_PREFIX "
             f"to a new prefix for {organization_id}; or, if {owner} was a mistake, delete its objects under "
             f"the prefix (castai-focus-{owner}-* data files, the manifests under "
-            f"{store.describe(manifest_dir(prefix))} and {store.describe(organization_marker_key(prefix))}) "
+            f"{store.describe(manifest_dir(prefix).rstrip('/'))}/ and "
+            f"{store.describe(organization_marker_key(prefix))}) "
             "and re-run."
         )
     return owner is not None and where == store.describe(organization_marker_key(prefix))
