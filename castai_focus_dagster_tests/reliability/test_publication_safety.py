@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ import pytest
 from castai_focus_dagster.publication_guard import ALLOW_SHRINK_TAG
 from castai_focus_dagster.sandbox import SandboxOrg, SandboxServer
 from castai_focus_dagster_tests.reliability.harness import (
+    DAY,
     RunOutcome,
     bucket_objects,
     consistency_problems,
@@ -265,3 +267,41 @@ def test_leftovers_of_a_killed_run_are_removed_by_the_next_run_of_the_day(
     )
     assert [p for p in tree.rglob("*") if p.is_file()] and not [p for p in tree.rglob(".*")]
     assert data.read_bytes() == good  # the re-run is byte-identical
+
+
+def test_the_override_tag_through_the_cli_as_operators_use_it(
+    tmp_path: Path, sandbox: SandboxServer, org: SandboxOrg, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out"
+    exporter_environment(
+        monkeypatch, sandbox.url, org.api_key, org.organization_id, LOCAL_OUTPUT_DIR=str(out)
+    )
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert run_day(instance).success
+    (manifest_path,) = out.rglob("manifest.json")
+    gone = org.clusters[0].id
+    sandbox.faults.unlisted_clusters = frozenset({gone})
+    (tmp_path / "home").mkdir()
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home")}
+
+    def execute(tags: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        command = [
+            sys.executable,
+            "-m",
+            "dagster",
+            "job",
+            "execute",
+            "-m",
+            "castai_focus_dagster.definitions",
+        ]
+        command += ["-j", "focus_export_job", "--tags", json.dumps({"dagster/partition": DAY, **tags})]
+        return subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+
+    before = manifest_path.read_bytes()
+    refused = execute({})
+    assert refused.returncode != 0
+    assert "no longer listed by Cast AI" in refused.stdout + refused.stderr
+    assert manifest_path.read_bytes() == before
+    allowed = execute({ALLOW_SHRINK_TAG: "true"})
+    assert allowed.returncode == 0, allowed.stderr[-3000:]
+    assert gone not in json.loads(manifest_path.read_bytes())["clusters"]
