@@ -471,7 +471,7 @@ class S3ObjectStore:
             code = str(exc.response.get("Error", {}).get("Code"))
             if code in ("404", "NoSuchBucket", "NotFound"):
                 raise ObjectStoreError(
-                    f"S3 bucket {self.bucket} does not exist (HeadBucket: {code}); "
+                    f"S3 bucket {self.bucket} does not exist (HeadBucket: {code}, NoSuchBucket); "
                     "create it or fix S3_BUCKET",
                     permanent=True,
                 ) from None
