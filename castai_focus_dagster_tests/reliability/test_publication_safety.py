@@ -8,6 +8,7 @@ organisation id, a missing bucket), and compare the published bytes before and a
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
+import pyarrow.parquet as pq
 import pytest
 
 from castai_focus_dagster.publication_guard import ALLOW_SHRINK_TAG
@@ -32,6 +34,7 @@ from castai_focus_dagster_tests.reliability.harness import (
     run_day,
     s3_settings,
 )
+from castai_focus_dagster_tests.reliability.s3_proxy import Rule, S3FaultProxy, S3Request
 from castai_focus_dagster_tests.s3_server import S3TestServer, s3_server_fixture  # noqa: F401
 
 RETRY_EVENTS = {"STEP_UP_FOR_RETRY", "STEP_RESTARTED"}
@@ -305,3 +308,76 @@ def test_the_override_tag_through_the_cli_as_operators_use_it(
     allowed = execute({ALLOW_SHRINK_TAG: "true"})
     assert allowed.returncode == 0, allowed.stderr[-3000:]
     assert gone not in json.loads(manifest_path.read_bytes())["clusters"]
+
+
+CHILD = """
+import sys
+import dagster as dg
+from castai_focus_dagster_tests.reliability.harness import run_day
+
+with dg.DagsterInstance.get() as instance:
+    outcome = run_day(instance, sys.argv[1])
+sys.exit(0 if outcome.success else 1)
+"""
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_overlapping_runs_of_one_day_never_leave_a_manifest_describing_the_other_runs_object(
+    s3_server: S3TestServer,
+    sandbox: SandboxServer,
+    org: SandboxOrg,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Run A (a process) reaches its manifest write; the proxy holds that request while run B (another
+    process, other data) publishes the same day from start to end; then A's request goes on."""
+    client, bucket = s3_server.client(), s3_server.new_bucket()
+    with S3FaultProxy(s3_server.endpoint_url) as proxy:
+
+        def configure(account: str) -> None:
+            exporter_environment(
+                monkeypatch,
+                sandbox.url,
+                org.api_key,
+                org.organization_id,
+                FOCUS_BILLING_ACCOUNT_NAME=account,
+                **s3_settings(proxy.url, bucket),
+            )
+
+        def child(account: str, home: Path) -> tuple[list[str], dict[str, str]]:
+            home.mkdir()
+            env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_")}
+            env |= {"DAGSTER_HOME": str(home), "PYTHONPATH": str(REPO), "FOCUS_BILLING_ACCOUNT_NAME": account}
+            return [sys.executable, "-c", CHILD, DAY], env
+
+        configure("before")
+        with dg.DagsterInstance.ephemeral() as instance:
+            assert run_day(instance).success
+
+        b_result: list[subprocess.CompletedProcess[bytes]] = []
+
+        def run_b_to_the_end(request: S3Request) -> bool:
+            command, env = child("run-b", tmp_path / "home-b")
+            b_result.append(subprocess.run(command, env=env, cwd=REPO, capture_output=True, timeout=300))
+            return False  # then forward A's manifest write
+
+        command, env = child("run-a", tmp_path / "home-a")
+        rule = Rule("PUT", r"/manifest\.json$", times=1, on_match=run_b_to_the_end, forward=True)
+        with proxy.failing(rule):
+            a_result = subprocess.run(command, env=env, cwd=REPO, capture_output=True, timeout=600)
+    assert rule.matched == 1
+    (b,) = b_result
+    assert b.returncode == 0, b.stdout[-3000:]
+    a_output = (a_result.stdout + a_result.stderr).decode(errors="replace")
+    assert a_result.returncode != 0 and "was replaced by another run" in a_output, a_output[-3000:]
+    final = bucket_objects(client, bucket)
+    assert consistency_problems(final) == []  # the manifest describes exactly the bytes present
+    names = {
+        name
+        for key, data in final.items()
+        if key.startswith("version=focus-1.3/")
+        for name in pq.read_table(io.BytesIO(data), columns=["BillingAccountName"])[
+            "BillingAccountName"
+        ].to_pylist()
+    }
+    assert names == {"run-b"}
