@@ -104,6 +104,17 @@ def castai_clusters(context: dg.AssetExecutionContext, castai: CastAIResource) -
         clusters = castai.client.list_clusters(
             settings.collection_include_cluster_ids, settings.collection_exclude_cluster_ids
         )
+    unknown = sorted(set(settings.collection_include_cluster_ids) - {c.id for c in clusters})
+    if unknown:
+        # A typo here would export (and publish over) a day without those clusters' costs.
+        raise dg.Failure(
+            description=(
+                f"configuration error: COLLECTION_INCLUDE_CLUSTER_IDS names cluster id(s) that Cast AI "
+                f"organisation {settings.organization_id} does not have: {', '.join(unknown)} "
+                f"(it has {len(clusters)} of the listed ids). Fix the variable; nothing was exported."
+            ),
+            allow_retries=False,
+        )
     # BillingAccountId is the cluster's organisation; a cluster that names none falls back to ours.
     without_org = sorted(c.id for c in clusters if not c.organization_id)
     if without_org:
@@ -341,6 +352,7 @@ def focus_cost_and_usage(
                 int(w["count"]) for w in warnings if w["rule"] == MISSING_WORKLOAD_IDENTITY
             ),
             pricing=lambda: _pricing_summary(enrichment, clusters, listing, stats, window),
+            cluster_ids=sorted(clusters),
         )
         _log_pricing(context, key, day.pricing)
         report = day.audit

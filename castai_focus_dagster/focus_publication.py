@@ -15,12 +15,14 @@ from typing import Any, BinaryIO
 
 import dagster as dg
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from castai_focus_dagster import __version__
 from castai_focus_dagster.audit import AuditReport, combine_reports
 from castai_focus_dagster.focus_schema import FOCUS_COLUMNS, FOCUS_SCHEMA
 from castai_focus_dagster.layout import DataFormat
 from castai_focus_dagster.object_store import ObjectStore
+from castai_focus_dagster.publication_guard import ChangeKind
 from castai_focus_dagster.publish import Payload, PublishRequest, publish_partition
 from castai_focus_dagster.serialize import focus_writer, iter_focus_batches
 from castai_focus_dagster.settings import Settings
@@ -60,6 +62,8 @@ class FocusDay:
     clusters_without_data: list[dict[str, str]] = field(default_factory=list)
     workloads_missing_identity: int = 0
     pricing: dict[str, Any] = field(default_factory=dict)  # what the price rules did (discounts, sources)
+    # Listed cluster id -> (rows, Σ BilledCost), zeros included: what the replacement guard compares.
+    cluster_totals: dict[str, tuple[int, float]] | None = None
 
     def discard(self) -> None:
         self.data.close()
@@ -76,6 +80,7 @@ def encode_focus_day(
     clusters_without_data: list[dict[str, str]] | None = None,
     workloads_missing_identity: int = 0,
     pricing: Callable[[], dict[str, Any]] | None = None,
+    cluster_ids: Iterable[str] | None = None,
 ) -> FocusDay:
     """Encode a day's FOCUS batches, each with its audit report, into one object in a temporary file.
 
@@ -89,10 +94,12 @@ def encode_focus_day(
         writer = focus_writer(fmt, data)
         reports: list[AuditReport] = []
         preview = FOCUS_SCHEMA.empty_table()
+        totals: dict[str, tuple[int, float]] = dict.fromkeys(cluster_ids or (), (0, 0.0))
         try:
             for table, report in batches:
                 writer.write(table)
                 reports.append(report)
+                _add_cluster_totals(totals, table)
                 if preview.num_rows < PREVIEW_ROWS and table.num_rows:
                     # take() copies: a slice would keep the whole batch alive.
                     head = table.take(pa.array(range(min(PREVIEW_ROWS - preview.num_rows, table.num_rows))))
@@ -115,7 +122,27 @@ def encode_focus_day(
         clusters_without_data=list(clusters_without_data or []),
         workloads_missing_identity=workloads_missing_identity,
         pricing=pricing() if pricing is not None else {},
+        cluster_totals=dict(sorted(totals.items())) if cluster_ids is not None else None,
     )
+
+
+def _add_cluster_totals(totals: dict[str, tuple[int, float]], table: pa.Table) -> None:
+    """Rows and Σ BilledCost per x_CastAIClusterId of one batch, added to `totals` (vectorised)."""
+    if not table.num_rows:
+        return
+    grouped = (
+        pa.table({"cluster": pc.cast(table["x_CastAIClusterId"], pa.string()), "cost": table["BilledCost"]})
+        .group_by("cluster")
+        .aggregate([("cost", "sum"), ("cost", "count")])
+    )
+    for cid, cost, rows in zip(
+        grouped["cluster"].to_pylist(),
+        grouped["cost_sum"].to_pylist(),
+        grouped["cost_count"].to_pylist(),
+        strict=True,
+    ):
+        before_rows, before_cost = totals.get(cid, (0, 0.0))
+        totals[cid] = (before_rows + int(rows), before_cost + float(cost or 0.0))
 
 
 @dataclass(frozen=True)
@@ -128,6 +155,7 @@ class PublishedDay:
     legacy_hourly_keys: list[str] = field(default_factory=list)  # the Go exporter's hour objects
     legacy_deleted: bool = False
     stale_deleted_keys: list[str] = field(default_factory=list)
+    allowed_changes: list[str] = field(default_factory=list)
 
     @property
     def row_count(self) -> int:
@@ -211,7 +239,13 @@ def decode_check(data: Payload, fmt: str, expected_rows: int) -> None:
         raise ValueError(f"staged object holds {rows} rows, expected {expected_rows}")
 
 
-def publish_focus_day(store: ObjectStore, settings: Settings, day: FocusDay, run_id: str) -> PublishedDay:
+def publish_focus_day(
+    store: ObjectStore,
+    settings: Settings,
+    day: FocusDay,
+    run_id: str,
+    allow_changes: frozenset[ChangeKind] = frozenset(),
+) -> PublishedDay:
     fmt = day.fmt
     request = PublishRequest(
         day=day.window.day,
@@ -236,6 +270,7 @@ def publish_focus_day(store: ObjectStore, settings: Settings, day: FocusDay, run
             "workloads_missing_identity": day.workloads_missing_identity,
             "pricing": day.pricing,
         },
+        cluster_totals=day.cluster_totals,
     )
     result = publish_partition(
         store,
@@ -244,6 +279,7 @@ def publish_focus_day(store: ObjectStore, settings: Settings, day: FocusDay, run
         ternary_prefix=settings.ternary_path_prefix if settings.ternary_enabled else None,
         audit=lambda staged: decode_check(staged, fmt, day.row_count),
         delete_legacy_hourly=settings.delete_legacy_hourly_objects,
+        allow_changes=allow_changes,
     )
     return PublishedDay(
         day=day,
@@ -254,6 +290,7 @@ def publish_focus_day(store: ObjectStore, settings: Settings, day: FocusDay, run
         legacy_hourly_keys=result.legacy_hourly_keys,
         legacy_deleted=result.legacy_deleted,
         stale_deleted_keys=result.stale_deleted_keys,
+        allowed_changes=result.allowed_changes,
     )
 
 

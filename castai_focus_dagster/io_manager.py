@@ -7,8 +7,10 @@ its deterministic Hive key (plus the Ternary copy), then FOCUS metadata and the 
 Objects move between the store and temporary files (`put_file` / `get_file`), never whole in memory.
 """
 
+import errno
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -18,6 +20,9 @@ from castai_focus_dagster import intermediates
 from castai_focus_dagster.daily import DailyValues
 from castai_focus_dagster.focus_publication import PublishedDay, publish_focus_day
 from castai_focus_dagster.layout import internal_key
+from castai_focus_dagster.object_store import ObjectStoreError
+from castai_focus_dagster.publication_guard import allowed_kinds
+from castai_focus_dagster.publish import PrefixOwnedError, ReplacementRefused
 from castai_focus_dagster.resources import FocusStorageResource
 
 
@@ -70,10 +75,11 @@ class FocusIOManager(dg.ConfigurableIOManager):
             raise dg.DagsterInvariantViolationError(
                 f"{name} must return DailyValues, got {type(obj).__name__}"
             )
-        if name == PUBLISHED_ASSET:
-            self._publish(context, obj)
-        else:
-            self._store_intermediate(context, name, obj)
+        with _permanent_failures_fail_fast():
+            if name == PUBLISHED_ASSET:
+                self._publish(context, obj)
+            else:
+                self._store_intermediate(context, name, obj)
 
     def load_input(self, context: dg.InputContext) -> DailyValues[Any]:
         name = context.asset_key.path[-1]
@@ -124,13 +130,16 @@ class FocusIOManager(dg.ConfigurableIOManager):
 
     def _publish(self, context: dg.OutputContext, obj: DailyValues[Any]) -> None:
         days: list[PublishedDay] = []
+        allow = allowed_kinds(context.step_context.run_tags)
         for key, day_result in obj.items():
             try:
                 published = publish_focus_day(
-                    self.storage.store, self.storage.settings, day_result, context.run_id
+                    self.storage.store, self.storage.settings, day_result, context.run_id, allow
                 )
             finally:
                 day_result.discard()  # the encoded day's temporary file
+            for change in published.allowed_changes:
+                context.log.warning(f"{key}: published a change allowed by the run's tags: {change}")
             days.append(published)
             context.log.info(f"published {key}: {published.row_count} rows to {', '.join(published.keys)}")
             _log_removed_and_legacy(context, key, published)
@@ -157,6 +166,28 @@ def _log_removed_and_legacy(context: dg.OutputContext, key: str, published: Publ
             "day's object; readers of the tree count that day twice. Delete them or set "
             f"DELETE_LEGACY_HOURLY_OBJECTS=true: {', '.join(published.legacy_hourly_keys)}"
         )
+
+
+# Errors no retry can heal: a full disk, a read-only folder, a missing bucket, a refused replacement.
+_PERMANENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+
+
+@contextmanager
+def _permanent_failures_fail_fast() -> Iterator[None]:
+    """Fail at once, without the step's retry policy (which would call Cast AI again for nothing)."""
+    try:
+        yield
+    except (ReplacementRefused, PrefixOwnedError) as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
+    except ObjectStoreError as exc:
+        if not exc.permanent:
+            raise
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
+    except OSError as exc:  # a temporary file of the run itself (disk full)
+        if exc.errno not in _PERMANENT_ERRNOS:
+            raise
+        where = f" ({exc.filename})" if exc.filename else " (the temporary folder)"
+        raise dg.Failure(description=f"cannot write{where}: {exc.strerror}", allow_retries=False) from exc
 
 
 def _day(partition_key: str) -> Any:

@@ -57,6 +57,11 @@ def metadata_dir(prefix: str) -> str:
     return f"{prefix}metadata/focus-{FOCUS_VERSION}/"
 
 
+def organization_marker_key(prefix: str) -> str:
+    """Records the one organisation whose export the prefix holds (written at the first publication)."""
+    return f"{prefix}metadata/organization.json"
+
+
 def manifest_dir(prefix: str) -> str:
     """Folder holding every partition manifest (listed to reconcile Recency)."""
     return f"{metadata_dir(prefix)}manifests/"

@@ -11,11 +11,15 @@ memory: a day of a large organisation is hundreds of MB, and memory must not gro
 from __future__ import annotations
 
 import base64
+import errno
+import fcntl
 import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, runtime_checkable
 
@@ -30,8 +34,26 @@ from castai_focus_dagster.settings import Settings
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-# Temporary files of LocalObjectStore.put are ".<name>.<random>.tmp" next to the target; list() hides them.
+# Temporary files of LocalObjectStore.put live in this folder at the root of the store, outside every
+# key a consumer reads (never next to the target inside version=focus-1.3/); list() skips it.
+TMP_DIR = ".castai-focus-tmp"
 _TMP_SUFFIX = ".tmp"
+_LOCK_NAME = "publish.lock"
+# A temporary file untouched for this long belongs to a dead writer (a live one writes continuously).
+STALE_TMP_SECONDS = 3600
+# OS errors that no retry can heal: full disk or quota, read-only or forbidden folder.
+_PERMANENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+# S3 error codes that no retry can heal: the bucket, the credentials or the permissions are wrong.
+_PERMANENT_S3_CODES = {
+    "NoSuchBucket",
+    "AccessDenied",
+    "AllAccessDisabled",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "InvalidBucketName",
+    "AccountProblem",
+}
+_PRECONDITION_CODES = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
 _S3_TOTAL_ATTEMPTS = 5  # first try + 4 retries (standard mode: capped exponential backoff, jitter)
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
 _COPY_CHUNK = 1 << 20
@@ -47,7 +69,18 @@ class ObjectNotFound(KeyError):
 
 
 class ObjectStoreError(RuntimeError):
-    """A store operation failed; the message names the operation and the object (never credentials)."""
+    """A store operation failed; the message names the operation and the object (never credentials).
+
+    `permanent`: retrying cannot help (missing bucket, access denied, full disk, read-only folder).
+    """
+
+    def __init__(self, message: str, *, permanent: bool = False):
+        super().__init__(message)
+        self.permanent = permanent
+
+
+class PreconditionFailed(ObjectStoreError):
+    """A conditional write found the object in another version than the one expected."""
 
 
 @runtime_checkable
@@ -74,6 +107,19 @@ class ObjectStore(Protocol):
 
     def describe(self, key: str) -> str: ...
 
+    def version(self, key: str) -> str | None:
+        """An opaque token that changes whenever the object is rewritten (S3: its ETag); None if absent."""
+        ...
+
+    def put_if(self, key: str, data: bytes, content_type: str, expected: str | None) -> None:
+        """Put only if the object is still at version `expected` (None: still absent); else
+        PreconditionFailed."""
+        ...
+
+    def check_writable(self) -> None:
+        """Fail now, naming the bucket or folder, when nothing could be written (checked at start)."""
+        ...
+
 
 class LocalObjectStore:
     """Objects as files under `root`; each put is atomic (temp file in the same folder + os.replace).
@@ -84,14 +130,15 @@ class LocalObjectStore:
 
     def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root).resolve()
+        self.tmp_dir = self.root / TMP_DIR
 
     def __repr__(self) -> str:
         return f"LocalObjectStore({str(self.root)!r})"
 
     def _path(self, key: str) -> Path:
         parts = key.split("/")
-        if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
-            raise ValueError(f"invalid object key {key!r}: empty, absolute or '.'/'..' segment")
+        if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts) or parts[0] == TMP_DIR:
+            raise ValueError(f"invalid object key {key!r}: empty, absolute, '.'/'..' or temporary segment")
         return self.root.joinpath(*parts)
 
     def put(self, key: str, data: bytes, content_type: str) -> None:
@@ -101,19 +148,101 @@ class LocalObjectStore:
         self._write(self._path(key), lambda handle: shutil.copyfileobj(source, handle, _COPY_CHUNK))
 
     def _write(self, path: Path, fill: Callable[[BinaryIO], object]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX, dir=path.parent)
+        tmp: str | None = None
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.tmp_dir.mkdir(parents=True, exist_ok=True)
+            # Same file system as the target (os.replace stays atomic), outside the data tree.
+            fd, tmp = tempfile.mkstemp(prefix=f"{path.name}.", suffix=_TMP_SUFFIX, dir=self.tmp_dir)
             with os.fdopen(fd, "wb") as handle:
                 fill(handle)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.chmod(tmp, 0o644)  # mkstemp creates 0600; published files are meant to be read by others
             os.replace(tmp, path)
+        except OSError as exc:
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
+            if exc.errno in _PERMANENT_ERRNOS:
+                raise ObjectStoreError(
+                    f"cannot write {path}: {os.strerror(exc.errno or 0)} (errno {exc.errno})", permanent=True
+                ) from exc
+            raise
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
             raise
         _fsync_dir(path.parent)
+
+    def version(self, key: str) -> str | None:
+        """Inode, size and modification time: every put replaces the file, hence a new inode."""
+        try:
+            st = self._path(key).stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+
+    def put_if(self, key: str, data: bytes, content_type: str, expected: str | None) -> None:
+        """Compare and replace under an exclusive lock shared by every process on this host."""
+        with self._lock():
+            current = self.version(key)
+            if current != expected:
+                raise PreconditionFailed(
+                    f"{self.describe(key)} changed while this run was publishing "
+                    f"(expected {'no object' if expected is None else 'version ' + expected}, "
+                    f"found {'no object' if current is None else 'version ' + current})"
+                )
+            self.put(key, data, content_type)
+
+    @contextmanager
+    def _lock(self) -> Iterator[None]:
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.tmp_dir / _LOCK_NAME, "a+b") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+    def check_writable(self) -> None:
+        """Create the folder and a probe file in it: a read-only or full folder fails here, at start."""
+        try:
+            self.tmp_dir.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.tmp_dir) as probe:
+                probe.write(b"probe")
+                probe.flush()
+                os.fsync(probe.fileno())
+        except OSError as exc:
+            raise ObjectStoreError(
+                f"LOCAL_OUTPUT_DIR {self.root} is not writable: {os.strerror(exc.errno or 0)} "
+                f"(errno {exc.errno})",
+                permanent=exc.errno in _PERMANENT_ERRNOS,
+            ) from exc
+
+    def remove_stale_temporary(
+        self, folders: tuple[str, ...] = (), max_age_seconds: float = STALE_TMP_SECONDS
+    ) -> list[str]:
+        """Delete temporary files that no writer touched for `max_age_seconds` (a killed run's).
+
+        `folders` (keys ending in "/") are also swept for the hidden `.<name>.<random>.tmp` files that
+        older versions wrote next to their targets.
+        """
+        removed: list[str] = []
+        deadline = time.time() - max_age_seconds
+        candidates = list(self.tmp_dir.iterdir()) if self.tmp_dir.is_dir() else []
+        for folder in folders:
+            base = self._path(folder.rstrip("/"))
+            if base.is_dir():
+                candidates += [p for p in base.iterdir() if p.name.startswith(".")]
+        for path in candidates:
+            if path.name.endswith(_TMP_SUFFIX) and path.is_file():
+                try:
+                    if path.stat().st_mtime < deadline:
+                        path.unlink()
+                        removed.append(str(path))
+                except FileNotFoundError:
+                    continue
+        return removed
 
     def get(self, key: str) -> bytes:
         path = self._path(key)
@@ -140,11 +269,13 @@ class LocalObjectStore:
         if not base.is_dir():
             return []
         keys = []
-        for dirpath, _dirnames, filenames in os.walk(base):
+        for dirpath, dirnames, filenames in os.walk(base):
             rel = Path(dirpath).relative_to(self.root).as_posix()
+            if rel == ".":
+                dirnames[:] = [d for d in dirnames if d != TMP_DIR]
             for name in filenames:
                 if name.startswith(".") and name.endswith(_TMP_SUFFIX):
-                    continue
+                    continue  # a temporary file of an older version, written next to its target
                 key = name if rel == "." else f"{rel}/{name}"
                 if key.startswith(prefix):
                     keys.append(key)
@@ -204,12 +335,20 @@ class S3ObjectStore:
         return f"s3://{self.bucket}/{key}"
 
     def _failure(self, operation: str, key: str, exc: Exception) -> ObjectStoreError:
+        code = ""
         if isinstance(exc, ClientError):
             error = exc.response.get("Error", {})
-            reason = f"{error.get('Code', '?')}: {error.get('Message', '')}".rstrip(": ")
+            code = str(error.get("Code", "?"))
+            reason = f"{code}: {error.get('Message', '')}".rstrip(": ")
         else:
             reason = f"{type(exc).__name__}: {exc}"
-        return ObjectStoreError(f"S3 {operation} {self.describe(key)} failed ({reason})")
+            # boto3's managed transfers wrap the ClientError in a message: look for the code in it.
+            code = next((c for c in _PERMANENT_S3_CODES if f"({c})" in str(exc)), "")
+        permanent = code in _PERMANENT_S3_CODES
+        hint = f" [bucket {self.bucket}: permanent, not retried]" if permanent else ""
+        return ObjectStoreError(
+            f"S3 {operation} {self.describe(key)} failed ({reason}){hint}", permanent=permanent
+        )
 
     @staticmethod
     def _is_missing(exc: ClientError) -> bool:
@@ -285,6 +424,66 @@ class S3ObjectStore:
             self.client.delete_object(Bucket=self.bucket, Key=key)
         except (ClientError, BotoCoreError) as exc:
             raise self._failure("DeleteObject", key, exc) from exc
+
+    def version(self, key: str) -> str | None:
+        try:
+            response = self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if self._is_missing(exc):
+                return None
+            raise self._failure("HeadObject", key, exc) from exc
+        except BotoCoreError as exc:
+            raise self._failure("HeadObject", key, exc) from exc
+        return str(response["ETag"])
+
+    def put_if(self, key: str, data: bytes, content_type: str, expected: str | None) -> None:
+        """A conditional PutObject: `If-Match: <ETag>`, or `If-None-Match: *` when the object must not exist.
+
+        AWS S3 evaluates the condition atomically with the write. A store that ignores the headers
+        writes unconditionally: the caller's own version check just before is then the only guard.
+        """
+        checksum = base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
+        condition = {"IfNoneMatch": "*"} if expected is None else {"IfMatch": expected}
+        try:
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=data,
+                ContentType=content_type,
+                ChecksumSHA256=checksum,
+                **condition,  # type: ignore[arg-type]
+            )
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) in _PRECONDITION_CODES:
+                raise PreconditionFailed(
+                    f"{self.describe(key)} changed while this run was publishing "
+                    f"(conditional PutObject {next(iter(condition))} refused)"
+                ) from None
+            raise self._failure("PutObject", key, exc) from exc
+        except BotoCoreError as exc:
+            raise self._failure("PutObject", key, exc) from exc
+
+    def check_writable(self) -> None:
+        """HeadBucket: a missing bucket or missing permissions fail at start, not at the first PutObject."""
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code"))
+            if code in ("404", "NoSuchBucket", "NotFound"):
+                raise ObjectStoreError(
+                    f"S3 bucket {self.bucket} does not exist (HeadBucket: {code}, NoSuchBucket); "
+                    "create it or fix S3_BUCKET",
+                    permanent=True,
+                ) from None
+            if code in ("403", "AccessDenied", "Forbidden"):
+                raise ObjectStoreError(
+                    f"S3 bucket {self.bucket}: access denied (HeadBucket: {code}); check the credentials "
+                    "and the bucket policy (s3:ListBucket)",
+                    permanent=True,
+                ) from None
+            raise self._failure("HeadBucket", "", exc) from exc
+        except BotoCoreError as exc:
+            raise self._failure("HeadBucket", "", exc) from exc
 
     def copy(self, src: str, dst: str) -> None:
         try:

@@ -3,17 +3,22 @@
 Consumers (Athena, Ternary, DuckDB) read the data tree directly, so publication must never expose a
 partial, unaudited or duplicated object, and a manifest must never describe bytes that are not there:
 
+0. check that the prefix belongs to this organisation (its marker, written at the first publication);
 1. upload the bytes to a staging key outside the data tree;
 2. read them back, verify the SHA-256, run the caller's audit (which raises to abort);
-3. retire the partition's manifest if it describes other objects, then copy staging -> final data key
+3. compare the new day with the published one (publication_guard): a shrink or growth beyond the
+   thresholds is refused unless the caller allows that kind of change;
+4. retire the partition's manifest if it describes other objects, then copy staging -> final data key
    (deterministic: overwrites, never a second copy) and the Ternary copy;
-4. delete our stale data objects of the partition (the other format of hour `00`) in both trees; the
+5. delete our stale data objects of the partition (the other format of hour `00`) in both trees; the
    Go exporter's hour objects (`-01` ... `-23`) only when the caller asks (`delete_legacy_hourly`),
    otherwise they are kept and reported in the result;
-5. write the FOCUS metadata documents, then the manifest last;
-6. delete the staging object (and any a failed earlier run left for this partition).
+6. write the FOCUS metadata documents, then the manifest last, conditionally: only while the data keys
+   still hold the versions this run copied, and (If-Match / If-None-Match) only over the manifest
+   version this run last saw; re-checked after the write;
+7. delete the staging object (and any a failed earlier run left for this partition).
 
-A failure before 3 leaves every published object untouched. A failure from 3 on may leave the partition
+A failure before 4 leaves every published object untouched. A failure from 4 on may leave the partition
 without a manifest (and, during a format switch, with both formats), never with a manifest that lists
 missing or different bytes; re-running the publish repairs everything. The data bytes
 are the caller's and carry no run timestamp, so re-publishing identical data rewrites identical objects.
@@ -31,7 +36,7 @@ import re
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import Any, BinaryIO
 
@@ -59,14 +64,26 @@ from castai_focus_dagster.layout import (
     manifest_dir,
     manifest_key,
     metadata_keys,
+    organization_marker_key,
+    partition_dir,
     partition_object_prefix,
     staging_dir,
     staging_key,
     ternary_key,
 )
-from castai_focus_dagster.object_store import ObjectNotFound, ObjectStore
+from castai_focus_dagster.object_store import ObjectNotFound, ObjectStore, PreconditionFailed
+from castai_focus_dagster.publication_guard import (
+    Change,
+    ChangeKind,
+    check_replacement,
+    day_figures,
+    figures_from_manifest,
+    refusal_message,
+)
 
-MANIFEST_VERSION = 1
+# 2: per-cluster figures ("clusters"), which the replacement guard compares.
+MANIFEST_VERSION = 2
+_MANIFEST_ATTEMPTS = 3
 CONTENT_TYPES: dict[str, str] = {
     "parquet": "application/vnd.apache.parquet",
     "csv": "text/csv; charset=utf-8",
@@ -82,6 +99,18 @@ _HASH_CHUNK = 1 << 20
 
 class PublishError(RuntimeError):
     """Publication was refused or could not complete; the message names the object involved."""
+
+
+class ReplacementRefused(PublishError):
+    """The new day differs from the published one beyond the guard's thresholds; nothing was replaced."""
+
+    def __init__(self, message: str, changes: list[Change]):
+        super().__init__(message)
+        self.changes = changes
+
+
+class PrefixOwnedError(PublishError):
+    """The prefix holds another organisation's export; nothing was written."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +131,8 @@ class PublishRequest:
     generator_version: str
     extra: dict[str, Any] = field(default_factory=dict)  # clusters, workloads, enrichment completeness...
     provider_tag_prefixes: tuple[str, ...] = ()  # prefixes of provider-defined keys inside Tags
+    # Listed cluster id -> (rows, Σ BilledCost), zeros included; None when unknown (not compared).
+    cluster_totals: dict[str, tuple[int, float]] | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -136,6 +167,7 @@ class PublishResult:
     legacy_hourly_keys: list[str] = field(default_factory=list)
     legacy_deleted: bool = False
     stale_deleted_keys: list[str] = field(default_factory=list)  # our other format of the same day
+    allowed_changes: list[str] = field(default_factory=list)  # guard findings the caller allowed
 
 
 def _utc_now() -> datetime:
@@ -151,6 +183,7 @@ def publish_partition(
     audit: Callable[[Payload], None] | None = None,  # receives the staged copy, of the kind of `data`
     clock: Callable[[], datetime] = _utc_now,
     delete_legacy_hourly: bool = False,
+    allow_changes: frozenset[ChangeKind] = frozenset(),
 ) -> PublishResult:
     """Publish one partition (see the module docstring for the order and the guarantees)."""
     final = data_key(prefix, req.organization_id, req.day, req.fmt)
@@ -163,6 +196,8 @@ def publish_partition(
     files = [_file_entry(store, key, req, checksum, size, role) for _, key, role in trees]
     staging = staging_key(prefix, final, req.run_id)
     manifest_object = manifest_key(prefix, req.day)
+    claim_prefix(store, prefix, req.organization_id)
+    _remove_stale_temporary(store, [partition_dir(tree, req.day) for tree, _, _ in trees])
 
     try:
         _upload(store, staging, req.data, CONTENT_TYPES[req.fmt])
@@ -179,19 +214,23 @@ def publish_partition(
                 except Exception as exc:
                     exc.add_note(f"audit rejected {store.describe(final)}; the previous object is unchanged")
                     raise
-        _retire_manifest_unless_describing(store, manifest_object, files)
+        current_version = store.version(manifest_object)
+        current = _read_json(store, manifest_object)
+        allowed = _guard_replacement(store, manifest_object, current, req, allow_changes)
+        expected = _retire_manifest_unless_describing(store, manifest_object, current, current_version, files)
         for _, key, _ in trees:
             store.copy(staging, key)
         stale: list[str] = []
         legacy: list[str] = []
+        copied = {key: store.version(key) for _, key, _ in trees}
         for tree, key, _ in trees:
             ours, hourly = _delete_stale_data_objects(store, tree, req, key, delete_legacy_hourly)
             stale += ours
             legacy += hourly
         now = clock()
         schema_id, dataset_instance_id = _write_focus_metadata(store, req, prefix, now)
-        manifest = _manifest(req, files, checksum, size, schema_id, dataset_instance_id, now)
-        store.put(manifest_object, canonical_json(manifest), JSON_CONTENT_TYPE)
+        manifest = _manifest(req, files, checksum, size, schema_id, dataset_instance_id, now, allowed)
+        _commit_manifest(store, manifest_object, canonical_json(manifest), expected, copied)
     except BaseException as exc:
         try:
             store.delete(staging)
@@ -208,7 +247,142 @@ def publish_partition(
         legacy_hourly_keys=legacy,
         legacy_deleted=delete_legacy_hourly,
         stale_deleted_keys=stale,
+        allowed_changes=allowed,
     )
+
+
+def _guard_replacement(
+    store: ObjectStore, manifest_object: str, current: Any, req: PublishRequest, allow: frozenset[ChangeKind]
+) -> list[str]:
+    """Refuse (ReplacementRefused) a change of the published day that `allow` does not cover.
+
+    Returns the findings that were allowed, for the manifest and the run log.
+    """
+    published = figures_from_manifest(current)
+    if published is None:
+        return []
+    new = day_figures(
+        req.row_count,
+        req.totals.get("BilledCost", 0.0),
+        req.source_window,
+        req.step_seconds,
+        req.cluster_totals or {},
+    )
+    if req.cluster_totals is None:
+        new = replace(new, clusters=None, cluster_count=None)
+    changes = check_replacement(published, new)
+    refused = [c for c in changes if c.kind not in allow]
+    if refused:
+        message = refusal_message(
+            refused,
+            day=req.day.isoformat(),
+            where=store.describe(manifest_object),
+            published=published,
+            new=new,
+        )
+        raise ReplacementRefused(message, refused)
+    return [f"{c.kind}: {c.message}" for c in changes]
+
+
+def _commit_manifest(
+    store: ObjectStore, key: str, body: bytes, expected: str | None, copied: dict[str, str | None]
+) -> None:
+    """Write the manifest only while every data key holds the version this run copied there.
+
+    Each attempt checks the data, then writes conditionally on the manifest version last seen; when
+    another run wrote the manifest meanwhile, the data is checked again before overwriting it (the data
+    decides who may describe it). After the write the data is checked once more: if another run replaced
+    it in between, this run's manifest is withdrawn (when still its own) and the run fails.
+    """
+    for _attempt in range(_MANIFEST_ATTEMPTS):
+        _check_data_unchanged(store, copied, key)
+        try:
+            store.put_if(key, body, JSON_CONTENT_TYPE, expected)
+        except PreconditionFailed:
+            expected = store.version(key)
+            continue
+        break
+    else:
+        raise PublishError(
+            f"{store.describe(key)} kept changing under concurrent publications of the same day; "
+            "the manifest was not written (the data objects are complete); re-run the day"
+        )
+    written = store.version(key)
+    try:
+        _check_data_unchanged(store, copied, key)
+    except PublishError:
+        if store.version(key) == written:
+            store.delete(key)
+        raise
+
+
+def _check_data_unchanged(store: ObjectStore, copied: dict[str, str | None], manifest: str) -> None:
+    changed = sorted(k for k, version in copied.items() if store.version(k) != version)
+    if changed:
+        raise PublishError(
+            f"{', '.join(store.describe(k) for k in changed)} was replaced by another run while this run "
+            f"published the same day; this run does not write {store.describe(manifest)} (the other run's "
+            "publication stands)"
+        )
+
+
+def _remove_stale_temporary(store: ObjectStore, folders: list[str]) -> None:
+    """Temporary files of killed writers (local folder only; an S3 upload leaves no object)."""
+    remove = getattr(store, "remove_stale_temporary", None)
+    if remove is not None:
+        remove(tuple(folders))
+
+
+def _prefix_owner(store: ObjectStore, prefix: str) -> tuple[str | None, str]:
+    """The organisation a prefix belongs to and where that is recorded (marker, else a manifest)."""
+    marker = organization_marker_key(prefix)
+    try:
+        raw = store.get(marker)
+    except ObjectNotFound:
+        raw = None
+    if raw is not None:
+        try:
+            owner = json.loads(raw)["organizationId"]
+        except (ValueError, KeyError, TypeError):
+            raise PrefixOwnedError(
+                f"{store.describe(marker)} is not a valid organisation marker (expected JSON with "
+                "organizationId); restore it or delete it so the next run records this organisation"
+            ) from None
+        return str(owner), store.describe(marker)
+    # A prefix published before markers existed: its manifests name the organisation.
+    for key in store.list(manifest_dir(prefix)):
+        manifest = _read_json(store, key)
+        if isinstance(manifest, dict) and isinstance(manifest.get("organizationId"), str):
+            return manifest["organizationId"], store.describe(key)
+    return None, ""
+
+
+def check_prefix_owner(store: ObjectStore, prefix: str, organization_id: str) -> bool:
+    """Refuse a prefix that holds another organisation's export; True when the marker already exists."""
+    owner, where = _prefix_owner(store, prefix)
+    if owner is not None and owner != organization_id:
+        raise PrefixOwnedError(
+            f"S3_PREFIX {prefix!r} holds the FOCUS export of Cast AI organisation {owner} "
+            f"(recorded in {where}), but CASTAI_ORGANIZATION_ID is {organization_id}. One S3_PREFIX holds "
+            f"one organisation (two would make every total count twice); nothing was written. Set S3_PREFIX "
+            f"to a new prefix for {organization_id}; or, if {owner} was a mistake, delete its objects under "
+            f"the prefix (castai-focus-{owner}-* data files, the manifests under "
+            f"{store.describe(manifest_dir(prefix).rstrip('/'))}/ and "
+            f"{store.describe(organization_marker_key(prefix))}) "
+            "and re-run."
+        )
+    return owner is not None and where == store.describe(organization_marker_key(prefix))
+
+
+def claim_prefix(store: ObjectStore, prefix: str, organization_id: str) -> None:
+    """Record the prefix's organisation at its first publication (conditional: first writer wins)."""
+    if check_prefix_owner(store, prefix, organization_id):
+        return
+    document = {"organizationId": organization_id, "focusVersion": FOCUS_VERSION}
+    try:
+        store.put_if(organization_marker_key(prefix), canonical_json(document), JSON_CONTENT_TYPE, None)
+    except PreconditionFailed:
+        check_prefix_owner(store, prefix, organization_id)  # written meanwhile: by this organisation?
 
 
 def _size(data: Payload) -> int:
@@ -278,13 +452,17 @@ def _put_json_if_changed(store: ObjectStore, key: str, document: Any, current: A
     store.put(key, canonical_json(document), JSON_CONTENT_TYPE)
 
 
-def _retire_manifest_unless_describing(store: ObjectStore, key: str, files: list[dict[str, Any]]) -> None:
-    """Delete the manifest before the objects it lists change, unless it lists exactly the new ones."""
-    current = _read_json(store, key)
+def _retire_manifest_unless_describing(
+    store: ObjectStore, key: str, current: Any, version: str | None, files: list[dict[str, Any]]
+) -> str | None:
+    """Delete the manifest before the objects it lists change, unless it lists exactly the new ones.
+
+    Returns the manifest version the final write expects (None: absent).
+    """
     if current is None:
-        if store.exists(key):  # unreadable manifest: it cannot vouch for anything
+        if version is not None:  # unreadable manifest: it cannot vouch for anything
             store.delete(key)
-        return
+        return None
 
     def described(entries: Any) -> set[tuple[Any, Any, Any]]:
         if not isinstance(entries, list):
@@ -293,6 +471,8 @@ def _retire_manifest_unless_describing(store: ObjectStore, key: str, files: list
 
     if described(current.get("files") if isinstance(current, dict) else None) != described(files):
         store.delete(key)
+        return None
+    return version
 
 
 def _delete_stale_data_objects(
@@ -442,9 +622,10 @@ def _manifest(
     schema_id: str,
     dataset_instance_id: str,
     now: datetime,
+    allowed_changes: list[str],
 ) -> dict[str, Any]:
     sector = day_sector(req.day, complete=req.complete, last_updated=now)
-    return {
+    manifest: dict[str, Any] = {
         "manifestVersion": MANIFEST_VERSION,
         "focusVersion": FOCUS_VERSION,
         "focusDatasetId": FOCUS_DATASET_ID,
@@ -473,6 +654,14 @@ def _manifest(
         "publishedAt": focus_datetime(now),
         "extra": _jsonable(req.extra),
     }
+    if req.cluster_totals is not None:
+        manifest["clusters"] = {
+            cid: {"rows": rows, "billedCost": cost}
+            for cid, (rows, cost) in sorted(req.cluster_totals.items())
+        }
+    if allowed_changes:  # the replacement guard's findings this run was allowed to publish
+        manifest["allowedChanges"] = allowed_changes
+    return manifest
 
 
 def _jsonable(value: Any) -> Any:

@@ -15,7 +15,8 @@ import dagster as dg
 from pydantic import PrivateAttr
 
 from castai_focus_dagster.castai_client import CastAIClient
-from castai_focus_dagster.object_store import ObjectStore, object_store_from_settings
+from castai_focus_dagster.object_store import ObjectStore, ObjectStoreError, object_store_from_settings
+from castai_focus_dagster.publish import PrefixOwnedError, check_prefix_owner
 from castai_focus_dagster.settings import Settings, load_settings
 
 
@@ -75,6 +76,15 @@ class FocusStorageResource(dg.ConfigurableResource):
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         self._settings = exporter_settings(S3_SECRET_ACCESS_KEY=self.s3_secret_access_key)
         self._store = object_store_from_settings(self._settings)
+        # Before any write: a missing bucket, a read-only folder or another organisation's prefix
+        # fail the run now, with what to fix, and are not retried.
+        try:
+            self._store.check_writable()
+            check_prefix_owner(self._store, self._settings.s3_prefix, self._settings.organization_id)
+        except (ObjectStoreError, PrefixOwnedError) as exc:
+            if isinstance(exc, ObjectStoreError) and not exc.permanent:
+                raise
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
 
     @property
     def settings(self) -> Settings:

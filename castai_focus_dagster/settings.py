@@ -92,7 +92,8 @@ SETTINGS_DOC: tuple[SettingDoc, ...] = (
     SettingDoc(
         "COLLECTION_INCLUDE_CLUSTER_IDS",
         "",
-        "Comma-separated cluster ids to export (empty: all).",
+        "Comma-separated cluster ids to export (empty: all). An id the organisation does not have "
+        "fails the run (a typo would silently drop that cluster's costs).",
         "original",
     ),
     SettingDoc(

@@ -156,6 +156,16 @@ class FaultInjectingStore:
     def describe(self, key: str) -> str:
         return self.inner.describe(key)
 
+    def version(self, key: str) -> str | None:
+        return self.inner.version(key)
+
+    def put_if(self, key: str, data: bytes, content_type: str, expected: str | None) -> None:
+        """Counted as a "put": a fault on the manifest put hits the conditional write too."""
+        self._call("put", key, lambda: self.inner.put_if(key, data, content_type, expected))
+
+    def check_writable(self) -> None:
+        self.inner.check_writable()
+
     def writes(self) -> builtins.list[tuple[str, str]]:
         """The calls that create or overwrite an object, in order."""
         return [(op, key) for op, key in self.calls if op in ("put", "copy")]

@@ -595,6 +595,11 @@ def test_rendered_instance_is_accepted_by_dagster(
     assert len(backfill_limits) == 1 and "value" not in backfill_limits[0], "one cap across all backfill runs"
     assert backfill_limits[0]["limit"] < config["concurrency"]["runs"]["max_concurrent_runs"]
     assert config["concurrency"]["pools"]["default_limit"] >= 1  # the castai_api pool is bounded
+    assert PER_DAY_LIMIT in config["concurrency"]["runs"]["tag_concurrency_limits"]
+
+
+# Two runs of one day must not interleave their publication: one queued run per partition at a time.
+PER_DAY_LIMIT = {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -841,6 +846,8 @@ def iam_requests(operation: str, params: Mapping[str, Any], needs_not_found: boo
         "GetObject": [("s3:GetObject", obj, ()), *not_found_answer],
         "HeadObject": [("s3:GetObject", obj, ()), *not_found_answer],
         "DeleteObject": [("s3:DeleteObject", obj, ())],
+        # The storage resource's start-up check (a missing bucket fails before any write).
+        "HeadBucket": [("s3:ListBucket", bucket, ())],
     }
     if operation in table:
         return table[operation]
@@ -1298,6 +1305,8 @@ def test_repo_root_dagster_yaml_loads_as_an_instance(tmp_path: Path, monkeypatch
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
     with DagsterInstance.from_config(str(tmp_path)) as instance:
         assert instance.run_coordinator is not None
+        limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits  # type: ignore[union-attr]
+        assert PER_DAY_LIMIT in limits
 
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)

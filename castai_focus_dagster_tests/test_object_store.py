@@ -11,10 +11,12 @@ from typing import Any
 import pytest
 
 from castai_focus_dagster.object_store import (
+    TMP_DIR,
     LocalObjectStore,
     ObjectNotFound,
     ObjectStore,
     ObjectStoreError,
+    PreconditionFailed,
     S3ObjectStore,
     object_store_from_settings,
 )
@@ -127,7 +129,9 @@ def test_local_delete_prunes_empty_folders_but_not_the_root(tmp_path: Path) -> N
     store.put("_staging/run-1/castai/version=focus-1.3/a.parquet", b"x", "x")
     store.put("keep/b.json", b"{}", "application/json")
     store.delete("_staging/run-1/castai/version=focus-1.3/a.parquet")
-    assert sorted(p.name for p in (tmp_path / "root").iterdir()) == ["keep"]
+    # Only the store's own temporary folder (empty: every write renamed its file away) remains beside keep/.
+    assert sorted(p.name for p in (tmp_path / "root").iterdir()) == sorted([TMP_DIR, "keep"])
+    assert list((tmp_path / "root" / TMP_DIR).iterdir()) == []
     store.delete("keep/b.json")
     assert (tmp_path / "root").is_dir()
 
@@ -250,3 +254,62 @@ def test_client_factory_overrides_client_construction(s3_server: S3TestServer, s
     settings = load_settings({"CASTAI_API_URL": "sandbox", "S3_BUCKET": s3_bucket})
     store = object_store_from_settings(settings, s3_client_factory=lambda: client)
     assert isinstance(store, S3ObjectStore) and store.client is client and store.bucket == s3_bucket
+
+
+# Conditional writes, versions, start-up checks, temporary files -----------------------------------------
+
+
+def test_version_changes_with_every_put_and_conditional_puts_compare_it(store: ObjectStore) -> None:
+    key = "castai/metadata/focus-1.3/manifests/year=2025/month=03/day=04/manifest.json"
+    assert store.version(key) is None
+    store.put_if(key, b"{}", "application/json", None)  # absent, as expected
+    first = store.version(key)
+    assert first is not None
+    with pytest.raises(PreconditionFailed, match="changed while this run was publishing"):
+        store.put_if(key, b"{}", "application/json", None)  # no longer absent
+    store.put(key, b'{"other": 1}', "application/json")  # another writer
+    second = store.version(key)
+    assert second not in (None, first)
+    with pytest.raises(PreconditionFailed):
+        store.put_if(key, b'{"mine": 1}', "application/json", first)  # stale version
+    assert store.get(key) == b'{"other": 1}'
+    store.put_if(key, b'{"mine": 2}', "application/json", second)
+    assert store.get(key) == b'{"mine": 2}'
+
+
+def test_local_temporary_files_live_outside_every_key(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path / "out")
+    key = "castai/version=focus-1.3/year=2025/month=03/day=04/a.parquet"
+    store.put(key, b"x", "x")
+    assert [p.name for p in (tmp_path / "out" / key).parent.iterdir()] == ["a.parquet"]
+    assert store.list("") == [key]  # the temporary folder is not part of the key space
+    with pytest.raises(ValueError, match="invalid object key"):
+        store.put(f"{TMP_DIR}/x", b"x", "x")
+
+
+def test_local_stale_temporary_files_are_removed_fresh_ones_kept(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path / "out")
+    folder = "castai/version=focus-1.3/year=2025/month=03/day=04/"
+    store.put(folder + "a.parquet", b"x", "x")
+    tmp = tmp_path / "out" / TMP_DIR
+    stale, fresh = tmp / "a.parquet.dead.tmp", tmp / "a.parquet.live.tmp"
+    legacy = tmp_path / "out" / folder / ".a.parquet.old.tmp"  # written next to its target by older versions
+    for path in (stale, fresh, legacy):
+        path.write_bytes(b"partial")
+    two_hours_ago = stale.stat().st_mtime - 7200
+    for path in (stale, legacy):
+        os.utime(path, (two_hours_ago, two_hours_ago))
+    removed = store.remove_stale_temporary((folder,))
+    assert sorted(removed) == sorted([str(stale), str(legacy)])
+    assert fresh.exists() and not stale.exists() and not legacy.exists()
+
+
+def test_s3_missing_bucket_is_a_permanent_error_found_at_start(s3_server: S3TestServer) -> None:
+    store = S3ObjectStore(s3_server.client(), "no-such-bucket-here")
+    with pytest.raises(ObjectStoreError, match="no-such-bucket-here does not exist") as info:
+        store.check_writable()
+    assert info.value.permanent
+    with pytest.raises(ObjectStoreError, match="NoSuchBucket") as put_info:
+        store.put("a", b"x", "x")
+    assert put_info.value.permanent
+    S3ObjectStore(s3_server.client(), s3_server.new_bucket()).check_writable()  # an existing bucket passes

@@ -29,7 +29,13 @@ from castai_focus_dagster.focus_metadata import (
 )
 from castai_focus_dagster.layout import DataFormat
 from castai_focus_dagster.object_store import LocalObjectStore, ObjectStore, ObjectStoreError, S3ObjectStore
-from castai_focus_dagster.publish import PublishError, PublishRequest, publish_partition
+from castai_focus_dagster.publish import (
+    PrefixOwnedError,
+    PublishError,
+    PublishRequest,
+    ReplacementRefused,
+    publish_partition,
+)
 from castai_focus_dagster_tests.s3_server import (  # noqa: F401  (pytest fixtures)
     Fault,
     FaultInjectingStore,
@@ -55,7 +61,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("Tags", "string"),
     ("x_CastAIClusterId", "string"),
 )
-METADATA = set(layout.metadata_keys(PREFIX).values())
+METADATA = set(layout.metadata_keys(PREFIX).values()) | {layout.organization_marker_key(PREFIX)}
 
 
 def request(
@@ -68,7 +74,7 @@ def request(
         organization_id=ORG,
         fmt=fmt,
         data=data,
-        row_count=len(data),  # any count: the manifest must repeat it
+        row_count=1000,  # any count: the manifest must repeat it (constant: the fakes differ in size)
         totals={"BilledCost": 12.5, "EffectiveCost": 12.5, "ListCost": 15.0, "ContractedCost": 13.75},
         source_window=(start, start + timedelta(days=1)),
         step_seconds=3600,
@@ -262,9 +268,11 @@ def test_manifest_is_written_last_and_describes_the_data(store: ObjectStore) -> 
     writes = recorder.writes()
     manifest_key = layout.manifest_key(PREFIX, DAY)
     final = layout.data_key(PREFIX, ORG, DAY, "parquet")
-    assert writes[0] == ("put", layout.staging_key(PREFIX, final, "run-1"))
-    assert writes[1:3] == [("copy", final), ("copy", TERNARY + final)]
-    assert {key for _, key in writes[3:-1]} <= METADATA
+    # The prefix's organisation marker comes first: the first publication claims the prefix.
+    assert writes[0] == ("put", layout.organization_marker_key(PREFIX))
+    assert writes[1] == ("put", layout.staging_key(PREFIX, final, "run-1"))
+    assert writes[2:4] == [("copy", final), ("copy", TERNARY + final)]
+    assert {key for _, key in writes[4:-1]} <= METADATA
     assert writes[-1] == ("put", manifest_key)
     after_manifest = recorder.calls[recorder.calls.index(("put", manifest_key)) + 1 :]
     assert after_manifest and all(
@@ -572,3 +580,134 @@ def test_local_publication_leaves_no_empty_staging_folders(tmp_path: Path) -> No
     shutil.rmtree(tmp_path / "castai" / "metadata")  # metadata is rebuilt by the next publish
     publish(store, request(run_id="run-2"))
     assert set(store.list("")) >= METADATA
+
+
+# Overlapping publications of one day ----------------------------------------------------------------------
+
+
+class RunsAnotherPublicationFirst(FaultInjectingStore):
+    """Before this run's first conditional manifest write, another run publishes the same day completely:
+    the interleaving that used to leave this run's manifest describing the other run's object."""
+
+    def __init__(self, inner: ObjectStore, other: PublishRequest):
+        super().__init__(inner)
+        self.other: PublishRequest | None = other
+
+    def put_if(self, key: str, data: bytes, content_type: str, expected: str | None) -> None:
+        if self.other is not None and key.endswith("/manifest.json"):
+            other, self.other = self.other, None
+            publish(self.inner, other)
+        super().put_if(key, data, content_type, expected)
+
+
+def test_an_overlapping_run_never_leaves_a_manifest_describing_the_other_runs_object(
+    store: ObjectStore,
+) -> None:
+    publish(store, request(data=b"published-before"))
+    slow = request(data=b"run-a-partial-day", run_id="run-a")
+    fast = request(data=b"run-b-later-data", run_id="run-b")
+    with pytest.raises(PublishError, match="was replaced by another run"):
+        publish(RunsAnotherPublicationFirst(store, fast), slow)
+    final = layout.data_key(PREFIX, ORG, DAY, "parquet")
+    assert store.get(final) == fast.data and store.get(TERNARY + final) == fast.data
+    manifest = json.loads(store.get(layout.manifest_key(PREFIX, DAY)))
+    assert manifest["runId"] == "run-b"
+    assert_consistent(store)
+
+
+class ReplacesTheDataAfterTheManifest(FaultInjectingStore):
+    """Another writer replaces the data object right after this run's manifest write (a run that read
+    the manifest before this one wrote it, then copied): this run withdraws its manifest and fails."""
+
+    def put_if(self, key: str, data: bytes, content_type: str, expected: str | None) -> None:
+        super().put_if(key, data, content_type, expected)
+        if key.endswith("/manifest.json"):
+            self.inner.put(layout.data_key(PREFIX, ORG, DAY, "parquet"), b"someone-else", "x")
+
+
+def test_data_replaced_after_the_manifest_write_withdraws_the_manifest(store: ObjectStore) -> None:
+    with pytest.raises(PublishError, match="was replaced by another run"):
+        publish(ReplacesTheDataAfterTheManifest(store), request(data=b"mine"))
+    assert not store.exists(layout.manifest_key(PREFIX, DAY))  # no manifest rather than a lying one
+
+
+# Replacing a published day ----------------------------------------------------------------------------------
+
+
+def with_clusters(
+    req: PublishRequest, clusters: dict[str, tuple[int, float]], **changes: Any
+) -> PublishRequest:
+    rows = sum(r for r, _ in clusters.values())
+    cost = sum(c for _, c in clusters.values())
+    totals = dict.fromkeys(req.totals, cost)
+    return replace(req, cluster_totals=clusters, row_count=rows, totals=totals, **changes)
+
+
+GOOD = {"c-1": (600, 100.0), "c-2": (300, 60.0), "c-3": (100, 11.89)}
+
+
+@pytest.mark.parametrize(
+    ("clusters", "needle"),
+    [
+        ({}, "Cast AI listed no clusters"),
+        ({"c-1": (600, 100.0), "c-3": (100, 11.89)}, "no longer listed by Cast AI: c-2 (300 rows, $60.00)"),
+        ({**GOOD, "c-2": (300, 1.0)}, "cluster c-2: $60.00 (300 rows) -> $1.00 (300 rows)"),
+        ({**GOOD, "c-1": (600, 100.0 * 10**5)}, "cluster c-1: $100.00"),
+    ],
+    ids=["empty-list", "vanished-cluster", "cluster-cost-collapsed", "costs-times-1e5"],
+)
+def test_a_much_worse_day_is_refused_and_leaves_everything_unchanged(
+    store: ObjectStore, clusters: dict[str, tuple[int, float]], needle: str
+) -> None:
+    publish(store, with_clusters(request(data=b"good"), GOOD))
+    before = snapshot(store)
+    worse = with_clusters(request(data=b"worse", run_id="run-2"), clusters)
+    with pytest.raises(ReplacementRefused) as refused:
+        publish(store, worse)
+    assert needle in str(refused.value)
+    assert "1000 rows, $171.89 from 3 cluster(s)" in str(refused.value)  # the published figures
+    assert snapshot(store) == before
+    kind = refused.value.changes[0].kind
+    allowed = publish_partition(
+        store, worse, prefix=PREFIX, ternary_prefix=TERNARY, clock=at(T0), allow_changes=frozenset({kind})
+    )
+    manifest = json.loads(store.get(allowed.manifest_key))
+    assert manifest["clusters"] == {cid: {"rows": r, "billedCost": c} for cid, (r, c) in clusters.items()}
+    assert manifest["allowedChanges"] and allowed.allowed_changes == manifest["allowedChanges"]
+    assert_consistent(store)
+
+
+def test_a_growing_partial_day_and_small_revisions_publish(store: ObjectStore) -> None:
+    start = datetime(2025, 3, 4, tzinfo=UTC)
+    two_hours = with_clusters(
+        request(complete=False, data=b"at-2h"),
+        {"c-1": (50, 8.0)},
+        source_window=(start, start + timedelta(hours=2)),
+    )
+    publish(store, two_hours)
+    whole_day = with_clusters(request(data=b"at-24h", run_id="run-2"), {"c-1": (600, 96.5), "c-2": (10, 0.2)})
+    publish(store, whole_day)  # 12x the hours, 12x the cost, one new cluster: not refused
+    revised = with_clusters(request(data=b"revised", run_id="run-3"), {"c-1": (590, 80.0), "c-2": (10, 0.0)})
+    publish(store, revised)  # -17 %, and a cluster below $1 dropping to zero: within the thresholds
+    assert json.loads(store.get(layout.manifest_key(PREFIX, DAY)))["runId"] == "run-3"
+
+
+def test_a_manifest_without_per_cluster_figures_is_compared_by_its_totals(store: ObjectStore) -> None:
+    publish(store, with_clusters(request(data=b"good"), GOOD))
+    key = layout.manifest_key(PREFIX, DAY)
+    old = json.loads(store.get(key))
+    del old["clusters"]
+    old["manifestVersion"] = 1
+    store.put(key, json.dumps(old).encode(), "application/json")  # as version 1 wrote it
+    with pytest.raises(ReplacementRefused, match="1 cluster\\(s\\) listed, the published day has 3"):
+        publish(store, with_clusters(request(data=b"one", run_id="run-2"), {"c-1": (600, 150.0)}))
+    with pytest.raises(ReplacementRefused, match="day total"):
+        publish(store, with_clusters(request(data=b"half", run_id="run-3"), {**GOOD, "c-1": (600, 10.0)}))
+
+
+def test_a_second_organisation_is_refused_under_the_same_prefix(store: ObjectStore) -> None:
+    publish(store, request(data=b"first"))
+    before = snapshot(store)
+    with pytest.raises(PrefixOwnedError, match=f"organisation {ORG}"):
+        publish(store, replace(request(data=b"second", run_id="run-2"), organization_id="other-org"))
+    assert snapshot(store) == before

@@ -11,7 +11,8 @@ Precedence on one request: `timeout_paths` and `rate_slow` delay the answer (del
 the first matching `fail_paths` entry, then `rate_429`, then `rate_5xx` replace the answer; if none
 did, `html_error_paths` replaces a successful body by an HTML page (status 200) and
 `malformed_json_paths` truncates it. `cursor_loop` and `duplicate_workloads` change the
-workload-costs pagination itself and are applied by the server. `responses` (bad-input tests) serve
+workload-costs pagination itself and are applied by the server, as `unlisted_clusters` and
+`unlist_all_clusters` change the cluster list (a partial or empty answer). `responses` (bad-input tests) serve
 a scripted `CannedResponse` instead of the sandbox's own answer; delays and error statuses above still
 come first, and a canned answer is never corrupted further. `trickle_paths` changes how the answer
 travels, not what it is: status line, headers and body are sent one byte every
@@ -98,6 +99,10 @@ class Faults:
     trickle_seconds_per_byte: float = 1.0
     cursor_loop: bool = False  # workload-costs always returns the same non-empty nextCursor
     duplicate_workloads: bool = False  # every later page repeats the previous page's last workload
+    # Cluster ids the cluster list leaves out (a partial answer); their other endpoints still answer.
+    # Every cluster when `unlist_all_clusters`: the list answers 200 {"items": []}.
+    unlisted_clusters: frozenset[str] = frozenset()
+    unlist_all_clusters: bool = False
     responses: dict[str, Responder] = field(default_factory=dict)  # regex -> scripted answers
     # Answers the API definition allows that a client must not misread (applied by the server):
     answer_step_seconds: dict[str, int] = field(default_factory=dict)  # regex -> step actually served

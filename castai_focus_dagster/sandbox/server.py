@@ -635,7 +635,13 @@ class _SandboxApi:
     # Endpoints --------------------------------------------------------------------------------
 
     def _clusters(self, request: _Request, scope: str) -> _Response:
-        return _Response(200, _json_bytes({"items": [c.to_api() for c in self._org.clusters_of(scope)]}))
+        faults = self._server.faults
+        clusters = [
+            c
+            for c in self._org.clusters_of(scope)
+            if not faults.unlist_all_clusters and c.id not in faults.unlisted_clusters
+        ]
+        return _Response(200, _json_bytes({"items": [c.to_api() for c in clusters]}))
 
     def _scoped_cluster(self, request: _Request, scope: str, cluster_id: str) -> SandboxCluster:
         for cluster in self._org.clusters_of(scope):

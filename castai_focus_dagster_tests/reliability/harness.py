@@ -95,7 +95,13 @@ class RunOutcome:
         ]
 
 
-def run_day(instance: dg.DagsterInstance, day: str = DAY, *, step_retries: bool = False) -> RunOutcome:
+def run_day(
+    instance: dg.DagsterInstance,
+    day: str = DAY,
+    *,
+    tags: Mapping[str, str] | None = None,
+    step_retries: bool = False,
+) -> RunOutcome:
     """One daily partition through the whole job (assets and checks), step retries off unless asked
     (a test that proves a failure is not retried runs with the production retry policy)."""
     job = dg.reconstructable(focus_export_job)
@@ -106,7 +112,7 @@ def run_day(instance: dg.DagsterInstance, day: str = DAY, *, step_retries: bool 
         with dg.execute_job(
             job,
             instance=instance,
-            tags={"dagster/partition": day},
+            tags={"dagster/partition": day, **(tags or {})},
             run_config={} if step_retries else NO_STEP_RETRIES,
             raise_on_error=False,
         ) as result:

@@ -41,6 +41,8 @@ class Rule:
 
     `copy`: True only CopyObject, False only uploads, None both. `times`: how many matching requests
     to fail (None: all of them). `on_match` runs first; returning True means "do not answer at all".
+    `forward`: after `on_match`, send the request on unchanged instead of failing it (to hold a request
+    while something else happens).
     """
 
     method: str
@@ -50,6 +52,7 @@ class Rule:
     code: str = "AccessDenied"
     times: int | None = None
     on_match: Callable[[S3Request], bool] | None = None
+    forward: bool = False
     matched: int = field(default=0, init=False)
 
     def selects(self, request: S3Request) -> bool:
@@ -164,7 +167,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         if rule is not None and rule.on_match is not None and rule.on_match(request):
             self.close_connection = True  # the client never gets an answer
             return
-        if rule is not None:
+        if rule is not None and not rule.forward:
             self._error(rule)
             return
         status, headers, payload = self._forward(body)

@@ -1,0 +1,383 @@
+"""A good published day is never replaced by a worse one unnoticed, and a prefix holds one organisation.
+
+Through the real job (`dg.execute_job`), the sandbox over HTTP and a moto S3 server on loopback (or a
+local folder): publish a good day, then make Cast AI answer what it may legally answer (an empty cluster
+list, a list missing one cluster), or misconfigure the exporter (an include-list typo, another
+organisation id, a missing bucket), and compare the published bytes before and after.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pyarrow.parquet as pq
+import pytest
+
+from castai_focus_dagster.publication_guard import ALLOW_SHRINK_TAG
+from castai_focus_dagster.sandbox import SandboxOrg, SandboxServer
+from castai_focus_dagster_tests.reliability.harness import (
+    DAY,
+    RunOutcome,
+    bucket_objects,
+    consistency_problems,
+    exporter_environment,
+    manifests,
+    published,
+    run_day,
+    s3_settings,
+)
+from castai_focus_dagster_tests.reliability.s3_proxy import Rule, S3FaultProxy, S3Request
+from castai_focus_dagster_tests.s3_server import S3TestServer, s3_server_fixture  # noqa: F401
+
+RETRY_EVENTS = {"STEP_UP_FOR_RETRY", "STEP_RESTARTED"}
+
+
+@pytest.fixture(scope="module")
+def org() -> SandboxOrg:
+    return SandboxOrg.generate(seed=11, clusters=3, workloads_per_cluster=3)
+
+
+@pytest.fixture
+def sandbox(org: SandboxOrg) -> Iterator[SandboxServer]:
+    with SandboxServer(org) as server:
+        yield server
+
+
+def event_types(outcome: RunOutcome) -> set[str]:
+    return {e.dagster_event.event_type_value for e in outcome.events if e.dagster_event is not None}
+
+
+def castai_requests(sandbox: SandboxServer) -> int:
+    return sum(1 for r in sandbox.requests if r.path.startswith(("/v1/", "/pricing/")))
+
+
+def the_manifest(objects: dict[str, bytes]) -> dict:  # type: ignore[type-arg]
+    (manifest,) = manifests(objects).values()
+    return manifest
+
+
+def test_an_empty_or_shorter_cluster_list_cannot_replace_a_published_day(
+    s3_server: S3TestServer, sandbox: SandboxServer, org: SandboxOrg, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, bucket = s3_server.client(), s3_server.new_bucket()
+    exporter_environment(
+        monkeypatch,
+        sandbox.url,
+        org.api_key,
+        org.organization_id,
+        **s3_settings(s3_server.endpoint_url, bucket),
+    )
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert run_day(instance).success
+        good = bucket_objects(client, bucket)
+        manifest = the_manifest(good)
+        per_cluster = manifest["clusters"]
+        assert sorted(per_cluster) == sorted(c.id for c in org.clusters)
+        assert sum(c["rows"] for c in per_cluster.values()) == manifest["rowCount"]
+        assert sum(c["billedCost"] for c in per_cluster.values()) == pytest.approx(
+            manifest["costTotals"]["BilledCost"], abs=1e-6
+        )
+
+        # 1. Cast AI answers 200 {"items": []}.
+        sandbox.faults.unlist_all_clusters = True
+        refused = run_day(instance)
+        assert not refused.success
+        texts = [t for t in refused.failures() if "Cast AI listed no clusters" in t]
+        assert texts, refused.failures()
+        assert all(c.id in texts[0] for c in org.clusters)
+        assert f"{manifest['rowCount']} rows" in texts[0] and ALLOW_SHRINK_TAG in texts[0]
+        after = bucket_objects(client, bucket)
+        assert published(after) == published(good)  # byte for byte: data, Ternary, manifest, metadata
+        assert consistency_problems(after) == []  # and no staging leftover
+        sandbox.faults.unlist_all_clusters = False
+
+        # 2. The list misses one cluster.
+        gone = sorted(per_cluster, key=lambda cid: per_cluster[cid]["billedCost"])[-1]
+        sandbox.faults.unlisted_clusters = frozenset({gone})
+        refused = run_day(instance)
+        assert not refused.success
+        texts = [t for t in refused.failures() if "no longer listed" in t and gone in t]
+        assert texts, refused.failures()
+        assert f"${per_cluster[gone]['billedCost']:.2f}" in texts[0]
+        assert published(bucket_objects(client, bucket)) == published(good)
+
+        # 3. The operator confirms a real deletion: the same answer publishes, and the manifest says so.
+        allowed = run_day(instance, tags={ALLOW_SHRINK_TAG: "true"})
+        assert allowed.success
+        restated = bucket_objects(client, bucket)
+        new_manifest = the_manifest(restated)
+        assert gone not in new_manifest["clusters"]
+        assert new_manifest["rowCount"] == manifest["rowCount"] - per_cluster[gone]["rows"]
+        assert any(gone in change for change in new_manifest["allowedChanges"])
+        assert consistency_problems(restated) == []
+
+
+def test_an_include_list_naming_an_unknown_cluster_is_a_configuration_error(
+    tmp_path: object, sandbox: SandboxServer, org: SandboxOrg, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = str(tmp_path) + "/out"
+    real = org.clusters[0].id
+    exporter_environment(
+        monkeypatch,
+        sandbox.url,
+        org.api_key,
+        org.organization_id,
+        LOCAL_OUTPUT_DIR=out,
+        COLLECTION_INCLUDE_CLUSTER_IDS=f"{real},0000-typo-cluster",
+    )
+    with dg.DagsterInstance.ephemeral() as instance:
+        outcome = run_day(instance, step_retries=True)
+    assert not outcome.success
+    texts = [t for t in outcome.failures() if "COLLECTION_INCLUDE_CLUSTER_IDS" in t]
+    assert texts and "0000-typo-cluster" in texts[0] and org.organization_id in texts[0]
+    assert real not in texts[0].split("does not have:")[1]  # only the unknown id is named
+    assert not event_types(outcome) & RETRY_EVENTS  # a configuration error is not retried
+
+
+def test_another_organisation_cannot_publish_under_a_claimed_prefix(
+    s3_server: S3TestServer, sandbox: SandboxServer, org: SandboxOrg, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, bucket = s3_server.client(), s3_server.new_bucket()
+    settings = s3_settings(s3_server.endpoint_url, bucket)
+    exporter_environment(monkeypatch, sandbox.url, org.api_key, org.organization_id, **settings)
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert run_day(instance).success
+        first = bucket_objects(client, bucket)
+        marker = json.loads(first["metadata/organization.json"])
+        assert marker["organizationId"] == org.organization_id
+
+        other = "11111111-2222-4333-8444-555555555555"
+        monkeypatch.setenv("CASTAI_ORGANIZATION_ID", other)
+        sandbox.requests.clear()
+        refused = run_day(instance, step_retries=True)
+        assert not refused.success
+        texts = [t for t in refused.failures() if "One S3_PREFIX holds one organisation" in t]
+        assert texts and org.organization_id in texts[0] and other in texts[0]
+        assert "S3_PREFIX" in texts[0] and "delete its objects" in texts[0]
+        assert bucket_objects(client, bucket) == first  # nothing written, not even intermediates
+        assert castai_requests(sandbox) == 0  # refused at start, before calling Cast AI
+        assert not event_types(refused) & RETRY_EVENTS
+
+        # A prefix published before markers existed: its manifests name the organisation.
+        client.delete_object(Bucket=bucket, Key="metadata/organization.json")
+        legacy = bucket_objects(client, bucket)
+        refused = run_day(instance)
+        assert not refused.success
+        assert [t for t in refused.failures() if "One S3_PREFIX holds one organisation" in t]
+        assert bucket_objects(client, bucket) == legacy
+
+
+def test_a_missing_bucket_fails_at_start_without_retries(
+    s3_server: S3TestServer, sandbox: SandboxServer, org: SandboxOrg, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = s3_settings(s3_server.endpoint_url, "focus-bucket-that-was-never-created")
+    exporter_environment(monkeypatch, sandbox.url, org.api_key, org.organization_id, **settings)
+    with dg.DagsterInstance.ephemeral() as instance:
+        outcome = run_day(instance, step_retries=True)
+    assert not outcome.success
+    texts = [t for t in outcome.failures() if "focus-bucket-that-was-never-created does not exist" in t]
+    assert texts, outcome.failures()
+    assert not event_types(outcome) & RETRY_EVENTS
+    assert castai_requests(sandbox) == 0
+
+
+@pytest.fixture
+def small_filesystem(tmp_path: Path) -> Iterator[Path]:
+    """A real 16 KiB tmpfs (needs mount privileges, as root in the dev container; skipped elsewhere)."""
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mount_point)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode(errors='replace').strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_a_full_disk_fails_at_once_naming_the_path_without_retries(
+    small_filesystem: Path, sandbox: SandboxServer, org: SandboxOrg, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    exporter_environment(
+        monkeypatch, sandbox.url, org.api_key, org.organization_id, LOCAL_OUTPUT_DIR=str(small_filesystem)
+    )
+    with dg.DagsterInstance.ephemeral() as instance:
+        outcome = run_day(instance, step_retries=True)
+    assert not outcome.success
+    texts = [t for t in outcome.failures() if "No space left on device" in t]
+    assert texts and str(small_filesystem) in texts[0], outcome.failures()
+    assert not event_types(outcome) & RETRY_EVENTS
+
+
+def test_a_read_only_output_folder_fails_at_start_without_retries(
+    small_filesystem: Path, sandbox: SandboxServer, org: SandboxOrg, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    subprocess.run(["mount", "-o", "remount,ro", str(small_filesystem)], check=True)
+    exporter_environment(
+        monkeypatch, sandbox.url, org.api_key, org.organization_id, LOCAL_OUTPUT_DIR=str(small_filesystem)
+    )
+    with dg.DagsterInstance.ephemeral() as instance:
+        outcome = run_day(instance, step_retries=True)
+    assert not outcome.success
+    texts = [t for t in outcome.failures() if "is not writable" in t and str(small_filesystem) in t]
+    assert texts and "Read-only file system" in texts[0], outcome.failures()
+    assert not event_types(outcome) & RETRY_EVENTS
+    assert castai_requests(sandbox) == 0  # found before calling Cast AI
+
+
+def test_leftovers_of_a_killed_run_are_removed_by_the_next_run_of_the_day(
+    tmp_path: Path, sandbox: SandboxServer, org: SandboxOrg, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out"
+    exporter_environment(
+        monkeypatch, sandbox.url, org.api_key, org.organization_id, LOCAL_OUTPUT_DIR=str(out)
+    )
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert run_day(instance).success
+        (data,) = [p for p in out.rglob("*.parquet") if "version=focus-1.3" in p.parts[-5]]
+        good = data.read_bytes()
+        # What a kill -9 leaves: a staging copy of a dead run, its store's temporary file, and the hidden
+        # temporary file older versions wrote next to the data object.
+        dead_staging = out / "_staging" / "dead-run" / data.relative_to(out)
+        dead_staging.parent.mkdir(parents=True)
+        dead_staging.write_bytes(good[:100])
+        stale_tmp = out / ".castai-focus-tmp" / f"{data.name}.dead.tmp"
+        stale_tmp.parent.mkdir(exist_ok=True)
+        stale_tmp.write_bytes(good[:100])
+        legacy_tmp = data.parent / f".{data.name}.dead.tmp"
+        legacy_tmp.write_bytes(good[:100])
+        long_ago = time.time() - 2 * 3600
+        for path in (stale_tmp, legacy_tmp):
+            os.utime(path, (long_ago, long_ago))
+
+        assert run_day(instance).success
+    assert not dead_staging.exists() and not (out / "_staging").exists()
+    assert not stale_tmp.exists() and not legacy_tmp.exists()
+    tree = next(
+        p for p in out.iterdir() if p.name == "version=focus-1.3" or (p / "version=focus-1.3").exists()
+    )
+    assert [p for p in tree.rglob("*") if p.is_file()] and not [p for p in tree.rglob(".*")]
+    assert data.read_bytes() == good  # the re-run is byte-identical
+
+
+def test_the_override_tag_through_the_cli_as_operators_use_it(
+    tmp_path: Path, sandbox: SandboxServer, org: SandboxOrg, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out"
+    exporter_environment(
+        monkeypatch, sandbox.url, org.api_key, org.organization_id, LOCAL_OUTPUT_DIR=str(out)
+    )
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert run_day(instance).success
+    (manifest_path,) = out.rglob("manifest.json")
+    gone = org.clusters[0].id
+    sandbox.faults.unlisted_clusters = frozenset({gone})
+    (tmp_path / "home").mkdir()
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home")}
+
+    def execute(tags: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        command = [
+            sys.executable,
+            "-m",
+            "dagster",
+            "job",
+            "execute",
+            "-m",
+            "castai_focus_dagster.definitions",
+        ]
+        command += ["-j", "focus_export_job", "--tags", json.dumps({"dagster/partition": DAY, **tags})]
+        return subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+
+    before = manifest_path.read_bytes()
+    refused = execute({})
+    assert refused.returncode != 0
+    assert "no longer listed by Cast AI" in refused.stdout + refused.stderr
+    assert manifest_path.read_bytes() == before
+    allowed = execute({ALLOW_SHRINK_TAG: "true"})
+    assert allowed.returncode == 0, allowed.stderr[-3000:]
+    assert gone not in json.loads(manifest_path.read_bytes())["clusters"]
+
+
+CHILD = """
+import sys
+import dagster as dg
+from castai_focus_dagster_tests.reliability.harness import run_day
+
+with dg.DagsterInstance.get() as instance:
+    outcome = run_day(instance, sys.argv[1])
+sys.exit(0 if outcome.success else 1)
+"""
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_overlapping_runs_of_one_day_never_leave_a_manifest_describing_the_other_runs_object(
+    s3_server: S3TestServer,
+    sandbox: SandboxServer,
+    org: SandboxOrg,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Run A (a process) reaches its manifest write; the proxy holds that request while run B (another
+    process, other data) publishes the same day from start to end; then A's request goes on."""
+    client, bucket = s3_server.client(), s3_server.new_bucket()
+    with S3FaultProxy(s3_server.endpoint_url) as proxy:
+
+        def configure(account: str) -> None:
+            exporter_environment(
+                monkeypatch,
+                sandbox.url,
+                org.api_key,
+                org.organization_id,
+                FOCUS_BILLING_ACCOUNT_NAME=account,
+                **s3_settings(proxy.url, bucket),
+            )
+
+        def child(account: str, home: Path) -> tuple[list[str], dict[str, str]]:
+            home.mkdir()
+            env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_")}
+            env |= {"DAGSTER_HOME": str(home), "PYTHONPATH": str(REPO), "FOCUS_BILLING_ACCOUNT_NAME": account}
+            return [sys.executable, "-c", CHILD, DAY], env
+
+        configure("before")
+        with dg.DagsterInstance.ephemeral() as instance:
+            assert run_day(instance).success
+
+        b_result: list[subprocess.CompletedProcess[bytes]] = []
+
+        def run_b_to_the_end(request: S3Request) -> bool:
+            command, env = child("run-b", tmp_path / "home-b")
+            b_result.append(subprocess.run(command, env=env, cwd=REPO, capture_output=True, timeout=300))
+            return False  # then forward A's manifest write
+
+        command, env = child("run-a", tmp_path / "home-a")
+        rule = Rule("PUT", r"/manifest\.json$", times=1, on_match=run_b_to_the_end, forward=True)
+        with proxy.failing(rule):
+            a_result = subprocess.run(command, env=env, cwd=REPO, capture_output=True, timeout=600)
+    assert rule.matched == 1
+    (b,) = b_result
+    assert b.returncode == 0, b.stdout[-3000:]
+    a_output = (a_result.stdout + a_result.stderr).decode(errors="replace")
+    assert a_result.returncode != 0 and "was replaced by another run" in a_output, a_output[-3000:]
+    final = bucket_objects(client, bucket)
+    assert consistency_problems(final) == []  # the manifest describes exactly the bytes present
+    names = {
+        name
+        for key, data in final.items()
+        if key.startswith("version=focus-1.3/")
+        for name in pq.read_table(io.BytesIO(data), columns=["BillingAccountName"])[
+            "BillingAccountName"
+        ].to_pylist()
+    }
+    assert names == {"run-b"}
