@@ -613,8 +613,7 @@ def test_cost_scale_multiplies_every_cost_and_keeps_the_answer_consistent(
     pairs = [
         (a, b)
         for x, y in zip(plain_workloads["items"], half_workloads["items"], strict=True)
-        for a, b in [(x["summary"], y["summary"])]
-        + list(zip(x["costMetrics"], y["costMetrics"], strict=True))
+        for a, b in [(x["summary"], y["summary"]), *zip(x["costMetrics"], y["costMetrics"], strict=True)]
     ] + list(zip(plain_cluster["items"], half_cluster["items"], strict=True))
     scaled = 0
     for plain, half in pairs:

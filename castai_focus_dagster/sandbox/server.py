@@ -493,7 +493,7 @@ class _WindowCache:
                 self._key_locks.pop(key, None)
             return rendered
 
-    def peek(self, key: tuple[str, int, int, int, bool]) -> _RenderedWindow | None:
+    def peek(self, key: tuple[str, int, int, int, bool, float]) -> _RenderedWindow | None:
         """A full render of this window if one is cached (it also holds the /cost body)."""
         with self._lock:
             return self._lookup((*key, False))
