@@ -234,3 +234,17 @@ def test_access_denied_at_the_copy_step_fails_the_run_without_a_step_retry(
     after = bucket_objects(client, bucket)
     assert consistency_problems(after) == []
     assert data_objects(after) == data_objects(good)  # the good day's bytes, not a partial copy
+
+
+def test_split_mode_publishes_an_organisation_without_clusters_as_an_empty_day(
+    out: Path, sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: split allocation with no cluster at all failed with a bare `combine_reports` error."""
+    monkeypatch.setenv("FOCUS_ALLOCATION_MODE", "split")
+    sandbox.faults = Faults(unlist_all_clusters=True)
+    with dg.DagsterInstance.ephemeral() as instance:
+        outcome = run_day(instance)
+    assert outcome.success, outcome.failures()
+    manifest = the_manifest(local_objects(out))
+    assert (manifest["rowCount"], manifest["clusters"]) == (0, {})
+    assert manifest["costTotals"]["BilledCost"] == 0
