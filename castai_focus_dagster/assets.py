@@ -435,6 +435,8 @@ def _split_batches(
             yield audited(cluster_workloads, ids)
     for cid in sorted(set(reports) - seen):
         yield audited(empty_workload_costs(), [cid])
+    if not seen and not reports:  # no cluster at all: the empty day is one empty batch, as in workload mode
+        yield audited(empty_workload_costs(), [])
 
 
 def _log_pricing(context: dg.AssetExecutionContext, key: str, pricing: dict[str, Any]) -> None:

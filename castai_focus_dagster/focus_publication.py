@@ -22,7 +22,7 @@ from castai_focus_dagster.audit import AuditReport, combine_reports
 from castai_focus_dagster.focus_schema import FOCUS_COLUMNS, FOCUS_SCHEMA
 from castai_focus_dagster.layout import DataFormat
 from castai_focus_dagster.object_store import ObjectStore
-from castai_focus_dagster.publication_guard import ChangeKind
+from castai_focus_dagster.publication_guard import ChangeKind, collection_fingerprint
 from castai_focus_dagster.publish import Payload, PublishRequest, publish_partition
 from castai_focus_dagster.serialize import focus_writer, iter_focus_batches
 from castai_focus_dagster.settings import Settings
@@ -269,6 +269,14 @@ def publish_focus_day(
             "clusters_without_data": day.clusters_without_data,
             "workloads_missing_identity": day.workloads_missing_identity,
             "pricing": day.pricing,
+            "collection": collection_fingerprint(
+                allocation_mode=settings.focus_allocation_mode,
+                granularity=settings.collection_granularity,
+                include_cluster_ids=settings.collection_include_cluster_ids,
+                exclude_cluster_ids=settings.collection_exclude_cluster_ids,
+                include_namespaces=settings.collection_include_namespaces,
+                exclude_namespaces=settings.collection_exclude_namespaces,
+            ),
         },
         cluster_totals=day.cluster_totals,
     )

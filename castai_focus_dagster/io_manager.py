@@ -21,7 +21,7 @@ from castai_focus_dagster.daily import DailyValues
 from castai_focus_dagster.focus_publication import PublishedDay, publish_focus_day
 from castai_focus_dagster.layout import internal_key
 from castai_focus_dagster.object_store import ObjectStoreError
-from castai_focus_dagster.publication_guard import allowed_kinds
+from castai_focus_dagster.publication_guard import CONFIGURATION_CHANGED, allowed_kinds
 from castai_focus_dagster.publish import PrefixOwnedError, ReplacementRefused
 from castai_focus_dagster.resources import FocusStorageResource
 
@@ -139,7 +139,12 @@ class FocusIOManager(dg.ConfigurableIOManager):
             finally:
                 day_result.discard()  # the encoded day's temporary file
             for change in published.allowed_changes:
-                context.log.warning(f"{key}: published a change allowed by the run's tags: {change}")
+                why = (
+                    "the published day was made under other settings, not compared by figures"
+                    if change.startswith(CONFIGURATION_CHANGED)
+                    else "published a change allowed by the run's tags"
+                )
+                context.log.warning(f"{key}: {why}: {change}")
             days.append(published)
             context.log.info(f"published {key}: {published.row_count} rows to {', '.join(published.keys)}")
             _log_removed_and_legacy(context, key, published)

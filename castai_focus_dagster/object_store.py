@@ -52,7 +52,10 @@ _PERMANENT_S3_CODES = {
     "SignatureDoesNotMatch",
     "InvalidBucketName",
     "AccountProblem",
+    "PermanentRedirect",  # the bucket is in another region than the client's
 }
+# HeadBucket has no body: a bucket in another region answers a bare 301 (PermanentRedirect elsewhere).
+_REDIRECT_CODES = {"301", "PermanentRedirect"}
 _PRECONDITION_CODES = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
 _S3_TOTAL_ATTEMPTS = 5  # first try + 4 retries (standard mode: capped exponential backoff, jitter)
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
@@ -322,11 +325,13 @@ class S3ObjectStore:
     FOCUS partition of one organisation is far below that).
     """
 
-    def __init__(self, client: S3Client, bucket: str):
+    def __init__(self, client: S3Client, bucket: str, region: str = ""):
+        """`region`: the configured S3_REGION (empty: boto3's default chain chose one), for messages."""
         if not bucket:
             raise ValueError("S3ObjectStore needs a bucket name")
         self.client = client
         self.bucket = bucket
+        self.region = region
 
     def __repr__(self) -> str:
         return f"S3ObjectStore(bucket={self.bucket!r})"
@@ -475,6 +480,8 @@ class S3ObjectStore:
                     "create it or fix S3_BUCKET",
                     permanent=True,
                 ) from None
+            if code in _REDIRECT_CODES:
+                raise ObjectStoreError(self._wrong_region(exc, code), permanent=True) from None
             if code in ("403", "AccessDenied", "Forbidden"):
                 raise ObjectStoreError(
                     f"S3 bucket {self.bucket}: access denied (HeadBucket: {code}); check the credentials "
@@ -484,6 +491,21 @@ class S3ObjectStore:
             raise self._failure("HeadBucket", "", exc) from exc
         except BotoCoreError as exc:
             raise self._failure("HeadBucket", "", exc) from exc
+
+    def _wrong_region(self, exc: ClientError, code: str) -> str:
+        headers = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+        actual = headers.get("x-amz-bucket-region", "")
+        configured = (
+            f"S3_REGION={self.region}"
+            if self.region
+            else f"S3_REGION is unset (the client used {self.client.meta.region_name or 'no region'})"
+        )
+        where = f"is in region {actual}" if actual else "is in another region"
+        fix = f"set S3_REGION={actual}" if actual else "set S3_REGION to the bucket's region"
+        return (
+            f"S3 bucket {self.bucket} {where} (HeadBucket: {code}, PermanentRedirect) but {configured}; "
+            f"{fix} (or S3_ENDPOINT_URL to that region's endpoint)"
+        )
 
     def copy(self, src: str, dst: str) -> None:
         try:
@@ -526,5 +548,5 @@ def object_store_from_settings(
     """S3 when `S3_BUCKET` is set, else the local folder `LOCAL_OUTPUT_DIR` with the same key layout."""
     if settings.s3_bucket:
         client = s3_client_factory() if s3_client_factory else s3_client_from_settings(settings)
-        return S3ObjectStore(client, settings.s3_bucket)
+        return S3ObjectStore(client, settings.s3_bucket, settings.s3_region)
     return LocalObjectStore(settings.local_output_dir)

@@ -7,13 +7,18 @@ the new day is compared with the manifest of the published one; a change beyond 
 stops the publication before any published object is touched. The operator allows a real change
 (a deleted cluster, a Cast AI restatement) for one run with a run tag.
 
+A day published under another collection configuration (allocation mode, cluster or namespace filters,
+granularity: the manifest's `extra.collection`) is expected to differ: then only an empty cluster list
+is refused, and the change is reported (never refused) so that the manifest and the run log say why
+the figures moved. A manifest without that record is compared as before.
+
 Pure functions, no Dagster import: the publication calls `check_replacement` and raises on its answer.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -29,7 +34,9 @@ MAX_GROWTH = 10.0
 # few cents swing by any percentage.
 MIN_COMPARED_COST = 1.0
 
-ChangeKind = Literal["shrink", "growth"]
+# "configuration changed" is never refused: it records why the figures were not compared.
+ChangeKind = Literal["shrink", "growth", "configuration changed"]
+CONFIGURATION_CHANGED: ChangeKind = "configuration changed"
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,7 @@ class DayFigures:
 
     `clusters` is None for a manifest written before per-cluster figures existed (then only the day's
     totals and its cluster count can be compared); `cluster_count` is the number of listed clusters.
+    `collection` is the configuration that shaped the day (None when the manifest does not record it).
     """
 
     rows: int
@@ -52,6 +60,7 @@ class DayFigures:
     step_seconds: int | None
     cluster_count: int | None
     clusters: Mapping[str, ClusterFigures] | None
+    collection: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -83,9 +92,20 @@ def figures_from_manifest(manifest: Any) -> DayFigures | None:
             }
         except (KeyError, TypeError, ValueError):
             clusters = None
-    count = manifest.get("extra", {}).get("clusters") if isinstance(manifest.get("extra"), dict) else None
+    raw_extra = manifest.get("extra")
+    extra: dict[str, Any] = raw_extra if isinstance(raw_extra, dict) else {}
+    count = extra.get("clusters")
     cluster_count = len(clusters) if clusters is not None else count if isinstance(count, int) else None
-    return DayFigures(rows, billed, hours, step, cluster_count, clusters)
+    collection = extra.get("collection")
+    return DayFigures(
+        rows,
+        billed,
+        hours,
+        step,
+        cluster_count,
+        clusters,
+        collection if isinstance(collection, dict) else None,
+    )
 
 
 def day_figures(
@@ -94,15 +114,82 @@ def day_figures(
     window: tuple[datetime, datetime],
     step_seconds: int,
     clusters: Mapping[str, tuple[int, float]],
+    collection: Mapping[str, Any] | None = None,
 ) -> DayFigures:
     per_cluster = {cid: ClusterFigures(r, c) for cid, (r, c) in clusters.items()}
-    return DayFigures(rows, billed_cost, _hours(*window), step_seconds, len(per_cluster), per_cluster)
+    return DayFigures(
+        rows, billed_cost, _hours(*window), step_seconds, len(per_cluster), per_cluster, collection
+    )
+
+
+def collection_fingerprint(
+    *,
+    allocation_mode: str,
+    granularity: str,
+    include_cluster_ids: Sequence[str],
+    exclude_cluster_ids: Sequence[str],
+    include_namespaces: Sequence[str],
+    exclude_namespaces: Sequence[str],
+) -> dict[str, Any]:
+    """The settings that decide which costs a day holds and how they are split, as the manifest's
+    `extra.collection` (filters sorted and de-duplicated: their order changes nothing)."""
+    return {
+        "allocationMode": allocation_mode,
+        "granularity": granularity,
+        "includeClusterIds": sorted(set(include_cluster_ids)),
+        "excludeClusterIds": sorted(set(exclude_cluster_ids)),
+        "includeNamespaces": sorted(set(include_namespaces)),
+        "excludeNamespaces": sorted(set(exclude_namespaces)),
+    }
+
+
+# Manifest field of the fingerprint -> the setting an operator changes.
+_COLLECTION_SETTINGS = {
+    "allocationMode": "FOCUS_ALLOCATION_MODE",
+    "granularity": "COLLECTION_GRANULARITY",
+    "includeClusterIds": "COLLECTION_INCLUDE_CLUSTER_IDS",
+    "excludeClusterIds": "COLLECTION_EXCLUDE_CLUSTER_IDS",
+    "includeNamespaces": "COLLECTION_INCLUDE_NAMESPACES",
+    "excludeNamespaces": "COLLECTION_EXCLUDE_NAMESPACES",
+}
+
+
+def configuration_changes(published: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> list[str]:
+    """Each setting whose value differs between two fingerprints ([] when either is unknown)."""
+    if published is None or new is None:
+        return []
+    names = sorted(set(published) | set(new), key=lambda n: (n not in _COLLECTION_SETTINGS, n))
+    return [
+        f"{_COLLECTION_SETTINGS.get(name, name)} {_setting(published.get(name))} -> {_setting(new.get(name))}"
+        for name in names
+        if published.get(name) != new.get(name)
+    ]
+
+
+def refused_changes(changes: list[Change], allow: frozenset[ChangeKind]) -> list[Change]:
+    """The changes that stop the publication: those `allow` does not cover (a configuration change
+    never does)."""
+    return [c for c in changes if c.kind != CONFIGURATION_CHANGED and c.kind not in allow]
 
 
 def check_replacement(published: DayFigures | None, new: DayFigures) -> list[Change]:
     """Every reason not to replace `published` by `new` silently; [] for a first publication."""
     if published is None or (published.rows == 0 and published.billed_cost == 0):
         return []  # nothing published, or an empty day: nothing to lose
+    reconfigured = configuration_changes(published.collection, new.collection)
+    if reconfigured:
+        # Other settings make other figures: only a day that lost every cluster is still refused.
+        noted = [Change(CONFIGURATION_CHANGED, "; ".join(reconfigured))]
+        if new.cluster_count == 0 and (published.cluster_count or published.rows > 0):
+            listed = published.clusters or {}
+            noted.append(
+                Change(
+                    "shrink",
+                    "Cast AI listed no clusters (or the cluster filters leave none); the published day has "
+                    + (_list(listed) if listed else f"{published.rows} rows"),
+                )
+            )
+        return noted
     # A day still being collected covers more hours at each run: scale the bounds by the coverage.
     ratio = new.hours / published.hours if published.hours > 0 else 1.0
     shrink_floor = (1 - MAX_DROP) * min(1.0, ratio)
@@ -175,6 +262,12 @@ def allowed_kinds(tags: Mapping[str, str]) -> frozenset[ChangeKind]:
     if tags.get(ALLOW_GROWTH_TAG, "").strip().lower() == "true":
         kinds.add("growth")
     return frozenset(kinds)
+
+
+def _setting(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ",".join(str(v) for v in value) + "]"
+    return "(unset)" if value is None else str(value)
 
 
 def _hours(start: datetime, end: datetime) -> float:

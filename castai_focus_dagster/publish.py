@@ -79,6 +79,7 @@ from castai_focus_dagster.publication_guard import (
     day_figures,
     figures_from_manifest,
     refusal_message,
+    refused_changes,
 )
 
 # 2: per-cluster figures ("clusters"), which the replacement guard compares.
@@ -267,11 +268,12 @@ def _guard_replacement(
         req.source_window,
         req.step_seconds,
         req.cluster_totals or {},
+        collection=_jsonable(req.extra.get("collection")),  # None: not compared
     )
     if req.cluster_totals is None:
         new = replace(new, clusters=None, cluster_count=None)
     changes = check_replacement(published, new)
-    refused = [c for c in changes if c.kind not in allow]
+    refused = refused_changes(changes, allow)
     if refused:
         message = refusal_message(
             refused,

@@ -21,6 +21,7 @@ from castai_focus_dagster.object_store import (
     object_store_from_settings,
 )
 from castai_focus_dagster.settings import load_settings
+from castai_focus_dagster_tests.reliability.s3_proxy import Rule, S3FaultProxy
 from castai_focus_dagster_tests.s3_server import (  # noqa: F401  (pytest fixtures)
     DUMMY_CREDENTIALS,
     HttpFaults,
@@ -313,3 +314,34 @@ def test_s3_missing_bucket_is_a_permanent_error_found_at_start(s3_server: S3Test
         store.put("a", b"x", "x")
     assert put_info.value.permanent
     S3ObjectStore(s3_server.client(), s3_server.new_bucket()).check_writable()  # an existing bucket passes
+
+
+def test_s3_bucket_in_another_region_is_a_permanent_error_naming_bucket_and_region(
+    s3_server: S3TestServer, s3_bucket: str
+) -> None:
+    """HeadBucket answers a bare 301 (PermanentRedirect) with the bucket's region in a header."""
+    redirect = Rule(
+        "HEAD", r"^$", status=301, code="PermanentRedirect", headers=(("x-amz-bucket-region", "eu-west-3"),)
+    )
+    with S3FaultProxy(s3_server.endpoint_url) as proxy, proxy.failing(redirect):
+        environment = {
+            "CASTAI_API_URL": "sandbox",
+            "S3_BUCKET": s3_bucket,
+            "S3_ENDPOINT_URL": proxy.url,
+            "S3_ACCESS_KEY_ID": "AKIATESTING",
+            "S3_SECRET_ACCESS_KEY": "not-shown",
+            "S3_REGION": "us-east-1",
+        }
+        store = object_store_from_settings(load_settings(environment))
+        with pytest.raises(ObjectStoreError) as info:
+            store.check_writable()
+        unset = object_store_from_settings(load_settings({**environment, "S3_REGION": ""}))
+        with pytest.raises(ObjectStoreError) as unset_info:
+            unset.check_writable()
+    # botocore's region redirector asks once more in the named region; no retry loop beyond that.
+    assert redirect.matched <= 4
+    assert info.value.permanent and unset_info.value.permanent
+    message = str(info.value)
+    assert f"S3 bucket {s3_bucket} is in region eu-west-3" in message and "S3_REGION=us-east-1" in message
+    assert "set S3_REGION=eu-west-3" in message and "not-shown" not in message
+    assert "S3_REGION is unset" in str(unset_info.value)

@@ -10,12 +10,15 @@ from hypothesis import strategies as st
 from castai_focus_dagster.publication_guard import (
     ALLOW_GROWTH_TAG,
     ALLOW_SHRINK_TAG,
+    CONFIGURATION_CHANGED,
     MAX_DROP,
     MAX_GROWTH,
     allowed_kinds,
     check_replacement,
+    collection_fingerprint,
     day_figures,
     figures_from_manifest,
+    refused_changes,
 )
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
@@ -25,10 +28,25 @@ clusters = st.dictionaries(
 )
 
 
-def figures(per_cluster: dict[str, tuple[int, float]], hours: int = 24, step: int = 3600):  # type: ignore[no-untyped-def]
+def figures(  # type: ignore[no-untyped-def]
+    per_cluster: dict[str, tuple[int, float]], hours: int = 24, step: int = 3600, collection=None
+):
     rows = sum(r for r, _ in per_cluster.values())
     cost = sum(c for _, c in per_cluster.values())
-    return day_figures(rows, cost, (START, START + timedelta(hours=hours)), step, per_cluster)
+    return day_figures(rows, cost, (START, START + timedelta(hours=hours)), step, per_cluster, collection)
+
+
+def fingerprint(**changed: object) -> dict[str, object]:
+    values: dict[str, object] = {
+        "allocation_mode": "split",
+        "granularity": "hourly",
+        "include_cluster_ids": (),
+        "exclude_cluster_ids": (),
+        "include_namespaces": (),
+        "exclude_namespaces": (),
+        **changed,
+    }
+    return collection_fingerprint(**values)  # type: ignore[arg-type]
 
 
 @given(clusters)
@@ -78,3 +96,61 @@ def test_unreadable_manifests_are_not_compared() -> None:
     assert figures_from_manifest(None) is None
     assert figures_from_manifest({"rowCount": 3}) is None
     assert figures_from_manifest({"rowCount": 3, "costTotals": {"BilledCost": "NaN"}}) is None
+
+
+def test_a_filter_in_another_order_is_the_same_configuration() -> None:
+    a = fingerprint(include_cluster_ids=("b", "a", "a"), exclude_namespaces=("kube-system", "dev"))
+    b = fingerprint(include_cluster_ids=("a", "b"), exclude_namespaces=("dev", "kube-system"))
+    assert a == b
+    published = figures({"a": (100, 50.0), "b": (100, 50.0)}, collection=a)
+    assert check_replacement(published, figures({"a": (100, 1.0)}, collection=b))[0].kind == "shrink"
+
+
+@given(clusters, clusters)
+def test_after_a_configuration_change_only_an_empty_cluster_list_is_refused(
+    before: dict[str, tuple[int, float]], after: dict[str, tuple[int, float]]
+) -> None:
+    published = figures(before, collection=fingerprint())
+    new = figures(after, collection=fingerprint(allocation_mode="workload"))
+    changes = check_replacement(published, new)
+    if published.rows == 0 and published.billed_cost == 0:
+        assert changes == []
+        return
+    assert changes[0] == changes[0].__class__(
+        CONFIGURATION_CHANGED, "FOCUS_ALLOCATION_MODE split -> workload"
+    )
+    refused = refused_changes(changes, frozenset())
+    assert [c.kind for c in refused] == (["shrink"] if not after else [])
+    if refused:
+        assert "Cast AI listed no clusters" in refused[0].message
+    assert refused_changes(changes, frozenset({"shrink"})) == []
+
+
+def test_every_changed_setting_is_named_and_old_manifests_compare_as_before() -> None:
+    published = figures({"a": (2400, 100.0), "b": (2400, 100.0)}, collection=fingerprint())
+    narrowed = fingerprint(include_cluster_ids=("a",), granularity="daily", exclude_namespaces=("dev",))
+    (change,) = check_replacement(published, figures({"a": (100, 20.0)}, step=86400, collection=narrowed))
+    assert change.kind == CONFIGURATION_CHANGED
+    assert change.message == (
+        "COLLECTION_EXCLUDE_NAMESPACES [] -> [dev]; COLLECTION_GRANULARITY hourly -> daily; "
+        "COLLECTION_INCLUDE_CLUSTER_IDS [] -> [a]"
+    )
+    # Without a fingerprint on either side the figures are compared: b vanished, a lost 80 %.
+    for old, new in ((None, narrowed), (fingerprint(), None)):
+        before = figures({"a": (2400, 100.0), "b": (2400, 100.0)}, collection=old)
+        kinds = [c.kind for c in check_replacement(before, figures({"a": (100, 20.0)}, collection=new))]
+        assert kinds and set(kinds) == {"shrink"}
+
+
+def test_the_fingerprint_is_read_back_from_the_manifest() -> None:
+    manifest = {
+        "rowCount": 3,
+        "costTotals": {"BilledCost": 1.5},
+        "sourceWindow": {"start": "2026-11-01T00:00:00+00:00", "end": "2026-11-02T00:00:00+00:00"},
+        "extra": {"clusters": 1, "collection": fingerprint(allocation_mode="workload")},
+    }
+    read = figures_from_manifest(manifest)
+    assert read is not None and read.collection == fingerprint(allocation_mode="workload")
+    del manifest["extra"]["collection"]  # type: ignore[attr-defined]
+    read = figures_from_manifest(manifest)
+    assert read is not None and read.collection is None

@@ -587,6 +587,54 @@ def test_answers_the_definition_allows_are_served_on_demand(server: SandboxServe
         server.faults = Faults()
 
 
+def test_cost_scale_multiplies_every_cost_and_keeps_the_answer_consistent(
+    server: SandboxServer, org: SandboxOrg
+) -> None:
+    cluster = org.clusters[0].id
+    base = f"/v1/cost-reports/clusters/{cluster}"
+    hourly = {"startTime": "2026-11-01T00:00:00Z", "endTime": "2026-11-02T00:00:00Z", "stepSeconds": "3600"}
+    micro = Decimal("0.000001")
+
+    def answers() -> tuple[dict[str, Any], dict[str, Any]]:
+        with client_for(server) as api:
+            workloads = api.get(f"{base}/workload-costs", params={**hourly, "limit": "1000"}).json()
+            return workloads, api.get(f"{base}/cost", params=hourly).json()
+
+    def is_cost(name: str) -> bool:
+        return "Cost" in name or name.startswith("cost")
+
+    try:
+        plain_workloads, plain_cluster = answers()
+        server.faults = Faults(cost_scale={cluster: 0.5})
+        half_workloads, half_cluster = answers()
+        assert server.faults.injected["answer"] == 2
+    finally:
+        server.faults = Faults()
+    pairs = [
+        (a, b)
+        for x, y in zip(plain_workloads["items"], half_workloads["items"], strict=True)
+        for a, b in [(x["summary"], y["summary"]), *zip(x["costMetrics"], y["costMetrics"], strict=True)]
+    ] + list(zip(plain_cluster["items"], half_cluster["items"], strict=True))
+    scaled = 0
+    for plain, half in pairs:
+        assert plain.keys() == half.keys()
+        for name, value in plain.items():
+            if name == "timestamp":
+                assert half[name] == value
+            elif is_cost(name):
+                # Each bucket value is rounded to the micro-dollar; a summary adds up to 24 x 2 roundings.
+                assert abs(Decimal(half[name]) - Decimal(value) / 2) <= 50 * micro, (name, value, half[name])
+                scaled += Decimal(value) > 0
+            else:
+                assert half[name] == value, name  # counts, GiB, uptime untouched
+    assert scaled > 100
+    for item in half_workloads["items"]:
+        for bucket in item["costMetrics"]:
+            for tier in TIERS:  # cost{Tier} = Σ of its resource costs, exactly on the strings served
+                parts = sum(Decimal(bucket[f"{c}Cost{tier}"]) for c in ("cpu", "ram", "gpu", "tpu"))
+                assert Decimal(bucket[f"cost{tier}"]) == parts
+
+
 # ----------------------------------------------------------------------------------------------
 # Auth, organisation scoping, errors, recording
 

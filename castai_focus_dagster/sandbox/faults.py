@@ -22,7 +22,10 @@ succeeds while the answer takes minutes; only a deadline on the whole request en
 `answer_step_seconds`, `no_data` and `omit_identity` (keyed by a path regex) make the server give
 answers the API definition allows but a careless client misreads: buckets of another size than the
 requested `stepSeconds` (workload costs and cluster cost), `items: []` with a `noDataReason` (or
-without one), workload items without `workloadName` / `workloadType` / `namespace`.
+without one), workload items without `workloadName` / `workloadType` / `namespace`. `cost_scale`
+(regex -> factor) multiplies every cost of the matching workload-costs and cluster-cost answers, still
+consistent (`cost{Tier}` = Σ its resource costs, summaries = Σ buckets): a cluster whose costs Cast AI
+restates, or a unit error (×10⁵), that nothing in the answer itself betrays.
 
 `keyed=True` makes the random draws of a request depend only on the seed, the request (method, path
 and query) and how many times that same request was made before, not on the arrival order: clients
@@ -108,6 +111,7 @@ class Faults:
     answer_step_seconds: dict[str, int] = field(default_factory=dict)  # regex -> step actually served
     no_data: dict[str, str | None] = field(default_factory=dict)  # regex -> noDataReason (None: omitted)
     omit_identity: dict[str, tuple[str, ...]] = field(default_factory=dict)  # regex -> item fields left out
+    cost_scale: dict[str, float] = field(default_factory=dict)  # regex -> factor on every cost field
     seed: int = 0
     keyed: bool = False  # draws per request identity instead of one stream in arrival order
 

@@ -229,6 +229,7 @@ class _Window:
     n_buckets: int
     hours_per_bucket: int
     listing: bool = False  # useListingPrices=true: costs at listing prices (no discount)
+    cost_scale: float = 1.0  # fault `cost_scale`: every cost series multiplied by this
 
     @property
     def hours(self) -> int:
@@ -375,6 +376,12 @@ def _render_window(
     means = org.bucket_metrics(
         cluster.id, window.start_hour, window.n_buckets, window.hours_per_bucket, listing=window.listing
     )
+    if window.cost_scale != 1.0:
+        # Only the resource cost series: `cost{Tier}` and the summaries are derived from them below.
+        means = {
+            name: values * window.cost_scale if name in _SCALED_COST_FIELDS else values
+            for name, values in means.items()
+        }
     micro = {name: values if name in SUMMED_FIELDS else _micro(values) for name, values in means.items()}
     for tier in TIERS:
         micro[f"cost{tier}"] = _add(micro[f"{cost}{tier}"] for cost in RESOURCE_COSTS)
@@ -445,8 +452,13 @@ def _cluster_cost_body(
     )
 
 
-# cluster, start hour, buckets, hours per bucket, listing prices, /cost body only
-_WindowKey = tuple[str, int, int, int, bool, bool]
+# The hourly series that are costs (`cost{Tier}` is their sum, derived when rendering).
+_SCALED_COST_FIELDS: frozenset[str] = frozenset(
+    f"{cost}{tier}" for cost in RESOURCE_COSTS for tier in TIERS
+) | {"storageCost"}
+
+# cluster, start hour, buckets, hours per bucket, listing prices, cost scale, /cost body only
+_WindowKey = tuple[str, int, int, int, bool, float, bool]
 
 
 class _WindowCache:
@@ -481,7 +493,7 @@ class _WindowCache:
                 self._key_locks.pop(key, None)
             return rendered
 
-    def peek(self, key: tuple[str, int, int, int, bool]) -> _RenderedWindow | None:
+    def peek(self, key: tuple[str, int, int, int, bool, float]) -> _RenderedWindow | None:
         """A full render of this window if one is cached (it also holds the /cost body)."""
         with self._lock:
             return self._lookup((*key, False))
@@ -617,7 +629,14 @@ class _SandboxApi:
 
     def render(self, cluster: SandboxCluster, window: _Window, *, cost_only: bool = False) -> _RenderedWindow:
         """Cached render; a full render also serves `cost_only` requests."""
-        base = (cluster.id, window.start_hour, window.n_buckets, window.hours_per_bucket, window.listing)
+        base = (
+            cluster.id,
+            window.start_hour,
+            window.n_buckets,
+            window.hours_per_bucket,
+            window.listing,
+            window.cost_scale,
+        )
         if cost_only:
             full = self._windows.peek(base)
             if full is not None:
@@ -628,9 +647,11 @@ class _SandboxApi:
     def prerender(self, cluster: SandboxCluster, window: _Window) -> None:
         """Pin the workload-costs window and the /cost body at listing prices (the exporter asks both)."""
         key = (cluster.id, window.start_hour, window.n_buckets, window.hours_per_bucket)
-        self._windows.pin((*key, False, False), _render_window(self._org, cluster, window))
+        self._windows.pin((*key, False, 1.0, False), _render_window(self._org, cluster, window))
         listing = replace(window, listing=True)
-        self._windows.pin((*key, True, True), _render_window(self._org, cluster, listing, cost_only=True))
+        self._windows.pin(
+            (*key, True, 1.0, True), _render_window(self._org, cluster, listing, cost_only=True)
+        )
 
     # Endpoints --------------------------------------------------------------------------------
 
@@ -652,14 +673,19 @@ class _SandboxApi:
         )
 
     def _served_window(self, request: _Request) -> _Window:
-        """The requested window, or (fault `answer_step_seconds`) the same span in buckets of another size."""
+        """The requested window, or (fault `answer_step_seconds`) the same span in buckets of another size;
+        (fault `cost_scale`) with every cost multiplied."""
+        faults = self._server.faults
         window = _window(request)
-        matched, step = self._server.faults.answer(self._server.faults.answer_step_seconds, request.path)
+        scaled, scale = faults.answer(faults.cost_scale, request.path)
+        if scaled and scale is not None:
+            window = replace(window, cost_scale=float(scale))
+        matched, step = faults.answer(faults.answer_step_seconds, request.path)
         if not matched or step is None:
             return window
         hours_per_bucket = max(1, step // HOUR_SECONDS)
-        return _Window(
-            window.start_hour, max(1, window.hours // hours_per_bucket), hours_per_bucket, window.listing
+        return replace(
+            window, n_buckets=max(1, window.hours // hours_per_bucket), hours_per_bucket=hours_per_bucket
         )
 
     def _workload_costs(self, request: _Request, scope: str, cluster_id: str) -> _Response:

@@ -42,7 +42,7 @@ class Rule:
     `copy`: True only CopyObject, False only uploads, None both. `times`: how many matching requests
     to fail (None: all of them). `on_match` runs first; returning True means "do not answer at all".
     `forward`: after `on_match`, send the request on unchanged instead of failing it (to hold a request
-    while something else happens).
+    while something else happens). `headers` are added to the error answer (`x-amz-bucket-region`).
     """
 
     method: str
@@ -53,6 +53,7 @@ class Rule:
     times: int | None = None
     on_match: Callable[[S3Request], bool] | None = None
     forward: bool = False
+    headers: tuple[tuple[str, str], ...] = ()  # extra headers of the error answer
     matched: int = field(default=0, init=False)
 
     def selects(self, request: S3Request) -> bool:
@@ -201,6 +202,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         ).encode()
         self.send_response(rule.status)
         self.send_header("Content-Type", "application/xml")
+        for name, value in rule.headers:
+            self.send_header(name, value)
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         if self.command != "HEAD":
