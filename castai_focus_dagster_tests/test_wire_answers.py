@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from castai_focus_dagster.castai_client import (
     MISSING_WORKLOAD_IDENTITY,
     NO_DATA,
+    UPTIME_OVER_STEP,
     CastAIClient,
     CastAIError,
     input_warnings,
@@ -38,6 +39,7 @@ from castai_focus_dagster.castai_decode import (
     WorkloadItem,
 )
 from castai_focus_dagster.layout import data_key, manifest_key
+from castai_focus_dagster.models import Cluster
 from castai_focus_dagster.sandbox import CannedResponse, SandboxOrg, SandboxServer
 from castai_focus_dagster_tests.test_pipeline import DAY, PREFIX, run
 
@@ -159,6 +161,56 @@ def test_an_empty_answer_is_no_data_with_the_reason_given_or_none() -> None:
     assert listed.no_data() is None
 
 
+def _hourly_item(name: str, hours: tuple[int, ...], uptime_minutes: str) -> WorkloadItem:
+    buckets = [
+        {
+            "timestamp": (START + timedelta(hours=h)).isoformat(),
+            "costOnDemand": "1.000000",
+            "cpuCostOnDemand": "1.000000",
+            "uptimeMinutesOnDemand": uptime_minutes,
+        }
+        for h in hours
+    ]
+    item = {"namespace": "ns", "workloadType": "Deployment", "workloadName": name, "costMetrics": buckets}
+    return msgspec.convert(item, WorkloadItem, strict=False)
+
+
+def test_correctly_spaced_buckets_are_never_refused_for_their_uptime() -> None:
+    """Regression: 600 uptime minutes in an hourly bucket (pod-minutes?) refused a well-spaced day."""
+    assembler = WorkloadCostsAssembler("c1", BucketWindow(START, END, 3600))
+    assembler.add([_hourly_item("a", (3, 4), "600"), _hourly_item("b", (24,), "60")])
+    assert assembler.table().num_rows == 3
+    assert assembler.uptime_over_step == 600.0
+    assert not assembler.single_last_bucket()
+
+
+def test_only_buckets_at_the_window_end_ask_for_the_probe() -> None:
+    late = WorkloadCostsAssembler("c1", BucketWindow(START, END, 3600))
+    late.add([_hourly_item("a", (24,), "30"), _hourly_item("b", (24,), "60")])
+    assert late.table().num_rows == 2 and late.single_last_bucket()
+    assert late.uptime_over_step == 0.0
+    earlier = WorkloadCostsAssembler("c1", BucketWindow(START, END, 3600))
+    earlier.add([_hourly_item("a", (12,), "30")])
+    assert earlier.table().num_rows == 1 and not earlier.single_last_bucket()
+    one_step = WorkloadCostsAssembler("c1", BucketWindow(END - timedelta(hours=1), END, 3600))
+    one_step.add([_hourly_item("a", (24,), "30")])
+    assert one_step.table().num_rows == 1 and not one_step.single_last_bucket()  # nothing to probe
+
+
+def test_items_without_any_bucket_are_no_data() -> None:
+    """Regression: listed workloads with `costMetrics: []` hid the noDataReason ($0 and no record)."""
+    bare = WorkloadCostsAssembler("c1", BucketWindow(START, END, 3600))
+    bare.add([_hourly_item("a", (), "0"), _hourly_item("b", (), "0")])
+    bare.note_no_data_reason("NoMetricsServer")
+    assert bare.table().num_rows == 0 and bare.no_data() == "NoMetricsServer"
+    silent = WorkloadCostsAssembler("c1", BucketWindow(START, END, 3600))
+    silent.add([_hourly_item("a", (), "0")])
+    assert silent.no_data() == "none given"
+    filtered = WorkloadCostsAssembler("c1", BucketWindow(START, END, 3600), include_namespaces=["other"])
+    filtered.add([_hourly_item("a", (5,), "60")])  # a bucket arrived, in a namespace left out
+    assert filtered.table().num_rows == 0 and filtered.no_data() is None
+
+
 def msgspec_item() -> WorkloadItem:
     return msgspec.convert(
         _item(namespace="ns", workloadType="Job", workloadName="x"), WorkloadItem, strict=False
@@ -195,6 +247,82 @@ def test_the_client_records_no_data_and_its_reason(sandbox: SandboxServer, sandb
         assert tables[cid].num_rows == 0
         [warning] = input_warnings(tables[cid])
         assert (warning["rule"], warning["cluster_id"], warning["detail"]) == (NO_DATA, cid, reason)
+
+
+def _page(*items: WorkloadItem) -> bytes:
+    return json.dumps(
+        {"items": [msgspec.to_builtins(i) for i in items], "nextCursor": "", "count": str(len(items))}
+    ).encode()
+
+
+@pytest.mark.parametrize("earlier", [False, True], ids=["only-last-bucket", "coarser-bucket"])
+def test_the_client_settles_a_lone_last_bucket_with_one_probe(
+    sandbox: SandboxServer, sandbox_org: SandboxOrg, earlier: bool
+) -> None:
+    """All buckets at the window's end: the same query for (start, end - step] must have none."""
+    cluster = sandbox_org.clusters[0].id
+    asked: list[str] = []
+    probe_end = (END - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def answer(query: Any) -> CannedResponse:
+        asked.append(query["endTime"][0])
+        if query["endTime"][0] != probe_end:
+            return CannedResponse(body=_page(_hourly_item("late", (24,), "45")))
+        # A coarser (daily) answer: for a 23-hour window, still one bucket for the whole span.
+        return CannedResponse(body=_page(_hourly_item("late", (24,), "45")) if earlier else _page())
+
+    sandbox.faults.responses = {rf"/{cluster}/workload-costs$": answer}
+    with client_for(sandbox, sandbox_org) as client:
+        if not earlier:
+            assert client.workload_costs(cluster, START, END, 3600).num_rows == 1
+        else:
+            with pytest.raises(CastAIError) as info:
+                client.workload_costs(cluster, START, END, 3600)
+            error = info.value
+            assert (error.reason, error.cluster_id, error.endpoint) == (
+                "wrong step",
+                cluster,
+                "workload-costs",
+            )
+            assert "86400s buckets" in str(error) and "stepSeconds=3600" in str(error)
+    assert asked.count(probe_end) == 1 and len(asked) == 2
+
+
+def test_the_client_keeps_long_uptime_on_a_well_spaced_answer_as_a_warning(
+    sandbox: SandboxServer, sandbox_org: SandboxOrg
+) -> None:
+    cluster = sandbox_org.clusters[0].id
+    body = _page(_hourly_item("busy", (1, 2, 3), "240"))
+    sandbox.faults.responses = {rf"/{cluster}/workload-costs$": lambda _q: CannedResponse(body=body)}
+    with client_for(sandbox, sandbox_org) as client:
+        table = client.workload_costs(cluster, START, END, 3600)
+    assert table.num_rows == 3
+    [warning] = input_warnings(table)
+    assert (warning["rule"], warning["cluster_id"]) == (UPTIME_OVER_STEP, cluster)
+
+
+def test_the_client_records_no_data_when_workloads_are_listed_without_buckets(
+    sandbox: SandboxServer, sandbox_org: SandboxOrg
+) -> None:
+    quiet, silent = sandbox_org.clusters[0].id, sandbox_org.clusters[1].id
+    sandbox.faults.no_data_keep_items = {f"/{quiet}/": "NoMetricsServer", f"/{silent}/": None}
+    with client_for(sandbox, sandbox_org) as client:
+        tables = {cid: client.workload_costs(cid, START, END, 3600) for cid in (quiet, silent)}
+    for cid, reason in ((quiet, "NoMetricsServer"), (silent, "none given")):
+        assert tables[cid].num_rows == 0
+        [warning] = input_warnings(tables[cid])
+        assert (warning["rule"], warning["cluster_id"], warning["detail"]) == (NO_DATA, cid, reason)
+
+
+def test_the_client_decodes_deleted_at(sandbox: SandboxServer, sandbox_org: SandboxOrg) -> None:
+    gone = sandbox_org.clusters[0].id
+    sandbox.faults.deleted_clusters = {gone: "2026-10-30T08:15:00Z"}
+    with client_for(sandbox, sandbox_org) as client:
+        clusters = {c.id: c for c in client.list_clusters()}
+    assert clusters[gone].deleted_at == datetime(2026, 10, 30, 8, 15, tzinfo=UTC)
+    assert clusters[gone].deleted_by(START) and not clusters[gone].deleted_by(START - timedelta(days=2))
+    assert all(c.deleted_at is None for cid, c in clusters.items() if cid != gone)
+    assert Cluster.from_json(json.loads(json.dumps(clusters[gone].to_json()))) == clusters[gone]
 
 
 def test_the_client_keeps_every_dollar_of_workloads_without_names(
