@@ -363,8 +363,8 @@ def _events(instance: dg.DagsterInstance, run_id: str, kind: str) -> list[Any]:
 
 @pytest.mark.parametrize(
     ("endpoint", "mode"),
-    [("workload-costs", "workload"), ("cost", "split")],
-    ids=["workload-costs", "cluster-cost-in-split-mode"],
+    [("workload-costs", "workload"), ("cost", "split"), ("cost", "workload")],
+    ids=["workload-costs", "cluster-cost-in-split-mode", "listing-prices"],
 )
 def test_a_wrong_bucket_size_fails_the_run_and_publishes_nothing(
     exporter_env: Path,
@@ -381,10 +381,13 @@ def test_a_wrong_bucket_size_fails_the_run_and_publishes_nothing(
         result = run([DAY], instance)
         assert not result.success
         assert not _events(instance, result.run_id, "STEP_UP_FOR_RETRY")  # permanent: no retries
-        [failure] = _events(instance, result.run_id, "STEP_FAILURE")
-    text = str(failure.dagster_event.event_specific_data)
-    assert cluster in text and ("cluster-cost" if endpoint == "cost" else "workload-costs") in text
-    assert "86400s buckets" in text and "stepSeconds=3600" in text
+        failures = _events(instance, result.run_id, "STEP_FAILURE")
+    # /cost feeds both the split-mode cluster costs and the listing prices: each step fails on its own.
+    assert len(failures) == (2 if mode == "split" else 1)
+    for failure in failures:
+        text = str(failure.dagster_event.event_specific_data)
+        assert cluster in text and ("cluster-cost" if endpoint == "cost" else "workload-costs") in text
+        assert "86400s buckets" in text and "stepSeconds=3600" in text
     assert not _published(exporter_env, sandbox_org).exists()
     assert not (exporter_env / manifest_key(PREFIX, date.fromisoformat(DAY))).exists()
 
@@ -409,6 +412,31 @@ def test_a_cluster_without_data_is_recorded_and_the_others_publish(
     assert all(c.passed for name, c in checks.items() if name != "focus_clusters_with_data")
     table = pq.read_table(_published(exporter_env, sandbox_org))
     assert quiet.id not in set(table["x_CastAIClusterId"].to_pylist())
+    others = sum(sandbox_org.expected_cluster_total(c.id, START, END) for c in sandbox_org.clusters[1:])
+    assert pc.sum(table["BilledCost"]).as_py() == pytest.approx(others, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("deleted_at", "listed"),
+    [("2026-10-31T09:30:00Z", False), ("2026-11-01T12:00:00Z", True)],
+    ids=["deleted-before-the-day", "deleted-during-the-day"],
+)
+def test_a_deleted_cluster_without_data_warns_only_until_its_deletion(
+    exporter_env: Path, sandbox: SandboxServer, sandbox_org: SandboxOrg, deleted_at: str, listed: bool
+) -> None:
+    """Regression: a deleted cluster Cast AI still lists had "no data" and warned every day, forever."""
+    gone = sandbox_org.clusters[0]
+    sandbox.faults.deleted_clusters = {gone.id: deleted_at}
+    sandbox.faults.no_data = {f"/{gone.id}/workload-costs$": None}  # also during the day of deletion
+    with dg.instance_for_test() as instance:
+        result = run([DAY], instance)
+        assert result.success
+        checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    manifest = json.loads((exporter_env / manifest_key(PREFIX, date.fromisoformat(DAY))).read_text())
+    expected = [{"cluster_id": gone.id, "cluster_name": gone.name, "reason": "none given"}] if listed else []
+    assert manifest["extra"]["clusters_without_data"] == expected
+    assert checks["focus_clusters_with_data"].passed is not listed
+    table = pq.read_table(_published(exporter_env, sandbox_org))
     others = sum(sandbox_org.expected_cluster_total(c.id, START, END) for c in sandbox_org.clusters[1:])
     assert pc.sum(table["BilledCost"]).as_py() == pytest.approx(others, abs=1e-4)
 
