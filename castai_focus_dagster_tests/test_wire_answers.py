@@ -10,6 +10,7 @@ exported under a placeholder with its whole cost.
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ from castai_focus_dagster.castai_decode import (
 from castai_focus_dagster.layout import data_key, manifest_key
 from castai_focus_dagster.models import Cluster
 from castai_focus_dagster.sandbox import CannedResponse, SandboxOrg, SandboxServer
-from castai_focus_dagster_tests.test_pipeline import DAY, PREFIX, run
+from castai_focus_dagster_tests.test_pipeline import DAY, PREFIX, _one_day_cli, run
 
 START = datetime.fromisoformat(DAY).replace(tzinfo=UTC)
 END = START + timedelta(days=1)
@@ -594,3 +595,103 @@ def test_buckets_of_a_coarser_grid_are_always_refused_and_dense_hourly_ones_neve
     assert problem is not None and "requested stepSeconds=3600" in problem
     dense = sorted(hours | {min(hours) + 1 if min(hours) < 24 else 23})  # two neighbouring hours at least
     assert window.step_problem(window.grid_seconds(micros(*dense))) is None
+
+
+# ------------------------------------------------------------------------------------------------
+# The same answers through the real CLI: `dagster asset materialize --select '*' --partition DAY`
+
+
+def _setup_wrong_step(org: SandboxOrg, faults: Any, env: dict[str, str]) -> None:
+    faults.answer_step_seconds = {rf"/{org.clusters[0].id}/workload-costs$": 86400}
+
+
+def _setup_no_data(org: SandboxOrg, faults: Any, env: dict[str, str]) -> None:
+    faults.no_data_keep_items = {rf"/{org.clusters[0].id}/workload-costs$": "NoMetricsServer"}
+
+
+def _setup_missing_identity(org: SandboxOrg, faults: Any, env: dict[str, str]) -> None:
+    faults.omit_identity = {rf"/{org.clusters[0].id}/workload-costs$": ("workloadName", "namespace")}
+
+
+def _setup_child_listing(org: SandboxOrg, faults: Any, env: dict[str, str]) -> None:
+    env["FOCUS_ENTERPRISE_ID"] = org.enterprise_id
+    faults.responses = {"/organizations$": lambda _query: CannedResponse(body=b'{"nextPageCursor":""}')}
+
+
+def _setup_all_labels(org: SandboxOrg, faults: Any, env: dict[str, str]) -> None:
+    """The default: an empty FOCUS_TAG_ALLOWLIST asks for every label."""
+
+
+def _check_evaluations(home: Path) -> dict[str, Any]:
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        [record] = instance.get_run_records()
+        events = _events(instance, record.dagster_run.run_id, "ASSET_CHECK_EVALUATION")
+    return {
+        e.dagster_event.event_specific_data.check_name: e.dagster_event.event_specific_data for e in events
+    }
+
+
+@pytest.mark.parametrize(
+    "answer", ["wrong-step", "no-data", "missing-identity", "child-listing-shape", "all-labels-tags"]
+)
+def test_each_wire_answer_through_dagster_asset_materialize(
+    exporter_env: Path, sandbox: SandboxServer, sandbox_org: SandboxOrg, tmp_path: Path, answer: str
+) -> None:
+    """One day from the CLI for each answer, its outcome compared with the sandbox's own truth."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    setup = {
+        "wrong-step": _setup_wrong_step,
+        "no-data": _setup_no_data,
+        "missing-identity": _setup_missing_identity,
+        "child-listing-shape": _setup_child_listing,
+        "all-labels-tags": _setup_all_labels,
+    }[answer]
+    setup(sandbox_org, sandbox.faults, env)
+    proc = _one_day_cli(env, "asset materialize", DAY)
+    output = proc.stdout + proc.stderr
+    published = _published(exporter_env, sandbox_org)
+    manifest_path = exporter_env / manifest_key(PREFIX, date.fromisoformat(DAY))
+    first = sandbox_org.clusters[0]
+    total = sum(sandbox_org.expected_cluster_total(c.id, START, END) for c in sandbox_org.clusters)
+    if answer == "wrong-step":
+        assert proc.returncode != 0
+        assert not published.exists() and not manifest_path.exists()
+        assert first.id in output and "86400s buckets" in output and "stepSeconds=3600" in output
+        return
+    assert proc.returncode == 0, output[-3000:]
+    table = pq.read_table(published)
+    manifest = json.loads(manifest_path.read_text())
+    mine = table.filter(pc.equal(table["x_CastAIClusterId"], first.id))
+    if answer == "no-data":
+        expected = [{"cluster_id": first.id, "cluster_name": first.name, "reason": "NoMetricsServer"}]
+        assert manifest["extra"]["clusters_without_data"] == expected
+        check = _check_evaluations(home)["focus_clusters_with_data"]
+        assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+        assert first.name in (check.description or "") and "NoMetricsServer" in (check.description or "")
+        assert mine.num_rows == 0
+        others = total - sandbox_org.expected_cluster_total(first.id, START, END)
+        assert pc.sum(table["BilledCost"]).as_py() == pytest.approx(others, abs=1e-4)
+        return
+    assert manifest["extra"]["clusters_without_data"] == []
+    assert pc.sum(table["BilledCost"]).as_py() == pytest.approx(total, abs=1e-4)  # every dollar kept
+    if answer == "missing-identity":
+        assert set(mine["x_CastAINamespace"].to_pylist()) == {MISSING_IDENTITY}
+        assert all(name.startswith("(unknown") for name in mine["ResourceName"].to_pylist())
+        assert (
+            manifest["extra"]["workloads_missing_identity"] == pc.count_distinct(mine["ResourceId"]).as_py()
+        )
+    elif answer == "child-listing-shape":
+        assert manifest["extra"]["enrichment_missing"] == {"enterprise_organizations": "invalid response"}
+        assert set(table["SubAccountType"].to_pylist()) == {"Cluster"}
+        assert _accounts(table) == {
+            (c.id, c.organization_id, c.organization_id, c.id, c.name) for c in sandbox_org.clusters
+        }
+    else:
+        seen: set[str] = set()
+        for tags in table["Tags"].to_pylist():
+            seen.update(json.loads(tags) if tags else {})
+        labels = {key for c in sandbox_org.clusters for row in c.workloads.labels for key in row}
+        cluster_tags = {key for c in sandbox_org.clusters for key in c.tags}
+        assert labels and labels | cluster_tags <= seen
