@@ -853,12 +853,13 @@ class WorkloadCostsAssembler:
         if earliest < latest:
             return (problem, "timestamp") if problem else None
         if self._max_uptime > self.window.step_seconds / 60 + 1e-6:
-            return (
+            uptime = (
                 f"a bucket reports {self._max_uptime:g} uptime minutes, more than a "
                 f"stepSeconds={self.window.step_seconds} bucket holds"
-                + (f"; {problem}" if problem else " (wrong bucket size)"),
-                "uptimeMinutes",
             )
+            if problem:  # the lone timestamp's offset is the coarser size; uptime confirms it
+                return f"{problem}: {uptime}", "timestamp"
+            return f"{uptime} (wrong bucket size)", "uptimeMinutes"
         return None
 
     def single_last_bucket(self) -> bool:
