@@ -480,6 +480,8 @@ class CastAIClient:
         Metric fields missing from a bucket count as 0.0 (protojson may omit zero values). Repairs
         (an identical repeat of a workload dropped, labels with control characters left out) are
         logged as warnings and recorded in the table's schema metadata (`input_warnings(table)`).
+        An answer whose buckets all sit at the window's last timestamp costs one more request (the
+        probe that tells a late-starting cluster from one coarser bucket).
         """
         window = BucketWindow(start, end, step_seconds)
         params = [

@@ -1,10 +1,12 @@
 """Answers the Cast AI API definition allows and a careless client misreads, from the wire to FOCUS.
 
-Each is produced on demand by the sandbox (`Faults.answer_step_seconds`, `no_data`, `omit_identity`)
-over real HTTP and driven through the decoding functions, the client and a real Dagster run: a bucket
-size other than the one requested is refused, an empty answer is recorded as "no data" (manifest,
-metadata, WARN check) while the other clusters publish, and a workload without identity fields is
-exported under a placeholder with its whole cost.
+Each is produced on demand by the sandbox (`Faults.answer_step_seconds`, `no_data`,
+`no_data_keep_items`, `omit_identity`, `deleted_clusters`, scripted `responses`) over real HTTP and
+driven through the decoding functions, the client, a real Dagster run and the `dagster asset
+materialize` CLI: a bucket size other than the one requested is refused (a lone last bucket settled by
+its uptime and one probe request), an answer without any bucket is recorded as "no data" (manifest,
+metadata, WARN check) while the other clusters publish, unless the cluster was deleted before the day,
+and a workload without identity fields is exported under a placeholder with its whole cost.
 """
 
 from __future__ import annotations
