@@ -50,6 +50,7 @@ from castai_focus_dagster.castai_decode import (
     BucketWindow,
     InvalidResponse,
     WorkloadCostsAssembler,
+    WorkloadItem,
     decode_child_organizations_page,
     decode_cluster_prices_page,
     decode_clusters,
@@ -501,7 +502,7 @@ class CastAIClient:
             assembler.note_no_data_reason(page.no_data_reason)
         table = self._decoded(WORKLOAD_COSTS, cluster_id, assembler.table)
         if assembler.single_last_bucket():
-            self._probe_coarser_bucket(cluster_id, path, params, window)
+            self._probe_coarser_bucket(cluster_id, path, params, window, assembler.wanted)
         warnings = []
         if assembler.uptime_over_step:
             warnings.append(
@@ -567,12 +568,18 @@ class CastAIClient:
         return with_input_warnings(table, [w.to_json() for w in warnings])
 
     def _probe_coarser_bucket(
-        self, cluster_id: str, path: str, params: Sequence[tuple[str, str]], window: BucketWindow
+        self,
+        cluster_id: str,
+        path: str,
+        params: Sequence[tuple[str, str]],
+        window: BucketWindow,
+        wanted: Callable[[WorkloadItem], bool],
     ) -> None:
         """Every bucket sat at the window's last timestamp: ask once for (start, end - step].
 
         A cluster that really ran only in the last bucket has no bucket there; any bucket in that answer
-        means the lone timestamp was one coarser bucket covering the whole window (wrong step).
+        means the lone timestamp was one coarser bucket covering the whole window (wrong step). Only
+        workloads past the namespace filters count, as in the answer being checked.
         """
         step = window.step_seconds
         probe_end = window.end - timedelta(seconds=step)
@@ -580,7 +587,7 @@ class CastAIClient:
         query.append(("page.limit", str(self._page_limit)))
         body = self._get(WORKLOAD_COSTS, path, query, cluster_id=cluster_id)
         page, _ = self._decoded(WORKLOAD_COSTS, cluster_id, decode_workload_costs_page, body)
-        if any(item.cost_metrics for item in page.items):
+        if any(item.cost_metrics for item in page.items if wanted(item)):
             coarse = int((window.end - window.start).total_seconds())
             raise CastAIError(
                 f"every bucket is at the window's last timestamp {rfc3339(window.end)}, yet the same "

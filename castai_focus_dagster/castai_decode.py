@@ -817,7 +817,7 @@ class WorkloadCostsAssembler:
                 # Never a repeat, never dropped: each such item becomes its own placeholder workload.
                 item = self._placeholder(item, missing)
                 self._first[_identity(item)] = None
-                if self._wanted(item):  # COLLECTION_INCLUDE_NAMESPACES never lists "(unknown)"
+                if self.wanted(item):  # COLLECTION_INCLUDE_NAMESPACES never lists "(unknown)"
                     kept.append(item)
                     self.missing_identity += 1
                 continue
@@ -826,7 +826,7 @@ class WorkloadCostsAssembler:
                 repeats.append(item)
                 continue
             self._first[key] = None
-            if self._wanted(item):
+            if self.wanted(item):
                 kept.append(item)
         self._add_rows(kept)
         for item in repeats:  # after _add_rows: the first copy may be on this very page
@@ -911,7 +911,8 @@ class WorkloadCostsAssembler:
             workload_name=fields["workloadName"],
         )
 
-    def _wanted(self, item: WorkloadItem) -> bool:
+    def wanted(self, item: WorkloadItem) -> bool:
+        """Past COLLECTION_INCLUDE/EXCLUDE_NAMESPACES (applied here, the server filter is a hint)."""
         return not (
             (self._include and item.namespace not in self._include) or item.namespace in self._exclude
         )

@@ -291,6 +291,25 @@ def test_the_client_settles_a_lone_last_bucket_with_one_probe(
     assert asked.count(probe_end) == 1 and len(asked) == 2
 
 
+def test_the_probe_ignores_workloads_of_excluded_namespaces(
+    sandbox: SandboxServer, sandbox_org: SandboxOrg
+) -> None:
+    """An excluded namespace running all day must not make a kept late workload a "coarser bucket"."""
+    cluster = sandbox_org.clusters[0].id
+    system = msgspec.structs.replace(_hourly_item("dns", tuple(range(1, 25)), "60"), namespace="kube-system")
+    late = _hourly_item("late", (24,), "45")
+
+    def answer(query: Any) -> CannedResponse:
+        full_day = query["endTime"][0] == END.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return CannedResponse(body=_page(system, late) if full_day else _page(system))
+
+    sandbox.faults.responses = {rf"/{cluster}/workload-costs$": answer}
+    with client_for(sandbox, sandbox_org) as client:
+        table = client.workload_costs(cluster, START, END, 3600, exclude_namespaces=["kube-system"])
+    assert table["workload_name"].cast("string").to_pylist() == ["late"]
+    assert sandbox.faults.injected["canned"] == 2  # the answer and its probe
+
+
 def test_the_client_keeps_long_uptime_on_a_well_spaced_answer_as_a_warning(
     sandbox: SandboxServer, sandbox_org: SandboxOrg
 ) -> None:
