@@ -248,6 +248,9 @@ def castai_listing_prices(
                 try:
                     reports[cid] = future.result()
                 except CastAIError as exc:  # list prices degrade to the effective rate; costs are unaffected
+                    if exc.reason == "wrong step":  # another bucket size than asked: fail the day
+                        with _permanent_castai_errors_fail_fast():
+                            raise
                     context.log.warning(
                         f"{key}: listing prices of cluster {cid} unavailable ({exc.reason}); its rows keep "
                         f"their effective rate as ListUnitPrice: {exc}"
@@ -347,7 +350,7 @@ def focus_cost_and_usage(
             enrichment_completeness=enrichment.completeness,
             enrichment_missing=dict(enrichment.missing),
             allocation_mode=settings.focus_allocation_mode,
-            clusters_without_data=_clusters_without_data(warnings, clusters),
+            clusters_without_data=_clusters_without_data(warnings, clusters, window.start),
             workloads_missing_identity=sum(
                 int(w["count"]) for w in warnings if w["rule"] == MISSING_WORKLOAD_IDENTITY
             ),
@@ -370,9 +373,12 @@ def focus_cost_and_usage(
 
 
 def _clusters_without_data(
-    warnings: list[dict[str, Any]], clusters: dict[str, Cluster]
+    warnings: list[dict[str, Any]], clusters: dict[str, Cluster], day_start: datetime
 ) -> list[dict[str, str]]:
-    """The clusters Cast AI has no data for, with their name and the reason it gave."""
+    """The clusters Cast AI has no data for, with their name and the reason it gave.
+
+    A cluster deleted before the day began is expected to have none: it is left out, so a deleted
+    cluster Cast AI still lists does not warn every day from then on."""
     return [
         {
             "cluster_id": str(w["cluster_id"]),
@@ -381,6 +387,7 @@ def _clusters_without_data(
         }
         for w in sorted(warnings, key=lambda w: str(w["cluster_id"]))
         if w["rule"] == NO_DATA
+        and not (w["cluster_id"] in clusters and clusters[w["cluster_id"]].deleted_by(day_start))
     ]
 
 

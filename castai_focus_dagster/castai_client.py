@@ -34,7 +34,7 @@ from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -50,6 +50,7 @@ from castai_focus_dagster.castai_decode import (
     BucketWindow,
     InvalidResponse,
     WorkloadCostsAssembler,
+    WorkloadItem,
     decode_child_organizations_page,
     decode_cluster_prices_page,
     decode_clusters,
@@ -88,6 +89,8 @@ INPUT_WARNINGS_KEY = b"castai_focus.input_warnings"
 DUPLICATE_WORKLOAD = "duplicate-workload"
 CONTROL_CHARACTERS_IN_LABELS = "control-characters-in-labels"
 MISSING_WORKLOAD_IDENTITY = "missing-workload-identity"
+# Correctly spaced buckets whose uptimeMinutes* exceed the step (uptime may count pod-minutes): kept.
+UPTIME_OVER_STEP = "uptime-over-step"
 # Not a repair but a fact the day must show: Cast AI listed no workload for the cluster (see `no_data`).
 NO_DATA = "no-data"
 
@@ -478,6 +481,8 @@ class CastAIClient:
         Metric fields missing from a bucket count as 0.0 (protojson may omit zero values). Repairs
         (an identical repeat of a workload dropped, labels with control characters left out) are
         logged as warnings and recorded in the table's schema metadata (`input_warnings(table)`).
+        An answer whose buckets all sit at the window's last timestamp costs one more request (the
+        probe that tells a late-starting cluster from one coarser bucket).
         """
         window = BucketWindow(start, end, step_seconds)
         params = [
@@ -496,7 +501,21 @@ class CastAIClient:
             assembler.expect_count(page.count)
             assembler.note_no_data_reason(page.no_data_reason)
         table = self._decoded(WORKLOAD_COSTS, cluster_id, assembler.table)
+        if assembler.single_last_bucket():
+            self._probe_coarser_bucket(cluster_id, path, params, window, assembler.wanted)
         warnings = []
+        if assembler.uptime_over_step:
+            warnings.append(
+                InputWarning(
+                    WORKLOAD_COSTS,
+                    cluster_id,
+                    UPTIME_OVER_STEP,
+                    1,
+                    f"a bucket reports {assembler.uptime_over_step:g} uptime minutes, more than a "
+                    f"stepSeconds={step_seconds} bucket lasts; the buckets are spaced as requested, so "
+                    "they are kept (uptime may count pod-minutes)",
+                )
+            )
         if assembler.duplicates:
             warnings.append(
                 InputWarning(
@@ -547,6 +566,38 @@ class CastAIClient:
             self._log.warning("Cast AI %s cluster %s: %s", warning.endpoint, cluster_id, warning.message)
         self._log.debug("Cast AI workload-costs cluster %s: %d rows", cluster_id, table.num_rows)
         return with_input_warnings(table, [w.to_json() for w in warnings])
+
+    def _probe_coarser_bucket(
+        self,
+        cluster_id: str,
+        path: str,
+        params: Sequence[tuple[str, str]],
+        window: BucketWindow,
+        wanted: Callable[[WorkloadItem], bool],
+    ) -> None:
+        """Every bucket sat at the window's last timestamp: ask once for (start, end - step].
+
+        A cluster that really ran only in the last bucket has no bucket there; any bucket in that answer
+        means the lone timestamp was one coarser bucket covering the whole window (wrong step). Only
+        workloads past the namespace filters count, as in the answer being checked.
+        """
+        step = window.step_seconds
+        probe_end = window.end - timedelta(seconds=step)
+        query = [(k, rfc3339(probe_end) if k == "endTime" else v) for k, v in params]
+        query.append(("page.limit", str(self._page_limit)))
+        body = self._get(WORKLOAD_COSTS, path, query, cluster_id=cluster_id)
+        page, _ = self._decoded(WORKLOAD_COSTS, cluster_id, decode_workload_costs_page, body)
+        if any(item.cost_metrics for item in page.items if wanted(item)):
+            coarse = int((window.end - window.start).total_seconds())
+            raise CastAIError(
+                f"every bucket is at the window's last timestamp {rfc3339(window.end)}, yet the same "
+                f"query for ({rfc3339(window.start)}, {rfc3339(probe_end)}] answered buckets too: "
+                f"answered {coarse}s buckets, requested stepSeconds={step} (wrong bucket size)",
+                endpoint=WORKLOAD_COSTS,
+                cluster_id=cluster_id,
+                field="timestamp",
+                reason="wrong step",
+            )
 
     def workload_costs_many(
         self,

@@ -95,6 +95,7 @@ class _Cluster(msgspec.Struct, rename="camel"):
     region: _Region | None = None
     tags: dict[str, str] | None = None
     status: str | None = None
+    deleted_at: AwareDatetime | None = None
 
 
 class _Body(msgspec.Struct):
@@ -488,6 +489,7 @@ def decode_clusters(body: bytes) -> list[Cluster]:
             region_display_name=(c.region.display_name or None) if c.region else None,
             tags=dict(c.tags or {}),
             status=c.status or None,
+            deleted_at=c.deleted_at,
         )
         for c in response.items
     ]
@@ -788,6 +790,7 @@ class WorkloadCostsAssembler:
         self._max_uptime = 0.0  # the longest uptimeMinutes* of any bucket: a bucket holds at most its step
         self.missing_identity = 0  # items kept (past the namespace filters) under MISSING_IDENTITY
         self.received = 0  # items received over all pages, whatever their namespace
+        self.buckets_received = 0  # costMetrics entries over every item received, whatever its namespace
         self.no_data_reason: str | None = None
 
     def note_no_data_reason(self, reason: str | None) -> None:
@@ -796,9 +799,10 @@ class WorkloadCostsAssembler:
             self.no_data_reason = reason.strip()
 
     def no_data(self) -> str | None:
-        """Why the cluster has no data when no page listed any workload: the reason Cast AI gave, or
-        "none given" (protojson omits the default value `Unknown`); None when workloads were listed."""
-        if self.received:
+        """Why the cluster has no data when no bucket arrived over all pages (no item, or items that
+        carry no `costMetrics`): the reason Cast AI gave, or "none given" (protojson omits the default
+        value `Unknown`); None when any bucket was received."""
+        if self.buckets_received:
             return None
         return self.no_data_reason or "none given"
 
@@ -806,13 +810,14 @@ class WorkloadCostsAssembler:
         kept: list[WorkloadItem] = []
         repeats: list[WorkloadItem] = []
         self.received += len(items)
+        self.buckets_received += sum(len(item.cost_metrics) for item in items)
         for item in items:
             missing = item.missing_identity()
             if missing:
                 # Never a repeat, never dropped: each such item becomes its own placeholder workload.
                 item = self._placeholder(item, missing)
                 self._first[_identity(item)] = None
-                if self._wanted(item):  # COLLECTION_INCLUDE_NAMESPACES never lists "(unknown)"
+                if self.wanted(item):  # COLLECTION_INCLUDE_NAMESPACES never lists "(unknown)"
                     kept.append(item)
                     self.missing_identity += 1
                 continue
@@ -821,7 +826,7 @@ class WorkloadCostsAssembler:
                 repeats.append(item)
                 continue
             self._first[key] = None
-            if self._wanted(item):
+            if self.wanted(item):
                 kept.append(item)
         self._add_rows(kept)
         for item in repeats:  # after _add_rows: the first copy may be on this very page
@@ -835,24 +840,44 @@ class WorkloadCostsAssembler:
     def _step_problem(self) -> tuple[str, str] | None:
         """(message, field) when the buckets are not of the requested size.
 
-        A coarser grid is decided over every bucket of the cluster. Buckets at a single timestamp (the
-        window's last) are ambiguous: a daily answer to an hourly request, or a cluster that only ran in
-        the last hour. `uptimeMinutes*` tells them apart, since a bucket cannot hold more minutes than
-        its step.
+        A coarser grid is decided over every bucket of the cluster: with two or more distinct
+        timestamps the grid alone decides, and `uptimeMinutes*` never refuses (see `uptime_over_step`).
+        Buckets at a single timestamp are ambiguous (a daily answer to an hourly request, or a cluster
+        that only ran in that hour); there a bucket holding more uptime minutes than its step is the
+        tie-breaker, and the client settles the rest with one probe request (`single_last_bucket`).
         """
-        step_minutes = self.window.step_seconds / 60
-        too_long = self._max_uptime > step_minutes + 1e-6
         earliest, latest = self._bucket_span
+        if earliest > latest:
+            return None  # no bucket at all
         problem = self.window.step_problem(self._grid)
-        if problem and (earliest < latest or too_long):
-            return problem, "timestamp"
-        if too_long:
-            return (
+        if earliest < latest:
+            return (problem, "timestamp") if problem else None
+        if self._max_uptime > self.window.step_seconds / 60 + 1e-6:
+            uptime = (
                 f"a bucket reports {self._max_uptime:g} uptime minutes, more than a "
-                f"stepSeconds={self.window.step_seconds} bucket holds (wrong bucket size)",
-                "uptimeMinutes",
+                f"stepSeconds={self.window.step_seconds} bucket holds"
             )
+            if problem:  # the lone timestamp's offset is the coarser size; uptime confirms it
+                return f"{problem}: {uptime}", "timestamp"
+            return f"{uptime} (wrong bucket size)", "uptimeMinutes"
         return None
+
+    def single_last_bucket(self) -> bool:
+        """Every bucket sits at the window's last timestamp, and the window holds more than one step:
+        either the cluster only ran in the last bucket or Cast AI answered one coarser bucket."""
+        earliest, latest = self._bucket_span
+        end = to_microseconds(self.window.end)
+        start = to_microseconds(self.window.start)
+        return earliest == latest == end and end - self.window.step_seconds * 1_000_000 > start
+
+    @property
+    def uptime_over_step(self) -> float:
+        """The longest `uptimeMinutes*` of a bucket when it exceeds the step on a correctly spaced answer
+        (0.0 otherwise): not a refusal, since uptime may count pod-minutes; counted as an input warning."""
+        earliest, latest = self._bucket_span
+        if earliest < latest and self._max_uptime > self.window.step_seconds / 60 + 1e-6:
+            return self._max_uptime
+        return 0.0
 
     def table(self) -> pa.Table:
         problem = self._step_problem()
@@ -886,7 +911,8 @@ class WorkloadCostsAssembler:
             workload_name=fields["workloadName"],
         )
 
-    def _wanted(self, item: WorkloadItem) -> bool:
+    def wanted(self, item: WorkloadItem) -> bool:
+        """Past COLLECTION_INCLUDE/EXCLUDE_NAMESPACES (applied here, the server filter is a hint)."""
         return not (
             (self._include and item.namespace not in self._include) or item.namespace in self._exclude
         )

@@ -93,16 +93,28 @@ the same bytes.
 ## Answers checked before they become rows
 
 Cast AI does not promise the bucket size asked for, so `h` is never taken on trust: every bucket
-`timestamp` of a cluster's answer must lie in the requested window on the grid `start + k × stepSeconds`,
-and the grid the answer actually uses (the greatest common divisor of all its offsets from the window
-start, over all pages) must be `stepSeconds` itself. Anything else (daily buckets answering an hourly
-request, hourly ones answering a daily request, shifted buckets) fails the run without retries, naming
-the cluster, the endpoint and both bucket sizes; the cluster cost report of split mode is checked the
-same way. Buckets at one single timestamp (the window's last) are ambiguous: a daily answer, or a
-cluster that only ran in the last hour. `uptimeMinutes*` decides: a bucket cannot hold more minutes than
-its step, so a daily bucket of any workload that ran over an hour is refused, while a cluster that
-really ran only in the last hour is exported. (The split-mode cluster cost report carries no uptime:
-there a single last-hour bucket is refused; `COLLECTION_GRANULARITY=daily` exports such a day.)
+`timestamp` of a cluster's answer must lie in the requested window on the grid `start + k ×
+stepSeconds`, and the grid the answer actually uses (the greatest common divisor of all its offsets from
+the window start, over all pages) must be `stepSeconds` itself. Anything else (daily buckets answering
+an hourly request, hourly ones answering a daily request, shifted buckets) fails the run without
+retries, naming the cluster, the endpoint and both bucket sizes; the cluster cost report of split mode
+is checked the same way. When the buckets sit at two or more timestamps, their spacing alone decides:
+`uptimeMinutes*` above the step (the definition does not say whether uptime counts pod-minutes) never
+refuses such an answer; it is kept and counted in the `uptime-over-step` input warning. Buckets that all
+sit at one single timestamp are ambiguous: a coarser answer (one daily bucket for an hourly request), or
+a cluster that only ran in that hour. There a bucket with more uptime minutes than its step holds is
+refused. When that timestamp is the window's last, the client also asks Cast AI once more, with the same
+query for (start, end − step]: a cluster that really ran only in the last bucket has no bucket there, so
+any bucket in that answer means the lone timestamp was one coarser bucket, and the run fails the same
+way (both bucket sizes named). One case stays indistinguishable from the wire: a coarser answer for a
+cluster in which every workload ran only in the window's last step (so the probe finds nothing and no
+uptime exceeds the step). It is exported as that one hourly bucket; if Cast AI had in fact averaged the
+rates over a whole day, that cluster's day would read low (1/24 for a daily bucket).
+`COLLECTION_GRANULARITY=daily` asks for the window in one step and leaves no such case. (The split-mode
+cluster cost report carries no uptime: there a single last-hour bucket is refused;
+`COLLECTION_GRANULARITY=daily` exports such a day.) The listing-price report (`useListingPrices`) is
+checked the same way, and a wrong bucket size there fails the day too instead of falling back to the
+effective rate.
 
 Workload identity: the definition requires none of `workloadName`, `workloadType` and `namespace`.
 A workload lacking one (or sending it blank) is exported with `{missing}` in its place (parentheses
@@ -115,11 +127,14 @@ namespace is outside every listed namespace and is left out like any other workl
 They are counted in `workloads_missing_identity` (materialisation metadata and manifest `extra`) and
 in the `missing-workload-identity` input warning.
 
-A cluster whose answer lists no workload at all (over all pages) has **no data** at Cast AI, which
-is not the same as costing nothing: the day publishes the other clusters, and the cluster with the
-`noDataReason` Cast AI gave (`Unknown`, `NoMetricsServer`, `AgentOutdated`; `none given` when the
-field is absent) is listed in `clusters_without_data` (manifest `extra` and materialisation metadata)
-and named by the WARN-severity asset check `focus_clusters_with_data`.
+A cluster whose answer holds no bucket at all over all pages (no workload listed, or workloads listed
+with empty `costMetrics`) has **no data** at Cast AI, which is not the same as costing nothing: the day
+publishes the other clusters, and the cluster with the `noDataReason` Cast AI gave (`Unknown`,
+`NoMetricsServer`, `AgentOutdated`; `none given` when the field is absent) is listed in
+`clusters_without_data` (manifest `extra` and materialisation metadata) and named by the WARN-severity
+asset check `focus_clusters_with_data`. A cluster the cluster list marks deleted (`deletedAt`) before the
+day began is expected to have no data and is not listed, so it does not warn every day after its
+deletion; on the day of its deletion it is still listed when it has no data.
 
 ## Prices
 

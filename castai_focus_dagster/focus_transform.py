@@ -77,7 +77,7 @@ class FocusOptions:
     billing_currency: str = "USD"
     service_provider_name: str = "CAST AI"
     invoice_issuer_name: str = "CAST AI"
-    publisher_name: str = "CAST AI"
+    publisher_name: str = "Cast AI"
     service_name: str = "Kubernetes"
     tag_allowlist: tuple[str, ...] = ()
     enterprise_id: str = ""

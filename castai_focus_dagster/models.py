@@ -77,13 +77,21 @@ class Cluster:
     region_display_name: str | None = None  # e.g. "EU (Frankfurt)"
     tags: dict[str, str] = field(default_factory=dict)  # Cast AI cluster tags
     status: str | None = None
+    deleted_at: datetime | None = None  # when the cluster was deleted in Cast AI (None: it was not)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["deleted_at"] = self.deleted_at.isoformat() if self.deleted_at else None
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Cluster:
-        return cls(**data)
+        deleted = data.get("deleted_at")
+        return cls(**{**data, "deleted_at": datetime.fromisoformat(deleted) if deleted else None})
+
+    def deleted_by(self, moment: datetime) -> bool:
+        """True when the cluster was deleted at or before `moment` (a day starting then has no data)."""
+        return self.deleted_at is not None and self.deleted_at <= moment
 
 
 @dataclass(frozen=True)

@@ -218,7 +218,8 @@ def test_single_spot_cpu_bucket_maps_every_column() -> None:
         "Kubernetes",
     )
     assert row["ServiceProviderName"] == row["ProviderName"] == "CAST AI"
-    assert row["PublisherName"] == row["InvoiceIssuerName"] == "CAST AI"
+    # FocusOptions' own defaults are the settings' (the original exporter's): "Cast AI" publishes.
+    assert (row["PublisherName"], row["InvoiceIssuerName"]) == ("Cast AI", "CAST AI")
     assert row["HostProviderName"] == "AWS"
     # The cluster's own organisation, as the original exporter (not the configured one).
     assert (row["BillingAccountId"], row["BillingAccountName"]) == (CHILD_PAYMENTS.id, "Acme Corp")
@@ -773,3 +774,12 @@ def test_cluster_tags_and_region_come_from_the_cluster_mapping() -> None:
         "x",
     )
     assert out["ContractedUnitPrice"] == 1.0  # a default (is_default=True) cluster price is not custom
+
+
+def test_option_defaults_are_the_settings_defaults() -> None:
+    """Regression: FocusOptions() published as "CAST AI"; FOCUS_PUBLISHER_NAME defaults to "Cast AI"."""
+    from_settings = FocusOptions.from_settings(load_settings({"CASTAI_API_URL": "sandbox"}))
+    options = FocusOptions(organization_id="org", billing_account_name="")
+    for name in ("service_provider_name", "invoice_issuer_name", "publisher_name"):
+        assert getattr(options, name) == getattr(from_settings, name), name
+    assert options.publisher_name == "Cast AI"

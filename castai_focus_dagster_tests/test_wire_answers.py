@@ -1,15 +1,18 @@
 """Answers the Cast AI API definition allows and a careless client misreads, from the wire to FOCUS.
 
-Each is produced on demand by the sandbox (`Faults.answer_step_seconds`, `no_data`, `omit_identity`)
-over real HTTP and driven through the decoding functions, the client and a real Dagster run: a bucket
-size other than the one requested is refused, an empty answer is recorded as "no data" (manifest,
-metadata, WARN check) while the other clusters publish, and a workload without identity fields is
-exported under a placeholder with its whole cost.
+Each is produced on demand by the sandbox (`Faults.answer_step_seconds`, `no_data`,
+`no_data_keep_items`, `omit_identity`, `deleted_clusters`, scripted `responses`) over real HTTP and
+driven through the decoding functions, the client, a real Dagster run and the `dagster asset
+materialize` CLI: a bucket size other than the one requested is refused (a lone last bucket settled by
+its uptime and one probe request), an answer without any bucket is recorded as "no data" (manifest,
+metadata, WARN check) while the other clusters publish, unless the cluster was deleted before the day,
+and a workload without identity fields is exported under a placeholder with its whole cost.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,7 @@ from hypothesis import strategies as st
 from castai_focus_dagster.castai_client import (
     MISSING_WORKLOAD_IDENTITY,
     NO_DATA,
+    UPTIME_OVER_STEP,
     CastAIClient,
     CastAIError,
     input_warnings,
@@ -38,8 +42,9 @@ from castai_focus_dagster.castai_decode import (
     WorkloadItem,
 )
 from castai_focus_dagster.layout import data_key, manifest_key
+from castai_focus_dagster.models import Cluster
 from castai_focus_dagster.sandbox import CannedResponse, SandboxOrg, SandboxServer
-from castai_focus_dagster_tests.test_pipeline import DAY, PREFIX, run
+from castai_focus_dagster_tests.test_pipeline import DAY, PREFIX, _one_day_cli, run
 
 START = datetime.fromisoformat(DAY).replace(tzinfo=UTC)
 END = START + timedelta(days=1)
@@ -159,6 +164,56 @@ def test_an_empty_answer_is_no_data_with_the_reason_given_or_none() -> None:
     assert listed.no_data() is None
 
 
+def _hourly_item(name: str, hours: tuple[int, ...], uptime_minutes: str) -> WorkloadItem:
+    buckets = [
+        {
+            "timestamp": (START + timedelta(hours=h)).isoformat(),
+            "costOnDemand": "1.000000",
+            "cpuCostOnDemand": "1.000000",
+            "uptimeMinutesOnDemand": uptime_minutes,
+        }
+        for h in hours
+    ]
+    item = {"namespace": "ns", "workloadType": "Deployment", "workloadName": name, "costMetrics": buckets}
+    return msgspec.convert(item, WorkloadItem, strict=False)
+
+
+def test_correctly_spaced_buckets_are_never_refused_for_their_uptime() -> None:
+    """Regression: 600 uptime minutes in an hourly bucket (pod-minutes?) refused a well-spaced day."""
+    assembler = WorkloadCostsAssembler("c1", BucketWindow(START, END, 3600))
+    assembler.add([_hourly_item("a", (3, 4), "600"), _hourly_item("b", (24,), "60")])
+    assert assembler.table().num_rows == 3
+    assert assembler.uptime_over_step == 600.0
+    assert not assembler.single_last_bucket()
+
+
+def test_only_buckets_at_the_window_end_ask_for_the_probe() -> None:
+    late = WorkloadCostsAssembler("c1", BucketWindow(START, END, 3600))
+    late.add([_hourly_item("a", (24,), "30"), _hourly_item("b", (24,), "60")])
+    assert late.table().num_rows == 2 and late.single_last_bucket()
+    assert late.uptime_over_step == 0.0
+    earlier = WorkloadCostsAssembler("c1", BucketWindow(START, END, 3600))
+    earlier.add([_hourly_item("a", (12,), "30")])
+    assert earlier.table().num_rows == 1 and not earlier.single_last_bucket()
+    one_step = WorkloadCostsAssembler("c1", BucketWindow(END - timedelta(hours=1), END, 3600))
+    one_step.add([_hourly_item("a", (24,), "30")])
+    assert one_step.table().num_rows == 1 and not one_step.single_last_bucket()  # nothing to probe
+
+
+def test_items_without_any_bucket_are_no_data() -> None:
+    """Regression: listed workloads with `costMetrics: []` hid the noDataReason ($0 and no record)."""
+    bare = WorkloadCostsAssembler("c1", BucketWindow(START, END, 3600))
+    bare.add([_hourly_item("a", (), "0"), _hourly_item("b", (), "0")])
+    bare.note_no_data_reason("NoMetricsServer")
+    assert bare.table().num_rows == 0 and bare.no_data() == "NoMetricsServer"
+    silent = WorkloadCostsAssembler("c1", BucketWindow(START, END, 3600))
+    silent.add([_hourly_item("a", (), "0")])
+    assert silent.no_data() == "none given"
+    filtered = WorkloadCostsAssembler("c1", BucketWindow(START, END, 3600), include_namespaces=["other"])
+    filtered.add([_hourly_item("a", (5,), "60")])  # a bucket arrived, in a namespace left out
+    assert filtered.table().num_rows == 0 and filtered.no_data() is None
+
+
 def msgspec_item() -> WorkloadItem:
     return msgspec.convert(
         _item(namespace="ns", workloadType="Job", workloadName="x"), WorkloadItem, strict=False
@@ -195,6 +250,101 @@ def test_the_client_records_no_data_and_its_reason(sandbox: SandboxServer, sandb
         assert tables[cid].num_rows == 0
         [warning] = input_warnings(tables[cid])
         assert (warning["rule"], warning["cluster_id"], warning["detail"]) == (NO_DATA, cid, reason)
+
+
+def _page(*items: WorkloadItem) -> bytes:
+    return json.dumps(
+        {"items": [msgspec.to_builtins(i) for i in items], "nextCursor": "", "count": str(len(items))}
+    ).encode()
+
+
+@pytest.mark.parametrize("earlier", [False, True], ids=["only-last-bucket", "coarser-bucket"])
+def test_the_client_settles_a_lone_last_bucket_with_one_probe(
+    sandbox: SandboxServer, sandbox_org: SandboxOrg, earlier: bool
+) -> None:
+    """All buckets at the window's end: the same query for (start, end - step] must have none."""
+    cluster = sandbox_org.clusters[0].id
+    asked: list[str] = []
+    probe_end = (END - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def answer(query: Any) -> CannedResponse:
+        asked.append(query["endTime"][0])
+        if query["endTime"][0] != probe_end:
+            return CannedResponse(body=_page(_hourly_item("late", (24,), "45")))
+        # A coarser (daily) answer: for a 23-hour window, still one bucket for the whole span.
+        return CannedResponse(body=_page(_hourly_item("late", (24,), "45")) if earlier else _page())
+
+    sandbox.faults.responses = {rf"/{cluster}/workload-costs$": answer}
+    with client_for(sandbox, sandbox_org) as client:
+        if not earlier:
+            assert client.workload_costs(cluster, START, END, 3600).num_rows == 1
+        else:
+            with pytest.raises(CastAIError) as info:
+                client.workload_costs(cluster, START, END, 3600)
+            error = info.value
+            assert (error.reason, error.cluster_id, error.endpoint) == (
+                "wrong step",
+                cluster,
+                "workload-costs",
+            )
+            assert "86400s buckets" in str(error) and "stepSeconds=3600" in str(error)
+    assert asked.count(probe_end) == 1 and len(asked) == 2
+
+
+def test_the_probe_ignores_workloads_of_excluded_namespaces(
+    sandbox: SandboxServer, sandbox_org: SandboxOrg
+) -> None:
+    """An excluded namespace running all day must not make a kept late workload a "coarser bucket"."""
+    cluster = sandbox_org.clusters[0].id
+    system = msgspec.structs.replace(_hourly_item("dns", tuple(range(1, 25)), "60"), namespace="kube-system")
+    late = _hourly_item("late", (24,), "45")
+
+    def answer(query: Any) -> CannedResponse:
+        full_day = query["endTime"][0] == END.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return CannedResponse(body=_page(system, late) if full_day else _page(system))
+
+    sandbox.faults.responses = {rf"/{cluster}/workload-costs$": answer}
+    with client_for(sandbox, sandbox_org) as client:
+        table = client.workload_costs(cluster, START, END, 3600, exclude_namespaces=["kube-system"])
+    assert table["workload_name"].cast("string").to_pylist() == ["late"]
+    assert sandbox.faults.injected["canned"] == 2  # the answer and its probe
+
+
+def test_the_client_keeps_long_uptime_on_a_well_spaced_answer_as_a_warning(
+    sandbox: SandboxServer, sandbox_org: SandboxOrg
+) -> None:
+    cluster = sandbox_org.clusters[0].id
+    body = _page(_hourly_item("busy", (1, 2, 3), "240"))
+    sandbox.faults.responses = {rf"/{cluster}/workload-costs$": lambda _q: CannedResponse(body=body)}
+    with client_for(sandbox, sandbox_org) as client:
+        table = client.workload_costs(cluster, START, END, 3600)
+    assert table.num_rows == 3
+    [warning] = input_warnings(table)
+    assert (warning["rule"], warning["cluster_id"]) == (UPTIME_OVER_STEP, cluster)
+
+
+def test_the_client_records_no_data_when_workloads_are_listed_without_buckets(
+    sandbox: SandboxServer, sandbox_org: SandboxOrg
+) -> None:
+    quiet, silent = sandbox_org.clusters[0].id, sandbox_org.clusters[1].id
+    sandbox.faults.no_data_keep_items = {f"/{quiet}/": "NoMetricsServer", f"/{silent}/": None}
+    with client_for(sandbox, sandbox_org) as client:
+        tables = {cid: client.workload_costs(cid, START, END, 3600) for cid in (quiet, silent)}
+    for cid, reason in ((quiet, "NoMetricsServer"), (silent, "none given")):
+        assert tables[cid].num_rows == 0
+        [warning] = input_warnings(tables[cid])
+        assert (warning["rule"], warning["cluster_id"], warning["detail"]) == (NO_DATA, cid, reason)
+
+
+def test_the_client_decodes_deleted_at(sandbox: SandboxServer, sandbox_org: SandboxOrg) -> None:
+    gone = sandbox_org.clusters[0].id
+    sandbox.faults.deleted_clusters = {gone: "2026-10-30T08:15:00Z"}
+    with client_for(sandbox, sandbox_org) as client:
+        clusters = {c.id: c for c in client.list_clusters()}
+    assert clusters[gone].deleted_at == datetime(2026, 10, 30, 8, 15, tzinfo=UTC)
+    assert clusters[gone].deleted_by(START) and not clusters[gone].deleted_by(START - timedelta(days=2))
+    assert all(c.deleted_at is None for cid, c in clusters.items() if cid != gone)
+    assert Cluster.from_json(json.loads(json.dumps(clusters[gone].to_json()))) == clusters[gone]
 
 
 def test_the_client_keeps_every_dollar_of_workloads_without_names(
@@ -235,8 +385,8 @@ def _events(instance: dg.DagsterInstance, run_id: str, kind: str) -> list[Any]:
 
 @pytest.mark.parametrize(
     ("endpoint", "mode"),
-    [("workload-costs", "workload"), ("cost", "split")],
-    ids=["workload-costs", "cluster-cost-in-split-mode"],
+    [("workload-costs", "workload"), ("cost", "split"), ("cost", "workload")],
+    ids=["workload-costs", "cluster-cost-in-split-mode", "listing-prices"],
 )
 def test_a_wrong_bucket_size_fails_the_run_and_publishes_nothing(
     exporter_env: Path,
@@ -253,10 +403,13 @@ def test_a_wrong_bucket_size_fails_the_run_and_publishes_nothing(
         result = run([DAY], instance)
         assert not result.success
         assert not _events(instance, result.run_id, "STEP_UP_FOR_RETRY")  # permanent: no retries
-        [failure] = _events(instance, result.run_id, "STEP_FAILURE")
-    text = str(failure.dagster_event.event_specific_data)
-    assert cluster in text and ("cluster-cost" if endpoint == "cost" else "workload-costs") in text
-    assert "86400s buckets" in text and "stepSeconds=3600" in text
+        failures = _events(instance, result.run_id, "STEP_FAILURE")
+    # /cost feeds both the split-mode cluster costs and the listing prices: each step fails on its own.
+    assert len(failures) == (2 if mode == "split" else 1)
+    for failure in failures:
+        text = str(failure.dagster_event.event_specific_data)
+        assert cluster in text and ("cluster-cost" if endpoint == "cost" else "workload-costs") in text
+        assert "86400s buckets" in text and "stepSeconds=3600" in text
     assert not _published(exporter_env, sandbox_org).exists()
     assert not (exporter_env / manifest_key(PREFIX, date.fromisoformat(DAY))).exists()
 
@@ -281,6 +434,31 @@ def test_a_cluster_without_data_is_recorded_and_the_others_publish(
     assert all(c.passed for name, c in checks.items() if name != "focus_clusters_with_data")
     table = pq.read_table(_published(exporter_env, sandbox_org))
     assert quiet.id not in set(table["x_CastAIClusterId"].to_pylist())
+    others = sum(sandbox_org.expected_cluster_total(c.id, START, END) for c in sandbox_org.clusters[1:])
+    assert pc.sum(table["BilledCost"]).as_py() == pytest.approx(others, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("deleted_at", "listed"),
+    [("2026-10-31T09:30:00Z", False), ("2026-11-01T12:00:00Z", True)],
+    ids=["deleted-before-the-day", "deleted-during-the-day"],
+)
+def test_a_deleted_cluster_without_data_warns_only_until_its_deletion(
+    exporter_env: Path, sandbox: SandboxServer, sandbox_org: SandboxOrg, deleted_at: str, listed: bool
+) -> None:
+    """Regression: a deleted cluster Cast AI still lists had "no data" and warned every day, forever."""
+    gone = sandbox_org.clusters[0]
+    sandbox.faults.deleted_clusters = {gone.id: deleted_at}
+    sandbox.faults.no_data = {f"/{gone.id}/workload-costs$": None}  # also during the day of deletion
+    with dg.instance_for_test() as instance:
+        result = run([DAY], instance)
+        assert result.success
+        checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    manifest = json.loads((exporter_env / manifest_key(PREFIX, date.fromisoformat(DAY))).read_text())
+    expected = [{"cluster_id": gone.id, "cluster_name": gone.name, "reason": "none given"}] if listed else []
+    assert manifest["extra"]["clusters_without_data"] == expected
+    assert checks["focus_clusters_with_data"].passed is not listed
+    table = pq.read_table(_published(exporter_env, sandbox_org))
     others = sum(sandbox_org.expected_cluster_total(c.id, START, END) for c in sandbox_org.clusters[1:])
     assert pc.sum(table["BilledCost"]).as_py() == pytest.approx(others, abs=1e-4)
 
@@ -438,3 +616,103 @@ def test_buckets_of_a_coarser_grid_are_always_refused_and_dense_hourly_ones_neve
     assert problem is not None and "requested stepSeconds=3600" in problem
     dense = sorted(hours | {min(hours) + 1 if min(hours) < 24 else 23})  # two neighbouring hours at least
     assert window.step_problem(window.grid_seconds(micros(*dense))) is None
+
+
+# ------------------------------------------------------------------------------------------------
+# The same answers through the real CLI: `dagster asset materialize --select '*' --partition DAY`
+
+
+def _setup_wrong_step(org: SandboxOrg, faults: Any, env: dict[str, str]) -> None:
+    faults.answer_step_seconds = {rf"/{org.clusters[0].id}/workload-costs$": 86400}
+
+
+def _setup_no_data(org: SandboxOrg, faults: Any, env: dict[str, str]) -> None:
+    faults.no_data_keep_items = {rf"/{org.clusters[0].id}/workload-costs$": "NoMetricsServer"}
+
+
+def _setup_missing_identity(org: SandboxOrg, faults: Any, env: dict[str, str]) -> None:
+    faults.omit_identity = {rf"/{org.clusters[0].id}/workload-costs$": ("workloadName", "namespace")}
+
+
+def _setup_child_listing(org: SandboxOrg, faults: Any, env: dict[str, str]) -> None:
+    env["FOCUS_ENTERPRISE_ID"] = org.enterprise_id
+    faults.responses = {"/organizations$": lambda _query: CannedResponse(body=b'{"nextPageCursor":""}')}
+
+
+def _setup_all_labels(org: SandboxOrg, faults: Any, env: dict[str, str]) -> None:
+    """The default: an empty FOCUS_TAG_ALLOWLIST asks for every label."""
+
+
+def _check_evaluations(home: Path) -> dict[str, Any]:
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        [record] = instance.get_run_records()
+        events = _events(instance, record.dagster_run.run_id, "ASSET_CHECK_EVALUATION")
+    return {
+        e.dagster_event.event_specific_data.check_name: e.dagster_event.event_specific_data for e in events
+    }
+
+
+@pytest.mark.parametrize(
+    "answer", ["wrong-step", "no-data", "missing-identity", "child-listing-shape", "all-labels-tags"]
+)
+def test_each_wire_answer_through_dagster_asset_materialize(
+    exporter_env: Path, sandbox: SandboxServer, sandbox_org: SandboxOrg, tmp_path: Path, answer: str
+) -> None:
+    """One day from the CLI for each answer, its outcome compared with the sandbox's own truth."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    setup = {
+        "wrong-step": _setup_wrong_step,
+        "no-data": _setup_no_data,
+        "missing-identity": _setup_missing_identity,
+        "child-listing-shape": _setup_child_listing,
+        "all-labels-tags": _setup_all_labels,
+    }[answer]
+    setup(sandbox_org, sandbox.faults, env)
+    proc = _one_day_cli(env, "asset materialize", DAY)
+    output = proc.stdout + proc.stderr
+    published = _published(exporter_env, sandbox_org)
+    manifest_path = exporter_env / manifest_key(PREFIX, date.fromisoformat(DAY))
+    first = sandbox_org.clusters[0]
+    total = sum(sandbox_org.expected_cluster_total(c.id, START, END) for c in sandbox_org.clusters)
+    if answer == "wrong-step":
+        assert proc.returncode != 0
+        assert not published.exists() and not manifest_path.exists()
+        assert first.id in output and "86400s buckets" in output and "stepSeconds=3600" in output
+        return
+    assert proc.returncode == 0, output[-3000:]
+    table = pq.read_table(published)
+    manifest = json.loads(manifest_path.read_text())
+    mine = table.filter(pc.equal(table["x_CastAIClusterId"], first.id))
+    if answer == "no-data":
+        expected = [{"cluster_id": first.id, "cluster_name": first.name, "reason": "NoMetricsServer"}]
+        assert manifest["extra"]["clusters_without_data"] == expected
+        check = _check_evaluations(home)["focus_clusters_with_data"]
+        assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+        assert first.name in (check.description or "") and "NoMetricsServer" in (check.description or "")
+        assert mine.num_rows == 0
+        others = total - sandbox_org.expected_cluster_total(first.id, START, END)
+        assert pc.sum(table["BilledCost"]).as_py() == pytest.approx(others, abs=1e-4)
+        return
+    assert manifest["extra"]["clusters_without_data"] == []
+    assert pc.sum(table["BilledCost"]).as_py() == pytest.approx(total, abs=1e-4)  # every dollar kept
+    if answer == "missing-identity":
+        assert set(mine["x_CastAINamespace"].to_pylist()) == {MISSING_IDENTITY}
+        assert all(name.startswith("(unknown") for name in mine["ResourceName"].to_pylist())
+        assert (
+            manifest["extra"]["workloads_missing_identity"] == pc.count_distinct(mine["ResourceId"]).as_py()
+        )
+    elif answer == "child-listing-shape":
+        assert manifest["extra"]["enrichment_missing"] == {"enterprise_organizations": "invalid response"}
+        assert set(table["SubAccountType"].to_pylist()) == {"Cluster"}
+        assert _accounts(table) == {
+            (c.id, c.organization_id, c.organization_id, c.id, c.name) for c in sandbox_org.clusters
+        }
+    else:
+        seen: set[str] = set()
+        for tags in table["Tags"].to_pylist():
+            seen.update(json.loads(tags) if tags else {})
+        labels = {key for c in sandbox_org.clusters for row in c.workloads.labels for key in row}
+        cluster_tags = {key for c in sandbox_org.clusters for key in c.tags}
+        assert labels and labels | cluster_tags <= seen

@@ -22,10 +22,12 @@ succeeds while the answer takes minutes; only a deadline on the whole request en
 `answer_step_seconds`, `no_data` and `omit_identity` (keyed by a path regex) make the server give
 answers the API definition allows but a careless client misreads: buckets of another size than the
 requested `stepSeconds` (workload costs and cluster cost), `items: []` with a `noDataReason` (or
-without one), workload items without `workloadName` / `workloadType` / `namespace`. `cost_scale`
-(regex -> factor) multiplies every cost of the matching workload-costs and cluster-cost answers, still
-consistent (`cost{Tier}` = Σ its resource costs, summaries = Σ buckets): a cluster whose costs Cast AI
-restates, or a unit error (×10⁵), that nothing in the answer itself betrays.
+without one), the same reason with the workloads still listed but carrying no bucket
+(`no_data_keep_items`), workload items without `workloadName` / `workloadType` / `namespace`.
+`deleted_clusters` lists a cluster as deleted (`deletedAt`), with no data for windows after that.
+`cost_scale` (regex -> factor) multiplies every cost of the matching workload-costs and cluster-cost
+answers, still consistent (`cost{Tier}` = Σ its resource costs, summaries = Σ buckets): a cluster whose
+costs Cast AI restates, or a unit error (×10⁵), that nothing in the answer itself betrays.
 
 `keyed=True` makes the random draws of a request depend only on the seed, the request (method, path
 and query) and how many times that same request was made before, not on the arrival order: clients
@@ -110,8 +112,13 @@ class Faults:
     # Answers the API definition allows that a client must not misread (applied by the server):
     answer_step_seconds: dict[str, int] = field(default_factory=dict)  # regex -> step actually served
     no_data: dict[str, str | None] = field(default_factory=dict)  # regex -> noDataReason (None: omitted)
+    # regex -> noDataReason (None: omitted); the workloads stay listed, each with `costMetrics: []`
+    no_data_keep_items: dict[str, str | None] = field(default_factory=dict)
     omit_identity: dict[str, tuple[str, ...]] = field(default_factory=dict)  # regex -> item fields left out
     cost_scale: dict[str, float] = field(default_factory=dict)  # regex -> factor on every cost field
+    # Cluster id -> its `deletedAt` (RFC 3339): listed with status "deleted"; windows starting at or
+    # after it answer `items: []` without a noDataReason (the cluster has nothing to report any more).
+    deleted_clusters: dict[str, str] = field(default_factory=dict)
     seed: int = 0
     keyed: bool = False  # draws per request identity instead of one stream in arrival order
 

@@ -662,7 +662,11 @@ class _SandboxApi:
             for c in self._org.clusters_of(scope)
             if not faults.unlist_all_clusters and c.id not in faults.unlisted_clusters
         ]
-        return _Response(200, _json_bytes({"items": [c.to_api() for c in clusters]}))
+        items = [c.to_api() for c in clusters]
+        for item in items:
+            if item["id"] in faults.deleted_clusters:
+                item.update(deletedAt=faults.deleted_clusters[item["id"]], status="deleted")
+        return _Response(200, _json_bytes({"items": items}))
 
     def _scoped_cluster(self, request: _Request, scope: str, cluster_id: str) -> SandboxCluster:
         for cluster in self._org.clusters_of(scope):
@@ -692,6 +696,10 @@ class _SandboxApi:
         cluster = self._scoped_cluster(request, scope, cluster_id)
         faults = self._server.faults
         no_data, reason = faults.answer(faults.no_data, request.path)
+        deleted_at = faults.deleted_clusters.get(cluster.id)
+        deleted_seconds = datetime.fromisoformat(deleted_at).timestamp() if deleted_at else None
+        if deleted_seconds is not None and _window(request).start_hour * HOUR_SECONDS >= deleted_seconds:
+            no_data, reason = True, None
         if no_data:
             _window(request)  # still validated
             reason_field = "" if reason is None else f',"noDataReason":{_json_str(reason)}'
@@ -709,6 +717,10 @@ class _SandboxApi:
         page = list(positions[offset : offset + limit])
         _, omitted = faults.answer(faults.omit_identity, request.path)
         left_out = set(omitted or ())
+        bare, bare_reason = faults.answer(faults.no_data_keep_items, request.path)
+        reason_field = (
+            "" if bare and bare_reason is None else f'"noDataReason":{_json_str(bare_reason or "Unknown")},'
+        )
         if faults.duplicate_workloads and 0 < offset <= len(positions):
             page.insert(0, positions[offset - 1])
         if faults.cursor_loop:
@@ -733,12 +745,12 @@ class _SandboxApi:
             items.append(
                 "{"
                 + "".join(f'"{name}":{_json_str(value)},' for name, value in identity if name not in left_out)
-                + f'"costMetrics":[{rendered.cost_metrics[position].as_py()}],'
+                + f'"costMetrics":[{"" if bare else rendered.cost_metrics[position].as_py()}],'
                 f'"labels":[{label_objects}],'
                 f'"summary":{rendered.summaries[position].as_py()}}}'
             )
         body = (
-            f'{{"clusterId":{_json_str(cluster.id)},"items":[{",".join(items)}],"noDataReason":"Unknown",'
+            f'{{"clusterId":{_json_str(cluster.id)},"items":[{",".join(items)}],{reason_field}'
             f'"nextCursor":{_json_str(next_cursor)},"count":"{len(positions)}"}}'
         )
         return _Response(200, body.encode("utf-8"))

@@ -39,6 +39,7 @@ from castai_focus_dagster.castai_client import (
     DUPLICATE_WORKLOAD,
     MISSING_WORKLOAD_IDENTITY,
     NO_DATA,
+    UPTIME_OVER_STEP,
     WORKLOAD_COSTS,
 )
 from castai_focus_dagster.sandbox.faults import CannedResponse, Responder
@@ -292,6 +293,21 @@ def _no_data(reason: str | None) -> Build:
     return lambda clean: {_workload_costs_path(clean): always(body | {"clusterId": clean.cluster_id})}
 
 
+def _listed_without_buckets(clean: Clean) -> dict[str, Responder]:
+    """Every workload listed, none with a bucket, and a `noDataReason`."""
+    items = clean.items()
+    for item in items:
+        item["costMetrics"] = []
+    return {_workload_costs_path(clean): workload_pages(clean, items, noDataReason="NoMetricsServer")}
+
+
+def uptime_over_step(items: list[JSON], clean: Clean) -> None:
+    """Hourly buckets as requested, each claiming 600 uptime minutes (pod-minutes, perhaps)."""
+    for item in items:
+        for bucket in item["costMetrics"]:
+            bucket["uptimeMinutesOnDemand"] = "600"
+
+
 def daily_buckets(items: list[JSON], clean: Clean) -> None:
     """Each workload's day as one bucket ending at midnight: its rates averaged over the day, its uptime
     minutes summed (a bucket counts the minutes the workload ran in it)."""
@@ -405,6 +421,13 @@ CASES: tuple[BadInput, ...] = (
     BadInput("empty-without-reason", WORKLOAD_COSTS, "`items: []` without `noDataReason`", "recorded",
              _RECORDED + " (reason recorded as `none given`: protojson omits the default `Unknown`)",
              _no_data(None), warning=NO_DATA),
+    BadInput("items-without-buckets", WORKLOAD_COSTS, "every workload listed with `costMetrics: []`, "
+             "`noDataReason: NoMetricsServer`", "recorded", _RECORDED + " (no bucket over all items is no "
+             "data, however many workloads are listed)", _listed_without_buckets, warning=NO_DATA),
+    BadInput("uptime-over-step", WORKLOAD_COSTS, "hourly buckets as requested whose `uptimeMinutesOnDemand` "
+             "is 600", "repaired", "kept, with a warning: the buckets are spaced as requested, and uptime "
+             "may count pod-minutes; only a lone last bucket is judged by its uptime",
+             one_page(uptime_over_step), warning=UPTIME_OVER_STEP, same_rows=True),
     BadInput("unknown-workload-type", WORKLOAD_COSTS, "`workloadType` is a kind the exporter has never seen "
              "(`SparkApplication`)", "accepted",
              "accepted: exported as ResourceType / x_CastAIWorkloadType verbatim; costs do not depend on it",
