@@ -192,8 +192,8 @@ SETTINGS_DOC: tuple[SettingDoc, ...] = (
         "LOG_LEVEL",
         "info",
         "`debug`, `info`, `warn`, `error`: level of every line a run prints (Dagster's console "
-        "logger included) and of the code server (Helm passes it to `--log-level`, which spells "
-        "`warn` as `warning`: use `warning` there).",
+        "logger included) and of the code server's worker, applied inside the process (never "
+        "passed to `dagster code-server --log-level`, which refuses `warn`).",
         "original",
     ),
     SettingDoc(
