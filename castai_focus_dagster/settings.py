@@ -184,8 +184,8 @@ SETTINGS_DOC: tuple[SettingDoc, ...] = (
     SettingDoc(
         "JOB_BACKFILL_DAYS",
         "0",
-        "Days to backfill on the first deployment (0 = off): when the published asset has never been "
-        "materialised, the sensor requests the last N complete days once.",
+        "Days to backfill on the first deployment (0 = off): the sensor's first tick ever (no "
+        "cursor yet) requests the last N complete days once, even if a schedule run published first.",
         "original",
     ),
     SettingDoc(

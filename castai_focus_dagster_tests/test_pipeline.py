@@ -21,7 +21,7 @@ from castai_focus_dagster import assets as assets_module
 from castai_focus_dagster.definitions import defs
 from castai_focus_dagster.layout import data_key, manifest_key
 from castai_focus_dagster.schedules import restated_partition_keys
-from castai_focus_dagster.sensors import PUBLISHED_ASSET_KEY, missing_partition_keys
+from castai_focus_dagster.sensors import FIRST_TICK_DONE, PUBLISHED_ASSET_KEY, missing_partition_keys
 from castai_focus_dagster_tests.s3_server import (  # noqa: F401  (pytest fixtures)
     S3TestServer,
     s3_bucket_fixture,
@@ -186,19 +186,23 @@ def test_schedule_requests_every_day_overlapping_the_lookback(monkeypatch: pytes
 def test_gap_sensor_requests_exactly_the_missing_days(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CASTAI_API_URL", "sandbox")
     monkeypatch.setenv("JOB_GAP_FILL_DAYS", "5")
-    monkeypatch.setenv("JOB_BACKFILL_DAYS", "30")  # not a first deployment: never used below
+    monkeypatch.setenv("JOB_BACKFILL_DAYS", "30")  # past the first tick (cursor): never used
     today = datetime.now(UTC).date()
     days = [(today - timedelta(days=n)).isoformat() for n in range(5, 0, -1)]
     with dg.instance_for_test() as instance:
         for key in (days[0], days[3]):
             instance.report_runless_asset_event(dg.AssetMaterialization(PUBLISHED_ASSET_KEY, partition=key))
         sensor = defs.resolve_sensor_def("focus_gap_sensor")
-        result = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, repository_def=REPOSITORY))
+        result = sensor.evaluate_tick(
+            dg.build_sensor_context(instance=instance, repository_def=REPOSITORY, cursor=FIRST_TICK_DONE)
+        )
         assert sorted(r.partition_key for r in result.run_requests or []) == [days[1], days[2], days[4]]
         assert {r.tags["castai_focus/trigger"] for r in result.run_requests or []} == {"gap"}
         for key in days:
             instance.report_runless_asset_event(dg.AssetMaterialization(PUBLISHED_ASSET_KEY, partition=key))
-        result = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, repository_def=REPOSITORY))
+        result = sensor.evaluate_tick(
+            dg.build_sensor_context(instance=instance, repository_def=REPOSITORY, cursor=FIRST_TICK_DONE)
+        )
         assert not result.run_requests
     assert missing_partition_keys(datetime(2026, 1, 3, tzinfo=UTC), 2, {"2026-01-01"}) == ["2026-01-02"]
 
@@ -234,7 +238,9 @@ def test_first_deployment_backfills_job_backfill_days_once(
         assert all((r.run_key or "").startswith("gap-") for r in second.run_requests or [])
 
 
-def test_no_first_deployment_backfill_by_default_or_once_data_exists(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_first_deployment_backfill_by_default_nor_after_the_first_tick(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("CASTAI_API_URL", "sandbox")
     monkeypatch.delenv("JOB_BACKFILL_DAYS", raising=False)
     monkeypatch.setenv("JOB_GAP_FILL_DAYS", "0")
@@ -242,11 +248,33 @@ def test_no_first_deployment_backfill_by_default_or_once_data_exists(monkeypatch
     with dg.instance_for_test() as instance:
         result = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, repository_def=REPOSITORY))
         assert not result.run_requests  # JOB_BACKFILL_DAYS defaults to 0 = off
+        assert result.cursor is not None  # ... and the first tick is spent all the same
         monkeypatch.setenv("JOB_BACKFILL_DAYS", "10")
-        yesterday = complete_days_before(datetime.now(UTC).date(), 1)[0]
-        instance.report_runless_asset_event(dg.AssetMaterialization(PUBLISHED_ASSET_KEY, partition=yesterday))
-        result = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, repository_def=REPOSITORY))
-        assert not result.run_requests  # published data exists: not a first deployment
+        later = sensor.evaluate_tick(
+            dg.build_sensor_context(instance=instance, repository_def=REPOSITORY, cursor=result.cursor)
+        )
+        assert not later.run_requests  # not a first deployment any more
+
+
+def test_first_deployment_backfill_survives_a_schedule_run_before_the_first_tick(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Regression: a day published by the schedule before the sensor first ticked skipped the backfill."""
+    monkeypatch.setenv("CASTAI_API_URL", "sandbox")
+    monkeypatch.setenv("JOB_BACKFILL_DAYS", "4")
+    monkeypatch.setenv("JOB_GAP_FILL_DAYS", "0")
+    days = complete_days_before(datetime.now(UTC).date(), 4)
+    sensor = defs.resolve_sensor_def("focus_gap_sensor")
+    with dg.instance_for_test() as instance:
+        instance.report_runless_asset_event(dg.AssetMaterialization(PUBLISHED_ASSET_KEY, partition=days[-1]))
+        first = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, repository_def=REPOSITORY))
+        assert [r.partition_key for r in first.run_requests or []] == days
+        assert {r.tags["castai_focus/trigger"] for r in first.run_requests or []} == {"backfill"}
+        assert first.cursor is not None
+        second = sensor.evaluate_tick(
+            dg.build_sensor_context(instance=instance, repository_def=REPOSITORY, cursor=first.cursor)
+        )
+        assert not second.run_requests  # requested once
 
 
 @pytest.mark.parametrize(("value", "running"), [(None, False), ("running", True), ("stopped", False)])
