@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -569,3 +570,44 @@ def test_empty_allowlist_exports_every_label_merged_with_the_cluster_tags(
     names = sorted({k for c in sandbox_org.clusters for labels in c.workloads.labels for k in labels})
     workload_requests = [r for r in sandbox.requests if r.path.endswith("/workload-costs")]
     assert workload_requests and all(sorted(r.query["labelsToInclude"]) == names for r in workload_requests)
+
+
+@pytest.mark.parametrize("delete", [False, True], ids=["refused", "replaced"])
+def test_a_go_exporter_hour_zero_object_needs_the_operators_choice(
+    exporter_env: Path,
+    sandbox_org,
+    monkeypatch: pytest.MonkeyPatch,
+    delete: bool,  # type: ignore[no-untyped-def]
+) -> None:
+    """The Go exporter's run at hour 00 wrote our very key: overwritten only by the operator's choice."""
+    monkeypatch.setenv("DELETE_LEGACY_HOURLY_OBJECTS", "true" if delete else "false")
+    day = date.fromisoformat(DAY)
+    key = data_key(PREFIX, sandbox_org.organization_id, day, "parquet")
+    go_object = io.BytesIO()
+    pq.write_table(pa.table({"BilledCost": [98.45], "x_CastAIClusterId": ["c1"]}), go_object)
+    (exporter_env / key).parent.mkdir(parents=True, exist_ok=True)
+    (exporter_env / key).write_bytes(go_object.getvalue())
+    with dg.instance_for_test() as instance:
+        result = run([DAY], instance)
+        messages = [e.user_message for e in instance.all_logs(result.run_id)]
+        attempts = [
+            e
+            for e in instance.all_logs(result.run_id)
+            if e.dagster_event_type == dg.DagsterEventType.STEP_RESTARTED
+        ]
+    if not delete:
+        assert not result.success and not attempts  # permanent: no retry calls Cast AI again
+        assert (exporter_env / key).read_bytes() == go_object.getvalue()
+        assert not (exporter_env / manifest_key(PREFIX, day)).exists()
+        (failure,) = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+        data = failure.step_failure_data
+        assert data is not None and data.user_failure_data is not None
+        description = data.user_failure_data.description or ""
+        assert key in description and "DELETE_LEGACY_HOURLY_OBJECTS=true" in description, description
+        return
+    assert result.success
+    table = pq.read_table(exporter_env / key)
+    assert table.num_rows > 0 and table.schema.metadata[b"castai_focus_dagster.writer"]
+    assert any(key in m and "Go exporter" in m for m in messages)
+    materialization = result.asset_materializations_for_node("focus_cost_and_usage")[0]
+    assert materialization.metadata["legacy_hourly_objects"].value == {"deleted": [key]}
