@@ -223,7 +223,9 @@ SETTINGS_DOC: tuple[SettingDoc, ...] = (
         "false",
         "`true`: publishing a day deletes the Go exporter's hour objects of that day "
         "(`castai-focus-{orgId}-{day}-HH.*`, HH 01-23) under `S3_PREFIX` (and the Ternary copy), logging "
-        "each key. `false`: they are kept and a warning lists them (they double-count that day).",
+        "each key, and replaces a `-00` object that neither our manifest lists nor our writer marked. "
+        "`false`: hour objects are kept and a warning lists them (they double-count that day); a "
+        "foreign `-00` object fails the day, nothing written.",
         "added",
     ),
     SettingDoc("S3_ENDPOINT_URL", "", "S3-compatible endpoint (MinIO, moto, Ceph). Empty: AWS.", "added"),
