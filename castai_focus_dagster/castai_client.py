@@ -43,6 +43,7 @@ import httpcore
 import httpx
 import pyarrow as pa
 import tenacity
+from httpx._utils import get_environment_proxies  # the exact trust_env reading of httpx
 from pydantic import SecretStr
 
 from castai_focus_dagster.castai_decode import (
@@ -281,13 +282,26 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         self._backend.sleep(seconds)
 
 
-def _deadline_transport(limits: httpx.Limits) -> httpx.HTTPTransport:
-    """httpx's own transport over the deadline backend (httpx exposes no backend parameter)."""
-    transport = httpx.HTTPTransport(limits=limits)
+def _deadline_transport(limits: httpx.Limits, proxy: str | None = None) -> httpx.HTTPTransport:
+    """httpx's own transport over the deadline backend (httpx exposes no backend parameter).
+
+    With `proxy` the pool is httpcore's proxy pool, a subclass of the plain one: the deadline then
+    bounds the connection to the proxy and every read through it.
+    """
+    transport = httpx.HTTPTransport(limits=limits, proxy=proxy)
     pool = transport._pool
     assert isinstance(pool, httpcore.ConnectionPool), "httpx changed its transport internals"
     pool._network_backend = _DeadlineBackend(pool._network_backend)
     return transport
+
+
+def _environment_proxy_mounts(limits: httpx.Limits) -> dict[str, httpx.BaseTransport | None]:
+    """HTTP(S)_PROXY/ALL_PROXY/NO_PROXY as httpx reads them itself (it ignores them once a transport
+    is passed): one deadline transport per proxy; a NO_PROXY pattern maps to None, the direct one."""
+    return {
+        pattern: None if proxy is None else _deadline_transport(limits, proxy)
+        for pattern, proxy in get_environment_proxies().items()
+    }
 
 
 class TokenBucket:
@@ -407,6 +421,7 @@ class CastAIClient:
             timeout=httpx.Timeout(timeout_seconds),
             follow_redirects=False,  # a redirect could carry the key to another host
             transport=transport if transport is not None else _deadline_transport(limits),
+            mounts=_environment_proxy_mounts(limits) if transport is None else None,
         )
 
     @classmethod

@@ -22,7 +22,7 @@ from castai_focus_dagster.focus_publication import PublishedDay, publish_focus_d
 from castai_focus_dagster.layout import internal_key
 from castai_focus_dagster.object_store import ObjectStoreError
 from castai_focus_dagster.publication_guard import CONFIGURATION_CHANGED, allowed_kinds
-from castai_focus_dagster.publish import PrefixOwnedError, ReplacementRefused
+from castai_focus_dagster.publish import ForeignObjectRefused, PrefixOwnedError, ReplacementRefused
 from castai_focus_dagster.resources import FocusStorageResource
 
 
@@ -164,7 +164,9 @@ def _log_removed_and_legacy(context: dg.OutputContext, key: str, published: Publ
         return
     if published.legacy_deleted:
         for legacy in published.legacy_hourly_keys:
-            context.log.warning(f"{key}: deleted the Go exporter's hour object {legacy}")
+            context.log.warning(
+                f"{key}: deleted (or, at this day's key, overwrote) the Go exporter's object {legacy}"
+            )
     else:
         context.log.warning(
             f"{key}: kept {len(published.legacy_hourly_keys)} hour object(s) of the Go exporter next to this "
@@ -182,7 +184,7 @@ def _permanent_failures_fail_fast() -> Iterator[None]:
     """Fail at once, without the step's retry policy (which would call Cast AI again for nothing)."""
     try:
         yield
-    except (ReplacementRefused, PrefixOwnedError) as exc:
+    except (ReplacementRefused, PrefixOwnedError, ForeignObjectRefused) as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
     except ObjectStoreError as exc:
         if not exc.permanent:

@@ -7,7 +7,9 @@ partial, unaudited or duplicated object, and a manifest must never describe byte
 1. upload the bytes to a staging key outside the data tree;
 2. read them back, verify the SHA-256, run the caller's audit (which raises to abort);
 3. compare the new day with the published one (publication_guard): a shrink or growth beyond the
-   thresholds is refused unless the caller allows that kind of change;
+   thresholds is refused unless the caller allows that kind of change; a `-00` object of the day that
+   no manifest of ours lists and that lacks our writer's mark is the Go exporter's (its run at hour 00
+   wrote the same key): refused unless the caller asks (`delete_legacy_hourly`), else replaced;
 4. retire the partition's manifest if it describes other objects, then copy staging -> final data key
    (deterministic: overwrites, never a second copy) and the Ternary copy;
 5. delete our stale data objects of the partition (the other format of hour `00`) in both trees; the
@@ -81,6 +83,7 @@ from castai_focus_dagster.publication_guard import (
     refusal_message,
     refused_changes,
 )
+from castai_focus_dagster.serialize import written_by_this_exporter
 
 # 2: per-cluster figures ("clusters"), which the replacement guard compares.
 MANIFEST_VERSION = 2
@@ -112,6 +115,10 @@ class ReplacementRefused(PublishError):
 
 class PrefixOwnedError(PublishError):
     """The prefix holds another organisation's export; nothing was written."""
+
+
+class ForeignObjectRefused(PublishError):
+    """A `-00` object of the day is not ours (the Go exporter's) and the caller did not allow replacing it."""
 
 
 @dataclass(frozen=True)
@@ -218,6 +225,9 @@ def publish_partition(
         current_version = store.version(manifest_object)
         current = _read_json(store, manifest_object)
         allowed = _guard_replacement(store, manifest_object, current, req, allow_changes)
+        foreign = _foreign_hour_zero(
+            store, [tree for tree, _, _ in trees], current, req, delete_legacy_hourly
+        )
         expected = _retire_manifest_unless_describing(store, manifest_object, current, current_version, files)
         for _, key, _ in trees:
             store.copy(staging, key)
@@ -226,8 +236,9 @@ def publish_partition(
         copied = {key: store.version(key) for _, key, _ in trees}
         for tree, key, _ in trees:
             ours, hourly = _delete_stale_data_objects(store, tree, req, key, delete_legacy_hourly)
-            stale += ours
+            stale += [k for k in ours if k not in foreign]
             legacy += hourly
+        legacy += foreign  # overwritten at the day's key, or deleted in the other format
         now = clock()
         schema_id, dataset_instance_id = _write_focus_metadata(store, req, prefix, now)
         manifest = _manifest(req, files, checksum, size, schema_id, dataset_instance_id, now, allowed)
@@ -250,6 +261,46 @@ def publish_partition(
         stale_deleted_keys=stale,
         allowed_changes=allowed,
     )
+
+
+def _foreign_hour_zero(
+    store: ObjectStore, trees: list[str], current: Any, req: PublishRequest, replace_them: bool
+) -> list[str]:
+    """The day's `-00` objects (either format, every tree) that are not ours, or refuse them.
+
+    Ours: listed by the published manifest, or marked by our writer (a manifest can be lost). Anything
+    else under that name was written by the Go exporter's run at hour 00: publishing overwrites it (same
+    format) or deletes it (the other format), so that needs the operator's choice.
+    """
+    files = current.get("files") if isinstance(current, dict) else None
+    listed = {e.get("key") for e in files if isinstance(e, dict)} if isinstance(files, list) else set()
+    foreign: list[str] = []
+    for tree in trees:
+        object_prefix = partition_object_prefix(tree, req.organization_id, req.day)
+        for key in sorted(store.list(object_prefix)):
+            match = _DATA_OBJECT_SUFFIX.match(key[len(object_prefix) :])
+            if (
+                match
+                and match.group(1) == "00"
+                and key not in listed
+                and not _marked_ours(store, key, match[2])
+            ):
+                foreign.append(key)
+    if foreign and not replace_them:
+        raise ForeignObjectRefused(
+            f"{req.day}: {', '.join(store.describe(k) for k in foreign)} is not this exporter's (no manifest "
+            "of ours lists it and it carries no mark of our writer): the Go exporter's run at hour 00 wrote "
+            "this key. Publishing would overwrite or delete it, so nothing was written. Move it away, or set "
+            "DELETE_LEGACY_HOURLY_OBJECTS=true to let publication replace the Go exporter's objects"
+        )
+    return foreign
+
+
+def _marked_ours(store: ObjectStore, key: str, fmt: str) -> bool:
+    with tempfile.TemporaryFile() as local:  # streamed: a day's object never enters memory whole
+        store.get_file(key, local)
+        local.seek(0)
+        return written_by_this_exporter(local, fmt)
 
 
 def _guard_replacement(

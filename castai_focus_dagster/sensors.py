@@ -1,7 +1,8 @@
 """First-deployment backfill and gap filling, in one sensor.
 
-- `JOB_BACKFILL_DAYS` (the original's meaning): on the first deployment, when the published asset
-  has never been materialised, request the last N complete days once (0 = off).
+- `JOB_BACKFILL_DAYS` (the original's meaning): on the sensor's first tick ever (no cursor yet),
+  request the last N complete days once (0 = off). The cursor decides, not "nothing materialised":
+  a schedule run that publishes before the sensor first ticks must not cancel the backfill.
 - `JOB_GAP_FILL_DAYS`: on every tick, request the days of the last N that were never published
   (an outage, a failed run), so no day stays missing silently (0 = off).
 """
@@ -16,8 +17,9 @@ from castai_focus_dagster.schedules import default_status
 from castai_focus_dagster.settings import load_settings
 
 PUBLISHED_ASSET_KEY = dg.AssetKey("focus_cost_and_usage")
-# Sensor cursor once the first-deployment backfill has been requested: it is never requested again.
-BACKFILL_REQUESTED = "first-deployment-backfill-requested"
+# Sensor cursor written by the first tick (whatever it requested): the backfill is never asked again.
+# The value predates the cursor rule and is kept so deployments that already backfilled stay done.
+FIRST_TICK_DONE = "first-deployment-backfill-requested"
 
 
 def complete_days(now: datetime, days: int) -> list[str]:
@@ -67,11 +69,11 @@ def run_requests(
         "of the last JOB_GAP_FILL_DAYS that have no FOCUS materialisation yet."
     ),
 )
-def focus_gap_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+def focus_gap_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     settings = load_settings()
     now = datetime.now(UTC)
     materialized = set(context.instance.get_materialized_partitions(PUBLISHED_ASSET_KEY))
-    first_deployment = context.cursor != BACKFILL_REQUESTED and not materialized
+    first_deployment = context.cursor is None  # first tick ever (a reset cursor backfills again)
     requests = run_requests(
         now,
         backfill_days=settings.job_backfill_days,
@@ -79,11 +81,10 @@ def focus_gap_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | d
         materialized=materialized,
         first_deployment=first_deployment,
     )
-    backfilling = first_deployment and settings.job_backfill_days > 0
-    if not requests:
-        return dg.SkipReason(f"no gaps in the last {settings.job_gap_fill_days} days")
-    if backfilling:
+    if first_deployment and settings.job_backfill_days > 0:
         context.log.info(f"first deployment: backfilling the last {settings.job_backfill_days} days")
-    return dg.SensorResult(
-        run_requests=requests, cursor=BACKFILL_REQUESTED if backfilling else context.cursor
-    )
+    if not requests:
+        return dg.SensorResult(
+            skip_reason=f"no gaps in the last {settings.job_gap_fill_days} days", cursor=FIRST_TICK_DONE
+        )
+    return dg.SensorResult(run_requests=requests, cursor=FIRST_TICK_DONE)

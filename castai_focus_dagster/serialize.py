@@ -4,9 +4,14 @@ Both writers refuse a table whose schema is not exactly `FOCUS_SCHEMA`: a file w
 types would break readers that union many days (Athena, Spark, DuckDB globbing).
 
 Parquet: Snappy, no wall-clock metadata (pyarrow writes only its version string in `created_by`),
-so identical input gives identical bytes. A day of a large organisation is written cluster by cluster
-(`FocusParquetWriter`): row groups hold at least `MIN_ROW_GROUP_ROWS` rows (small clusters share one)
-and at most `MAX_ROW_GROUP_ROWS`, so memory holds one row group, never the whole day.
+so identical input gives identical bytes. One fixed key-value pair (`WRITER_METADATA`) marks the file
+as this exporter's: the Go exporter wrote objects under the same `-00` key, and publication must tell
+them apart after a lost manifest (`written_by_this_exporter`). CSV has no metadata: its exact header
+line, every FOCUS column and our `x_` columns in our order, is the mark.
+
+A day of a large organisation is written cluster by cluster (`FocusParquetWriter`): row groups hold
+at least `MIN_ROW_GROUP_ROWS` rows (small clusters share one) and at most `MAX_ROW_GROUP_ROWS`, so
+memory holds one row group, never the whole day.
 
 CSV is assembled column-wise with Arrow kernels instead of `pyarrow.csv` because FOCUS needs
 control the generic writer does not give: timestamps as `YYYY-MM-DDTHH:MM:SSZ`, numbers unquoted
@@ -30,6 +35,9 @@ import pyarrow.parquet as pq
 from castai_focus_dagster.focus_schema import FOCUS_SCHEMA
 
 MAX_ROW_GROUP_ROWS = 1_000_000
+# Parquet key-value metadata of every file this exporter writes (no version: bytes stay identical).
+WRITER_METADATA = {b"castai_focus_dagster.writer": b"castai-focus-dagster"}
+CSV_HEADER = (",".join(FOCUS_SCHEMA.names) + "\n").encode()
 # Small clusters are buffered up to this many rows (~35 MB of Arrow memory) before a row group is written.
 MIN_ROW_GROUP_ROWS = 32_768
 _CSV_BATCH_ROWS = 50_000  # bounds the size of one joined string buffer (int32 offsets)
@@ -70,7 +78,11 @@ class FocusParquetWriter:
 
     def __init__(self, sink: BinaryIO):
         self._writer = pq.ParquetWriter(
-            sink, FOCUS_SCHEMA, compression="snappy", use_dictionary=True, write_statistics=True
+            sink,
+            FOCUS_SCHEMA.with_metadata(WRITER_METADATA),
+            compression="snappy",
+            use_dictionary=True,
+            write_statistics=True,
         )
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
@@ -116,7 +128,7 @@ class FocusCsvWriter:
 
     def __init__(self, sink: BinaryIO):
         self._sink = sink
-        self._sink.write((",".join(FOCUS_SCHEMA.names) + "\n").encode())
+        self._sink.write(CSV_HEADER)
         self.rows = 0
 
     def write(self, table: pa.Table) -> None:
@@ -144,6 +156,17 @@ def focus_writer(fmt: str, sink: BinaryIO) -> FocusWriter:
     if fmt == "csv":
         return FocusCsvWriter(sink)
     raise ValueError(f"unknown FOCUS object format {fmt!r} (expected 'parquet' or 'csv')")
+
+
+def written_by_this_exporter(source: BinaryIO, fmt: str) -> bool:
+    """Whether a data object carries this exporter's mark (Parquet metadata, or our exact CSV header)."""
+    if fmt == "csv":
+        return source.read(len(CSV_HEADER)) == CSV_HEADER
+    try:
+        metadata = pq.ParquetFile(source).schema_arrow.metadata or {}
+    except (pa.ArrowException, OSError):  # not Parquet at all: certainly not ours
+        return False
+    return all(metadata.get(k) == v for k, v in WRITER_METADATA.items())
 
 
 def to_parquet_bytes(table: pa.Table) -> bytes:

@@ -184,16 +184,16 @@ SETTINGS_DOC: tuple[SettingDoc, ...] = (
     SettingDoc(
         "JOB_BACKFILL_DAYS",
         "0",
-        "Days to backfill on the first deployment (0 = off): when the published asset has never been "
-        "materialised, the sensor requests the last N complete days once.",
+        "Days to backfill on the first deployment (0 = off): the sensor's first tick ever (no "
+        "cursor yet) requests the last N complete days once, even if a schedule run published first.",
         "original",
     ),
     SettingDoc(
         "LOG_LEVEL",
         "info",
         "`debug`, `info`, `warn`, `error`: level of every line a run prints (Dagster's console "
-        "logger included) and of the code server (Helm passes it to `--log-level`, which spells "
-        "`warn` as `warning`: use `warning` there).",
+        "logger included) and of the code server's worker, applied inside the process (never "
+        "passed to `dagster code-server --log-level`, which refuses `warn`).",
         "original",
     ),
     SettingDoc(
@@ -223,7 +223,9 @@ SETTINGS_DOC: tuple[SettingDoc, ...] = (
         "false",
         "`true`: publishing a day deletes the Go exporter's hour objects of that day "
         "(`castai-focus-{orgId}-{day}-HH.*`, HH 01-23) under `S3_PREFIX` (and the Ternary copy), logging "
-        "each key. `false`: they are kept and a warning lists them (they double-count that day).",
+        "each key, and replaces a `-00` object that neither our manifest lists nor our writer marked. "
+        "`false`: hour objects are kept and a warning lists them (they double-count that day); a "
+        "foreign `-00` object fails the day, nothing written.",
         "added",
     ),
     SettingDoc("S3_ENDPOINT_URL", "", "S3-compatible endpoint (MinIO, moto, Ceph). Empty: AWS.", "added"),

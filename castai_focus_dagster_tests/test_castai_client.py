@@ -9,12 +9,15 @@ from __future__ import annotations
 import json
 import logging
 import math
+import socket
+import socketserver
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pyarrow as pa
@@ -986,3 +989,121 @@ def test_a_bad_label_names_answer_is_refused_naming_the_endpoint(body: bytes, re
     with pytest.raises(CastAIError) as info:
         client.workload_label_names(START, END, ["c1"])
     assert info.value.endpoint == "workload-label-names" and info.value.reason == reason
+
+
+# ------------------------------------------------------------------------------------------------
+# Environment proxies (HTTP_PROXY/HTTPS_PROXY/NO_PROXY), through a real forwarding proxy
+
+
+class _ForwardingProxy(socketserver.ThreadingTCPServer):
+    """A plain HTTP forward proxy on 127.0.0.1: absolute-form request in, bytes relayed as they come."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _ForwardingHandler)
+        self.seen: list[str] = []  # request lines as the client sent them to the proxy
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _ForwardingHandler(socketserver.StreamRequestHandler):
+    server: _ForwardingProxy
+
+    def handle(self) -> None:
+        while True:
+            request_line = self.rfile.readline().decode("latin-1").rstrip("\r\n")
+            if not request_line:
+                return
+            method, target, version = request_line.split(" ")
+            self.server.seen.append(request_line)
+            headers: list[str] = []
+            length = 0
+            while (line := self.rfile.readline().decode("latin-1").rstrip("\r\n")) != "":
+                name = line.split(":", 1)[0].strip().lower()
+                if name == "content-length":
+                    length = int(line.split(":", 1)[1])
+                if name not in ("connection", "proxy-connection", "keep-alive"):
+                    headers.append(line)
+            body = self.rfile.read(length) if length else b""
+            url = urlsplit(target)
+            assert url.scheme == "http" and url.hostname, request_line  # absolute form: a proxy request
+            upstream = socket.create_connection((url.hostname, url.port or 80))
+            with upstream:
+                path = url.path + (f"?{url.query}" if url.query else "")
+                head = "\r\n".join([f"{method} {path} {version}", *headers, "Connection: close", "", ""])
+                upstream.sendall(head.encode("latin-1") + body)
+                while chunk := upstream.recv(65536):  # relayed at once: a trickle stays a trickle
+                    self.wfile.write(chunk)
+                    self.wfile.flush()
+            return  # the upstream closed: this connection ends with its answer
+
+
+@pytest.fixture
+def forwarding_proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[_ForwardingProxy]:
+    proxy = _ForwardingProxy()
+    worker = threading.Thread(target=proxy.serve_forever, daemon=True)
+    worker.start()
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    monkeypatch.setenv("http_proxy", proxy.url)
+    try:
+        yield proxy
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+
+
+def test_environment_proxy_carries_every_request_with_identical_results(
+    sandbox: SandboxServer,
+    sandbox_org: SandboxOrg,
+    cluster_id: str,
+    forwarding_proxy: _ForwardingProxy,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """HTTP_PROXY is honoured as httpx's trust_env would, although the client passes its own transport."""
+    with make_client(sandbox, sandbox_org) as client:
+        proxied_clusters = client.list_clusters()
+        proxied = client.workload_costs(cluster_id, START, END, STEP)
+    through_proxy = list(forwarding_proxy.seen)
+    assert len(through_proxy) == len(sandbox.requests) >= 2
+    assert all(line.split(" ")[1].startswith(sandbox.url + "/") for line in through_proxy)
+    assert any("/workload-costs" in line for line in through_proxy)
+
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")  # the same client settings, now bypassing the proxy
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    with make_client(sandbox, sandbox_org) as client:
+        direct_clusters = client.list_clusters()
+        direct = client.workload_costs(cluster_id, START, END, STEP)
+    assert forwarding_proxy.seen == through_proxy, "NO_PROXY was not honoured"
+    assert proxied_clusters == direct_clusters
+    assert proxied.equals(direct)
+    assert proxied.num_rows > 0
+
+
+def test_the_request_deadline_holds_through_an_environment_proxy(
+    sandbox: SandboxServer, sandbox_org: SandboxOrg, cluster_id: str, forwarding_proxy: _ForwardingProxy
+) -> None:
+    path = WORKLOAD_COSTS_PATH.format(cluster_id)
+    sandbox.faults = Faults(trickle_paths=f"{path}$", trickle_seconds_per_byte=1.0)
+    outcome: list[BaseException | None] = []
+
+    def fetch() -> None:
+        try:
+            with make_client(sandbox, sandbox_org, timeout_seconds=2, max_retries=0) as client:
+                client.workload_costs(cluster_id, START, END, STEP)
+            outcome.append(None)
+        except BaseException as exc:  # handed to the test thread
+            outcome.append(exc)
+
+    worker = threading.Thread(target=fetch, daemon=True)
+    worker.start()
+    worker.join(timeout=60)  # a request still running here is unbounded (the answer takes hours)
+    assert not worker.is_alive(), "the trickled request through the proxy was not ended by its deadline"
+    assert any(path in line for line in forwarding_proxy.seen)
+    (error,) = outcome
+    assert isinstance(error, CastAIError) and error.reason == "timeout", error

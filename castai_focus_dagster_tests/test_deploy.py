@@ -32,7 +32,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from castai_focus_dagster.k8s import FOCUS_JOB_K8S_CONFIG
-from castai_focus_dagster.settings import SETTINGS_DOC, Settings, load_settings
+from castai_focus_dagster.settings import LOG_LEVELS, SETTINGS_DOC, Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
@@ -1320,9 +1320,35 @@ def test_the_export_runs_from_the_first_deployment_as_the_cronjob_did(
     assert env["S3_PREFIX"] == "focus/" and env["FOCUS_PUBLISHER_NAME"] == "Cast AI"
     assert env["JOB_BACKFILL_DAYS"] == "0" and env["SCHEDULE_CRON"] == "0 */6 * * *"
     assert env["DELETE_LEGACY_HOURLY_OBJECTS"] == "false"  # an operator's choice, never the default
-    # LOG_LEVEL reaches the code server process too; Kubernetes expands $(LOG_LEVEL) from the env, and
-    # `dagster code-server start --log-level` accepts only these spellings.
+    assert env["LOG_LEVEL"] in LOG_LEVELS
+
+
+def kubernetes_expand(arg: str, env: Mapping[str, str]) -> str:
+    """`$(VAR)` in a container's args as Kubernetes expands it (an undefined name stays as written)."""
+    return re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m[1], m[0]), arg)
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+@pytest.mark.parametrize("log_level", sorted(LOG_LEVELS))
+def test_the_code_server_command_line_starts_with_every_log_level(
+    values: dict[str, dict[str, Any]], value_set: str, log_level: str
+) -> None:
+    """Regression: `--log-level $(LOG_LEVEL)` crash-looped the pod on the original's `warn`.
+
+    The chart runs `dagster code-server start -h 0.0.0.0 -p PORT <codeServerArgs>`; each LOG_LEVEL the
+    settings accept must give a command line dagster's own CLI parses, and LOG_LEVEL is applied inside
+    the process instead.
+    """
+    from dagster._cli.code_server import start_command
+
     entry = deployment(values[value_set])
-    args = entry["codeServerArgs"]
-    assert args[args.index("--log-level") + 1] == "$(LOG_LEVEL)"
-    assert env["LOG_LEVEL"] in {"debug", "info", "warning", "error"}
+    env = {**env_of(entry), "LOG_LEVEL": log_level}
+    args = [
+        "-h",
+        "0.0.0.0",
+        "-p",
+        str(entry["port"]),
+        *(kubernetes_expand(a, env) for a in entry["codeServerArgs"]),
+    ]
+    with start_command.make_context("start", args) as context:  # click's own parsing, no server started
+        assert context.params["module_name"] == "castai_focus_dagster.definitions"

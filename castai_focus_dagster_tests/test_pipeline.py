@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -21,7 +22,7 @@ from castai_focus_dagster import assets as assets_module
 from castai_focus_dagster.definitions import defs
 from castai_focus_dagster.layout import data_key, manifest_key
 from castai_focus_dagster.schedules import restated_partition_keys
-from castai_focus_dagster.sensors import PUBLISHED_ASSET_KEY, missing_partition_keys
+from castai_focus_dagster.sensors import FIRST_TICK_DONE, PUBLISHED_ASSET_KEY, missing_partition_keys
 from castai_focus_dagster_tests.s3_server import (  # noqa: F401  (pytest fixtures)
     S3TestServer,
     s3_bucket_fixture,
@@ -186,19 +187,23 @@ def test_schedule_requests_every_day_overlapping_the_lookback(monkeypatch: pytes
 def test_gap_sensor_requests_exactly_the_missing_days(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CASTAI_API_URL", "sandbox")
     monkeypatch.setenv("JOB_GAP_FILL_DAYS", "5")
-    monkeypatch.setenv("JOB_BACKFILL_DAYS", "30")  # not a first deployment: never used below
+    monkeypatch.setenv("JOB_BACKFILL_DAYS", "30")  # past the first tick (cursor): never used
     today = datetime.now(UTC).date()
     days = [(today - timedelta(days=n)).isoformat() for n in range(5, 0, -1)]
     with dg.instance_for_test() as instance:
         for key in (days[0], days[3]):
             instance.report_runless_asset_event(dg.AssetMaterialization(PUBLISHED_ASSET_KEY, partition=key))
         sensor = defs.resolve_sensor_def("focus_gap_sensor")
-        result = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, repository_def=REPOSITORY))
+        result = sensor.evaluate_tick(
+            dg.build_sensor_context(instance=instance, repository_def=REPOSITORY, cursor=FIRST_TICK_DONE)
+        )
         assert sorted(r.partition_key for r in result.run_requests or []) == [days[1], days[2], days[4]]
         assert {r.tags["castai_focus/trigger"] for r in result.run_requests or []} == {"gap"}
         for key in days:
             instance.report_runless_asset_event(dg.AssetMaterialization(PUBLISHED_ASSET_KEY, partition=key))
-        result = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, repository_def=REPOSITORY))
+        result = sensor.evaluate_tick(
+            dg.build_sensor_context(instance=instance, repository_def=REPOSITORY, cursor=FIRST_TICK_DONE)
+        )
         assert not result.run_requests
     assert missing_partition_keys(datetime(2026, 1, 3, tzinfo=UTC), 2, {"2026-01-01"}) == ["2026-01-02"]
 
@@ -234,7 +239,9 @@ def test_first_deployment_backfills_job_backfill_days_once(
         assert all((r.run_key or "").startswith("gap-") for r in second.run_requests or [])
 
 
-def test_no_first_deployment_backfill_by_default_or_once_data_exists(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_first_deployment_backfill_by_default_nor_after_the_first_tick(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("CASTAI_API_URL", "sandbox")
     monkeypatch.delenv("JOB_BACKFILL_DAYS", raising=False)
     monkeypatch.setenv("JOB_GAP_FILL_DAYS", "0")
@@ -242,11 +249,33 @@ def test_no_first_deployment_backfill_by_default_or_once_data_exists(monkeypatch
     with dg.instance_for_test() as instance:
         result = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, repository_def=REPOSITORY))
         assert not result.run_requests  # JOB_BACKFILL_DAYS defaults to 0 = off
+        assert result.cursor is not None  # ... and the first tick is spent all the same
         monkeypatch.setenv("JOB_BACKFILL_DAYS", "10")
-        yesterday = complete_days_before(datetime.now(UTC).date(), 1)[0]
-        instance.report_runless_asset_event(dg.AssetMaterialization(PUBLISHED_ASSET_KEY, partition=yesterday))
-        result = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, repository_def=REPOSITORY))
-        assert not result.run_requests  # published data exists: not a first deployment
+        later = sensor.evaluate_tick(
+            dg.build_sensor_context(instance=instance, repository_def=REPOSITORY, cursor=result.cursor)
+        )
+        assert not later.run_requests  # not a first deployment any more
+
+
+def test_first_deployment_backfill_survives_a_schedule_run_before_the_first_tick(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Regression: a day published by the schedule before the sensor first ticked skipped the backfill."""
+    monkeypatch.setenv("CASTAI_API_URL", "sandbox")
+    monkeypatch.setenv("JOB_BACKFILL_DAYS", "4")
+    monkeypatch.setenv("JOB_GAP_FILL_DAYS", "0")
+    days = complete_days_before(datetime.now(UTC).date(), 4)
+    sensor = defs.resolve_sensor_def("focus_gap_sensor")
+    with dg.instance_for_test() as instance:
+        instance.report_runless_asset_event(dg.AssetMaterialization(PUBLISHED_ASSET_KEY, partition=days[-1]))
+        first = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, repository_def=REPOSITORY))
+        assert [r.partition_key for r in first.run_requests or []] == days
+        assert {r.tags["castai_focus/trigger"] for r in first.run_requests or []} == {"backfill"}
+        assert first.cursor is not None
+        second = sensor.evaluate_tick(
+            dg.build_sensor_context(instance=instance, repository_def=REPOSITORY, cursor=first.cursor)
+        )
+        assert not second.run_requests  # requested once
 
 
 @pytest.mark.parametrize(("value", "running"), [(None, False), ("running", True), ("stopped", False)])
@@ -541,3 +570,44 @@ def test_empty_allowlist_exports_every_label_merged_with_the_cluster_tags(
     names = sorted({k for c in sandbox_org.clusters for labels in c.workloads.labels for k in labels})
     workload_requests = [r for r in sandbox.requests if r.path.endswith("/workload-costs")]
     assert workload_requests and all(sorted(r.query["labelsToInclude"]) == names for r in workload_requests)
+
+
+@pytest.mark.parametrize("delete", [False, True], ids=["refused", "replaced"])
+def test_a_go_exporter_hour_zero_object_needs_the_operators_choice(
+    exporter_env: Path,
+    sandbox_org,
+    monkeypatch: pytest.MonkeyPatch,
+    delete: bool,  # type: ignore[no-untyped-def]
+) -> None:
+    """The Go exporter's run at hour 00 wrote our very key: overwritten only by the operator's choice."""
+    monkeypatch.setenv("DELETE_LEGACY_HOURLY_OBJECTS", "true" if delete else "false")
+    day = date.fromisoformat(DAY)
+    key = data_key(PREFIX, sandbox_org.organization_id, day, "parquet")
+    go_object = io.BytesIO()
+    pq.write_table(pa.table({"BilledCost": [98.45], "x_CastAIClusterId": ["c1"]}), go_object)
+    (exporter_env / key).parent.mkdir(parents=True, exist_ok=True)
+    (exporter_env / key).write_bytes(go_object.getvalue())
+    with dg.instance_for_test() as instance:
+        result = run([DAY], instance)
+        messages = [e.user_message for e in instance.all_logs(result.run_id)]
+        attempts = [
+            e
+            for e in instance.all_logs(result.run_id)
+            if e.dagster_event_type == dg.DagsterEventType.STEP_RESTARTED
+        ]
+    if not delete:
+        assert not result.success and not attempts  # permanent: no retry calls Cast AI again
+        assert (exporter_env / key).read_bytes() == go_object.getvalue()
+        assert not (exporter_env / manifest_key(PREFIX, day)).exists()
+        (failure,) = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+        data = failure.step_failure_data
+        assert data is not None and data.user_failure_data is not None
+        description = data.user_failure_data.description or ""
+        assert key in description and "DELETE_LEGACY_HOURLY_OBJECTS=true" in description, description
+        return
+    assert result.success
+    table = pq.read_table(exporter_env / key)
+    assert table.num_rows > 0 and table.schema.metadata[b"castai_focus_dagster.writer"]
+    assert any(key in m and "Go exporter" in m for m in messages)
+    materialization = result.asset_materializations_for_node("focus_cost_and_usage")[0]
+    assert materialization.metadata["legacy_hourly_objects"].value == {"deleted": [key]}

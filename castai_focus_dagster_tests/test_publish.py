@@ -7,6 +7,7 @@ elsewhere. Every expectation is derived from the output contract (DESIGN §4) or
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
 import shutil
@@ -17,9 +18,11 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 
 from castai_focus_dagster import layout
+from castai_focus_dagster import publish as publish_module
 from castai_focus_dagster.focus_metadata import (
     TimeSector,
     column_definitions,
@@ -27,15 +30,18 @@ from castai_focus_dagster.focus_metadata import (
     recency_document,
     schema_id_for,
 )
+from castai_focus_dagster.focus_schema import FOCUS_SCHEMA
 from castai_focus_dagster.layout import DataFormat
 from castai_focus_dagster.object_store import LocalObjectStore, ObjectStore, ObjectStoreError, S3ObjectStore
 from castai_focus_dagster.publish import (
+    ForeignObjectRefused,
     PrefixOwnedError,
     PublishError,
     PublishRequest,
     ReplacementRefused,
     publish_partition,
 )
+from castai_focus_dagster.serialize import to_csv_bytes, to_parquet_bytes
 from castai_focus_dagster_tests.s3_server import (  # noqa: F401  (pytest fixtures)
     Fault,
     FaultInjectingStore,
@@ -129,6 +135,19 @@ def assert_consistent(store: ObjectStore, *, staging_allowed: bool = False) -> N
         for tree in (PREFIX, TERNARY + PREFIX):
             prefix = layout.partition_object_prefix(tree, ORG, day)
             assert {k for k in store.list(prefix) if k[len(prefix) :].startswith("00.")} <= listed
+
+
+@pytest.fixture(autouse=True)
+def fakes_count_as_ours(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fakes here carry no writer mark, yet stand for our objects (publication treats the bytes as
+    opaque); the tests of foreign `-00` objects ask for `real_marks` and use real files instead."""
+    if "real_marks" not in request.fixturenames:
+        monkeypatch.setattr(publish_module, "written_by_this_exporter", lambda source, fmt: True)
+
+
+@pytest.fixture
+def real_marks() -> None:
+    """Publication reads the writer's real mark (Parquet metadata, our CSV header)."""
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -711,3 +730,74 @@ def test_a_second_organisation_is_refused_under_the_same_prefix(store: ObjectSto
     with pytest.raises(PrefixOwnedError, match=f"organisation {ORG}"):
         publish(store, replace(request(data=b"second", run_id="run-2"), organization_id="other-org"))
     assert snapshot(store) == before
+
+
+# The Go exporter's `-00` objects (its run at hour 00 wrote our key) -----------------------------------------
+
+
+def go_exporter_parquet() -> bytes:
+    """A real Parquet file of FOCUS columns without our writer's mark, as another writer makes one."""
+    sink = io.BytesIO()
+    pq.write_table(FOCUS_SCHEMA.empty_table(), sink)
+    return sink.getvalue()
+
+
+GO_CSV = b"BilledCost,ChargePeriodStart,x_CastAIClusterId\n1.5,2025-03-04T00:00:00Z,c1\n"
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_a_foreign_hour_zero_object_is_refused_untouched_by_default(
+    store: ObjectStore, real_marks: None, fmt: DataFormat
+) -> None:
+    """Same format (would be overwritten) or the other one (would be deleted): refused, nothing written."""
+    ours = to_parquet_bytes(FOCUS_SCHEMA.empty_table())
+    foreign_key = layout.data_key(PREFIX, ORG, DAY, fmt)
+    store.put(foreign_key, go_exporter_parquet() if fmt == "parquet" else GO_CSV, "application/octet-stream")
+    before = snapshot(store)
+    with pytest.raises(ForeignObjectRefused) as info:
+        publish(store, request(data=ours))
+    message = str(info.value)
+    assert store.describe(foreign_key) in message and "DELETE_LEGACY_HOURLY_OBJECTS=true" in message
+    after = snapshot(store)
+    after.pop(layout.organization_marker_key(PREFIX))  # the prefix's claim, written before any data
+    assert after == before  # the foreign object as it was, no staging object, no data, no manifest
+
+
+def test_a_foreign_hour_zero_object_is_replaced_and_reported_on_opt_in(
+    store: ObjectStore, real_marks: None
+) -> None:
+    ours = to_parquet_bytes(FOCUS_SCHEMA.empty_table())
+    final = layout.data_key(PREFIX, ORG, DAY, "parquet")
+    other_format = TERNARY + layout.data_key(PREFIX, ORG, DAY, "csv")
+    store.put(final, go_exporter_parquet(), "application/vnd.apache.parquet")
+    store.put(other_format, GO_CSV, "text/csv")
+    result = publish_partition(
+        store,
+        request(data=ours),
+        prefix=PREFIX,
+        ternary_prefix=TERNARY,
+        clock=at(T0),
+        delete_legacy_hourly=True,
+    )
+    assert sorted(result.legacy_hourly_keys) == sorted([final, other_format]) and result.legacy_deleted
+    assert result.stale_deleted_keys == []  # they were not ours
+    assert data_objects(store) == {final: ours, TERNARY + final: ours}
+    assert_consistent(store)
+
+
+@pytest.mark.parametrize("first_fmt", ["parquet", "csv"])
+def test_our_own_hour_zero_objects_are_recognised_after_a_lost_manifest(
+    store: ObjectStore, real_marks: None, first_fmt: DataFormat
+) -> None:
+    """Our writer's mark, not the manifest alone, tells ours: a lost manifest never causes a refusal."""
+    table = FOCUS_SCHEMA.empty_table()
+    first = to_parquet_bytes(table) if first_fmt == "parquet" else to_csv_bytes(table)
+    publish(store, request(data=first, fmt=first_fmt))
+    store.delete(layout.manifest_key(PREFIX, DAY))  # lost (a run killed between copy and manifest)
+    second = to_csv_bytes(table) if first_fmt == "parquet" else to_parquet_bytes(table)
+    second_fmt: DataFormat = "csv" if first_fmt == "parquet" else "parquet"
+    result = publish(store, request(data=second, fmt=second_fmt, run_id="run-2"))
+    first_key = layout.data_key(PREFIX, ORG, DAY, first_fmt)
+    assert result.stale_deleted_keys == [first_key, TERNARY + first_key]  # ours: replaced, no refusal
+    assert result.legacy_hourly_keys == []
+    assert_consistent(store)
