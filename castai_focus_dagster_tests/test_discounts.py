@@ -16,7 +16,7 @@ from castai_focus_dagster.discounts import (
     PricingStats,
     charge_mask,
     cluster_reason,
-    date_mask,
+    contracted_prices,
     discount_summary,
     discounted,
     micros,
@@ -53,6 +53,8 @@ def discount(**fields: object) -> Discount:
         ({"csp": ""}, rules.UNKNOWN_CSP),
         ({"csp": "ibm"}, rules.UNKNOWN_CSP),
         ({"life_cycles": ("LIFECYCLE_UNKNOWN",)}, rules.UNKNOWN_LIFECYCLE),
+        ({"life_cycles": ("LIFECYCLE_FUTURE",)}, rules.UNKNOWN_LIFECYCLE),
+        ({"life_cycles": ("LIFECYCLE_UNKNOWN", "LIFECYCLE_SPOT")}, None),  # the known entry still applies
         ({"life_cycles": ("LIFECYCLE_SPOT", "LIFECYCLE_ON_DEMAND")}, None),
     ],
 )
@@ -110,11 +112,51 @@ def test_targets_and_lifecycles_select_charges() -> None:
     assert selected(target="TARGET_COMMITMENT") == set()
 
 
-def test_dates_bound_the_charge_period_start() -> None:
-    starts = np.array([micros(DAY + timedelta(hours=h)) for h in range(4)])
-    window = discount(start_date=DAY + timedelta(hours=1), end_date=DAY + timedelta(hours=3))
-    assert date_mask(window, starts).tolist() == [False, True, True, False]
-    assert date_mask(discount(), starts).all()
+def test_an_unknown_lifecycle_next_to_a_known_one_matches_only_the_known_tier() -> None:
+    mask = charge_mask(
+        discount(life_cycles=("LIFECYCLE_UNKNOWN", "LIFECYCLE_SPOT")),
+        [c.resource for c in CHARGES],
+        [c.tier for c in CHARGES],
+    )
+    assert {(c.resource, c.tier) for c, m in zip(CHARGES, mask, strict=True) if m} == {("cpu", "spot")}
+
+
+def _hours(*offsets: float) -> np.ndarray:
+    return np.array([micros(DAY + timedelta(hours=h)) for h in offsets], dtype=np.int64)
+
+
+def test_dates_weight_the_discount_by_the_covered_share_of_each_period() -> None:
+    # Four hourly rows and one daily row; the discount runs from 01:00 to 03:00 (endDate exclusive).
+    window = discount(start_date=DAY + timedelta(hours=1), end_date=DAY + timedelta(hours=3), value=0.5)
+    starts, ends = _hours(0, 1, 2, 3, 0), _hours(1, 2, 3, 4, 24)
+    price = np.full(5, 0.04)
+    out, clamped, applied = contracted_prices(price, starts, ends, [window], [np.ones(5, dtype=bool)])
+    assert out[:4].tolist() == [0.04, 0.02, 0.02, 0.04]  # whole hours stay exact
+    assert out[4] == pytest.approx(0.04 * (22 + 2 * 0.5) / 24, rel=1e-15)
+    assert applied[0].tolist() == [False, True, True, False, True] and not clamped.any()
+    # A discount starting at 10:30 lowers half of the 10:00 hour.
+    half = discount(start_date=DAY + timedelta(hours=10, minutes=30), value=0.5)
+    out, _, _ = contracted_prices(np.array([0.04]), _hours(10), _hours(11), [half], [np.ones(1, dtype=bool)])
+    assert out[0] == pytest.approx(0.04 * 0.75, rel=1e-15)
+
+
+def test_each_discount_step_is_clamped_at_zero() -> None:
+    # 0.02 - 0.03 clamps to 0 before the surcharge of 0.01 (not 0.02 - 0.03 + 0.01 = 0).
+    steps = [discount(pricing_type="TYPE_FLAT", value=0.03), discount(pricing_type="TYPE_FLAT", value=-0.01)]
+    ones = np.ones(1, dtype=bool)
+    out, clamped, applied = contracted_prices(np.array([0.02]), _hours(0), _hours(1), steps, [ones, ones])
+    assert out.tolist() == [0.01] and clamped.tolist() == [True]
+    assert [a.tolist() for a in applied] == [[True], [True]]
+
+
+def test_rows_outside_every_mask_keep_their_list_price_exactly() -> None:
+    window = discount(start_date=DAY + timedelta(hours=12), value=0.5)
+    price = np.array([0.1 / 3, 0.07])
+    out, _, applied = contracted_prices(
+        price, _hours(0, 0), _hours(24, 24), [window], [np.array([False, True])]
+    )
+    assert out[0] == price[0] and out[1] == pytest.approx(0.07 * 0.75, rel=1e-15)
+    assert applied[0].tolist() == [False, True]
 
 
 def test_pricing_types_including_negative_values() -> None:
