@@ -171,8 +171,12 @@ So
 2. Rows with a list price from rule 1 or 2 above: the list price less every discount in scope, in
    the order Cast AI lists them. `TYPE_PERCENTAGE` multiplies by `1 − value`, `TYPE_FLAT` subtracts
    `value` (a negative value, e.g. `"-1"`, is valid and raises the price), `TYPE_FIXED` replaces the
-   price. A result below 0 is published as `0` and counted (`negative_price_clamped_rows`, with a
-   warning): a unit price is never negative.
+   price. Each step is clamped at `0`: a price is never negative, and the next discount (a surcharge
+   or a fixed price) applies to what the resource then costs, so `0.02 − 0.03` then a `"-0.01"`
+   surcharge gives `0.01`. Rows where a step was clamped are counted (`negative_price_clamped_rows`,
+   with a warning). A negative `TYPE_FIXED` value is not a price: never applied
+   (`negative_fixed_price`). The sandbox prices Cast AI's discounted costs by the same rules, so
+   ContractedCost equals Cast AI's cost wherever every discount of a row is evaluable.
 3. Otherwise: ListUnitPrice (the effective rate already includes Cast AI's discounts: none is applied
    twice).
 
@@ -190,11 +194,17 @@ A discount is **in scope** of a row when all of these hold (an empty list is no 
   split into vCPU and GiB prices).
 - `lifeCycles`: `LIFECYCLE_ON_DEMAND` matches on-demand and spot-fallback rows (spot-fallback
   capacity is on-demand instances started when spot was unavailable; its PricingCategory stays
-  `Dynamic`), `LIFECYCLE_SPOT` matches spot rows; any other value (`LIFECYCLE_UNKNOWN`) cannot be
-  evaluated: not applied.
+  `Dynamic`), `LIFECYCLE_SPOT` matches spot rows. The list holds alternatives: `LIFECYCLE_UNKNOWN`
+  (or an unknown value) matches no row while the known entries still apply; a list of unknown
+  values only cannot be evaluated: not applied (`unknown_lifecycle`).
 - `clusters`: contains the cluster id. `regions`: contains the cluster's region (a cluster without
   region matches no region list).
-- `startDate` / `endDate`: `startDate ≤ ChargePeriodStart < endDate`.
+- `startDate` / `endDate` (`endDate` exclusive): the discount lowers the part of the charge period
+  they cover. A row whose period a date cuts (a daily row and a discount from 10:30) gets the
+  time-weighted mean: each part pays the list price less the discounts active over it, weighted by
+  its share of the period. Cast AI's cost (as the sandbox models it) weights each moment by usage,
+  which a daily row does not carry: such a row is exact when usage is even over the day; hourly rows are
+  exact to the hour (`COLLECTION_GRANULARITY=hourly` where it matters).
 - `families`, `instanceTypes`, `zones`, `os`: must be empty. They narrow the discount to nodes, and a
   workload row carries no node, so such a discount is **never applied** (applying it to the whole
   cluster would lower rows outside its scope).

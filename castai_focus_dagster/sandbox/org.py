@@ -26,7 +26,7 @@ Model (all values synthetic, sized like a real organisation):
   Storage (PV) is provisioned whether or not pods run and varies daily.
 - INFERRED pricing rule: a cluster with a custom price pays exactly that price; any other cluster
   pays the list price less the enabled discounts that match it (csp, cluster list, region,
-  lifecycle, dates per hour; TARGET_CPU / TARGET_MEMORY / TARGET_INSTANCE = vCPU and memory;
+  lifecycle, dates to the second; TARGET_CPU / TARGET_MEMORY / TARGET_INSTANCE = vCPU and memory;
   percentage, flat (negative raises the price) and fixed types) applied in list order, never
   below 0 (see `Discount`). Spot-fallback nodes count as LIFECYCLE_ON_DEMAND. GPUs, TPUs and
   storage are never discounted. `listing=True` (Cast AI's `useListingPrices=true`) prices the same
