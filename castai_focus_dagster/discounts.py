@@ -147,9 +147,13 @@ def contracted_prices(
     length = (end - start).astype(np.float64)
     bounds = [(None if d.start_date is None else micros(d.start_date),
                None if d.end_date is None else micros(d.end_date)) for d in discounts]  # fmt: skip
-    cuts = sorted({b for pair in bounds for b in pair if b is not None})
-    lowest, highest = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
-    edges = [lowest, *cuts, highest]
+    # Parts between the earliest start and the latest end, cut only where a date falls inside.
+    first_us, last_us = int(start.min()), int(end.max())
+    edges = [
+        first_us,
+        *sorted({b for pair in bounds for b in pair if b is not None and first_us < b < last_us}),
+    ]
+    edges.append(last_us)
     weighted = np.zeros(rows.size)
     first = np.full(rows.size, np.nan)  # the price of a row's first part, to keep one-part rows exact
     uniform = np.ones(rows.size, dtype=bool)
