@@ -122,7 +122,7 @@ def contracted_prices(
     period_end_us: np.ndarray,
     discounts: Sequence[Discount],
     masks: Sequence[np.ndarray],
-) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], np.ndarray]:
     """Per row: the list price less the discounts in scope, averaged over the row's charge period.
 
     `masks[i]` marks the rows discount i's scope (cluster, charge, tier) includes. The period is cut at
@@ -130,7 +130,8 @@ def contracted_prices(
     applied in list order, each result clamped at 0 (a price is never negative, and the next discount
     applies to what the resource then costs). The row's price is the time-weighted mean of its parts, so
     a daily row a discount covers for half the day gets half of it. Returns (prices, clamped: rows where
-    a step fell below 0, applied[i]: rows discount i lowered for some part of the period).
+    a step fell below 0, applied[i]: rows discount i lowered for some part of the period, weighted: rows
+    whose parts had different prices, priced as the time-weighted mean).
     """
     n = price.size
     contracted = price.astype(np.float64, copy=True)
@@ -140,8 +141,9 @@ def contracted_prices(
     for mask in masks:
         touched |= mask
     rows = np.flatnonzero(touched)
+    weighted_rows = np.zeros(n, dtype=bool)
     if rows.size == 0:
-        return contracted, clamped, applied
+        return contracted, clamped, applied, weighted_rows
     start = period_start_us[rows].astype(np.int64)
     end = np.maximum(period_end_us[rows].astype(np.int64), start + 1)  # an empty period: its start
     length = (end - start).astype(np.float64)
@@ -180,7 +182,8 @@ def contracted_prices(
         first[part[new]] = part_price[new]
         uniform[part[~new]] &= first[part[~new]] == part_price[~new]
     contracted[rows] = np.where(uniform, first, weighted)
-    return contracted, clamped, applied
+    weighted_rows[rows] = ~uniform
+    return contracted, clamped, applied, weighted_rows
 
 
 def discounted(discount: Discount, price: np.ndarray) -> np.ndarray:
@@ -209,12 +212,14 @@ class PricingStats:
     list_price_rows: Counter[str] = field(default_factory=Counter)  # source -> rows
     discounted_rows: Counter[str] = field(default_factory=Counter)  # discount id -> rows it lowered
     clamped_rows: int = 0  # rows where a discount step fell below 0 and was clamped to 0
+    time_weighted_rows: int = 0  # rows a discount date cuts: priced as the time-weighted mean
 
     def to_json(self) -> dict[str, Any]:
         return {
             "list_price_rows": dict(sorted(self.list_price_rows.items())),
             "discounted_rows": dict(sorted(self.discounted_rows.items())),
             "negative_price_clamped_rows": self.clamped_rows,
+            "time_weighted_rows": self.time_weighted_rows,
         }
 
 

@@ -564,7 +564,7 @@ def unit_prices(
         & charge_mask(d, resources, tiers)[charge]
         for d in usable
     ]
-    contracted, negative, applied = contracted_prices(
+    contracted, negative, applied, weighted = contracted_prices(
         list_price, period_start_us, period_end_us, usable, masks
     )
     if stats is not None:
@@ -577,6 +577,7 @@ def unit_prices(
         contracted[use] = row_custom[use]
     if stats is not None:
         stats.clamped_rows += int(negative.sum())
+        stats.time_weighted_rows += int(weighted.sum())
         counts = np.bincount(source, minlength=len(LIST_SOURCES))
         for name, count in zip(LIST_SOURCES, counts.tolist(), strict=True):
             if count:

@@ -136,13 +136,16 @@ def test_dates_weight_the_discount_by_the_covered_share_of_each_period() -> None
     window = discount(start_date=DAY + timedelta(hours=1), end_date=DAY + timedelta(hours=3), value=0.5)
     starts, ends = _hours(0, 1, 2, 3, 0), _hours(1, 2, 3, 4, 24)
     price = np.full(5, 0.04)
-    out, clamped, applied = contracted_prices(price, starts, ends, [window], [np.ones(5, dtype=bool)])
+    out, clamped, applied, weighted = contracted_prices(
+        price, starts, ends, [window], [np.ones(5, dtype=bool)]
+    )
     assert out[:4].tolist() == [0.04, 0.02, 0.02, 0.04]  # whole hours stay exact
     assert out[4] == pytest.approx(0.04 * (22 + 2 * 0.5) / 24, rel=1e-15)
     assert applied[0].tolist() == [False, True, True, False, True] and not clamped.any()
+    assert weighted.tolist() == [False, False, False, False, True]
     # A discount starting at 10:30 lowers half of the 10:00 hour.
     half = discount(start_date=DAY + timedelta(hours=10, minutes=30), value=0.5)
-    out, _, _ = contracted_prices(np.array([0.04]), _hours(10), _hours(11), [half], [np.ones(1, dtype=bool)])
+    out, *_ = contracted_prices(np.array([0.04]), _hours(10), _hours(11), [half], [np.ones(1, dtype=bool)])
     assert out[0] == pytest.approx(0.04 * 0.75, rel=1e-15)
 
 
@@ -150,7 +153,7 @@ def test_each_discount_step_is_clamped_at_zero() -> None:
     # 0.02 - 0.03 clamps to 0 before the surcharge of 0.01 (not 0.02 - 0.03 + 0.01 = 0).
     steps = [discount(pricing_type="TYPE_FLAT", value=0.03), discount(pricing_type="TYPE_FLAT", value=-0.01)]
     ones = np.ones(1, dtype=bool)
-    out, clamped, applied = contracted_prices(np.array([0.02]), _hours(0), _hours(1), steps, [ones, ones])
+    out, clamped, applied, _ = contracted_prices(np.array([0.02]), _hours(0), _hours(1), steps, [ones, ones])
     assert out.tolist() == [0.01] and clamped.tolist() == [True]
     assert [a.tolist() for a in applied] == [[True], [True]]
 
@@ -158,7 +161,7 @@ def test_each_discount_step_is_clamped_at_zero() -> None:
 def test_rows_outside_every_mask_keep_their_list_price_exactly() -> None:
     window = discount(start_date=DAY + timedelta(hours=12), value=0.5)
     price = np.array([0.1 / 3, 0.07])
-    out, _, applied = contracted_prices(
+    out, _, applied, _ = contracted_prices(
         price, _hours(0, 0), _hours(24, 24), [window], [np.array([False, True])]
     )
     assert out[0] == price[0] and out[1] == pytest.approx(0.07 * 0.75, rel=1e-15)
@@ -363,7 +366,7 @@ def test_contracted_prices_equal_the_sandboxs_discounted_prices(
         steady = _sandbox_discounted(priced, charge.resource, tier, np.full(hours.size, base), hours)
         masks = [np.full(starts.size, charge_mask(d, resources, tiers)[index]) for d in usable]
         row_list = np.concatenate([moving, [base, base]])  # daily rows: the steady rate
-        out, _, _ = contracted_prices(row_list, starts, ends, usable, masks)
+        out, *_ = contracted_prices(row_list, starts, ends, usable, masks)
         assert out[:48] == pytest.approx(truth, rel=1e-12, abs=1e-15), charge
         # A daily row pays the mean of the sandbox's hourly prices of its day.
         assert out[48:] == pytest.approx([steady[:24].mean(), steady[24:].mean()], rel=1e-12, abs=1e-15)

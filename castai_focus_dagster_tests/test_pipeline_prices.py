@@ -244,8 +244,18 @@ def test_a_discount_starting_inside_a_bucket_is_weighted_by_the_time_it_covers(
         out = configure(monkeypatch, tmp_path, server, org)
         monkeypatch.setenv("COLLECTION_GRANULARITY", granularity)
         with dg.instance_for_test() as instance:
-            assert materialize(instance).success
-    table = rows(published(out, org), eks.id, "cpu", "on-demand")
+            result = materialize(instance)
+            assert result.success
+    day = published(out, org)
+    table = rows(day, eks.id, "cpu", "on-demand")
+    pricing = result.asset_materializations_for_node("focus_cost_and_usage")[0].metadata["pricing"].value
+    assert isinstance(pricing, dict)
+    # Rows the 10:30 start cuts: EKS CPU rows (all tiers) of the day, or of its 10:00 hour.
+    eks_cpu = day.filter(
+        pc.and_(pc.equal(day["x_CastAIClusterId"], eks.id), pc.equal(day["x_CastAIResource"], "cpu"))
+    )
+    cut = [t for t in eks_cpu["ChargePeriodStart"].to_pylist() if granularity == "daily" or t.hour == 10]
+    assert pricing["time_weighted_rows"] == len(cut) > 0
     first = hour_index(f"{DAY}T00:00:00Z")
     hours = np.arange(first, first + 24, dtype=np.int64)
     metrics = org.hourly_metrics(eks.id, hours)
