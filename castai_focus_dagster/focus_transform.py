@@ -9,7 +9,7 @@ Cast AI metrics are average hourly rates over a bucket of `step_seconds` that en
 so a bucket contributes `rate x step_seconds / 3600` (cost) and `count x step_seconds / 3600`
 (quantity-hours). Everything runs over whole columns: the 13 (resource, tier) charges form an
 n x 13 matrix, strings are built once per input row, cluster or label set and then gathered
-with `take`; the only Python loops run over clusters, discounts and distinct label sets.
+with `take`; the only Python loops run over clusters, discounts, discount dates and distinct label sets.
 """
 
 from __future__ import annotations
