@@ -452,6 +452,11 @@ def _log_pricing(context: dg.AssetExecutionContext, key: str, pricing: dict[str,
             f"{key}: discounts would make {pricing['negative_price_clamped_rows']} ContractedUnitPrice(s) "
             "negative; published as 0"
         )
+    if pricing.get("time_weighted_rows"):
+        context.log.warning(
+            f"{key}: a discount starts or ends inside the charge period of {pricing['time_weighted_rows']} "
+            "row(s); their ContractedUnitPrice is the time-weighted mean (hourly rows limit it to one hour)"
+        )
     if pricing.get("listing_missing"):
         context.log.warning(
             f"{key}: no listing prices for cluster(s) {', '.join(pricing['listing_missing'])}; their "

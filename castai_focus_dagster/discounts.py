@@ -12,6 +12,7 @@ functions, so tests compare the exporter with an independent model of Cast AI.
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -56,7 +57,7 @@ FIXED_INSTANCE_PRICE = "fixed_instance_price"  # a whole-instance price cannot b
 NEGATIVE_FIXED_PRICE = "negative_fixed_price"
 NODE_SCOPE = "node_scope"  # families / instanceTypes / zones / os: not evaluable on workload rows
 UNKNOWN_CSP = "unknown_csp"  # csp missing or not one of aws, azure, gcp, oracle
-UNKNOWN_LIFECYCLE = "unknown_lifecycle"  # lifeCycles lists LIFECYCLE_UNKNOWN or an unknown value
+UNKNOWN_LIFECYCLE = "unknown_lifecycle"  # lifeCycles lists only LIFECYCLE_UNKNOWN or unknown values
 PROVIDER_WITHOUT_CSP = "provider_without_csp"  # only clusters whose CSP is unknown (anywhere, kops, ...)
 OUT_OF_SCOPE = "out_of_scope"  # csp, clusters or regions exclude every cluster of the day
 OUTSIDE_DATES = "outside_dates"  # startDate/endDate exclude the whole day
@@ -81,7 +82,9 @@ def unusable_reason(discount: Discount) -> str | None:
         return NODE_SCOPE
     if discount.csp not in KNOWN_CSPS:
         return UNKNOWN_CSP
-    if any(lc not in ("LIFECYCLE_ON_DEMAND", "LIFECYCLE_SPOT") for lc in discount.life_cycles):
+    # lifeCycles is a list of alternatives: LIFECYCLE_UNKNOWN (or an unknown value) next to a known one
+    # matches no row, the known ones still do. A list of unknown values alone cannot be evaluated.
+    if discount.life_cycles and not set(discount.life_cycles) & set(LIFECYCLE_OF_TIER.values()):
         return UNKNOWN_LIFECYCLE
     return None
 
@@ -113,20 +116,80 @@ def charge_mask(discount: Discount, resources: Sequence[str], tiers: Sequence[st
     )
 
 
-def date_mask(discount: Discount, period_start_us: np.ndarray) -> np.ndarray:
-    """startDate <= ChargePeriodStart < endDate (either bound may be absent)."""
-    inside = np.ones(period_start_us.shape, dtype=bool)
-    if discount.start_date is not None:
-        inside &= period_start_us >= micros(discount.start_date)
-    if discount.end_date is not None:
-        inside &= period_start_us < micros(discount.end_date)
-    return inside
+def contracted_prices(
+    price: np.ndarray,
+    period_start_us: np.ndarray,
+    period_end_us: np.ndarray,
+    discounts: Sequence[Discount],
+    masks: Sequence[np.ndarray],
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], np.ndarray]:
+    """Per row: the list price less the discounts in scope, averaged over the row's charge period.
+
+    `masks[i]` marks the rows discount i's scope (cluster, charge, tier) includes. The period is cut at
+    every startDate/endDate inside it; each part pays the list price less the discounts active over it,
+    applied in list order, each result clamped at 0 (a price is never negative, and the next discount
+    applies to what the resource then costs). The row's price is the time-weighted mean of its parts, so
+    a daily row a discount covers for half the day gets half of it. Returns (prices, clamped: rows where
+    a step fell below 0, applied[i]: rows discount i lowered for some part of the period, weighted: rows
+    whose parts had different prices, priced as the time-weighted mean).
+    """
+    n = price.size
+    contracted = price.astype(np.float64, copy=True)
+    clamped = np.zeros(n, dtype=bool)
+    applied = [np.zeros(n, dtype=bool) for _ in discounts]
+    touched = np.zeros(n, dtype=bool)
+    for mask in masks:
+        touched |= mask
+    rows = np.flatnonzero(touched)
+    weighted_rows = np.zeros(n, dtype=bool)
+    if rows.size == 0:
+        return contracted, clamped, applied, weighted_rows
+    start = period_start_us[rows].astype(np.int64)
+    end = np.maximum(period_end_us[rows].astype(np.int64), start + 1)  # an empty period: its start
+    length = (end - start).astype(np.float64)
+    bounds = [(None if d.start_date is None else micros(d.start_date),
+               None if d.end_date is None else micros(d.end_date)) for d in discounts]  # fmt: skip
+    # Parts between the earliest start and the latest end, cut only where a date falls inside.
+    first_us, last_us = int(start.min()), int(end.max())
+    edges = [
+        first_us,
+        *sorted({b for pair in bounds for b in pair if b is not None and first_us < b < last_us}),
+    ]
+    edges.append(last_us)
+    weighted = np.zeros(rows.size)
+    first = np.full(rows.size, np.nan)  # the price of a row's first part, to keep one-part rows exact
+    uniform = np.ones(rows.size, dtype=bool)
+    for lo, hi in itertools.pairwise(edges):
+        overlap = np.minimum(end, hi) - np.maximum(start, lo)
+        part = np.flatnonzero(overlap > 0)
+        if part.size == 0:
+            continue
+        part_price = price[rows[part]].astype(np.float64, copy=True)
+        for index, (discount, mask) in enumerate(zip(discounts, masks, strict=True)):
+            begin, finish = bounds[index]
+            if (begin is not None and begin > lo) or (finish is not None and hi > finish):
+                continue  # the discount is not active over this part (cuts make it all or nothing)
+            selected = mask[rows[part]]
+            if not selected.any():
+                continue
+            lowered = discounted(discount, part_price[selected])
+            negative = lowered < 0
+            clamped[rows[part[selected][negative]]] = True
+            part_price[selected] = np.maximum(lowered, 0.0)
+            applied[index][rows[part[selected]]] = True
+        weighted[part] += overlap[part] / length[part] * part_price
+        new = np.isnan(first[part])
+        first[part[new]] = part_price[new]
+        uniform[part[~new]] &= first[part[~new]] == part_price[~new]
+    contracted[rows] = np.where(uniform, first, weighted)
+    weighted_rows[rows] = ~uniform
+    return contracted, clamped, applied, weighted_rows
 
 
 def discounted(discount: Discount, price: np.ndarray) -> np.ndarray:
     """Cast AI pricing types: PERCENTAGE ("0.1" = 10 % off), FLAT (subtract; negative adds), FIXED (override).
 
-    Not clamped: the caller decides what a negative result means (it counts and clamps it)."""
+    Not clamped: `contracted_prices` clamps each step at 0 and counts the rows it clamped."""
     if discount.pricing_type == "TYPE_PERCENTAGE":
         return price * (1.0 - discount.value)
     if discount.pricing_type == "TYPE_FLAT":
@@ -148,13 +211,15 @@ class PricingStats:
 
     list_price_rows: Counter[str] = field(default_factory=Counter)  # source -> rows
     discounted_rows: Counter[str] = field(default_factory=Counter)  # discount id -> rows it lowered
-    clamped_rows: int = 0  # rows whose discounted price fell below 0 and was published as 0
+    clamped_rows: int = 0  # rows where a discount step fell below 0 and was clamped to 0
+    time_weighted_rows: int = 0  # rows a discount date cuts: priced as the time-weighted mean
 
     def to_json(self) -> dict[str, Any]:
         return {
             "list_price_rows": dict(sorted(self.list_price_rows.items())),
             "discounted_rows": dict(sorted(self.discounted_rows.items())),
             "negative_price_clamped_rows": self.clamped_rows,
+            "time_weighted_rows": self.time_weighted_rows,
         }
 
 

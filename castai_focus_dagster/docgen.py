@@ -186,8 +186,12 @@ So
 2. Rows with a list price from rule 1 or 2 above: the list price less every discount in scope, in
    the order Cast AI lists them. `TYPE_PERCENTAGE` multiplies by `1 − value`, `TYPE_FLAT` subtracts
    `value` (a negative value, e.g. `"-1"`, is valid and raises the price), `TYPE_FIXED` replaces the
-   price. A result below 0 is published as `0` and counted (`negative_price_clamped_rows`, with a
-   warning): a unit price is never negative.
+   price. Each step is clamped at `0`: a price is never negative, and the next discount (a surcharge
+   or a fixed price) applies to what the resource then costs, so `0.02 − 0.03` then a `"-0.01"`
+   surcharge gives `0.01`. Rows where a step was clamped are counted (`negative_price_clamped_rows`,
+   with a warning). A negative `TYPE_FIXED` value is not a price: never applied
+   (`negative_fixed_price`). The sandbox prices Cast AI's discounted costs by the same rules, so
+   ContractedCost equals Cast AI's cost wherever every discount of a row is evaluable.
 3. Otherwise: ListUnitPrice (the effective rate already includes Cast AI's discounts: none is applied
    twice).
 
@@ -205,11 +209,19 @@ A discount is **in scope** of a row when all of these hold (an empty list is no 
   split into vCPU and GiB prices).
 - `lifeCycles`: `LIFECYCLE_ON_DEMAND` matches on-demand and spot-fallback rows (spot-fallback
   capacity is on-demand instances started when spot was unavailable; its PricingCategory stays
-  `Dynamic`), `LIFECYCLE_SPOT` matches spot rows; any other value (`LIFECYCLE_UNKNOWN`) cannot be
-  evaluated: not applied.
+  `Dynamic`), `LIFECYCLE_SPOT` matches spot rows. The list holds alternatives: `LIFECYCLE_UNKNOWN`
+  (or an unknown value) matches no row while the known entries still apply; a list of unknown
+  values only cannot be evaluated: not applied (`unknown_lifecycle`).
 - `clusters`: contains the cluster id. `regions`: contains the cluster's region (a cluster without
   region matches no region list).
-- `startDate` / `endDate`: `startDate ≤ ChargePeriodStart < endDate`.
+- `startDate` / `endDate` (`endDate` exclusive): the discount lowers the part of the charge period
+  they cover. A row whose period a date cuts (a daily row and a discount from 10:30) gets the
+  time-weighted mean: each part pays the list price less the discounts active over it, weighted by
+  its share of the period. Cast AI's cost (as the sandbox models it) weights each moment by usage,
+  which a daily row does not carry: such a row is exact when usage is even over the day (with the
+  sandbox's diurnal usage a 50 % discount from 10:30 puts single daily rows up to 8.5 % off) and is
+  counted (`time_weighted_rows`, with a warning). With `COLLECTION_GRANULARITY=hourly` only the hour
+  a date falls in is weighted, and Cast AI's hourly buckets carry no finer usage than the hour.
 - `families`, `instanceTypes`, `zones`, `os`: must be empty. They narrow the discount to nodes, and a
   workload row carries no node, so such a discount is **never applied** (applying it to the whole
   cluster would lower rows outside its scope).
@@ -218,7 +230,8 @@ A discount is **in scope** of a row when all of these hold (an empty list is no 
 (`pricing`) and the manifest (`extra.pricing`): `list_price_rows` (rows per list price source:
 `listing_report`, `anywhere_default_pricing`, `effective_rate`), `listing_missing` (cloud clusters
 without a listing report, which fell back to the effective rate; each also logged as a warning),
-`discounted_rows` (rows each discount lowered), `negative_price_clamped_rows`, `discounts` (how many
+`discounted_rows` (rows each discount lowered), `negative_price_clamped_rows`, `time_weighted_rows`
+(rows a discount date cuts, priced as the time-weighted mean; also logged as a warning), `discounts` (how many
 Cast AI listed), `in_scope` (ids of those that may apply to the day's clusters) and `not_applied`,
 every other discount counted by its reason: `disabled`, `unsupported_target`,
 `unsupported_pricing_type`, `fixed_instance_price`, `negative_fixed_price`, `node_scope`,

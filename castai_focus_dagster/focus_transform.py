@@ -9,7 +9,7 @@ Cast AI metrics are average hourly rates over a bucket of `step_seconds` that en
 so a bucket contributes `rate x step_seconds / 3600` (cost) and `count x step_seconds / 3600`
 (quantity-hours). Everything runs over whole columns: the 13 (resource, tier) charges form an
 n x 13 matrix, strings are built once per input row, cluster or label set and then gathered
-with `take`; the only Python loops run over clusters, discounts and distinct label sets.
+with `take`; the only Python loops run over clusters, discounts, discount dates and distinct label sets.
 """
 
 from __future__ import annotations
@@ -28,8 +28,7 @@ from castai_focus_dagster.discounts import (
     PricingStats,
     charge_mask,
     cluster_reason,
-    date_mask,
-    discounted,
+    contracted_prices,
     unusable_reason,
 )
 from castai_focus_dagster.focus_schema import FOCUS_SCHEMA
@@ -556,32 +555,29 @@ def unit_prices(
     list_price = np.where(has_list, row_list, effective)
 
     # Discounts lower a list price, never Cast AI's effective rate (which already includes them).
-    contracted = list_price.copy()
     resources = [c.resource for c in CHARGES]
     tiers = [c.tier for c in CHARGES]
-    for discount in context.discounts:
-        if unusable_reason(discount) is not None:
-            continue
-        by_cluster = np.array([cluster_reason(discount, c) is None for c in clusters.clusters], dtype=bool)
-        applies = (
-            has_list
-            & by_cluster[cluster_entry]
-            & charge_mask(discount, resources, tiers)[charge]
-            & date_mask(discount, period_start_us)
-        )
-        if applies.any():
-            contracted[applies] = discounted(discount, contracted[applies])
-            if stats is not None:
-                stats.discounted_rows[discount.id] += int(applies.sum())
-    negative = contracted < 0
-    if negative.any():  # a price cannot be negative: published as 0 and counted
-        contracted[negative] = 0.0
+    usable = [d for d in context.discounts if unusable_reason(d) is None]
+    masks = [
+        has_list
+        & np.array([cluster_reason(d, c) is None for c in clusters.clusters], dtype=bool)[cluster_entry]
+        & charge_mask(d, resources, tiers)[charge]
+        for d in usable
+    ]
+    contracted, negative, applied, weighted = contracted_prices(
+        list_price, period_start_us, period_end_us, usable, masks
+    )
+    if stats is not None:
+        for discount, lowered in zip(usable, applied, strict=True):
+            if lowered.any():
+                stats.discounted_rows[discount.id] += int(lowered.sum())
     for resource, custom in (("cpu", clusters.custom_cpu_price), ("memory", clusters.custom_memory_price)):
         row_custom = custom[cluster_entry]
         use = _charges_of(resource)[charge] & _NOT_SPOT[charge] & ~np.isnan(row_custom)
         contracted[use] = row_custom[use]
     if stats is not None:
         stats.clamped_rows += int(negative.sum())
+        stats.time_weighted_rows += int(weighted.sum())
         counts = np.bincount(source, minlength=len(LIST_SOURCES))
         for name, count in zip(LIST_SOURCES, counts.tolist(), strict=True):
             if count:

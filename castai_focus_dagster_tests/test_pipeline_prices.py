@@ -12,10 +12,11 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import date
+from datetime import UTC, date
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -29,6 +30,7 @@ from castai_focus_dagster.sandbox.org import (
     DEFAULT_MEMORY_GIB_HOURLY_PRICE,
     LIST_PRICES,
     Discount,
+    hour_index,
 )
 from castai_focus_dagster_tests.test_pipeline import PREFIX, day_total_from_sandbox
 
@@ -53,6 +55,13 @@ def server(org: SandboxOrg) -> Iterator[SandboxServer]:
 
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, server: SandboxServer, org: SandboxOrg) -> Path:
+    return configure(monkeypatch, tmp_path, server, org)
+
+
+def configure(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, server: SandboxServer, org: SandboxOrg
+) -> Path:
+    """Settings of a run against `server`, output in a local folder (returned)."""
     out = tmp_path / "out"
     for name in list(os.environ):
         if name.startswith(("CASTAI_", "COLLECTION_", "FOCUS_", "S3_", "TERNARY_", "JOB_", "SCHEDULE_")):
@@ -111,6 +120,13 @@ def test_prices_follow_each_clusters_source_and_discount_scope(
     assert column(gke_memory, "ContractedUnitPrice") == pytest.approx(
         [0.8 * p for p in column(gke_memory, "ListUnitPrice")], rel=1e-12
     )
+    # An enabled spot-only discount (5 % off GKE spot CPU) lowers spot rows only.
+    gke_spot = rows(table, gke.id, "cpu", "spot")
+    assert column(gke_spot, "ContractedUnitPrice") == pytest.approx(
+        [0.95 * p for p in column(gke_spot, "ListUnitPrice")], rel=1e-12
+    )
+    gke_cpu = rows(table, gke.id, "cpu", "on-demand")
+    assert column(gke_cpu, "ContractedUnitPrice") == column(gke_cpu, "ListUnitPrice")
     # Azure: the 10 % instance discount (vCPU and memory), then the "-1" flat CPU surcharge.
     aks_cpu = rows(table, aks.id, "cpu", "on-demand")
     assert column(aks_cpu, "ContractedUnitPrice") == pytest.approx(
@@ -157,7 +173,7 @@ def test_prices_follow_each_clusters_source_and_discount_scope(
     assert pricing["listing_missing"] == []
     assert pricing["not_applied"] == {
         "disabled": 2,  # expired spot promotion, paused memory credit
-        "node_scope": 1,  # AWS m5 reserved pricing (families, os)
+        "node_scope": 2,  # AWS m5 reserved pricing (families, os), AWS c5 zonal rate (instanceTypes, zones)
         "outside_dates": 1,  # GCP 2024 launch promotion
         "unsupported_target": 1,  # AWS commitment
     }
@@ -171,7 +187,7 @@ def test_prices_follow_each_clusters_source_and_discount_scope(
     enrichment = result.asset_materializations_for_node("castai_enrichment_context")[0].metadata
     assert enrichment["discounts_not_applied"].value == {
         "disabled": 2,
-        "node_scope": 1,
+        "node_scope": 2,
         "unsupported_target": 1,
     }
 
@@ -210,3 +226,56 @@ def test_the_cli_publishes_the_negative_flat_discount(env: Path, org: SandboxOrg
     contracted, listed = column(aks_cpu, "ContractedUnitPrice"), column(aks_cpu, "ListUnitPrice")
     assert all(c > p for c, p in zip(contracted, listed, strict=True))  # a surcharge raises the price
     assert contracted == pytest.approx([0.9 * p + 1.0 for p in listed], rel=1e-12)
+
+
+@pytest.mark.parametrize("granularity", ["daily", "hourly"])
+def test_a_discount_starting_inside_a_bucket_is_weighted_by_the_time_it_covers(
+    sandbox_org: SandboxOrg, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, granularity: str
+) -> None:
+    """A 50 % EKS CPU discount from 10:30: each row's price is the sandbox's own hourly discounted price,
+    averaged over the row's charge period (an hourly row pays exactly Cast AI's discounted cost)."""
+    eks = sandbox_org.clusters[0]
+    midday = Discount(
+        "9f0c0000-0000-4000-8000-00000000d0a1", sandbox_org.organization_id, "EKS from 10:30", "aws", True,
+        "TARGET_CPU", "TYPE_PERCENTAGE", "0.5", clusters=(eks.id,), start_date=f"{DAY}T10:30:00Z",
+    )  # fmt: skip
+    org = sandbox_org.with_discounts([midday])
+    with SandboxServer(org, faults=Faults()) as server:
+        out = configure(monkeypatch, tmp_path, server, org)
+        monkeypatch.setenv("COLLECTION_GRANULARITY", granularity)
+        with dg.instance_for_test() as instance:
+            result = materialize(instance)
+            assert result.success
+    day = published(out, org)
+    table = rows(day, eks.id, "cpu", "on-demand")
+    pricing = result.asset_materializations_for_node("focus_cost_and_usage")[0].metadata["pricing"].value
+    assert isinstance(pricing, dict)
+    # Rows the 10:30 start cuts: EKS CPU rows (all tiers) of the day, or of its 10:00 hour.
+    eks_cpu = day.filter(
+        pc.and_(pc.equal(day["x_CastAIClusterId"], eks.id), pc.equal(day["x_CastAIResource"], "cpu"))
+    )
+    cut = [t for t in eks_cpu["ChargePeriodStart"].to_pylist() if granularity == "daily" or t.hour == 10]
+    assert pricing["time_weighted_rows"] == len(cut) > 0
+    first = hour_index(f"{DAY}T00:00:00Z")
+    hours = np.arange(first, first + 24, dtype=np.int64)
+    metrics = org.hourly_metrics(eks.id, hours)
+    cost, count = metrics["cpuCostOnDemand"], metrics["cpuCountOnDemand"]
+    price = cost.sum(axis=0) / count.sum(axis=0)  # the sandbox's discounted price of each hour
+    assert price[10] == pytest.approx(0.75 * price[0], rel=1e-12)  # half of 10:00-11:00 is discounted
+    starts = [hour_index(t.replace(tzinfo=UTC)) - first for t in table["ChargePeriodStart"].to_pylist()]
+    for row, start in zip(table.to_pylist(), starts, strict=True):
+        if granularity == "daily":
+            # The share of the discount is exact; the list rate is Cast AI's 6-decimal listing report.
+            share = float(np.mean(price)) / LIST_PRICES["eks"][0]
+            assert float(row["ContractedUnitPrice"]) == pytest.approx(
+                share * float(row["ListUnitPrice"]), rel=1e-12
+            )
+            expected = float(np.mean(price)) * float(row["PricingQuantity"])
+            assert float(row["ContractedCost"]) == pytest.approx(expected, rel=1e-6, abs=1e-6), row
+            continue
+        else:  # one hour: exactly what the sandbox charges this workload for it
+            w = eks.workloads.row(
+                row["x_CastAINamespace"], row["x_CastAIWorkloadType"], row["x_CastAIWorkloadName"]
+            )
+            expected = float(cost[w, start])
+        assert float(row["ContractedCost"]) == pytest.approx(expected, abs=1e-6), row

@@ -223,6 +223,7 @@ def expected_on_demand_cpu_price(cluster: dict[str, Any], list_unit: float, disc
             discount["enabled"] and discount["csp"] == csp
             and discount["target"] in ("TARGET_CPU", "TARGET_INSTANCE")
             and not (discount["target"] == "TARGET_INSTANCE" and pricing["type"] == "TYPE_FIXED")
+            and not (pricing["type"] == "TYPE_FIXED" and float(pricing["value"]) < 0)
             and not any(discount[k] for k in ("families", "instanceTypes", "zones", "os"))
             and (not discount["clusters"] or cluster["id"] in discount["clusters"])
             and (not discount["regions"] or region in discount["regions"])
@@ -236,7 +237,8 @@ def expected_on_demand_cpu_price(cluster: dict[str, Any], list_unit: float, disc
             unit -= float(pricing["value"])
         else:
             unit = float(pricing["value"])
-    return max(unit, 0.0)
+        unit = max(unit, 0.0)  # every step is clamped at 0
+    return unit
 
 
 def test_unit_prices_follow_list_prices_cluster_prices_and_discounts(
@@ -315,6 +317,8 @@ def test_every_discount_scope_field_changes_the_sandbox_prices_as_documented(org
         aws("memory", target="TARGET_MEMORY"),
         aws("commitment", target="TARGET_COMMITMENT"),
         aws("fixed-instance", target="TARGET_INSTANCE", pricing_type="TYPE_FIXED", value="0.01"),
+        aws("negative-fixed", pricing_type="TYPE_FIXED", value="-0.01"),
+        aws("unknown-lifecycle", life_cycles=("LIFECYCLE_UNKNOWN",)),
     ]
     for discount in untouched:
         assert on_demand_cpu_rate([discount]) == pytest.approx(list_rate), discount.name
@@ -322,6 +326,19 @@ def test_every_discount_scope_field_changes_the_sandbox_prices_as_documented(org
     assert on_demand_cpu_rate([surcharge]) == pytest.approx(list_rate + 1.0)
     instance = aws("instance", target="TARGET_INSTANCE", value="0.25")
     assert on_demand_cpu_rate([instance]) == pytest.approx(0.75 * list_rate)
+    # lifeCycles lists alternatives: LIFECYCLE_UNKNOWN next to on-demand still matches on-demand.
+    either = aws("either", life_cycles=("LIFECYCLE_UNKNOWN", "LIFECYCLE_ON_DEMAND"))
+    assert on_demand_cpu_rate([either]) == pytest.approx(0.5 * list_rate)
+    # Each step is clamped at 0: the flat 1.0 makes the price 0, then the surcharge of 0.001 applies.
+    steps = [
+        aws("flat", pricing_type="TYPE_FLAT", value="1"),
+        aws("plus", pricing_type="TYPE_FLAT", value="-0.001"),
+    ]
+    assert on_demand_cpu_rate(steps) == pytest.approx(np.full(hours.size, 0.001), rel=1e-12)
+    # A startDate inside an hour: that hour pays the discount for the part of it after the start.
+    half = aws("half", start_date="2026-03-01T06:30:00Z", end_date="2026-03-01T08:15:00Z")
+    weight = np.select([hours == first + 6, hours == first + 7, hours == first + 8], [0.5, 1.0, 0.25], 0.0)
+    assert on_demand_cpu_rate([half]) == pytest.approx((1 - 0.5 * weight) * list_rate, rel=1e-12)
     # The API lists every scope field as given.
     api_form = replace(morning, families=("m5",), zones=("a",), os=("linux",), instance_types=("t",)).to_api()
     assert (api_form["families"], api_form["zones"], api_form["os"], api_form["instanceTypes"]) == (

@@ -26,7 +26,7 @@ Model (all values synthetic, sized like a real organisation):
   Storage (PV) is provisioned whether or not pods run and varies daily.
 - INFERRED pricing rule: a cluster with a custom price pays exactly that price; any other cluster
   pays the list price less the enabled discounts that match it (csp, cluster list, region,
-  lifecycle, dates per hour; TARGET_CPU / TARGET_MEMORY / TARGET_INSTANCE = vCPU and memory;
+  lifecycle, dates to the second; TARGET_CPU / TARGET_MEMORY / TARGET_INSTANCE = vCPU and memory;
   percentage, flat (negative raises the price) and fixed types) applied in list order, never
   below 0 (see `Discount`). Spot-fallback nodes count as LIFECYCLE_ON_DEMAND. GPUs, TPUs and
   storage are never discounted. `listing=True` (Cast AI's `useListingPrices=true`) prices the same
@@ -246,8 +246,10 @@ class Discount:
     INFERRED pricing model (the definition states the fields, not how Cast AI prices with them):
     TARGET_CPU / TARGET_MEMORY lower that resource, TARGET_INSTANCE lowers vCPU and memory (not GPUs,
     not volumes); a whole-instance TYPE_FIXED price cannot be split per vCPU and GiB and changes
-    nothing; other targets change nothing. The sandbox has no node inventory: a discount narrowed by
-    `families`, `instanceTypes`, `zones` or `os` matches no sandbox node. Dates are evaluated per hour.
+    nothing, and so does a negative TYPE_FIXED (not a price); other targets change nothing. The sandbox
+    has no node inventory: a discount narrowed by `families`, `instanceTypes`, `zones` or `os` matches
+    no sandbox node. `lifeCycles` lists alternatives: LIFECYCLE_UNKNOWN matches no tier. Each discount
+    clamps the price at 0; an hour that a startDate/endDate cuts pays each part at its own price.
     """
 
     id: str
@@ -277,7 +279,8 @@ class Discount:
             and cluster.price_is_default
             and CSP_OF_PROVIDER.get(cluster.provider_type) == self.csp
             and resource in targets.get(self.target, ())
-            and not (self.target == "TARGET_INSTANCE" and self.pricing_type == "TYPE_FIXED")
+            and not (self.pricing_type == "TYPE_FIXED" and self.target == "TARGET_INSTANCE")
+            and not (self.pricing_type == "TYPE_FIXED" and float(self.value) < 0)
             and self.pricing_type in ("TYPE_PERCENTAGE", "TYPE_FLAT", "TYPE_FIXED")
             and not (self.families or self.instance_types or self.zones or self.os)
             and (not self.clusters or cluster.id in self.clusters)
@@ -285,13 +288,21 @@ class Discount:
             and (not self.life_cycles or LIFECYCLE_OF_TIER[tier] in self.life_cycles)
         )
 
-    def active(self, hours: np.ndarray) -> np.ndarray:
-        """Per hour index: startDate <= hour start < endDate."""
-        inside = np.ones(hours.shape, dtype=bool)
-        if self.start_date is not None:
-            inside &= hours * HOUR_SECONDS >= datetime.fromisoformat(self.start_date).timestamp()
-        if self.end_date is not None:
-            inside &= hours * HOUR_SECONDS < datetime.fromisoformat(self.end_date).timestamp()
+    def bounds(self) -> tuple[float | None, float | None]:
+        """startDate and endDate as Unix seconds (None: unbounded)."""
+        return (
+            None if self.start_date is None else datetime.fromisoformat(self.start_date).timestamp(),
+            None if self.end_date is None else datetime.fromisoformat(self.end_date).timestamp(),
+        )
+
+    def active(self, seconds: np.ndarray) -> np.ndarray:
+        """Per moment (Unix seconds): startDate <= moment < endDate."""
+        start, end = self.bounds()
+        inside = np.ones(seconds.shape, dtype=bool)
+        if start is not None:
+            inside &= seconds >= start
+        if end is not None:
+            inside &= seconds < end
         return inside
 
     def apply(self, prices: np.ndarray) -> np.ndarray:
@@ -301,7 +312,7 @@ class Discount:
             return np.maximum(prices * (1.0 - value), 0.0)
         if self.pricing_type == "TYPE_FLAT":
             return np.maximum(prices - value, 0.0)
-        return np.full_like(prices, max(value, 0.0))  # TYPE_FIXED overrides the price
+        return np.full_like(prices, value)  # TYPE_FIXED overrides the price (a negative one never applies)
 
     def to_api(self) -> dict[str, Any]:
         return {
@@ -674,10 +685,31 @@ def _hourly_metrics(
 def _discounted(
     cluster: SandboxCluster, resource: str, tier: str, prices: np.ndarray, hours: np.ndarray
 ) -> np.ndarray:
-    for discount in cluster.discounts:
-        if discount.applies(cluster, resource, tier):
-            prices = np.where(discount.active(hours), discount.apply(prices), prices)
-    return prices
+    """Per hour: the price less the discounts active then (in list order, each clamped at 0).
+
+    An hour a startDate/endDate falls inside pays each part of the hour at that part's price."""
+    applicable = [d for d in cluster.discounts if d.applies(cluster, resource, tier)]
+    if not applicable:
+        return prices
+
+    def at(moments: np.ndarray, base: np.ndarray) -> np.ndarray:
+        for discount in applicable:
+            base = np.where(discount.active(moments), discount.apply(base), base)
+        return base
+
+    out = at((hours * HOUR_SECONDS).astype(np.float64), prices)
+    cuts = sorted({b for d in applicable for b in d.bounds() if b is not None})
+    cut_hours = [int(c // HOUR_SECONDS) for c in cuts if c % HOUR_SECONDS]
+    for i in np.flatnonzero(np.isin(hours, cut_hours)).tolist():
+        begin, finish = float(hours[i] * HOUR_SECONDS), float((hours[i] + 1) * HOUR_SECONDS)
+        inner = [c for c in cuts if begin < c < finish]
+        if not inner:
+            continue
+        edges = [begin, *inner, finish]
+        parts = np.array(edges[:-1])
+        part_prices = at(parts, np.full(parts.size, prices[i]))
+        out[i] = float(np.sum(np.diff(edges) / HOUR_SECONDS * part_prices))
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -715,6 +747,10 @@ def _discounts(ids: random.Random, cluster_ids: Sequence[str]) -> tuple[Discount
                  "0.25", start_date="2024-01-01T00:00:00Z", end_date="2024-12-31T23:59:59Z"),
         Discount(_uuid(more), org, "AWS commitment", "aws", True, "TARGET_COMMITMENT", "TYPE_PERCENTAGE",
                  "0.3"),
+        Discount(_uuid(more), org, "GKE spot CPU rebate", "gcp", True, "TARGET_CPU", "TYPE_PERCENTAGE",
+                 "0.05", life_cycles=("LIFECYCLE_SPOT",)),
+        Discount(_uuid(more), org, "AWS c5 zonal rate", "aws", True, "TARGET_CPU", "TYPE_FLAT", "0.002",
+                 instance_types=("c5.xlarge",), zones=("us-east-1a",)),
     ]  # fmt: skip
     return tuple(discounts)
 
