@@ -72,6 +72,15 @@ def manifest_key(prefix: str, day: date) -> str:
     return f"{manifest_dir(prefix)}{_day_path(day)}/manifest.json"
 
 
+def figures_key(prefix: str, day: date) -> str:
+    """The day's published figures, which the replacement guard reads when the manifest is missing.
+
+    Outside the manifests folder and never retired: a manifest is deleted before a changed
+    publication, but the guard must still know what the day held.
+    """
+    return f"{metadata_dir(prefix)}figures/{_day_path(day)}/figures.json"
+
+
 def manifest_day(key: str) -> date | None:
     """Inverse of `manifest_key` for the day part; None for keys that are not manifests."""
     parts = key.rsplit("/", 4)

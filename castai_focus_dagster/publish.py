@@ -6,14 +6,16 @@ partial, unaudited or duplicated object, and a manifest must never describe byte
 0. check that the prefix belongs to this organisation (its marker, written at the first publication);
 1. upload the bytes to a staging key outside the data tree;
 2. read them back, verify the SHA-256, run the caller's audit (which raises to abort);
-3. compare the new day with the published one (publication_guard): a shrink or growth beyond the
-   thresholds is refused unless the caller allows that kind of change;
+3. compare the new day with the published one (publication_guard; its figures come from the
+   manifest, else from the day's figures object, which is never retired; a data object with neither
+   is refused as a shrink): a shrink or growth beyond the thresholds is refused unless the caller
+   allows that kind of change;
 4. retire the partition's manifest if it describes other objects, then copy staging -> final data key
    (deterministic: overwrites, never a second copy) and the Ternary copy;
 5. delete our stale data objects of the partition (the other format of hour `00`) in both trees; the
    Go exporter's hour objects (`-01` ... `-23`) only when the caller asks (`delete_legacy_hourly`),
    otherwise they are kept and reported in the result;
-6. write the FOCUS metadata documents, then the manifest last, conditionally: only while the data keys
+6. write the FOCUS metadata documents and the figures object, then the manifest last, conditionally: only while the data keys
    still hold the versions this run copied, and (If-Match / If-None-Match) only over the manifest
    version this run last saw; re-checked after the write;
 7. delete the staging object (and any a failed earlier run left for this partition).
@@ -60,6 +62,7 @@ from castai_focus_dagster.layout import (
     FOCUS_VERSION,
     DataFormat,
     data_key,
+    figures_key,
     manifest_day,
     manifest_dir,
     manifest_key,
@@ -73,8 +76,10 @@ from castai_focus_dagster.layout import (
 )
 from castai_focus_dagster.object_store import ObjectNotFound, ObjectStore, PreconditionFailed
 from castai_focus_dagster.publication_guard import (
+    ALLOW_SHRINK_TAG,
     Change,
     ChangeKind,
+    DayFigures,
     check_replacement,
     day_figures,
     figures_from_manifest,
@@ -216,7 +221,7 @@ def publish_partition(
                     raise
         current_version = store.version(manifest_object)
         current = _read_json(store, manifest_object)
-        allowed = _guard_replacement(store, manifest_object, current, req, allow_changes)
+        allowed = _guard_replacement(store, prefix, manifest_object, current, req, allow_changes)
         expected = _retire_manifest_unless_describing(store, manifest_object, current, current_version, files)
         for _, key, _ in trees:
             store.copy(staging, key)
@@ -230,6 +235,10 @@ def publish_partition(
         now = clock()
         schema_id, dataset_instance_id = _write_focus_metadata(store, req, prefix, now)
         manifest = _manifest(req, files, checksum, size, schema_id, dataset_instance_id, now, allowed)
+        # The guard's copy of the figures, before the manifest (which stays the last write): a run
+        # that fails from here on leaves figures describing the bytes it copied.
+        figures = figures_key(prefix, req.day)
+        _put_json_if_changed(store, figures, _figures_document(manifest), _read_json(store, figures))
         _commit_manifest(store, manifest_object, canonical_json(manifest), expected, copied)
     except BaseException as exc:
         try:
@@ -252,15 +261,20 @@ def publish_partition(
 
 
 def _guard_replacement(
-    store: ObjectStore, manifest_object: str, current: Any, req: PublishRequest, allow: frozenset[ChangeKind]
+    store: ObjectStore,
+    prefix: str,
+    manifest_object: str,
+    current: Any,
+    req: PublishRequest,
+    allow: frozenset[ChangeKind],
 ) -> list[str]:
     """Refuse (ReplacementRefused) a change of the published day that `allow` does not cover.
 
+    The published figures come from the manifest, else from the figures object (which survives a
+    retired, lost or withdrawn manifest). With neither, a data object of the day means something is
+    published that cannot be compared: refused as a shrink, since the new day may be the empty one.
     Returns the findings that were allowed, for the manifest and the run log.
     """
-    published = figures_from_manifest(current)
-    if published is None:
-        return []
     new = day_figures(
         req.row_count,
         req.totals.get("BilledCost", 0.0),
@@ -270,18 +284,82 @@ def _guard_replacement(
     )
     if req.cluster_totals is None:
         new = replace(new, clusters=None, cluster_count=None)
+    published, where = _published_figures(store, prefix, manifest_object, current, req)
+    if published is None:
+        return _guard_unverifiable(store, prefix, manifest_object, req, new, allow)
     changes = check_replacement(published, new)
     refused = [c for c in changes if c.kind not in allow]
     if refused:
         message = refusal_message(
             refused,
             day=req.day.isoformat(),
-            where=store.describe(manifest_object),
+            where=where,
             published=published,
             new=new,
         )
         raise ReplacementRefused(message, refused)
     return [f"{c.kind}: {c.message}" for c in changes]
+
+
+def _published_figures(
+    store: ObjectStore, prefix: str, manifest_object: str, current: Any, req: PublishRequest
+) -> tuple[DayFigures | None, str]:
+    """The published day's figures and where they were read: the manifest, else the figures object."""
+    published = figures_from_manifest(current)
+    if published is not None:
+        return published, store.describe(manifest_object)
+    key = figures_key(prefix, req.day)
+    document = _read_json(store, key)
+    if isinstance(document, dict) and document.get("organizationId") == req.organization_id:
+        published = figures_from_manifest(document)
+        if published is not None:
+            return published, store.describe(key)
+    return None, ""
+
+
+def _guard_unverifiable(
+    store: ObjectStore,
+    prefix: str,
+    manifest_object: str,
+    req: PublishRequest,
+    new: DayFigures,
+    allow: frozenset[ChangeKind],
+) -> list[str]:
+    """No figures to compare with: a first publication passes; over a data object of the day, refuse."""
+    object_prefix = partition_object_prefix(prefix, req.organization_id, req.day)
+    existing = [
+        key
+        for key in store.list(object_prefix)
+        if (match := _DATA_OBJECT_SUFFIX.match(key[len(object_prefix) :])) and match.group(1) == "00"
+    ]
+    if not existing:
+        return []
+    finding = (
+        f"{', '.join(store.describe(k) for k in existing)} is published but neither its manifest "
+        f"({store.describe(manifest_object)}) nor its figures "
+        f"({store.describe(figures_key(prefix, req.day))}) can be read, so the new day cannot be "
+        "compared with it"
+    )
+    if "shrink" in allow:
+        return [f"shrink: {finding}"]
+    raise ReplacementRefused(
+        f"refusing to publish the FOCUS day {req.day.isoformat()} ({new.rows} rows, "
+        f"${new.billed_cost:.2f}): {finding}. Nothing was replaced. If the new day is right (for example "
+        f"the first run over a day the Go exporter wrote), re-run the day with the run tag "
+        f"{ALLOW_SHRINK_TAG}=true.",
+        [Change("shrink", finding)],
+    )
+
+
+def _figures_document(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What the guard compares, from the manifest; no run id or time, so a re-run rewrites nothing."""
+    fields = ("organizationId", "partition", "complete", "rowCount", "costTotals", "sourceWindow", "clusters")
+    document = {name: manifest[name] for name in fields if name in manifest}
+    document["figuresVersion"] = 1
+    count = manifest.get("extra", {}).get("clusters")
+    if isinstance(count, int):
+        document["extra"] = {"clusters": count}
+    return document
 
 
 def _commit_manifest(
@@ -369,7 +447,8 @@ def check_prefix_owner(store: ObjectStore, prefix: str, organization_id: str) ->
             f"the prefix (castai-focus-{owner}-* data files, the manifests under "
             f"{store.describe(manifest_dir(prefix).rstrip('/'))}/ and "
             f"{store.describe(organization_marker_key(prefix))}) "
-            "and re-run."
+            f"and re-run; the next publication drops {owner}'s entries from the metadata documents "
+            "(schema.json, dataset-instance.json, recency.json)."
         )
     return owner is not None and where == store.describe(organization_marker_key(prefix))
 
@@ -531,8 +610,9 @@ def _write_focus_metadata(
     )
 
     # Schema collection: one object per schema ever published (old partitions keep referencing theirs).
+    # A prefix holds one organisation: entries of another one (a corrected organisation id) are dropped.
     current_schemas = _read_json(store, keys["schema"])
-    schemas = _collection(current_schemas)
+    schemas = _mine(current_schemas, dataset_instance_id)
     if not any(s.get("SchemaId") == schema_id for s in schemas):
         schemas.append(
             schema_document(
@@ -548,16 +628,14 @@ def _write_focus_metadata(
     _put_json_if_changed(store, keys["schema"], schemas, current_schemas)
 
     current_instances = _read_json(store, keys["dataset_instance"])
-    instances = _others(current_instances, dataset_instance_id) + dataset_instance_document(
+    instances = dataset_instance_document(
         dataset_instance_id, f"Cast AI Kubernetes cost and usage ({req.organization_id})"
     )
-    instances.sort(key=lambda d: str(d.get("DatasetInstanceId")))
     _put_json_if_changed(store, keys["dataset_instance"], instances, current_instances)
 
     current_recency = _read_json(store, keys["recency"])
     mine = _updated_recency(store, prefix, req, dataset_instance_id, current_recency, now)
-    recency = [*_others(current_recency, dataset_instance_id), mine]
-    recency.sort(key=lambda d: str(d.get("DatasetInstanceId")))
+    recency = [mine]
     store.put(keys["recency"], canonical_json(recency), JSON_CONTENT_TYPE)
     return schema_id, dataset_instance_id
 
@@ -567,9 +645,9 @@ def _collection(document: Any) -> list[dict[str, Any]]:
     return [d for d in document if isinstance(d, dict)] if isinstance(document, list) else []
 
 
-def _others(document: Any, dataset_instance_id: str) -> list[dict[str, Any]]:
-    """Objects of a metadata collection that belong to other dataset instances (kept as they are)."""
-    return [d for d in _collection(document) if d.get("DatasetInstanceId") != dataset_instance_id]
+def _mine(document: Any, dataset_instance_id: str) -> list[dict[str, Any]]:
+    """Objects of a metadata collection that belong to this dataset instance (the prefix's only one)."""
+    return [d for d in _collection(document) if d.get("DatasetInstanceId") == dataset_instance_id]
 
 
 def _updated_recency(
@@ -586,7 +664,7 @@ def _updated_recency(
     run's sector. Every publish therefore re-adds sectors for manifests missing from Recency (one LIST,
     and a GET only for the few days that went missing).
     """
-    mine = [d for d in _collection(current) if d.get("DatasetInstanceId") == dataset_instance_id]
+    mine = _mine(current, dataset_instance_id)
     sectors: dict[date, TimeSector] = {}
     if mine:
         try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -34,6 +33,7 @@ from castai_focus_dagster.publish import (
     PublishError,
     PublishRequest,
     ReplacementRefused,
+    claim_prefix,
     publish_partition,
 )
 from castai_focus_dagster_tests.s3_server import (  # noqa: F401  (pytest fixtures)
@@ -164,6 +164,10 @@ def test_keys_follow_the_output_contract() -> None:
         "castai/_internal/workload_costs/year=2025/month=03/day=04/workload_costs.arrow"
     )
     assert layout.manifest_day(layout.manifest_key(PREFIX, DAY)) == DAY
+    assert layout.figures_key(PREFIX, DAY) == (
+        "castai/metadata/focus-1.3/figures/year=2025/month=03/day=04/figures.json"
+    )
+    assert layout.manifest_day(layout.figures_key(PREFIX, DAY)) is None  # not listed as a manifest
     assert layout.manifest_day(final) is None
 
 
@@ -191,7 +195,8 @@ def test_publish_writes_exactly_the_contract_keys(store: ObjectStore) -> None:
     assert result.data_keys == [final]
     assert result.ternary_keys == [TERNARY + final]
     assert result.manifest_key == layout.manifest_key(PREFIX, DAY)
-    assert set(store.list("")) == {final, TERNARY + final, result.manifest_key} | METADATA
+    figures = layout.figures_key(PREFIX, DAY)
+    assert set(store.list("")) == {final, TERNARY + final, result.manifest_key, figures} | METADATA
     assert store.get(final) == req.data
     assert result.checksum_sha256 == hashlib.sha256(req.data).hexdigest() and result.bytes == len(req.data)
     assert_consistent(store)
@@ -272,7 +277,7 @@ def test_manifest_is_written_last_and_describes_the_data(store: ObjectStore) -> 
     assert writes[0] == ("put", layout.organization_marker_key(PREFIX))
     assert writes[1] == ("put", layout.staging_key(PREFIX, final, "run-1"))
     assert writes[2:4] == [("copy", final), ("copy", TERNARY + final)]
-    assert {key for _, key in writes[4:-1]} <= METADATA
+    assert {key for _, key in writes[4:-1]} <= METADATA | {layout.figures_key(PREFIX, DAY)}
     assert writes[-1] == ("put", manifest_key)
     after_manifest = recorder.calls[recorder.calls.index(("put", manifest_key)) + 1 :]
     assert after_manifest and all(
@@ -577,7 +582,8 @@ def test_local_publication_leaves_no_empty_staging_folders(tmp_path: Path) -> No
     store = LocalObjectStore(tmp_path)
     publish(store, request())
     assert not (tmp_path / "castai" / "_staging").exists()
-    shutil.rmtree(tmp_path / "castai" / "metadata")  # metadata is rebuilt by the next publish
+    for key in METADATA | {layout.manifest_key(PREFIX, DAY)}:  # rebuilt by the next publish
+        store.delete(key)
     publish(store, request(run_id="run-2"))
     assert set(store.list("")) >= METADATA
 
@@ -711,3 +717,74 @@ def test_a_second_organisation_is_refused_under_the_same_prefix(store: ObjectSto
     with pytest.raises(PrefixOwnedError, match=f"organisation {ORG}"):
         publish(store, replace(request(data=b"second", run_id="run-2"), organization_id="other-org"))
     assert snapshot(store) == before
+
+
+@pytest.mark.parametrize("clusters", [{}, {"c-1": (600, 100.0)}], ids=["empty-list", "two-vanished"])
+def test_without_its_manifest_a_day_is_still_compared_with_its_figures(
+    store: ObjectStore, clusters: dict[str, tuple[int, float]]
+) -> None:
+    """The manifest retired, lost to a kill or withdrawn: the figures object still guards the day."""
+    publish(store, with_clusters(request(data=b"good"), GOOD))
+    store.delete(layout.manifest_key(PREFIX, DAY))
+    before = snapshot(store)
+    with pytest.raises(
+        ReplacementRefused, match=re.escape("1000 rows, $171.89 from 3 cluster(s)")
+    ) as refused:
+        publish(store, with_clusters(request(data=b"worse", run_id="run-2"), clusters))
+    assert store.describe(layout.figures_key(PREFIX, DAY)) in str(refused.value)
+    assert snapshot(store) == before
+
+
+def test_a_failed_changed_publication_leaves_figures_that_guard_the_next_run(store: ObjectStore) -> None:
+    """A run that retires the manifest and then fails must not leave the day unguarded."""
+    publish(store, with_clusters(request(data=b"good"), GOOD))
+    revised = with_clusters(request(data=b"revised", run_id="run-2"), {**GOOD, "c-1": (600, 90.0)})
+    with pytest.raises(InjectedFault):
+        publish(FaultInjectingStore(store, Fault("copy", "castai/version=focus-1.3/")), revised)
+    assert not store.exists(layout.manifest_key(PREFIX, DAY))  # retired before the copy
+    with pytest.raises(ReplacementRefused, match="Cast AI listed no clusters"):
+        publish(store, with_clusters(request(data=b"empty", run_id="run-3"), {}))
+    assert store.get(layout.data_key(PREFIX, ORG, DAY, "parquet")) == b"good"
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_a_data_object_without_manifest_or_figures_is_not_replaced_silently(
+    store: ObjectStore, fmt: DataFormat
+) -> None:
+    """Nothing to compare with, but bytes are published (the Go exporter's, or both documents lost)."""
+    existing = layout.data_key(PREFIX, ORG, DAY, fmt)
+    store.put(existing, b"published-by-someone", "application/octet-stream")
+    claim_prefix(store, PREFIX, ORG)
+    before = snapshot(store)
+    empty = with_clusters(request(data=b"empty"), {})
+    with pytest.raises(ReplacementRefused) as refused:
+        publish(store, empty)
+    message = str(refused.value)
+    assert store.describe(existing) in message and "castai_focus/allow_shrink=true" in message
+    assert snapshot(store) == before
+    result = publish_partition(
+        store, empty, prefix=PREFIX, ternary_prefix=TERNARY, clock=at(T0), allow_changes=frozenset({"shrink"})
+    )
+    assert result.allowed_changes and store.describe(existing) in result.allowed_changes[0]
+    assert_consistent(store)
+
+
+def test_a_first_publication_has_nothing_to_compare_and_publishes(store: ObjectStore) -> None:
+    publish(store, with_clusters(request(data=b"first"), {}))
+    manifest = json.loads(store.get(layout.manifest_key(PREFIX, DAY)))
+    assert manifest["rowCount"] == 0 and "allowedChanges" not in manifest
+
+
+def test_metadata_documents_keep_only_the_prefixs_organisation(store: ObjectStore) -> None:
+    """After a mistyped organisation id is corrected, its entries leave the metadata documents."""
+    wrong = "0badc0de-0000-4000-8000-000000000000"
+    publish(store, replace(request(data=b"wrong-org"), organization_id=wrong))
+    for key in store.list(PREFIX):  # the fix-up the refusal message asks for
+        if wrong in key or "/manifests/" in key or key == layout.organization_marker_key(PREFIX):
+            store.delete(key)
+    publish(store, request(data=b"right-org", run_id="run-2"))
+    keys = layout.metadata_keys(PREFIX)
+    mine = dataset_instance_id_for(ORG)
+    for name in ("schema", "dataset_instance", "recency"):
+        entries = json.loads(store.get(keys[name]))
+        assert entries and {e["DatasetInstanceId"] for e in entries} == {mine}, name
