@@ -15,9 +15,9 @@ partial, unaudited or duplicated object, and a manifest must never describe byte
 5. delete our stale data objects of the partition (the other format of hour `00`) in both trees; the
    Go exporter's hour objects (`-01` ... `-23`) only when the caller asks (`delete_legacy_hourly`),
    otherwise they are kept and reported in the result;
-6. write the FOCUS metadata documents and the figures object, then the manifest last, conditionally: only while the data keys
-   still hold the versions this run copied, and (If-Match / If-None-Match) only over the manifest
-   version this run last saw; re-checked after the write;
+6. write the FOCUS metadata documents and the figures object, then the manifest last, conditionally:
+   only while the data keys still hold the versions this run copied, and (If-Match / If-None-Match)
+   only over the manifest version this run last saw; re-checked after the write;
 7. delete the staging object (and any a failed earlier run left for this partition).
 
 A failure before 4 leaves every published object untouched. A failure from 4 on may leave the partition
