@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
 import dagster as dg
 import pyarrow.parquet as pq
 import pytest
@@ -35,7 +36,12 @@ from castai_focus_dagster_tests.reliability.harness import (
     s3_settings,
 )
 from castai_focus_dagster_tests.reliability.s3_proxy import Rule, S3FaultProxy, S3Request
-from castai_focus_dagster_tests.s3_server import S3TestServer, s3_server_fixture  # noqa: F401
+from castai_focus_dagster_tests.s3_server import (  # noqa: F401
+    DUMMY_CREDENTIALS,
+    REGION,
+    S3TestServer,
+    s3_server_fixture,
+)
 
 RETRY_EVENTS = {"STEP_UP_FOR_RETRY", "STEP_RESTARTED"}
 
@@ -312,6 +318,7 @@ def test_the_override_tag_through_the_cli_as_operators_use_it(
 
 CHILD = """
 import sys
+import boto3
 import dagster as dg
 from castai_focus_dagster_tests.reliability.harness import run_day
 
@@ -381,3 +388,92 @@ def test_overlapping_runs_of_one_day_never_leave_a_manifest_describing_the_other
         ].to_pylist()
     }
     assert names == {"run-b"}
+
+
+def test_a_day_whose_manifest_is_gone_is_still_guarded(
+    s3_server: S3TestServer, sandbox: SandboxServer, org: SandboxOrg, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The manifest retired, lost or withdrawn: an empty cluster list still cannot replace the day."""
+    client, bucket = s3_server.client(), s3_server.new_bucket()
+    exporter_environment(
+        monkeypatch,
+        sandbox.url,
+        org.api_key,
+        org.organization_id,
+        **s3_settings(s3_server.endpoint_url, bucket),
+    )
+    with dg.DagsterInstance.ephemeral() as instance:
+        sandbox.faults.unlist_all_clusters = True
+        first = run_day(instance)  # a true first publication of an empty list: nothing to compare
+        assert first.success, first.failures()
+        (empty_manifest,) = manifests(bucket_objects(client, bucket)).values()
+        assert empty_manifest["rowCount"] == 0
+        sandbox.faults.unlist_all_clusters = False
+        assert run_day(instance).success
+        (manifest_key,) = manifests(bucket_objects(client, bucket))
+        client.delete_object(Bucket=bucket, Key=manifest_key)
+        good = bucket_objects(client, bucket)
+
+        sandbox.faults.unlist_all_clusters = True
+        refused = run_day(instance)
+        assert not refused.success
+        texts = [t for t in refused.failures() if "Cast AI listed no clusters" in t and "figures.json" in t]
+        assert texts, refused.failures()
+        assert published(bucket_objects(client, bucket)) == published(good)
+
+
+def rejecting_conditional_puts() -> tuple[Rule, Rule]:
+    """What MinIO-like stores without conditional writes answer to If-Match / If-None-Match."""
+    return (
+        Rule("PUT", r".", copy=False, status=501, code="NotImplemented", header="if-none-match"),
+        Rule("PUT", r".", copy=False, status=400, code="InvalidArgument", header="if-match"),
+    )
+
+
+def test_a_store_rejecting_conditional_writes_still_publishes_every_day(
+    s3_server: S3TestServer, sandbox: SandboxServer, org: SandboxOrg, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, bucket = s3_server.client(), s3_server.new_bucket()
+    with S3FaultProxy(s3_server.endpoint_url) as proxy:
+        exporter_environment(
+            monkeypatch,
+            sandbox.url,
+            org.api_key,
+            org.organization_id,
+            **s3_settings(proxy.url, bucket),
+        )
+        with (
+            proxy.failing(*rejecting_conditional_puts()) as rules,
+            dg.DagsterInstance.ephemeral() as instance,
+        ):
+            first = run_day(instance)  # the marker and the manifest: If-None-Match
+            assert first.success, first.failures()
+            second = run_day(instance)  # the manifest again: If-Match
+            assert second.success, second.failures()
+            assert all(rule.matched >= 1 for rule in rules)  # both kinds were sent and rejected
+    objects = bucket_objects(client, bucket)
+    assert consistency_problems(objects) == []
+    (manifest,) = manifests(objects).values()
+    assert manifest["runId"] == second.run_id
+
+
+def test_the_fallback_keeps_the_version_check_and_warns_once(
+    s3_server: S3TestServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    from castai_focus_dagster.object_store import PreconditionFailed, S3ObjectStore
+
+    bucket = s3_server.new_bucket()
+    with S3FaultProxy(s3_server.endpoint_url) as proxy, proxy.failing(*rejecting_conditional_puts()):
+        client = boto3.client("s3", endpoint_url=proxy.url, region_name=REGION, **DUMMY_CREDENTIALS)
+        store = S3ObjectStore(client, bucket)
+        with caplog.at_level("WARNING", logger="castai_focus_dagster.object_store"):
+            store.put_if("m.json", b"1", "application/json", None)
+            first = store.version("m.json")
+            with pytest.raises(PreconditionFailed):
+                store.put_if("m.json", b"2", "application/json", None)  # exists: refused
+            with pytest.raises(PreconditionFailed):
+                store.put_if("m.json", b"2", "application/json", '"not-the-etag"')
+            store.put_if("m.json", b"3", "application/json", first)
+    assert store.get("m.json") == b"3"
+    warnings = [r for r in caplog.records if "does not support If-Match" in r.getMessage()]
+    assert len(warnings) == 1 and bucket in warnings[0].getMessage()
