@@ -106,6 +106,11 @@ def metadata_keys(prefix: str) -> dict[str, str]:
     }
 
 
+def lease_key(prefix: str, day: date) -> str:
+    """The day's publication lease (one run publishes a day at a time), outside the data tree."""
+    return f"{prefix}_locks/day={day:%Y-%m-%d}.json"
+
+
 def staging_dir(prefix: str) -> str:
     return f"{prefix}_staging/"
 

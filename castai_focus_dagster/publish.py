@@ -36,10 +36,11 @@ import json
 import math
 import re
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, BinaryIO
 
 from castai_focus_dagster.focus_metadata import (
@@ -63,6 +64,7 @@ from castai_focus_dagster.layout import (
     DataFormat,
     data_key,
     figures_key,
+    lease_key,
     manifest_day,
     manifest_dir,
     manifest_key,
@@ -86,6 +88,12 @@ from castai_focus_dagster.publication_guard import (
     refusal_message,
 )
 
+# The day's publication lease: how long it is valid (a killed holder blocks the day this long at most),
+# how long another run waits for it before failing (transient: the step retry tries again), how often
+# it looks.
+LEASE_SECONDS = 900
+LEASE_WAIT_SECONDS = 300.0
+LEASE_POLL_SECONDS = 2.0
 # 2: per-cluster figures ("clusters"), which the replacement guard compares.
 MANIFEST_VERSION = 2
 _MANIFEST_ATTEMPTS = 3
@@ -116,6 +124,10 @@ class ReplacementRefused(PublishError):
 
 class PrefixOwnedError(PublishError):
     """The prefix holds another organisation's export; nothing was written."""
+
+
+class LeaseHeld(PublishError):
+    """Another run is publishing the same day and kept its lease longer than this run waited."""
 
 
 @dataclass(frozen=True)
@@ -189,6 +201,8 @@ def publish_partition(
     clock: Callable[[], datetime] = _utc_now,
     delete_legacy_hourly: bool = False,
     allow_changes: frozenset[ChangeKind] = frozenset(),
+    lease_wait_seconds: float = LEASE_WAIT_SECONDS,
+    lease_poll_seconds: float = LEASE_POLL_SECONDS,
 ) -> PublishResult:
     """Publish one partition (see the module docstring for the order and the guarantees)."""
     final = data_key(prefix, req.organization_id, req.day, req.fmt)
@@ -202,8 +216,35 @@ def publish_partition(
     staging = staging_key(prefix, final, req.run_id)
     manifest_object = manifest_key(prefix, req.day)
     claim_prefix(store, prefix, req.organization_id)
-    _remove_stale_temporary(store, [partition_dir(tree, req.day) for tree, _, _ in trees])
+    lease = _acquire_lease(
+        store, lease_key(prefix, req.day), req, clock, lease_wait_seconds, lease_poll_seconds
+    )
+    try:
+        return _publish_holding_lease(
+            store, req, prefix, trees, files, checksum, size, staging, manifest_object, audit, clock,
+            delete_legacy_hourly, allow_changes,
+        )  # fmt: skip
+    finally:
+        _release_lease(store, *lease)
 
+
+def _publish_holding_lease(
+    store: ObjectStore,
+    req: PublishRequest,
+    prefix: str,
+    trees: list[tuple[str, str, str]],
+    files: list[dict[str, Any]],
+    checksum: str,
+    size: int,
+    staging: str,
+    manifest_object: str,
+    audit: Callable[[Payload], None] | None,
+    clock: Callable[[], datetime],
+    delete_legacy_hourly: bool,
+    allow_changes: frozenset[ChangeKind],
+) -> PublishResult:
+    final = trees[0][1]
+    _remove_stale_temporary(store, [partition_dir(tree, req.day) for tree, _, _ in trees])
     try:
         _upload(store, staging, req.data, CONTENT_TYPES[req.fmt])
         with _read_back(store, staging, like=req.data) as staged:
@@ -258,6 +299,59 @@ def publish_partition(
         stale_deleted_keys=stale,
         allowed_changes=allowed,
     )
+
+
+def _acquire_lease(
+    store: ObjectStore,
+    key: str,
+    req: PublishRequest,
+    clock: Callable[[], datetime],
+    wait_seconds: float,
+    poll_seconds: float,
+) -> tuple[str, str | None]:
+    """Take the day's lease (a conditional create); wait while another run holds it, take it over once
+    expired. Returns (key, the version written), for the release."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        now = clock()
+        body = canonical_json(
+            {"runId": req.run_id, "expiresAt": focus_datetime(now + timedelta(seconds=LEASE_SECONDS))}
+        )
+        expected = None
+        version = store.version(key)
+        if version is not None:
+            run_id, expires = _lease_holder(_read_json(store, key))
+            if expires is not None and expires > now and run_id != req.run_id:
+                if time.monotonic() >= deadline:
+                    raise LeaseHeld(
+                        f"run {run_id} is publishing the FOCUS day {req.day.isoformat()} "
+                        f"({store.describe(key)}, valid until {focus_datetime(expires)}); this run waited "
+                        f"{wait_seconds:g} s and published nothing; it is retried, or re-run the day"
+                    )
+                time.sleep(poll_seconds)
+                continue
+            expected = version  # expired, unreadable or our own: take it over
+        try:
+            store.put_if(key, body, JSON_CONTENT_TYPE, expected)
+        except PreconditionFailed:
+            continue  # another run took it meanwhile: look again
+        return key, store.version(key)
+
+
+def _lease_holder(document: Any) -> tuple[str, datetime | None]:
+    """(run id, expiry) of a lease document; no expiry when it is malformed (then taken over)."""
+    if not isinstance(document, dict):
+        return "?", None
+    try:
+        return str(document.get("runId")), parse_focus_datetime(document["expiresAt"])
+    except (KeyError, TypeError, ValueError):
+        return str(document.get("runId")), None
+
+
+def _release_lease(store: ObjectStore, key: str, version: str | None) -> None:
+    """Delete the lease unless another run took it over (after it expired)."""
+    if version is not None and store.version(key) == version:
+        store.delete(key)
 
 
 def _guard_replacement(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -29,6 +30,8 @@ from castai_focus_dagster.focus_metadata import (
 from castai_focus_dagster.layout import DataFormat
 from castai_focus_dagster.object_store import LocalObjectStore, ObjectStore, ObjectStoreError, S3ObjectStore
 from castai_focus_dagster.publish import (
+    LEASE_SECONDS,
+    LeaseHeld,
     PrefixOwnedError,
     PublishError,
     PublishRequest,
@@ -275,13 +278,20 @@ def test_manifest_is_written_last_and_describes_the_data(store: ObjectStore) -> 
     final = layout.data_key(PREFIX, ORG, DAY, "parquet")
     # The prefix's organisation marker comes first: the first publication claims the prefix.
     assert writes[0] == ("put", layout.organization_marker_key(PREFIX))
-    assert writes[1] == ("put", layout.staging_key(PREFIX, final, "run-1"))
-    assert writes[2:4] == [("copy", final), ("copy", TERNARY + final)]
-    assert {key for _, key in writes[4:-1]} <= METADATA | {layout.figures_key(PREFIX, DAY)}
+    # Then the day's lease, held until after the manifest.
+    lease_key = layout.lease_key(PREFIX, DAY)
+    assert writes[1] == ("put", lease_key)
+    assert writes[2] == ("put", layout.staging_key(PREFIX, final, "run-1"))
+    assert writes[3:5] == [("copy", final), ("copy", TERNARY + final)]
+    assert {key for _, key in writes[5:-1]} <= METADATA | {layout.figures_key(PREFIX, DAY)}
     assert writes[-1] == ("put", manifest_key)
     after_manifest = recorder.calls[recorder.calls.index(("put", manifest_key)) + 1 :]
-    assert after_manifest and all(
-        op in ("list", "delete") and "_staging/" in key for op, key in after_manifest
+    assert after_manifest[-1] == ("delete", lease_key)
+    assert (
+        after_manifest[:-1]
+        and all(  # the staging clean-up, then the lease's release
+            op in ("list", "delete") and "_staging/" in key for op, key in after_manifest[:-1]
+        )
     )
 
     manifest = json.loads(store.get(manifest_key))
@@ -593,7 +603,9 @@ def test_local_publication_leaves_no_empty_staging_folders(tmp_path: Path) -> No
 
 class RunsAnotherPublicationFirst(FaultInjectingStore):
     """Before this run's first conditional manifest write, another run publishes the same day completely:
-    the interleaving that used to leave this run's manifest describing the other run's object."""
+    the interleaving that used to leave this run's manifest describing the other run's object. The other
+    run comes after this run's lease expired (a publication slower than LEASE_SECONDS), so it takes the
+    lease over and only the conditional manifest write stands between the two."""
 
     def __init__(self, inner: ObjectStore, other: PublishRequest):
         super().__init__(inner)
@@ -602,7 +614,7 @@ class RunsAnotherPublicationFirst(FaultInjectingStore):
     def put_if(self, key: str, data: bytes, content_type: str, expected: str | None) -> None:
         if self.other is not None and key.endswith("/manifest.json"):
             other, self.other = self.other, None
-            publish(self.inner, other)
+            publish(self.inner, other, now=T0 + timedelta(seconds=LEASE_SECONDS + 1))
         super().put_if(key, data, content_type, expected)
 
 
@@ -788,3 +800,101 @@ def test_metadata_documents_keep_only_the_prefixs_organisation(store: ObjectStor
     for name in ("schema", "dataset_instance", "recency"):
         entries = json.loads(store.get(keys[name]))
         assert entries and {e["DatasetInstanceId"] for e in entries} == {mine}, name
+
+
+# The day's publication lease -------------------------------------------------------------------------------
+
+
+class StartsAnotherPublicationAtTheManifest(FaultInjectingStore):
+    """At this run's manifest write, another run (a thread) starts publishing the same day; this run
+    goes on only once the other one has found the lease taken at least twice (it is waiting)."""
+
+    def __init__(self, inner: ObjectStore, other: PublishRequest):
+        super().__init__(inner)
+        self.other: PublishRequest | None = other
+        self.thread: threading.Thread | None = None
+        self.other_outcome: list[object] = []
+
+    def put_if(self, key: str, data: bytes, content_type: str, expected: str | None) -> None:
+        if self.other is not None and key.endswith("/manifest.json"):
+            other, self.other = self.other, None
+            watcher = WatchesTheLease(self.inner)
+
+            def run_other() -> None:
+                try:
+                    self.other_outcome.append(
+                        publish_partition(
+                            watcher,
+                            other,
+                            prefix=PREFIX,
+                            ternary_prefix=TERNARY,
+                            clock=at(T0),
+                            lease_wait_seconds=60,
+                            lease_poll_seconds=0.01,
+                        )
+                    )
+                except Exception as exc:
+                    self.other_outcome.append(exc)
+                    watcher.refused.set()
+
+            self.thread = threading.Thread(target=run_other)
+            self.thread.start()
+            assert watcher.refused.wait(60)
+            assert not self.other_outcome or not isinstance(self.other_outcome[0], Exception)
+        super().put_if(key, data, content_type, expected)
+
+
+class WatchesTheLease(FaultInjectingStore):
+    def __init__(self, inner: ObjectStore):
+        super().__init__(inner)
+        self.refused = threading.Event()
+        self.lease_reads = 0
+
+    def get(self, key: str) -> bytes:
+        if key == layout.lease_key(PREFIX, DAY):
+            self.lease_reads += 1
+            if self.lease_reads >= 2:
+                self.refused.set()
+        return super().get(key)
+
+
+def test_a_second_publication_of_the_day_waits_for_the_first_to_finish(store: ObjectStore) -> None:
+    publish(store, request(data=b"published-before"))
+    first = request(data=b"run-a-data", run_id="run-a")
+    second = request(data=b"run-b-data", run_id="run-b")
+    interleaving = StartsAnotherPublicationAtTheManifest(store, second)
+    publish(interleaving, first)  # not "replaced by another run": the other run waited
+    assert interleaving.thread is not None
+    interleaving.thread.join(60)
+    (outcome,) = interleaving.other_outcome
+    assert not isinstance(outcome, Exception), outcome
+    final = layout.data_key(PREFIX, ORG, DAY, "parquet")
+    assert store.get(final) == second.data and store.get(TERNARY + final) == second.data
+    assert json.loads(store.get(layout.manifest_key(PREFIX, DAY)))["runId"] == "run-b"
+    assert not store.exists(layout.lease_key(PREFIX, DAY))  # released by both
+    assert_consistent(store)
+
+
+def lease(run_id: str, expires: datetime) -> bytes:
+    document = {"runId": run_id, "expiresAt": expires.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    return json.dumps(document).encode()
+
+
+def test_a_live_lease_of_another_run_fails_the_publication_naming_the_holder(store: ObjectStore) -> None:
+    publish(store, request(data=b"published-before"))
+    store.put(layout.lease_key(PREFIX, DAY), lease("run-x", T0 + timedelta(minutes=5)), "application/json")
+    before = snapshot(store)
+    with pytest.raises(LeaseHeld, match="run run-x is publishing the FOCUS day 2025-03-04"):
+        publish_partition(
+            store, request(data=b"new", run_id="run-2"), prefix=PREFIX, ternary_prefix=TERNARY,
+            clock=at(T0), lease_wait_seconds=0,
+        )  # fmt: skip
+    assert snapshot(store) == before
+
+
+def test_an_expired_lease_is_taken_over_and_released(store: ObjectStore) -> None:
+    store.put(layout.lease_key(PREFIX, DAY), lease("run-dead", T0 - timedelta(seconds=1)), "application/json")
+    publish(store, request(data=b"new", run_id="run-2"))
+    assert store.get(layout.data_key(PREFIX, ORG, DAY, "parquet")) == b"new"
+    assert not store.exists(layout.lease_key(PREFIX, DAY))
+    assert_consistent(store)

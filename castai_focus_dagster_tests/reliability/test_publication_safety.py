@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -329,7 +330,7 @@ sys.exit(0 if outcome.success else 1)
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_overlapping_runs_of_one_day_never_leave_a_manifest_describing_the_other_runs_object(
+def test_overlapping_runs_of_one_day_publish_one_after_the_other(
     s3_server: S3TestServer,
     sandbox: SandboxServer,
     org: SandboxOrg,
@@ -337,7 +338,10 @@ def test_overlapping_runs_of_one_day_never_leave_a_manifest_describing_the_other
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Run A (a process) reaches its manifest write; the proxy holds that request while run B (another
-    process, other data) publishes the same day from start to end; then A's request goes on."""
+    process, other data) reaches its publication and finds the day's lease taken (it reads the lease
+    twice: it is waiting); then A's request goes on. A completes, B publishes after it: both succeed,
+    and what stays is B's data with B's manifest. (Before the lease, B published in between and A
+    failed with "was replaced by another run".)"""
     client, bucket = s3_server.client(), s3_server.new_bucket()
     with S3FaultProxy(s3_server.endpoint_url) as proxy:
 
@@ -362,21 +366,39 @@ def test_overlapping_runs_of_one_day_never_leave_a_manifest_describing_the_other
             assert run_day(instance).success
 
         b_result: list[subprocess.CompletedProcess[bytes]] = []
+        b_thread: list[threading.Thread] = []
 
-        def run_b_to_the_end(request: S3Request) -> bool:
+        def lease_reads() -> int:
+            with proxy.lock:
+                return sum(1 for r in proxy.requests if r.method == "GET" and r.key.startswith("_locks/"))
+
+        def start_b_and_wait_until_it_waits(request: S3Request) -> bool:
             command, env = child("run-b", tmp_path / "home-b")
-            b_result.append(subprocess.run(command, env=env, cwd=REPO, capture_output=True, timeout=300))
+            seen = lease_reads()
+            thread = threading.Thread(
+                target=lambda: b_result.append(
+                    subprocess.run(command, env=env, cwd=REPO, capture_output=True, timeout=600)
+                )
+            )
+            thread.start()
+            b_thread.append(thread)
+            while lease_reads() < seen + 2 and thread.is_alive():
+                time.sleep(0.1)
             return False  # then forward A's manifest write
 
         command, env = child("run-a", tmp_path / "home-a")
-        rule = Rule("PUT", r"/manifest\.json$", times=1, on_match=run_b_to_the_end, forward=True)
+        rule = Rule(
+            "PUT", r"/manifest\.json$", times=1, on_match=start_b_and_wait_until_it_waits, forward=True
+        )
         with proxy.failing(rule):
             a_result = subprocess.run(command, env=env, cwd=REPO, capture_output=True, timeout=600)
+            (thread,) = b_thread
+            thread.join(600)
     assert rule.matched == 1
-    (b,) = b_result
-    assert b.returncode == 0, b.stdout[-3000:]
     a_output = (a_result.stdout + a_result.stderr).decode(errors="replace")
-    assert a_result.returncode != 0 and "was replaced by another run" in a_output, a_output[-3000:]
+    assert a_result.returncode == 0, a_output[-3000:]
+    (b,) = b_result
+    assert b.returncode == 0, (b.stdout + b.stderr)[-3000:]
     final = bucket_objects(client, bucket)
     assert consistency_problems(final) == []  # the manifest describes exactly the bytes present
     names = {
@@ -388,6 +410,7 @@ def test_overlapping_runs_of_one_day_never_leave_a_manifest_describing_the_other
         ].to_pylist()
     }
     assert names == {"run-b"}
+    assert not any(key.startswith("_locks/") for key in final)  # both released the lease
 
 
 def test_a_day_whose_manifest_is_gone_is_still_guarded(
