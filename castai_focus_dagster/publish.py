@@ -34,7 +34,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
+import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -315,13 +317,19 @@ def _acquire_lease(
     while True:
         now = clock()
         body = canonical_json(
-            {"runId": req.run_id, "expiresAt": focus_datetime(now + timedelta(seconds=LEASE_SECONDS))}
+            {
+                "runId": req.run_id,
+                "expiresAt": focus_datetime(now + timedelta(seconds=LEASE_SECONDS)),
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+            }
         )
         expected = None
         version = store.version(key)
         if version is not None:
-            run_id, expires = _lease_holder(_read_json(store, key))
-            if expires is not None and expires > now and run_id != req.run_id:
+            holder = _read_json(store, key)
+            run_id, expires = _lease_holder(holder)
+            if expires is not None and expires > now and run_id != req.run_id and not _holder_died(holder):
                 if time.monotonic() >= deadline:
                     raise LeaseHeld(
                         f"run {run_id} is publishing the FOCUS day {req.day.isoformat()} "
@@ -346,6 +354,23 @@ def _lease_holder(document: Any) -> tuple[str, datetime | None]:
         return str(document.get("runId")), parse_focus_datetime(document["expiresAt"])
     except (KeyError, TypeError, ValueError):
         return str(document.get("runId")), None
+
+
+def _holder_died(document: Any) -> bool:
+    """True when the lease names a process of this host that no longer exists (a killed run here);
+    a holder on another host (another pod) is alive until its lease expires."""
+    if not isinstance(document, dict) or document.get("host") != socket.gethostname():
+        return False
+    pid = document.get("pid")
+    if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # exists, owned by someone else
+        return False
+    return False
 
 
 def _release_lease(store: ObjectStore, key: str, version: str | None) -> None:

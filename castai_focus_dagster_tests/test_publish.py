@@ -9,6 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import socket
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -898,3 +901,19 @@ def test_an_expired_lease_is_taken_over_and_released(store: ObjectStore) -> None
     assert store.get(layout.data_key(PREFIX, ORG, DAY, "parquet")) == b"new"
     assert not store.exists(layout.lease_key(PREFIX, DAY))
     assert_consistent(store)
+
+
+def test_a_lease_left_by_a_killed_process_of_this_host_is_taken_over_at_once(store: ObjectStore) -> None:
+    """The same pod re-running the day after its run was killed need not wait for the expiry."""
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, check=True
+    )
+    document = json.loads(lease("run-killed", T0 + timedelta(minutes=10)))
+    document |= {"host": socket.gethostname(), "pid": int(dead.stdout)}
+    store.put(layout.lease_key(PREFIX, DAY), json.dumps(document).encode(), "application/json")
+    publish_partition(
+        store, request(data=b"new", run_id="run-2"), prefix=PREFIX, ternary_prefix=TERNARY,
+        clock=at(T0), lease_wait_seconds=0,
+    )  # fmt: skip
+    assert store.get(layout.data_key(PREFIX, ORG, DAY, "parquet")) == b"new"
+    assert not store.exists(layout.lease_key(PREFIX, DAY))
