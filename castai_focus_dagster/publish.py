@@ -4,6 +4,7 @@ Consumers (Athena, Ternary, DuckDB) read the data tree directly, so publication 
 partial, unaudited or duplicated object, and a manifest must never describe bytes that are not there:
 
 0. check that the prefix belongs to this organisation (its marker, written at the first publication);
+   then take the day's lease (`_locks/`), held to the end: another run of the day waits for it;
 1. upload the bytes to a staging key outside the data tree;
 2. read them back, verify the SHA-256, run the caller's audit (which raises to abort);
 3. compare the new day with the published one (publication_guard; its figures come from the
