@@ -163,7 +163,14 @@ class LocalObjectStore:
                 handle.flush()
                 os.fsync(handle.fileno())
             os.chmod(tmp, 0o644)  # mkstemp creates 0600; published files are meant to be read by others
-            os.replace(tmp, path)
+            for attempt in range(3):
+                try:
+                    os.replace(tmp, path)
+                    break
+                except FileNotFoundError:  # a concurrent delete pruned the folder just made empty
+                    if attempt == 2:
+                        raise
+                    path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             if tmp is not None:
                 Path(tmp).unlink(missing_ok=True)
@@ -465,7 +472,9 @@ class S3ObjectStore:
                 **condition,  # type: ignore[arg-type]
             )
         except ClientError as exc:
-            if str(exc.response.get("Error", {}).get("Code")) in _PRECONDITION_CODES:
+            code = str(exc.response.get("Error", {}).get("Code"))
+            # If-Match on a key deleted meanwhile: S3 answers 404 NoSuchKey, not 412.
+            if code in _PRECONDITION_CODES or (expected is not None and code in _MISSING_CODES):
                 raise PreconditionFailed(
                     f"{self.describe(key)} changed while this run was publishing "
                     f"(conditional PutObject {next(iter(condition))} refused)"

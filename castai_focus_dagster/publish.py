@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import re
@@ -97,6 +98,10 @@ from castai_focus_dagster.publication_guard import (
 LEASE_SECONDS = 900
 LEASE_WAIT_SECONDS = 300.0
 LEASE_POLL_SECONDS = 2.0
+# (lease key, run id) of the leases this process holds now: a lease naming this process but not listed
+# here was left by an earlier run in this process whose release failed.
+_HELD_LEASES: set[tuple[str, str]] = set()
+_log = logging.getLogger(__name__)
 # 2: per-cluster figures ("clusters"), which the replacement guard compares.
 MANIFEST_VERSION = 2
 _MANIFEST_ATTEMPTS = 3
@@ -311,7 +316,7 @@ def _acquire_lease(
     clock: Callable[[], datetime],
     wait_seconds: float,
     poll_seconds: float,
-) -> tuple[str, str | None]:
+) -> tuple[str, str, str | None]:
     """Take the day's lease (a conditional create); wait while another run holds it, take it over once
     expired. Returns (key, the version written), for the release."""
     deadline = time.monotonic() + wait_seconds
@@ -330,7 +335,12 @@ def _acquire_lease(
         if version is not None:
             holder = _read_json(store, key)
             run_id, expires = _lease_holder(holder)
-            if expires is not None and expires > now and run_id != req.run_id and not _holder_died(holder):
+            if (
+                expires is not None
+                and expires > now
+                and run_id != req.run_id
+                and not _holder_died(key, holder)
+            ):
                 if time.monotonic() >= deadline:
                     raise LeaseHeld(
                         f"run {run_id} is publishing the FOCUS day {req.day.isoformat()} "
@@ -344,7 +354,8 @@ def _acquire_lease(
             store.put_if(key, body, JSON_CONTENT_TYPE, expected)
         except PreconditionFailed:
             continue  # another run took it meanwhile: look again
-        return key, store.version(key)
+        _HELD_LEASES.add((key, req.run_id))
+        return key, req.run_id, store.version(key)
 
 
 def _lease_holder(document: Any) -> tuple[str, datetime | None]:
@@ -357,13 +368,15 @@ def _lease_holder(document: Any) -> tuple[str, datetime | None]:
         return str(document.get("runId")), None
 
 
-def _holder_died(document: Any) -> bool:
+def _holder_died(key: str, document: Any) -> bool:
     """True when the lease names a process of this host that no longer exists (a killed run here);
     a holder on another host (another pod) is alive until its lease expires."""
     if not isinstance(document, dict) or document.get("host") != socket.gethostname():
         return False
     pid = document.get("pid")
-    if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
+    if pid == os.getpid():
+        return (key, str(document.get("runId"))) not in _HELD_LEASES
+    if not isinstance(pid, int) or pid <= 0:
         return False
     try:
         os.kill(pid, 0)
@@ -374,10 +387,18 @@ def _holder_died(document: Any) -> bool:
     return False
 
 
-def _release_lease(store: ObjectStore, key: str, version: str | None) -> None:
-    """Delete the lease unless another run took it over (after it expired)."""
-    if version is not None and store.version(key) == version:
-        store.delete(key)
+def _release_lease(store: ObjectStore, key: str, run_id: str, version: str | None) -> None:
+    """Delete the lease unless another run took it over (after it expired).
+
+    A failed release does not fail the run (the publication is complete or failed on its own): the
+    lease then expires, or is taken over by the next run on this host.
+    """
+    _HELD_LEASES.discard((key, run_id))
+    try:
+        if version is not None and store.version(key) == version:
+            store.delete(key)
+    except Exception as exc:
+        _log.warning("could not release the publication lease %s: %s", store.describe(key), exc)
 
 
 def _guard_replacement(

@@ -917,3 +917,15 @@ def test_a_lease_left_by_a_killed_process_of_this_host_is_taken_over_at_once(sto
     )  # fmt: skip
     assert store.get(layout.data_key(PREFIX, ORG, DAY, "parquet")) == b"new"
     assert not store.exists(layout.lease_key(PREFIX, DAY))
+
+
+def test_a_lease_this_process_failed_to_release_does_not_block_its_next_run(store: ObjectStore) -> None:
+    lost = FaultInjectingStore(store, Fault("delete", "_locks/"))
+    publish(lost, request(data=b"first", run_id="run-1"))  # published; the release failed (logged)
+    assert store.exists(layout.lease_key(PREFIX, DAY))
+    publish_partition(
+        store, request(data=b"second", run_id="run-2"), prefix=PREFIX, ternary_prefix=TERNARY,
+        clock=at(T0), lease_wait_seconds=0,
+    )  # fmt: skip
+    assert store.get(layout.data_key(PREFIX, ORG, DAY, "parquet")) == b"second"
+    assert not store.exists(layout.lease_key(PREFIX, DAY))
