@@ -58,6 +58,7 @@ _PRECONDITION_CODES = {"PreconditionFailed", "412", "ConditionalRequestConflict"
 # What S3-compatible stores without conditional writes answer to If-Match / If-None-Match on PutObject.
 _UNSUPPORTED_CONDITION_CODES = {"NotImplemented", "501", "InvalidArgument"}
 _log = logging.getLogger(__name__)
+_WARNED_NO_CONDITIONS: set[str] = set()  # buckets already warned about, once per process
 _S3_TOTAL_ATTEMPTS = 5  # first try + 4 retries (standard mode: capped exponential backoff, jitter)
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
 _COPY_CHUNK = 1 << 20
@@ -481,15 +482,17 @@ class S3ObjectStore:
                 ) from None
             if str(exc.response.get("Error", {}).get("Code")) in _UNSUPPORTED_CONDITION_CODES:
                 self.conditional_writes = False
-                _log.warning(
-                    "S3 bucket %s rejected a conditional PutObject (%s) on %s: this store does not "
-                    "support If-Match / If-None-Match; manifest and marker writes fall back to a version "
-                    "check before and after an unconditional put (overlapping runs of one day are then "
-                    "serialised only by the run queue)",
-                    self.bucket,
-                    exc.response.get("Error", {}).get("Code"),
-                    self.describe(key),
-                )
+                if self.bucket not in _WARNED_NO_CONDITIONS:
+                    _WARNED_NO_CONDITIONS.add(self.bucket)
+                    _log.warning(
+                        "S3 bucket %s rejected a conditional PutObject (%s) on %s: this store does not "
+                        "support If-Match / If-None-Match; manifest, lease and marker writes fall back to a "
+                        "version check before and after an unconditional put (two runs of one day reaching "
+                        "the lease in the same instant are then kept apart only by the run queue)",
+                        self.bucket,
+                        code,
+                        self.describe(key),
+                    )
                 self._put_after_version_check(key, data, content_type, expected)
                 return
             raise self._failure("PutObject", key, exc) from exc
