@@ -72,6 +72,15 @@ def manifest_key(prefix: str, day: date) -> str:
     return f"{manifest_dir(prefix)}{_day_path(day)}/manifest.json"
 
 
+def figures_key(prefix: str, day: date) -> str:
+    """The day's published figures, which the replacement guard reads when the manifest is missing.
+
+    Outside the manifests folder and never retired: a manifest is deleted before a changed
+    publication, but the guard must still know what the day held.
+    """
+    return f"{metadata_dir(prefix)}figures/{_day_path(day)}/figures.json"
+
+
 def manifest_day(key: str) -> date | None:
     """Inverse of `manifest_key` for the day part; None for keys that are not manifests."""
     parts = key.rsplit("/", 4)
@@ -95,6 +104,11 @@ def metadata_keys(prefix: str) -> dict[str, str]:
         "dataset_instance": f"{base}dataset-instance.json",
         "recency": f"{base}recency.json",
     }
+
+
+def lease_key(prefix: str, day: date) -> str:
+    """The day's publication lease (one run publishes a day at a time), outside the data tree."""
+    return f"{prefix}_locks/day={day:%Y-%m-%d}.json"
 
 
 def staging_dir(prefix: str) -> str:

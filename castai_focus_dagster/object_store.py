@@ -14,6 +14,7 @@ import base64
 import errno
 import fcntl
 import hashlib
+import logging
 import os
 import shutil
 import tempfile
@@ -57,6 +58,10 @@ _PERMANENT_S3_CODES = {
 # HeadBucket has no body: a bucket in another region answers a bare 301 (PermanentRedirect elsewhere).
 _REDIRECT_CODES = {"301", "PermanentRedirect"}
 _PRECONDITION_CODES = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
+# What S3-compatible stores without conditional writes answer to If-Match / If-None-Match on PutObject.
+_UNSUPPORTED_CONDITION_CODES = {"NotImplemented", "501", "InvalidArgument"}
+_log = logging.getLogger(__name__)
+_WARNED_NO_CONDITIONS: set[str] = set()  # buckets already warned about, once per process
 _S3_TOTAL_ATTEMPTS = 5  # first try + 4 retries (standard mode: capped exponential backoff, jitter)
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
 _COPY_CHUNK = 1 << 20
@@ -162,7 +167,14 @@ class LocalObjectStore:
                 handle.flush()
                 os.fsync(handle.fileno())
             os.chmod(tmp, 0o644)  # mkstemp creates 0600; published files are meant to be read by others
-            os.replace(tmp, path)
+            for attempt in range(3):
+                try:
+                    os.replace(tmp, path)
+                    break
+                except FileNotFoundError:  # a concurrent delete pruned the folder just made empty
+                    if attempt == 2:
+                        raise
+                    path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             if tmp is not None:
                 Path(tmp).unlink(missing_ok=True)
@@ -332,6 +344,8 @@ class S3ObjectStore:
         self.client = client
         self.bucket = bucket
         self.region = region
+        # False once the store rejected a conditional PutObject: later writes check, then put.
+        self.conditional_writes = True
 
     def __repr__(self) -> str:
         return f"S3ObjectStore(bucket={self.bucket!r})"
@@ -445,8 +459,13 @@ class S3ObjectStore:
         """A conditional PutObject: `If-Match: <ETag>`, or `If-None-Match: *` when the object must not exist.
 
         AWS S3 evaluates the condition atomically with the write. A store that ignores the headers
-        writes unconditionally: the caller's own version check just before is then the only guard.
+        writes unconditionally: the caller's own version checks before and after are then the guard.
+        A store that rejects them (501 NotImplemented, 400 InvalidArgument) gets the same treatment
+        explicitly: the version is compared here, then the object is put unconditionally (warned once).
         """
+        if not self.conditional_writes:
+            self._put_after_version_check(key, data, content_type, expected)
+            return
         checksum = base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
         condition = {"IfNoneMatch": "*"} if expected is None else {"IfMatch": expected}
         try:
@@ -459,14 +478,43 @@ class S3ObjectStore:
                 **condition,  # type: ignore[arg-type]
             )
         except ClientError as exc:
-            if str(exc.response.get("Error", {}).get("Code")) in _PRECONDITION_CODES:
+            code = str(exc.response.get("Error", {}).get("Code"))
+            # If-Match on a key deleted meanwhile: S3 answers 404 NoSuchKey, not 412.
+            if code in _PRECONDITION_CODES or (expected is not None and code in _MISSING_CODES):
                 raise PreconditionFailed(
                     f"{self.describe(key)} changed while this run was publishing "
                     f"(conditional PutObject {next(iter(condition))} refused)"
                 ) from None
+            if str(exc.response.get("Error", {}).get("Code")) in _UNSUPPORTED_CONDITION_CODES:
+                self.conditional_writes = False
+                if self.bucket not in _WARNED_NO_CONDITIONS:
+                    _WARNED_NO_CONDITIONS.add(self.bucket)
+                    _log.warning(
+                        "S3 bucket %s rejected a conditional PutObject (%s) on %s: this store does not "
+                        "support If-Match / If-None-Match; manifest, lease and marker writes fall back to a "
+                        "version check before and after an unconditional put (two runs of one day reaching "
+                        "the lease in the same instant are then kept apart only by the run queue)",
+                        self.bucket,
+                        code,
+                        self.describe(key),
+                    )
+                self._put_after_version_check(key, data, content_type, expected)
+                return
             raise self._failure("PutObject", key, exc) from exc
         except BotoCoreError as exc:
             raise self._failure("PutObject", key, exc) from exc
+
+    def _put_after_version_check(
+        self, key: str, data: bytes, content_type: str, expected: str | None
+    ) -> None:
+        current = self.version(key)
+        if current != expected:
+            raise PreconditionFailed(
+                f"{self.describe(key)} changed while this run was publishing "
+                f"(expected {'no object' if expected is None else 'version ' + expected}, "
+                f"found {'no object' if current is None else 'version ' + current})"
+            )
+        self.put(key, data, content_type)
 
     def check_writable(self) -> None:
         """HeadBucket: a missing bucket or missing permissions fail at start, not at the first PutObject."""

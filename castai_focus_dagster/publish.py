@@ -4,20 +4,23 @@ Consumers (Athena, Ternary, DuckDB) read the data tree directly, so publication 
 partial, unaudited or duplicated object, and a manifest must never describe bytes that are not there:
 
 0. check that the prefix belongs to this organisation (its marker, written at the first publication);
+   then take the day's lease (`_locks/`), held to the end: another run of the day waits for it;
 1. upload the bytes to a staging key outside the data tree;
 2. read them back, verify the SHA-256, run the caller's audit (which raises to abort);
-3. compare the new day with the published one (publication_guard): a shrink or growth beyond the
-   thresholds is refused unless the caller allows that kind of change; a `-00` object of the day that
-   no manifest of ours lists and that lacks our writer's mark is the Go exporter's (its run at hour 00
-   wrote the same key): refused unless the caller asks (`delete_legacy_hourly`), else replaced;
+3. compare the new day with the published one (publication_guard; its figures come from the
+   manifest, else from the day's figures object, which is never retired; a data object of ours with
+   neither is refused as a shrink): a shrink or growth beyond the thresholds is refused unless the caller
+   allows that kind of change; a `-00` object of the day that no manifest of ours lists and that lacks
+   our writer's mark is the Go exporter's (its run at hour 00 wrote the same key): refused unless the
+   caller asks (`delete_legacy_hourly`), else replaced;
 4. retire the partition's manifest if it describes other objects, then copy staging -> final data key
    (deterministic: overwrites, never a second copy) and the Ternary copy;
 5. delete our stale data objects of the partition (the other format of hour `00`) in both trees; the
    Go exporter's hour objects (`-01` ... `-23`) only when the caller asks (`delete_legacy_hourly`),
    otherwise they are kept and reported in the result;
-6. write the FOCUS metadata documents, then the manifest last, conditionally: only while the data keys
-   still hold the versions this run copied, and (If-Match / If-None-Match) only over the manifest
-   version this run last saw; re-checked after the write;
+6. write the FOCUS metadata documents and the figures object, then the manifest last, conditionally:
+   only while the data keys still hold the versions this run copied, and (If-Match / If-None-Match)
+   only over the manifest version this run last saw; re-checked after the write;
 7. delete the staging object (and any a failed earlier run left for this partition).
 
 A failure before 4 leaves every published object untouched. A failure from 4 on may leave the partition
@@ -33,13 +36,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
+import os
 import re
+import socket
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, BinaryIO
 
 from castai_focus_dagster.focus_metadata import (
@@ -62,6 +69,8 @@ from castai_focus_dagster.layout import (
     FOCUS_VERSION,
     DataFormat,
     data_key,
+    figures_key,
+    lease_key,
     manifest_day,
     manifest_dir,
     manifest_key,
@@ -75,8 +84,10 @@ from castai_focus_dagster.layout import (
 )
 from castai_focus_dagster.object_store import ObjectNotFound, ObjectStore, PreconditionFailed
 from castai_focus_dagster.publication_guard import (
+    ALLOW_SHRINK_TAG,
     Change,
     ChangeKind,
+    DayFigures,
     check_replacement,
     day_figures,
     figures_from_manifest,
@@ -85,6 +96,16 @@ from castai_focus_dagster.publication_guard import (
 )
 from castai_focus_dagster.serialize import written_by_this_exporter
 
+# The day's publication lease: how long it is valid (a killed holder blocks the day this long at most),
+# how long another run waits for it before failing (transient: the step retry tries again), how often
+# it looks.
+LEASE_SECONDS = 900
+LEASE_WAIT_SECONDS = 300.0
+LEASE_POLL_SECONDS = 2.0
+# (lease key, run id) of the leases this process holds now: a lease naming this process but not listed
+# here was left by an earlier run in this process whose release failed.
+_HELD_LEASES: set[tuple[str, str]] = set()
+_log = logging.getLogger(__name__)
 # 2: per-cluster figures ("clusters"), which the replacement guard compares.
 MANIFEST_VERSION = 2
 _MANIFEST_ATTEMPTS = 3
@@ -119,6 +140,10 @@ class PrefixOwnedError(PublishError):
 
 class ForeignObjectRefused(PublishError):
     """A `-00` object of the day is not ours (the Go exporter's) and the caller did not allow replacing it."""
+
+
+class LeaseHeld(PublishError):
+    """Another run is publishing the same day and kept its lease longer than this run waited."""
 
 
 @dataclass(frozen=True)
@@ -192,6 +217,8 @@ def publish_partition(
     clock: Callable[[], datetime] = _utc_now,
     delete_legacy_hourly: bool = False,
     allow_changes: frozenset[ChangeKind] = frozenset(),
+    lease_wait_seconds: float = LEASE_WAIT_SECONDS,
+    lease_poll_seconds: float = LEASE_POLL_SECONDS,
 ) -> PublishResult:
     """Publish one partition (see the module docstring for the order and the guarantees)."""
     final = data_key(prefix, req.organization_id, req.day, req.fmt)
@@ -205,8 +232,35 @@ def publish_partition(
     staging = staging_key(prefix, final, req.run_id)
     manifest_object = manifest_key(prefix, req.day)
     claim_prefix(store, prefix, req.organization_id)
-    _remove_stale_temporary(store, [partition_dir(tree, req.day) for tree, _, _ in trees])
+    lease = _acquire_lease(
+        store, lease_key(prefix, req.day), req, clock, lease_wait_seconds, lease_poll_seconds
+    )
+    try:
+        return _publish_holding_lease(
+            store, req, prefix, trees, files, checksum, size, staging, manifest_object, audit, clock,
+            delete_legacy_hourly, allow_changes,
+        )  # fmt: skip
+    finally:
+        _release_lease(store, *lease)
 
+
+def _publish_holding_lease(
+    store: ObjectStore,
+    req: PublishRequest,
+    prefix: str,
+    trees: list[tuple[str, str, str]],
+    files: list[dict[str, Any]],
+    checksum: str,
+    size: int,
+    staging: str,
+    manifest_object: str,
+    audit: Callable[[Payload], None] | None,
+    clock: Callable[[], datetime],
+    delete_legacy_hourly: bool,
+    allow_changes: frozenset[ChangeKind],
+) -> PublishResult:
+    final = trees[0][1]
+    _remove_stale_temporary(store, [partition_dir(tree, req.day) for tree, _, _ in trees])
     try:
         _upload(store, staging, req.data, CONTENT_TYPES[req.fmt])
         with _read_back(store, staging, like=req.data) as staged:
@@ -224,7 +278,7 @@ def publish_partition(
                     raise
         current_version = store.version(manifest_object)
         current = _read_json(store, manifest_object)
-        allowed = _guard_replacement(store, manifest_object, current, req, allow_changes)
+        allowed = _guard_replacement(store, prefix, manifest_object, current, req, allow_changes)
         foreign = _foreign_hour_zero(
             store, [tree for tree, _, _ in trees], current, req, delete_legacy_hourly
         )
@@ -242,6 +296,10 @@ def publish_partition(
         now = clock()
         schema_id, dataset_instance_id = _write_focus_metadata(store, req, prefix, now)
         manifest = _manifest(req, files, checksum, size, schema_id, dataset_instance_id, now, allowed)
+        # The guard's copy of the figures, before the manifest (which stays the last write): a run
+        # that fails from here on leaves figures describing the bytes it copied.
+        figures = figures_key(prefix, req.day)
+        _put_json_if_changed(store, figures, _figures_document(manifest), _read_json(store, figures))
         _commit_manifest(store, manifest_object, canonical_json(manifest), expected, copied)
     except BaseException as exc:
         try:
@@ -303,16 +361,113 @@ def _marked_ours(store: ObjectStore, key: str, fmt: str) -> bool:
         return written_by_this_exporter(local, fmt)
 
 
+def _acquire_lease(
+    store: ObjectStore,
+    key: str,
+    req: PublishRequest,
+    clock: Callable[[], datetime],
+    wait_seconds: float,
+    poll_seconds: float,
+) -> tuple[str, str, str | None]:
+    """Take the day's lease (a conditional create); wait while another run holds it, take it over once
+    expired. Returns (key, the version written), for the release."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        now = clock()
+        body = canonical_json(
+            {
+                "runId": req.run_id,
+                "expiresAt": focus_datetime(now + timedelta(seconds=LEASE_SECONDS)),
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+            }
+        )
+        expected = None
+        version = store.version(key)
+        if version is not None:
+            holder = _read_json(store, key)
+            run_id, expires = _lease_holder(holder)
+            if (
+                expires is not None
+                and expires > now
+                and run_id != req.run_id
+                and not _holder_died(key, holder)
+            ):
+                if time.monotonic() >= deadline:
+                    raise LeaseHeld(
+                        f"run {run_id} is publishing the FOCUS day {req.day.isoformat()} "
+                        f"({store.describe(key)}, valid until {focus_datetime(expires)}); this run waited "
+                        f"{wait_seconds:g} s and published nothing; it is retried, or re-run the day"
+                    )
+                time.sleep(poll_seconds)
+                continue
+            expected = version  # expired, unreadable or our own: take it over
+        try:
+            store.put_if(key, body, JSON_CONTENT_TYPE, expected)
+        except PreconditionFailed:
+            continue  # another run took it meanwhile: look again
+        _HELD_LEASES.add((key, req.run_id))
+        return key, req.run_id, store.version(key)
+
+
+def _lease_holder(document: Any) -> tuple[str, datetime | None]:
+    """(run id, expiry) of a lease document; no expiry when it is malformed (then taken over)."""
+    if not isinstance(document, dict):
+        return "?", None
+    try:
+        return str(document.get("runId")), parse_focus_datetime(document["expiresAt"])
+    except (KeyError, TypeError, ValueError):
+        return str(document.get("runId")), None
+
+
+def _holder_died(key: str, document: Any) -> bool:
+    """True when the lease names a process of this host that no longer exists (a killed run here);
+    a holder on another host (another pod) is alive until its lease expires."""
+    if not isinstance(document, dict) or document.get("host") != socket.gethostname():
+        return False
+    pid = document.get("pid")
+    if pid == os.getpid():
+        return (key, str(document.get("runId"))) not in _HELD_LEASES
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # exists, owned by someone else
+        return False
+    return False
+
+
+def _release_lease(store: ObjectStore, key: str, run_id: str, version: str | None) -> None:
+    """Delete the lease unless another run took it over (after it expired).
+
+    A failed release does not fail the run (the publication is complete or failed on its own): the
+    lease then expires, or is taken over by the next run on this host.
+    """
+    _HELD_LEASES.discard((key, run_id))
+    try:
+        if version is not None and store.version(key) == version:
+            store.delete(key)
+    except Exception as exc:
+        _log.warning("could not release the publication lease %s: %s", store.describe(key), exc)
+
+
 def _guard_replacement(
-    store: ObjectStore, manifest_object: str, current: Any, req: PublishRequest, allow: frozenset[ChangeKind]
+    store: ObjectStore,
+    prefix: str,
+    manifest_object: str,
+    current: Any,
+    req: PublishRequest,
+    allow: frozenset[ChangeKind],
 ) -> list[str]:
     """Refuse (ReplacementRefused) a change of the published day that `allow` does not cover.
 
+    The published figures come from the manifest, else from the figures object (which survives a
+    retired, lost or withdrawn manifest). With neither, a data object of the day means something is
+    published that cannot be compared: refused as a shrink, since the new day may be the empty one.
     Returns the findings that were allowed, for the manifest and the run log.
     """
-    published = figures_from_manifest(current)
-    if published is None:
-        return []
     new = day_figures(
         req.row_count,
         req.totals.get("BilledCost", 0.0),
@@ -323,18 +478,87 @@ def _guard_replacement(
     )
     if req.cluster_totals is None:
         new = replace(new, clusters=None, cluster_count=None)
+    published, where = _published_figures(store, prefix, manifest_object, current, req)
+    if published is None:
+        return _guard_unverifiable(store, prefix, manifest_object, req, new, allow)
     changes = check_replacement(published, new)
     refused = refused_changes(changes, allow)
     if refused:
         message = refusal_message(
             refused,
             day=req.day.isoformat(),
-            where=store.describe(manifest_object),
+            where=where,
             published=published,
             new=new,
         )
         raise ReplacementRefused(message, refused)
     return [f"{c.kind}: {c.message}" for c in changes]
+
+
+def _published_figures(
+    store: ObjectStore, prefix: str, manifest_object: str, current: Any, req: PublishRequest
+) -> tuple[DayFigures | None, str]:
+    """The published day's figures and where they were read: the manifest, else the figures object."""
+    published = figures_from_manifest(current)
+    if published is not None:
+        return published, store.describe(manifest_object)
+    key = figures_key(prefix, req.day)
+    document = _read_json(store, key)
+    if isinstance(document, dict) and document.get("organizationId") == req.organization_id:
+        published = figures_from_manifest(document)
+        if published is not None:
+            return published, store.describe(key)
+    return None, ""
+
+
+def _guard_unverifiable(
+    store: ObjectStore,
+    prefix: str,
+    manifest_object: str,
+    req: PublishRequest,
+    new: DayFigures,
+    allow: frozenset[ChangeKind],
+) -> list[str]:
+    """No figures to compare with: a first publication passes; over a data object of ours, refuse.
+
+    A `-00` object without our writer's mark is the Go exporter's: `_foreign_hour_zero` decides on it.
+    """
+    object_prefix = partition_object_prefix(prefix, req.organization_id, req.day)
+    existing = [
+        key
+        for key in store.list(object_prefix)
+        if (match := _DATA_OBJECT_SUFFIX.match(key[len(object_prefix) :]))
+        and match.group(1) == "00"
+        and _marked_ours(store, key, match.group(2))
+    ]
+    if not existing:
+        return []
+    finding = (
+        f"{', '.join(store.describe(k) for k in existing)} is published but neither its manifest "
+        f"({store.describe(manifest_object)}) nor its figures "
+        f"({store.describe(figures_key(prefix, req.day))}) can be read, so the new day cannot be "
+        "compared with it"
+    )
+    if "shrink" in allow:
+        return [f"shrink: {finding}"]
+    raise ReplacementRefused(
+        f"refusing to publish the FOCUS day {req.day.isoformat()} ({new.rows} rows, "
+        f"${new.billed_cost:.2f}): {finding}. Nothing was replaced. If the new day is right, re-run the day "
+        f"with the run tag "
+        f"{ALLOW_SHRINK_TAG}=true.",
+        [Change("shrink", finding)],
+    )
+
+
+def _figures_document(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What the guard compares, from the manifest; no run id or time, so a re-run rewrites nothing."""
+    fields = ("organizationId", "partition", "complete", "rowCount", "costTotals", "sourceWindow", "clusters")
+    document = {name: manifest[name] for name in fields if name in manifest}
+    document["figuresVersion"] = 1
+    count = manifest.get("extra", {}).get("clusters")
+    if isinstance(count, int):
+        document["extra"] = {"clusters": count}
+    return document
 
 
 def _commit_manifest(
@@ -422,7 +646,8 @@ def check_prefix_owner(store: ObjectStore, prefix: str, organization_id: str) ->
             f"the prefix (castai-focus-{owner}-* data files, the manifests under "
             f"{store.describe(manifest_dir(prefix).rstrip('/'))}/ and "
             f"{store.describe(organization_marker_key(prefix))}) "
-            "and re-run."
+            f"and re-run; the next publication drops {owner}'s entries from the metadata documents "
+            "(schema.json, dataset-instance.json, recency.json)."
         )
     return owner is not None and where == store.describe(organization_marker_key(prefix))
 
@@ -584,8 +809,9 @@ def _write_focus_metadata(
     )
 
     # Schema collection: one object per schema ever published (old partitions keep referencing theirs).
+    # A prefix holds one organisation: entries of another one (a corrected organisation id) are dropped.
     current_schemas = _read_json(store, keys["schema"])
-    schemas = _collection(current_schemas)
+    schemas = _mine(current_schemas, dataset_instance_id)
     if not any(s.get("SchemaId") == schema_id for s in schemas):
         schemas.append(
             schema_document(
@@ -601,16 +827,14 @@ def _write_focus_metadata(
     _put_json_if_changed(store, keys["schema"], schemas, current_schemas)
 
     current_instances = _read_json(store, keys["dataset_instance"])
-    instances = _others(current_instances, dataset_instance_id) + dataset_instance_document(
+    instances = dataset_instance_document(
         dataset_instance_id, f"Cast AI Kubernetes cost and usage ({req.organization_id})"
     )
-    instances.sort(key=lambda d: str(d.get("DatasetInstanceId")))
     _put_json_if_changed(store, keys["dataset_instance"], instances, current_instances)
 
     current_recency = _read_json(store, keys["recency"])
     mine = _updated_recency(store, prefix, req, dataset_instance_id, current_recency, now)
-    recency = [*_others(current_recency, dataset_instance_id), mine]
-    recency.sort(key=lambda d: str(d.get("DatasetInstanceId")))
+    recency = [mine]
     store.put(keys["recency"], canonical_json(recency), JSON_CONTENT_TYPE)
     return schema_id, dataset_instance_id
 
@@ -620,9 +844,9 @@ def _collection(document: Any) -> list[dict[str, Any]]:
     return [d for d in document if isinstance(d, dict)] if isinstance(document, list) else []
 
 
-def _others(document: Any, dataset_instance_id: str) -> list[dict[str, Any]]:
-    """Objects of a metadata collection that belong to other dataset instances (kept as they are)."""
-    return [d for d in _collection(document) if d.get("DatasetInstanceId") != dataset_instance_id]
+def _mine(document: Any, dataset_instance_id: str) -> list[dict[str, Any]]:
+    """Objects of a metadata collection that belong to this dataset instance (the prefix's only one)."""
+    return [d for d in _collection(document) if d.get("DatasetInstanceId") == dataset_instance_id]
 
 
 def _updated_recency(
@@ -639,7 +863,7 @@ def _updated_recency(
     run's sector. Every publish therefore re-adds sectors for manifests missing from Recency (one LIST,
     and a GET only for the few days that went missing).
     """
-    mine = [d for d in _collection(current) if d.get("DatasetInstanceId") == dataset_instance_id]
+    mine = _mine(current, dataset_instance_id)
     sectors: dict[date, TimeSector] = {}
     if mine:
         try:

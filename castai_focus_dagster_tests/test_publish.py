@@ -10,7 +10,10 @@ import hashlib
 import io
 import json
 import re
-import shutil
+import socket
+import subprocess
+import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -34,11 +37,14 @@ from castai_focus_dagster.focus_schema import FOCUS_SCHEMA
 from castai_focus_dagster.layout import DataFormat
 from castai_focus_dagster.object_store import LocalObjectStore, ObjectStore, ObjectStoreError, S3ObjectStore
 from castai_focus_dagster.publish import (
+    LEASE_SECONDS,
     ForeignObjectRefused,
+    LeaseHeld,
     PrefixOwnedError,
     PublishError,
     PublishRequest,
     ReplacementRefused,
+    claim_prefix,
     publish_partition,
 )
 from castai_focus_dagster.serialize import to_csv_bytes, to_parquet_bytes
@@ -183,6 +189,10 @@ def test_keys_follow_the_output_contract() -> None:
         "castai/_internal/workload_costs/year=2025/month=03/day=04/workload_costs.arrow"
     )
     assert layout.manifest_day(layout.manifest_key(PREFIX, DAY)) == DAY
+    assert layout.figures_key(PREFIX, DAY) == (
+        "castai/metadata/focus-1.3/figures/year=2025/month=03/day=04/figures.json"
+    )
+    assert layout.manifest_day(layout.figures_key(PREFIX, DAY)) is None  # not listed as a manifest
     assert layout.manifest_day(final) is None
 
 
@@ -210,7 +220,8 @@ def test_publish_writes_exactly_the_contract_keys(store: ObjectStore) -> None:
     assert result.data_keys == [final]
     assert result.ternary_keys == [TERNARY + final]
     assert result.manifest_key == layout.manifest_key(PREFIX, DAY)
-    assert set(store.list("")) == {final, TERNARY + final, result.manifest_key} | METADATA
+    figures = layout.figures_key(PREFIX, DAY)
+    assert set(store.list("")) == {final, TERNARY + final, result.manifest_key, figures} | METADATA
     assert store.get(final) == req.data
     assert result.checksum_sha256 == hashlib.sha256(req.data).hexdigest() and result.bytes == len(req.data)
     assert_consistent(store)
@@ -289,13 +300,20 @@ def test_manifest_is_written_last_and_describes_the_data(store: ObjectStore) -> 
     final = layout.data_key(PREFIX, ORG, DAY, "parquet")
     # The prefix's organisation marker comes first: the first publication claims the prefix.
     assert writes[0] == ("put", layout.organization_marker_key(PREFIX))
-    assert writes[1] == ("put", layout.staging_key(PREFIX, final, "run-1"))
-    assert writes[2:4] == [("copy", final), ("copy", TERNARY + final)]
-    assert {key for _, key in writes[4:-1]} <= METADATA
+    # Then the day's lease, held until after the manifest.
+    lease_key = layout.lease_key(PREFIX, DAY)
+    assert writes[1] == ("put", lease_key)
+    assert writes[2] == ("put", layout.staging_key(PREFIX, final, "run-1"))
+    assert writes[3:5] == [("copy", final), ("copy", TERNARY + final)]
+    assert {key for _, key in writes[5:-1]} <= METADATA | {layout.figures_key(PREFIX, DAY)}
     assert writes[-1] == ("put", manifest_key)
     after_manifest = recorder.calls[recorder.calls.index(("put", manifest_key)) + 1 :]
-    assert after_manifest and all(
-        op in ("list", "delete") and "_staging/" in key for op, key in after_manifest
+    assert after_manifest[-1] == ("delete", lease_key)
+    assert (
+        after_manifest[:-1]
+        and all(  # the staging clean-up, then the lease's release
+            op in ("list", "delete") and "_staging/" in key for op, key in after_manifest[:-1]
+        )
     )
 
     manifest = json.loads(store.get(manifest_key))
@@ -596,7 +614,8 @@ def test_local_publication_leaves_no_empty_staging_folders(tmp_path: Path) -> No
     store = LocalObjectStore(tmp_path)
     publish(store, request())
     assert not (tmp_path / "castai" / "_staging").exists()
-    shutil.rmtree(tmp_path / "castai" / "metadata")  # metadata is rebuilt by the next publish
+    for key in METADATA | {layout.manifest_key(PREFIX, DAY)}:  # rebuilt by the next publish
+        store.delete(key)
     publish(store, request(run_id="run-2"))
     assert set(store.list("")) >= METADATA
 
@@ -606,7 +625,9 @@ def test_local_publication_leaves_no_empty_staging_folders(tmp_path: Path) -> No
 
 class RunsAnotherPublicationFirst(FaultInjectingStore):
     """Before this run's first conditional manifest write, another run publishes the same day completely:
-    the interleaving that used to leave this run's manifest describing the other run's object."""
+    the interleaving that used to leave this run's manifest describing the other run's object. The other
+    run comes after this run's lease expired (a publication slower than LEASE_SECONDS), so it takes the
+    lease over and only the conditional manifest write stands between the two."""
 
     def __init__(self, inner: ObjectStore, other: PublishRequest):
         super().__init__(inner)
@@ -615,7 +636,7 @@ class RunsAnotherPublicationFirst(FaultInjectingStore):
     def put_if(self, key: str, data: bytes, content_type: str, expected: str | None) -> None:
         if self.other is not None and key.endswith("/manifest.json"):
             other, self.other = self.other, None
-            publish(self.inner, other)
+            publish(self.inner, other, now=T0 + timedelta(seconds=LEASE_SECONDS + 1))
         super().put_if(key, data, content_type, expected)
 
 
@@ -801,3 +822,200 @@ def test_our_own_hour_zero_objects_are_recognised_after_a_lost_manifest(
     assert result.stale_deleted_keys == [first_key, TERNARY + first_key]  # ours: replaced, no refusal
     assert result.legacy_hourly_keys == []
     assert_consistent(store)
+
+
+@pytest.mark.parametrize("clusters", [{}, {"c-1": (600, 100.0)}], ids=["empty-list", "two-vanished"])
+def test_without_its_manifest_a_day_is_still_compared_with_its_figures(
+    store: ObjectStore, clusters: dict[str, tuple[int, float]]
+) -> None:
+    """The manifest retired, lost to a kill or withdrawn: the figures object still guards the day."""
+    publish(store, with_clusters(request(data=b"good"), GOOD))
+    store.delete(layout.manifest_key(PREFIX, DAY))
+    before = snapshot(store)
+    with pytest.raises(
+        ReplacementRefused, match=re.escape("1000 rows, $171.89 from 3 cluster(s)")
+    ) as refused:
+        publish(store, with_clusters(request(data=b"worse", run_id="run-2"), clusters))
+    assert store.describe(layout.figures_key(PREFIX, DAY)) in str(refused.value)
+    assert snapshot(store) == before
+
+
+def test_a_failed_changed_publication_leaves_figures_that_guard_the_next_run(store: ObjectStore) -> None:
+    """A run that retires the manifest and then fails must not leave the day unguarded."""
+    publish(store, with_clusters(request(data=b"good"), GOOD))
+    revised = with_clusters(request(data=b"revised", run_id="run-2"), {**GOOD, "c-1": (600, 90.0)})
+    with pytest.raises(InjectedFault):
+        publish(FaultInjectingStore(store, Fault("copy", "castai/version=focus-1.3/")), revised)
+    assert not store.exists(layout.manifest_key(PREFIX, DAY))  # retired before the copy
+    with pytest.raises(ReplacementRefused, match="Cast AI listed no clusters"):
+        publish(store, with_clusters(request(data=b"empty", run_id="run-3"), {}))
+    assert store.get(layout.data_key(PREFIX, ORG, DAY, "parquet")) == b"good"
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_a_data_object_without_manifest_or_figures_is_not_replaced_silently(
+    store: ObjectStore, fmt: DataFormat
+) -> None:
+    """Nothing to compare with, but bytes are published (the Go exporter's, or both documents lost)."""
+    existing = layout.data_key(PREFIX, ORG, DAY, fmt)
+    store.put(existing, b"published-by-someone", "application/octet-stream")
+    claim_prefix(store, PREFIX, ORG)
+    before = snapshot(store)
+    empty = with_clusters(request(data=b"empty"), {})
+    with pytest.raises(ReplacementRefused) as refused:
+        publish(store, empty)
+    message = str(refused.value)
+    assert store.describe(existing) in message and "castai_focus/allow_shrink=true" in message
+    assert snapshot(store) == before
+    result = publish_partition(
+        store, empty, prefix=PREFIX, ternary_prefix=TERNARY, clock=at(T0), allow_changes=frozenset({"shrink"})
+    )
+    assert result.allowed_changes and store.describe(existing) in result.allowed_changes[0]
+    assert_consistent(store)
+
+
+def test_a_first_publication_has_nothing_to_compare_and_publishes(store: ObjectStore) -> None:
+    publish(store, with_clusters(request(data=b"first"), {}))
+    manifest = json.loads(store.get(layout.manifest_key(PREFIX, DAY)))
+    assert manifest["rowCount"] == 0 and "allowedChanges" not in manifest
+
+
+def test_metadata_documents_keep_only_the_prefixs_organisation(store: ObjectStore) -> None:
+    """After a mistyped organisation id is corrected, its entries leave the metadata documents."""
+    wrong = "0badc0de-0000-4000-8000-000000000000"
+    publish(store, replace(request(data=b"wrong-org"), organization_id=wrong))
+    for key in store.list(PREFIX):  # the fix-up the refusal message asks for
+        if wrong in key or "/manifests/" in key or key == layout.organization_marker_key(PREFIX):
+            store.delete(key)
+    publish(store, request(data=b"right-org", run_id="run-2"))
+    keys = layout.metadata_keys(PREFIX)
+    mine = dataset_instance_id_for(ORG)
+    for name in ("schema", "dataset_instance", "recency"):
+        entries = json.loads(store.get(keys[name]))
+        assert entries and {e["DatasetInstanceId"] for e in entries} == {mine}, name
+
+
+# The day's publication lease -------------------------------------------------------------------------------
+
+
+class StartsAnotherPublicationAtTheManifest(FaultInjectingStore):
+    """At this run's manifest write, another run (a thread) starts publishing the same day; this run
+    goes on only once the other one has found the lease taken at least twice (it is waiting)."""
+
+    def __init__(self, inner: ObjectStore, other: PublishRequest):
+        super().__init__(inner)
+        self.other: PublishRequest | None = other
+        self.thread: threading.Thread | None = None
+        self.other_outcome: list[object] = []
+
+    def put_if(self, key: str, data: bytes, content_type: str, expected: str | None) -> None:
+        if self.other is not None and key.endswith("/manifest.json"):
+            other, self.other = self.other, None
+            watcher = WatchesTheLease(self.inner)
+
+            def run_other() -> None:
+                try:
+                    self.other_outcome.append(
+                        publish_partition(
+                            watcher,
+                            other,
+                            prefix=PREFIX,
+                            ternary_prefix=TERNARY,
+                            clock=at(T0),
+                            lease_wait_seconds=60,
+                            lease_poll_seconds=0.01,
+                        )
+                    )
+                except Exception as exc:
+                    self.other_outcome.append(exc)
+                    watcher.refused.set()
+
+            self.thread = threading.Thread(target=run_other)
+            self.thread.start()
+            assert watcher.refused.wait(60)
+            assert not self.other_outcome or not isinstance(self.other_outcome[0], Exception)
+        super().put_if(key, data, content_type, expected)
+
+
+class WatchesTheLease(FaultInjectingStore):
+    def __init__(self, inner: ObjectStore):
+        super().__init__(inner)
+        self.refused = threading.Event()
+        self.lease_reads = 0
+
+    def get(self, key: str) -> bytes:
+        if key == layout.lease_key(PREFIX, DAY):
+            self.lease_reads += 1
+            if self.lease_reads >= 2:
+                self.refused.set()
+        return super().get(key)
+
+
+def test_a_second_publication_of_the_day_waits_for_the_first_to_finish(store: ObjectStore) -> None:
+    publish(store, request(data=b"published-before"))
+    first = request(data=b"run-a-data", run_id="run-a")
+    second = request(data=b"run-b-data", run_id="run-b")
+    interleaving = StartsAnotherPublicationAtTheManifest(store, second)
+    publish(interleaving, first)  # not "replaced by another run": the other run waited
+    assert interleaving.thread is not None
+    interleaving.thread.join(60)
+    (outcome,) = interleaving.other_outcome
+    assert not isinstance(outcome, Exception), outcome
+    final = layout.data_key(PREFIX, ORG, DAY, "parquet")
+    assert store.get(final) == second.data and store.get(TERNARY + final) == second.data
+    assert json.loads(store.get(layout.manifest_key(PREFIX, DAY)))["runId"] == "run-b"
+    assert not store.exists(layout.lease_key(PREFIX, DAY))  # released by both
+    assert_consistent(store)
+
+
+def lease(run_id: str, expires: datetime) -> bytes:
+    document = {"runId": run_id, "expiresAt": expires.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    return json.dumps(document).encode()
+
+
+def test_a_live_lease_of_another_run_fails_the_publication_naming_the_holder(store: ObjectStore) -> None:
+    publish(store, request(data=b"published-before"))
+    store.put(layout.lease_key(PREFIX, DAY), lease("run-x", T0 + timedelta(minutes=5)), "application/json")
+    before = snapshot(store)
+    with pytest.raises(LeaseHeld, match="run run-x is publishing the FOCUS day 2025-03-04"):
+        publish_partition(
+            store, request(data=b"new", run_id="run-2"), prefix=PREFIX, ternary_prefix=TERNARY,
+            clock=at(T0), lease_wait_seconds=0,
+        )  # fmt: skip
+    assert snapshot(store) == before
+
+
+def test_an_expired_lease_is_taken_over_and_released(store: ObjectStore) -> None:
+    store.put(layout.lease_key(PREFIX, DAY), lease("run-dead", T0 - timedelta(seconds=1)), "application/json")
+    publish(store, request(data=b"new", run_id="run-2"))
+    assert store.get(layout.data_key(PREFIX, ORG, DAY, "parquet")) == b"new"
+    assert not store.exists(layout.lease_key(PREFIX, DAY))
+    assert_consistent(store)
+
+
+def test_a_lease_left_by_a_killed_process_of_this_host_is_taken_over_at_once(store: ObjectStore) -> None:
+    """The same pod re-running the day after its run was killed need not wait for the expiry."""
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, check=True
+    )
+    document = json.loads(lease("run-killed", T0 + timedelta(minutes=10)))
+    document |= {"host": socket.gethostname(), "pid": int(dead.stdout)}
+    store.put(layout.lease_key(PREFIX, DAY), json.dumps(document).encode(), "application/json")
+    publish_partition(
+        store, request(data=b"new", run_id="run-2"), prefix=PREFIX, ternary_prefix=TERNARY,
+        clock=at(T0), lease_wait_seconds=0,
+    )  # fmt: skip
+    assert store.get(layout.data_key(PREFIX, ORG, DAY, "parquet")) == b"new"
+    assert not store.exists(layout.lease_key(PREFIX, DAY))
+
+
+def test_a_lease_this_process_failed_to_release_does_not_block_its_next_run(store: ObjectStore) -> None:
+    lost = FaultInjectingStore(store, Fault("delete", "_locks/"))
+    publish(lost, request(data=b"first", run_id="run-1"))  # published; the release failed (logged)
+    assert store.exists(layout.lease_key(PREFIX, DAY))
+    publish_partition(
+        store, request(data=b"second", run_id="run-2"), prefix=PREFIX, ternary_prefix=TERNARY,
+        clock=at(T0), lease_wait_seconds=0,
+    )  # fmt: skip
+    assert store.get(layout.data_key(PREFIX, ORG, DAY, "parquet")) == b"second"
+    assert not store.exists(layout.lease_key(PREFIX, DAY))

@@ -33,6 +33,7 @@ class S3Request:
     method: str
     key: str
     copy_source: str | None
+    headers: frozenset[str] = frozenset()  # the header names, lower case
 
 
 @dataclass
@@ -40,7 +41,8 @@ class Rule:
     """Fail (or intercept) the S3 requests whose method matches and whose object key matches `key`.
 
     `copy`: True only CopyObject, False only uploads, None both. `times`: how many matching requests
-    to fail (None: all of them). `on_match` runs first; returning True means "do not answer at all".
+    to fail (None: all of them). `header`: only requests carrying this header (lower case, e.g.
+    `if-match`). `on_match` runs first; returning True means "do not answer at all".
     `forward`: after `on_match`, send the request on unchanged instead of failing it (to hold a request
     while something else happens). `headers` are added to the error answer (`x-amz-bucket-region`).
     """
@@ -54,12 +56,15 @@ class Rule:
     on_match: Callable[[S3Request], bool] | None = None
     forward: bool = False
     headers: tuple[tuple[str, str], ...] = ()  # extra headers of the error answer
+    header: str | None = None
     matched: int = field(default=0, init=False)
 
     def selects(self, request: S3Request) -> bool:
         if request.method != self.method or not re.search(self.key, request.key):
             return False
         if self.copy is not None and (request.copy_source is not None) != self.copy:
+            return False
+        if self.header is not None and self.header not in request.headers:
             return False
         return self.times is None or self.matched < self.times
 
@@ -163,7 +168,12 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         body = self._body()
         path = urlsplit(self.path).path
         key = unquote(path).split("/", 2)[2] if path.count("/") >= 2 else ""
-        request = S3Request(self.command, key, self.headers.get("x-amz-copy-source"))
+        request = S3Request(
+            self.command,
+            key,
+            self.headers.get("x-amz-copy-source"),
+            frozenset(name.lower() for name in self.headers),
+        )
         rule = self.owner.decide(request)
         if rule is not None and rule.on_match is not None and rule.on_match(request):
             self.close_connection = True  # the client never gets an answer

@@ -13,10 +13,12 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
 import dagster as dg
 import pyarrow.parquet as pq
 import pytest
@@ -35,7 +37,12 @@ from castai_focus_dagster_tests.reliability.harness import (
     s3_settings,
 )
 from castai_focus_dagster_tests.reliability.s3_proxy import Rule, S3FaultProxy, S3Request
-from castai_focus_dagster_tests.s3_server import S3TestServer, s3_server_fixture  # noqa: F401
+from castai_focus_dagster_tests.s3_server import (  # noqa: F401
+    DUMMY_CREDENTIALS,
+    REGION,
+    S3TestServer,
+    s3_server_fixture,
+)
 
 RETRY_EVENTS = {"STEP_UP_FOR_RETRY", "STEP_RESTARTED"}
 
@@ -312,6 +319,7 @@ def test_the_override_tag_through_the_cli_as_operators_use_it(
 
 CHILD = """
 import sys
+import boto3
 import dagster as dg
 from castai_focus_dagster_tests.reliability.harness import run_day
 
@@ -322,7 +330,7 @@ sys.exit(0 if outcome.success else 1)
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_overlapping_runs_of_one_day_never_leave_a_manifest_describing_the_other_runs_object(
+def test_overlapping_runs_of_one_day_publish_one_after_the_other(
     s3_server: S3TestServer,
     sandbox: SandboxServer,
     org: SandboxOrg,
@@ -330,7 +338,10 @@ def test_overlapping_runs_of_one_day_never_leave_a_manifest_describing_the_other
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Run A (a process) reaches its manifest write; the proxy holds that request while run B (another
-    process, other data) publishes the same day from start to end; then A's request goes on."""
+    process, other data) reaches its publication and finds the day's lease taken (it reads the lease
+    twice: it is waiting); then A's request goes on. A completes, B publishes after it: both succeed,
+    and what stays is B's data with B's manifest. (Before the lease, B published in between and A
+    failed with "was replaced by another run".)"""
     client, bucket = s3_server.client(), s3_server.new_bucket()
     with S3FaultProxy(s3_server.endpoint_url) as proxy:
 
@@ -355,21 +366,39 @@ def test_overlapping_runs_of_one_day_never_leave_a_manifest_describing_the_other
             assert run_day(instance).success
 
         b_result: list[subprocess.CompletedProcess[bytes]] = []
+        b_thread: list[threading.Thread] = []
 
-        def run_b_to_the_end(request: S3Request) -> bool:
+        def lease_reads() -> int:
+            with proxy.lock:
+                return sum(1 for r in proxy.requests if r.method == "GET" and r.key.startswith("_locks/"))
+
+        def start_b_and_wait_until_it_waits(request: S3Request) -> bool:
             command, env = child("run-b", tmp_path / "home-b")
-            b_result.append(subprocess.run(command, env=env, cwd=REPO, capture_output=True, timeout=300))
+            seen = lease_reads()
+            thread = threading.Thread(
+                target=lambda: b_result.append(
+                    subprocess.run(command, env=env, cwd=REPO, capture_output=True, timeout=600)
+                )
+            )
+            thread.start()
+            b_thread.append(thread)
+            while lease_reads() < seen + 2 and thread.is_alive():
+                time.sleep(0.1)
             return False  # then forward A's manifest write
 
         command, env = child("run-a", tmp_path / "home-a")
-        rule = Rule("PUT", r"/manifest\.json$", times=1, on_match=run_b_to_the_end, forward=True)
+        rule = Rule(
+            "PUT", r"/manifest\.json$", times=1, on_match=start_b_and_wait_until_it_waits, forward=True
+        )
         with proxy.failing(rule):
             a_result = subprocess.run(command, env=env, cwd=REPO, capture_output=True, timeout=600)
+            (thread,) = b_thread
+            thread.join(600)
     assert rule.matched == 1
-    (b,) = b_result
-    assert b.returncode == 0, b.stdout[-3000:]
     a_output = (a_result.stdout + a_result.stderr).decode(errors="replace")
-    assert a_result.returncode != 0 and "was replaced by another run" in a_output, a_output[-3000:]
+    assert a_result.returncode == 0, a_output[-3000:]
+    (b,) = b_result
+    assert b.returncode == 0, (b.stdout + b.stderr)[-3000:]
     final = bucket_objects(client, bucket)
     assert consistency_problems(final) == []  # the manifest describes exactly the bytes present
     names = {
@@ -381,3 +410,102 @@ def test_overlapping_runs_of_one_day_never_leave_a_manifest_describing_the_other
         ].to_pylist()
     }
     assert names == {"run-b"}
+    assert not any(key.startswith("_locks/") for key in final)  # both released the lease
+
+
+def test_a_day_whose_manifest_is_gone_is_still_guarded(
+    s3_server: S3TestServer, sandbox: SandboxServer, org: SandboxOrg, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The manifest retired, lost or withdrawn: an empty cluster list still cannot replace the day."""
+    client, bucket = s3_server.client(), s3_server.new_bucket()
+    exporter_environment(
+        monkeypatch,
+        sandbox.url,
+        org.api_key,
+        org.organization_id,
+        **s3_settings(s3_server.endpoint_url, bucket),
+    )
+    with dg.DagsterInstance.ephemeral() as instance:
+        sandbox.faults.unlist_all_clusters = True
+        first = run_day(instance)  # a true first publication of an empty list: nothing to compare
+        assert first.success, first.failures()
+        (empty_manifest,) = manifests(bucket_objects(client, bucket)).values()
+        assert empty_manifest["rowCount"] == 0
+        sandbox.faults.unlist_all_clusters = False
+        assert run_day(instance).success
+        (manifest_key,) = manifests(bucket_objects(client, bucket))
+        client.delete_object(Bucket=bucket, Key=manifest_key)
+        good = bucket_objects(client, bucket)
+
+        sandbox.faults.unlist_all_clusters = True
+        refused = run_day(instance)
+        assert not refused.success
+        texts = [t for t in refused.failures() if "Cast AI listed no clusters" in t and "figures.json" in t]
+        assert texts, refused.failures()
+        assert published(bucket_objects(client, bucket)) == published(good)
+
+
+def rejecting_conditional_puts() -> tuple[Rule, Rule]:
+    """What MinIO-like stores without conditional writes answer to If-Match / If-None-Match."""
+    return (
+        Rule("PUT", r".", copy=False, status=501, code="NotImplemented", header="if-none-match"),
+        Rule("PUT", r".", copy=False, status=400, code="InvalidArgument", header="if-match"),
+    )
+
+
+def test_a_store_rejecting_conditional_writes_still_publishes_every_day(
+    s3_server: S3TestServer, sandbox: SandboxServer, org: SandboxOrg, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, bucket = s3_server.client(), s3_server.new_bucket()
+    with S3FaultProxy(s3_server.endpoint_url) as proxy:
+        exporter_environment(
+            monkeypatch,
+            sandbox.url,
+            org.api_key,
+            org.organization_id,
+            **s3_settings(proxy.url, bucket),
+        )
+        with (
+            proxy.failing(*rejecting_conditional_puts()) as rules,
+            dg.DagsterInstance.ephemeral() as instance,
+        ):
+            first = run_day(instance)  # the marker, the lease and the manifest: If-None-Match
+            assert first.success, first.failures()
+            second = run_day(instance)  # the manifest again
+            assert second.success, second.failures()
+            # Each run's store learns it at its first conditional write (the lease), then stops asking.
+            assert rules[0].matched >= 2
+    objects = bucket_objects(client, bucket)
+    assert consistency_problems(objects) == []
+    (manifest,) = manifests(objects).values()
+    assert manifest["runId"] == second.run_id
+
+
+def test_the_fallback_keeps_the_version_check_and_warns_once(
+    s3_server: S3TestServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    from castai_focus_dagster.object_store import PreconditionFailed, S3ObjectStore
+
+    bucket = s3_server.new_bucket()
+    with (
+        S3FaultProxy(s3_server.endpoint_url) as proxy,
+        proxy.failing(*rejecting_conditional_puts()) as rules,
+    ):
+        client = boto3.client("s3", endpoint_url=proxy.url, region_name=REGION, **DUMMY_CREDENTIALS)
+        store = S3ObjectStore(client, bucket)
+        with caplog.at_level("WARNING", logger="castai_focus_dagster.object_store"):
+            store.put_if("m.json", b"1", "application/json", None)
+            first = store.version("m.json")
+            with pytest.raises(PreconditionFailed):
+                store.put_if("m.json", b"2", "application/json", None)  # exists: refused
+            with pytest.raises(PreconditionFailed):
+                store.put_if("m.json", b"2", "application/json", '"not-the-etag"')
+            store.put_if("m.json", b"3", "application/json", first)
+            warnings = [r for r in caplog.records if "does not support If-Match" in r.getMessage()]
+            assert len(warnings) == 1 and bucket in warnings[0].getMessage()
+            fresh = S3ObjectStore(client, bucket)  # its first conditional write is an If-Match
+            fresh.put_if("m.json", b"4", "application/json", store.version("m.json"))
+            assert rules[1].matched == 1
+            with pytest.raises(PreconditionFailed):
+                fresh.put_if("m.json", b"5", "application/json", first)
+    assert store.get("m.json") == b"4"
