@@ -60,6 +60,7 @@ DOC_PATH = REPO / "docs" / "performance.md"
 DOC_START, DOC_END = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
 COMMAND = "make bench"
 
+PREFIX = "focus/"  # the default S3_PREFIX, set explicitly so the published keys are known
 SEED = 7
 STEP = 3600
 BUCKETS = 24
@@ -472,6 +473,7 @@ def exporter_environment(url: str, org: SandboxOrg, output: Path, home: Path) ->
         "CASTAI_API_KEY": org.api_key,
         "CASTAI_ORGANIZATION_ID": org.organization_id,
         "LOCAL_OUTPUT_DIR": str(output),
+        "S3_PREFIX": PREFIX,
         "DAGSTER_HOME": str(home),
         "PYTHONWARNINGS": "ignore",
     }
@@ -498,8 +500,8 @@ def run_exporter(clusters: int, day: date, workdir: Path) -> dict[str, Any]:
         raise BenchmarkError(f"the exporter failed ({returncode}): {log.read_text()[-3000:]}")
     profile = json.loads(result_path.read_text())
 
-    manifest = json.loads((output / manifest_key("", day)).read_text())
-    published_path = output / data_key("", org.organization_id, day, "parquet")
+    manifest = json.loads((output / manifest_key(PREFIX, day)).read_text())
+    published_path = output / data_key(PREFIX, org.organization_id, day, "parquet")
     published = pq.ParquetFile(published_path)
     rows = published.metadata.num_rows
     billed = sum(
