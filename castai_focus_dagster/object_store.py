@@ -200,14 +200,7 @@ class LocalObjectStore:
     def put_if(self, key: str, data: bytes, content_type: str, expected: str | None) -> None:
         """Compare and replace under an exclusive lock shared by every process on this host."""
         with self._lock():
-            current = self.version(key)
-            if current != expected:
-                raise PreconditionFailed(
-                    f"{self.describe(key)} changed while this run was publishing "
-                    f"(expected {'no object' if expected is None else 'version ' + expected}, "
-                    f"found {'no object' if current is None else 'version ' + current})"
-                )
-            self.put(key, data, content_type)
+            _put_after_version_check(self, key, data, content_type, expected)
 
     @contextmanager
     def _lock(self) -> Iterator[None]:
@@ -313,6 +306,24 @@ class LocalObjectStore:
 
     def describe(self, key: str) -> str:
         return str(self._path(key))
+
+
+def _put_after_version_check(
+    store: ObjectStore, key: str, data: bytes, content_type: str, expected: str | None
+) -> None:
+    """Put `data` only while `key` still holds version `expected` (None: no object); else PreconditionFailed.
+
+    Atomic only under the caller's own exclusion (the local store's lock); on S3 it is the fallback for
+    stores that reject conditional PutObject.
+    """
+    current = store.version(key)
+    if current != expected:
+        raise PreconditionFailed(
+            f"{store.describe(key)} changed while this run was publishing "
+            f"(expected {'no object' if expected is None else 'version ' + expected}, "
+            f"found {'no object' if current is None else 'version ' + current})"
+        )
+    store.put(key, data, content_type)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -464,7 +475,7 @@ class S3ObjectStore:
         explicitly: the version is compared here, then the object is put unconditionally (warned once).
         """
         if not self.conditional_writes:
-            self._put_after_version_check(key, data, content_type, expected)
+            _put_after_version_check(self, key, data, content_type, expected)
             return
         checksum = base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
         condition = {"IfNoneMatch": "*"} if expected is None else {"IfMatch": expected}
@@ -498,23 +509,11 @@ class S3ObjectStore:
                         code,
                         self.describe(key),
                     )
-                self._put_after_version_check(key, data, content_type, expected)
+                _put_after_version_check(self, key, data, content_type, expected)
                 return
             raise self._failure("PutObject", key, exc) from exc
         except BotoCoreError as exc:
             raise self._failure("PutObject", key, exc) from exc
-
-    def _put_after_version_check(
-        self, key: str, data: bytes, content_type: str, expected: str | None
-    ) -> None:
-        current = self.version(key)
-        if current != expected:
-            raise PreconditionFailed(
-                f"{self.describe(key)} changed while this run was publishing "
-                f"(expected {'no object' if expected is None else 'version ' + expected}, "
-                f"found {'no object' if current is None else 'version ' + current})"
-            )
-        self.put(key, data, content_type)
 
     def check_writable(self) -> None:
         """HeadBucket: a missing bucket or missing permissions fail at start, not at the first PutObject."""
