@@ -23,6 +23,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python deploy/prod_lock.py --check
+	$(BIN)/lint-imports
 
 typecheck: install
 	$(BIN)/mypy
@@ -36,7 +37,7 @@ test: lint typecheck pytest
 ## make demo: materialise the last 3 complete days plus today from the sandbox into ./data.
 demo: install
 	@mkdir -p $(DAGSTER_HOME)
-	$(BIN)/python -m castai_focus_dagster.demo
+	$(BIN)/python -m devtools.demo
 
 ## make dev: the Dagster UI (webserver + daemon) on the embedded defaults.
 dev: install
@@ -56,7 +57,7 @@ lock:
 
 ## make docs: regenerate the generated reference pages.
 docs: install
-	$(BIN)/python -m castai_focus_dagster.docgen
+	$(BIN)/python -m devtools.docgen
 
 clean:
 	rm -rf $(VENV) .dagster_home data .pytest_cache .mypy_cache .ruff_cache

@@ -43,16 +43,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from castai_focus_dagster.audit import audit_focus
-from castai_focus_dagster.castai_client import CastAIClient
-from castai_focus_dagster.enrichment import fetch_enrichment
-from castai_focus_dagster.focus_transform import FocusOptions, to_focus
-from castai_focus_dagster.layout import data_key, manifest_key
-from castai_focus_dagster.models import TIERS, Cluster, EnrichmentContext
-from castai_focus_dagster.sandbox import Faults, SandboxOrg, SandboxServer
-from castai_focus_dagster.sandbox.org import hour_index
-from castai_focus_dagster.serialize import FocusParquetWriter
+from castai_focus_dagster.castai.client import CastAIClient
+from castai_focus_dagster.castai.enrichment import fetch_enrichment
+from castai_focus_dagster.castai.models import TIERS, Cluster, EnrichmentContext
+from castai_focus_dagster.castai.sandbox import Faults, SandboxOrg, SandboxServer
+from castai_focus_dagster.castai.sandbox.org import hour_index
+from castai_focus_dagster.focus.audit import audit_focus
+from castai_focus_dagster.focus.transform import FocusOptions, to_focus
 from castai_focus_dagster.settings import Settings, load_settings
+from castai_focus_dagster.storage.keys import data_key, manifest_key
+from castai_focus_dagster.storage.serialize import FocusParquetWriter
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_PATH = REPO / "benchmarks" / "results.json"
@@ -445,7 +445,7 @@ def figure_fetch(day: date) -> Figure:
 def sandbox_process(clusters: int, start: datetime, end: datetime, log: Path) -> Iterator[str]:
     """The sandbox CLI in its own process, every response of the window rendered before it answers."""
     command = [
-        sys.executable, "-m", "castai_focus_dagster.sandbox.server", "--port", "0",
+        sys.executable, "-m", "castai_focus_dagster.castai.sandbox.server", "--port", "0",
         "--clusters", str(clusters), "--workloads-per-cluster", str(WORKLOADS), "--seed", str(SEED),
         "--prerender-start", start.isoformat(), "--prerender-end", end.isoformat(),
         "--prerender-step", str(STEP),

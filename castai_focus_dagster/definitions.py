@@ -8,14 +8,14 @@ import os
 
 import dagster as dg
 
-from castai_focus_dagster.assets import FOCUS_ASSETS, IO_MANAGER_KEY
-from castai_focus_dagster.checks import FOCUS_CHECKS
-from castai_focus_dagster.io_manager import FocusIOManager
-from castai_focus_dagster.jobs import focus_export_job
+from castai_focus_dagster.defs.assets import FOCUS_ASSETS, IO_MANAGER_KEY
+from castai_focus_dagster.defs.checks import FOCUS_CHECKS
+from castai_focus_dagster.defs.io_manager import FocusIOManager
+from castai_focus_dagster.defs.jobs import focus_export_job
+from castai_focus_dagster.defs.resources import CastAIResource, FocusStorageResource
+from castai_focus_dagster.defs.schedules import focus_restatement_schedule
+from castai_focus_dagster.defs.sensors import focus_gap_sensor
 from castai_focus_dagster.logs import apply_log_level
-from castai_focus_dagster.resources import CastAIResource, FocusStorageResource
-from castai_focus_dagster.schedules import focus_restatement_schedule
-from castai_focus_dagster.sensors import focus_gap_sensor
 
 
 def _secret(name: str) -> dg.EnvVar | str:

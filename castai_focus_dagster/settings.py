@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 SANDBOX = "sandbox"
@@ -425,17 +426,16 @@ def key_allowed_over(url: str) -> bool:
 def cron_problem(expression: str) -> str | None:
     """Why the restatement schedule cannot run on `expression`, or None.
 
-    The judge is Dagster's own schedule validation (a throwaway `ScheduleDefinition`), the check the
-    code location applies when it loads: settings then accept exactly what the schedule runs on
-    (five fields, macros such as `@daily`), no more and no less.
+    The rule is Dagster's own (`is_valid_cron_string`, on the croniter it vendors): croniter accepts it,
+    it expands to five fields (no seconds), and it is not a 30th or 31st of February. A test holds this
+    against Dagster's `ScheduleDefinition` so settings accept exactly what the schedule runs on.
     """
-    import dagster as dg  # lazy: settings are imported by light modules too
-
     try:
-        dg.ScheduleDefinition(
-            name="schedule_cron", cron_schedule=expression, job_name="check", execution_timezone="UTC"
-        )
-    except dg.DagsterInvalidDefinitionError:
+        fields = croniter.expand(expression)[0] if croniter.is_valid(expression) else []
+    except (ValueError, KeyError):
+        fields = []
+    february_30 = len(fields) == 5 and fields[3] == [2] and len(fields[2]) == 1 and fields[2][0] in (30, 31)
+    if len(fields) != 5 or february_30:
         return (
             "not a cron schedule Dagster accepts: five fields (minute hour day-of-month month "
             f"day-of-week, UTC) or a macro such as @hourly, @daily, @weekly; got {expression!r}"

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from castai_focus_dagster.sandbox import SandboxOrg, SandboxServer
+    from castai_focus_dagster.castai.sandbox import SandboxOrg, SandboxServer
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -27,14 +27,14 @@ def _python_logging_enabled() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def sandbox_org() -> SandboxOrg:
-    from castai_focus_dagster.sandbox import SandboxOrg
+    from castai_focus_dagster.castai.sandbox import SandboxOrg
 
     return SandboxOrg.generate(seed=7)
 
 
 @pytest.fixture
 def sandbox(sandbox_org: SandboxOrg) -> Iterator[SandboxServer]:
-    from castai_focus_dagster.sandbox import Faults, SandboxServer
+    from castai_focus_dagster.castai.sandbox import Faults, SandboxServer
 
     with SandboxServer(sandbox_org, faults=Faults()) as server:
         yield server

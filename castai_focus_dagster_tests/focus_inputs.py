@@ -20,9 +20,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from castai_focus_dagster.castai_decode import COST_REPORT_COLUMNS, cost_report_schema
-from castai_focus_dagster.focus_transform import FocusOptions
-from castai_focus_dagster.models import (
+from castai_focus_dagster.castai.decode import COST_REPORT_COLUMNS, cost_report_schema
+from castai_focus_dagster.castai.models import (
     METRIC_COLUMNS,
     TIERS,
     WORKLOAD_COSTS_SCHEMA,
@@ -33,6 +32,7 @@ from castai_focus_dagster.models import (
     Discount,
     EnrichmentContext,
 )
+from castai_focus_dagster.focus.transform import FocusOptions
 
 ORGANIZATION_ID = "3f6c2a90-5d1e-4b7a-9c2f-0a1b2c3d4e5f"
 ENTERPRISE_ID = ORGANIZATION_ID

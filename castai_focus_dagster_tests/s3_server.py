@@ -30,7 +30,7 @@ from botocore.awsrequest import AWSResponse
 from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
-from castai_focus_dagster.object_store import ObjectStore, ObjectStoreError
+from castai_focus_dagster.storage.object_store import ObjectStore, ObjectStoreError
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

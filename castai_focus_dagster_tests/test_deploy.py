@@ -31,7 +31,7 @@ import yaml
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from castai_focus_dagster.k8s import FOCUS_JOB_K8S_CONFIG
+from castai_focus_dagster.defs.k8s import FOCUS_JOB_K8S_CONFIG
 from castai_focus_dagster.settings import LOG_LEVELS, SETTINGS_DOC, Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -687,7 +687,7 @@ def run_pod_job(vals: Mapping[str, Any], tags: Mapping[str, str], kubeconfig: Pa
 
 def focus_job_tags() -> Mapping[str, str]:
     """The tags Dagster stores on a run of focus_export_job (normalized to JSON strings)."""
-    from castai_focus_dagster.jobs import focus_export_job
+    from castai_focus_dagster.defs.jobs import focus_export_job
 
     return focus_export_job.tags or {}
 
@@ -909,9 +909,9 @@ def recording_client(endpoint: str, calls: list[tuple[str, dict[str, Any]]]) -> 
 def exporter_s3_calls(vals: Mapping[str, Any], endpoint: str) -> list[tuple[str, dict[str, Any]]]:
     """Every S3 call of a day's publication (first, then re-published in the other format) and of the
     intermediates, through the exporter's own object store and publisher."""
-    from castai_focus_dagster.layout import DATA_FORMATS, internal_key
-    from castai_focus_dagster.object_store import S3ObjectStore
-    from castai_focus_dagster.publish import PublishRequest, publish_partition
+    from castai_focus_dagster.storage.keys import DATA_FORMATS, internal_key
+    from castai_focus_dagster.storage.object_store import S3ObjectStore
+    from castai_focus_dagster.storage.publish import PublishRequest, publish_partition
 
     settings = load_settings({**env_of(deployment(vals)), "CASTAI_API_KEY": "unused"})
     calls: list[tuple[str, dict[str, Any]]] = []
@@ -1082,7 +1082,7 @@ def test_trust_policies_name_the_service_accounts_of_the_release(
 
 
 def test_ternary_bucket_policy_is_read_only_on_the_ternary_tree(values: dict[str, dict[str, Any]]) -> None:
-    from castai_focus_dagster.layout import data_key, manifest_key, ternary_key
+    from castai_focus_dagster.storage.keys import data_key, manifest_key, ternary_key
 
     substitutions = iam_substitutions(values["production"])
     policy = render_policy("ternary-bucket-policy.json", substitutions)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from castai_focus_dagster import docgen
-from castai_focus_dagster.focus_schema import FOCUS_COLUMNS
+from castai_focus_dagster.focus.schema import FOCUS_COLUMNS
 from castai_focus_dagster.settings import SETTINGS_DOC
+from devtools import docgen
 
 
 @pytest.mark.parametrize(

@@ -358,3 +358,39 @@ def test_a_cron_the_schedule_refuses_is_refused_at_start_and_at_load_alike(cron:
         problems[0].startswith("SCHEDULE_CRON: not a cron schedule Dagster accepts")
         and repr(cron) in problems[0]
     )
+
+
+@pytest.mark.parametrize(
+    "cron",
+    [
+        "@daily",
+        "@hourly",
+        "@weekly",
+        "@monthly",
+        "@yearly",
+        "@reboot",
+        "@every 5m",
+        "0 0 31 2 *",
+        "0 0 29 2 *",
+        "* * * * * *",
+        "61 * * * *",
+        "daily",
+        "0 */6 * * *",
+        "15 3 * * mon",
+        "0 0 L * *",
+        "0 0 1-31/2 * *",
+        "0 0 * * 7",
+        "0 0 ? * *",
+        "*/0 * * * *",
+        "0 0 1 jan-mar *",
+    ],
+)
+def test_settings_accept_a_cron_exactly_when_dagster_s_schedule_does(cron: str) -> None:
+    import dagster as dg
+
+    try:
+        dg.ScheduleDefinition(name="s", cron_schedule=cron, job_name="j", execution_timezone="UTC")
+        dagster_accepts = True
+    except dg.DagsterInvalidDefinitionError:
+        dagster_accepts = False
+    assert (cron_problem(cron) is None) == dagster_accepts

@@ -4,7 +4,7 @@
     .venv/bin/python -m scripts.screenshots
 
 It starts the Cast AI sandbox on 127.0.0.1 and `dagster dev` against it, exactly as
-castai_focus_dagster_tests/test_web_console.py does, backfills the last few complete days through the
+castai_focus_dagster_tests/defs/test_web_console.py does, backfills the last few complete days through the
 console's GraphQL mutation, re-materialises yesterday alone (as the restatement schedule does, one day
 per run), then photographs the asset graph, the partition view and the materialisation metadata with
 headless Chromium. Nothing is written outside a temporary folder except the PNG files.
@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlencode
 
-from castai_focus_dagster.sandbox import SandboxOrg, SandboxServer
+from castai_focus_dagster.castai.sandbox import SandboxOrg, SandboxServer
 from castai_focus_dagster_tests.dagster_dev import (
     REPO,
     DagsterDev,

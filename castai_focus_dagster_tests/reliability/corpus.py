@@ -30,7 +30,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from castai_focus_dagster.castai_client import (
+from castai_focus_dagster.castai.client import (
     CLUSTER_PRICES,
     CLUSTERS,
     CONTROL_CHARACTERS_IN_LABELS,
@@ -42,7 +42,7 @@ from castai_focus_dagster.castai_client import (
     UPTIME_OVER_STEP,
     WORKLOAD_COSTS,
 )
-from castai_focus_dagster.sandbox.faults import CannedResponse, Responder
+from castai_focus_dagster.castai.sandbox.faults import CannedResponse, Responder
 
 Outcome = Literal["refused", "repaired", "recorded", "degraded", "accepted"]
 JSON = dict[str, Any]

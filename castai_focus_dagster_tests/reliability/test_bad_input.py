@@ -21,8 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from castai_focus_dagster.audit import AuditReport, audit_focus
-from castai_focus_dagster.castai_client import (
+from castai_focus_dagster.castai.client import (
     CLUSTERS,
     RETRYABLE_STATUSES,
     WORKLOAD_COSTS,
@@ -30,10 +29,11 @@ from castai_focus_dagster.castai_client import (
     CastAIError,
     input_warnings,
 )
-from castai_focus_dagster.enrichment import fetch_enrichment
-from castai_focus_dagster.focus_transform import FocusOptions, to_focus
-from castai_focus_dagster.models import EnrichmentContext
-from castai_focus_dagster.sandbox import Faults, SandboxOrg, SandboxServer
+from castai_focus_dagster.castai.enrichment import fetch_enrichment
+from castai_focus_dagster.castai.models import EnrichmentContext
+from castai_focus_dagster.castai.sandbox import Faults, SandboxOrg, SandboxServer
+from castai_focus_dagster.focus.audit import AuditReport, audit_focus
+from castai_focus_dagster.focus.transform import FocusOptions, to_focus
 from castai_focus_dagster_tests.reliability.corpus import CASES, ENRICHMENT_KEYS, BadInput, Clean
 from castai_focus_dagster_tests.reliability.harness import (
     DAY,

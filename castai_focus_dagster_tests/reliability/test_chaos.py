@@ -13,7 +13,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from castai_focus_dagster.sandbox import Faults, SandboxOrg, SandboxServer
+from castai_focus_dagster.castai.sandbox import Faults, SandboxOrg, SandboxServer
 from castai_focus_dagster_tests.reliability.harness import (
     comparable,
     data_objects,

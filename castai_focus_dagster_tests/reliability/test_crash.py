@@ -19,7 +19,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from castai_focus_dagster.sandbox import SandboxOrg, SandboxServer
+from castai_focus_dagster.castai.sandbox import SandboxOrg, SandboxServer
 from castai_focus_dagster_tests.reliability.harness import (
     DAY,
     bucket_objects,

@@ -6,7 +6,7 @@ import random
 
 import httpx
 
-from castai_focus_dagster.sandbox import CannedResponse, Faults, SandboxOrg, SandboxServer
+from castai_focus_dagster.castai.sandbox import CannedResponse, Faults, SandboxOrg, SandboxServer
 
 REQUESTS = [f"GET /v1/cost-reports/clusters/c{n}/workload-costs?page.cursor=p{n % 3}" for n in range(40)]
 

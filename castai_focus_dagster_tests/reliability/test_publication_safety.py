@@ -23,8 +23,8 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from castai_focus_dagster.publication_guard import ALLOW_SHRINK_TAG
-from castai_focus_dagster.sandbox import SandboxOrg, SandboxServer
+from castai_focus_dagster.castai.sandbox import SandboxOrg, SandboxServer
+from castai_focus_dagster.storage.publication_guard import ALLOW_SHRINK_TAG
 from castai_focus_dagster_tests.reliability.harness import (
     DAY,
     RunOutcome,
@@ -484,7 +484,7 @@ def test_a_store_rejecting_conditional_writes_still_publishes_every_day(
 def test_the_fallback_keeps_the_version_check_and_warns_once(
     s3_server: S3TestServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from castai_focus_dagster.object_store import PreconditionFailed, S3ObjectStore
+    from castai_focus_dagster.storage.object_store import PreconditionFailed, S3ObjectStore
 
     bucket = s3_server.new_bucket()
     with (
@@ -493,7 +493,7 @@ def test_the_fallback_keeps_the_version_check_and_warns_once(
     ):
         client = boto3.client("s3", endpoint_url=proxy.url, region_name=REGION, **DUMMY_CREDENTIALS)
         store = S3ObjectStore(client, bucket)
-        with caplog.at_level("WARNING", logger="castai_focus_dagster.object_store"):
+        with caplog.at_level("WARNING", logger="castai_focus_dagster.storage.object_store"):
             store.put_if("m.json", b"1", "application/json", None)
             first = store.version("m.json")
             with pytest.raises(PreconditionFailed):

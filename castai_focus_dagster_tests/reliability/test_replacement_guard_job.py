@@ -16,8 +16,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from castai_focus_dagster.publication_guard import ALLOW_GROWTH_TAG, ALLOW_SHRINK_TAG
-from castai_focus_dagster.sandbox import Faults, SandboxOrg, SandboxServer
+from castai_focus_dagster.castai.sandbox import Faults, SandboxOrg, SandboxServer
+from castai_focus_dagster.storage.publication_guard import ALLOW_GROWTH_TAG, ALLOW_SHRINK_TAG
 from castai_focus_dagster_tests.reliability.harness import (
     RunOutcome,
     bucket_objects,

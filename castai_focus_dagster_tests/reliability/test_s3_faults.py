@@ -17,7 +17,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from castai_focus_dagster.sandbox import SandboxOrg, SandboxServer
+from castai_focus_dagster.castai.sandbox import SandboxOrg, SandboxServer
 from castai_focus_dagster_tests.reliability.harness import (
     bucket_objects,
     comparable,

@@ -1,0 +1,112 @@
+"""Dagster resources: the Cast AI API and the output store, both configured from the environment.
+
+Settings are read and validated when a run starts (never at import), so a code server loads even
+before secrets exist, and a bad configuration fails the run with one message listing every problem.
+The two secrets arrive through `dg.EnvVar`, so the UI and run config show only the variable name.
+"""
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any
+
+import dagster as dg
+from pydantic import PrivateAttr
+
+from castai_focus_dagster.castai.client import CastAIClient
+from castai_focus_dagster.settings import Settings, load_settings
+from castai_focus_dagster.storage.object_store import (
+    ObjectStore,
+    ObjectStoreError,
+    object_store_from_settings,
+)
+from castai_focus_dagster.storage.publish import PrefixOwnedError, check_prefix_owner
+
+
+def exporter_settings(**secret_overrides: str) -> Settings:
+    """Validated settings from the environment; non-empty overrides (resolved EnvVars) take precedence."""
+    env = dict(os.environ)
+    env.update({k: v for k, v in secret_overrides.items() if v})
+    return load_settings(env)
+
+
+class CastAIResource(dg.ConfigurableResource):
+    """Cast AI API client for one run; `CASTAI_API_URL=sandbox` serves the built-in simulated organisation."""
+
+    api_key: str = ""
+
+    _settings: Settings | None = PrivateAttr(default=None)
+    _client: CastAIClient | None = PrivateAttr(default=None)
+
+    @contextmanager
+    def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator["CastAIResource"]:
+        settings = exporter_settings(CASTAI_API_KEY=self.api_key)
+        logger = context.log if context.log is not None else logging.getLogger(__name__)
+        with ExitStack() as stack:
+            base_url: str | None = None
+            if settings.is_sandbox:
+                from castai_focus_dagster.castai.sandbox import SandboxOrg, SandboxServer
+
+                org = SandboxOrg.generate(seed=7)
+                server = stack.enter_context(SandboxServer(org))
+                base_url = server.url
+                settings = settings.model_copy(update={"castai_api_key": _secret(org.api_key)})
+                logger.info(f"Cast AI sandbox serving the demo organisation at {base_url}")
+            client = CastAIClient.from_settings(settings, base_url=base_url, logger=_as_logger(logger))
+            stack.callback(client.close)
+            self._settings, self._client = settings, client
+            yield self
+
+    @property
+    def settings(self) -> Settings:
+        assert self._settings is not None, "resource used outside a run"
+        return self._settings
+
+    @property
+    def client(self) -> CastAIClient:
+        assert self._client is not None, "resource used outside a run"
+        return self._client
+
+
+class FocusStorageResource(dg.ConfigurableResource):
+    """Where FOCUS data, metadata and intermediates go: S3 (`S3_BUCKET`) or `LOCAL_OUTPUT_DIR`."""
+
+    s3_secret_access_key: str = ""
+
+    _settings: Settings | None = PrivateAttr(default=None)
+    _store: ObjectStore | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._settings = exporter_settings(S3_SECRET_ACCESS_KEY=self.s3_secret_access_key)
+        self._store = object_store_from_settings(self._settings)
+        # Before any write: a missing bucket, a read-only folder or another organisation's prefix
+        # fail the run now, with what to fix, and are not retried.
+        try:
+            self._store.check_writable()
+            check_prefix_owner(self._store, self._settings.s3_prefix, self._settings.organization_id)
+        except (ObjectStoreError, PrefixOwnedError) as exc:
+            if isinstance(exc, ObjectStoreError) and not exc.permanent:
+                raise
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
+
+    @property
+    def settings(self) -> Settings:
+        assert self._settings is not None, "resource used outside a run"
+        return self._settings
+
+    @property
+    def store(self) -> ObjectStore:
+        assert self._store is not None, "resource used outside a run"
+        return self._store
+
+
+def _secret(value: str) -> Any:
+    from pydantic import SecretStr
+
+    return SecretStr(value)
+
+
+def _as_logger(log: Any) -> logging.Logger:
+    """Dagster's DagsterLogManager quacks like a Logger; the client only calls debug/info/warning."""
+    return log

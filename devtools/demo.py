@@ -1,0 +1,130 @@
+"""`make demo`: the main job on the embedded defaults, end to end, in one command.
+
+Materialises the last 3 complete days plus today from the Cast AI sandbox into LOCAL_OUTPUT_DIR (one
+run, one object set per day) on the local Dagster instance, then reads back what it wrote and prints
+the files, the totals and two verdicts: the built-in FOCUS conformance checks and, when this clone
+sits beside the FinOps Foundation validator (`../shared/focus-validator`), that validator's own.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+DEMO_DAYS = 3
+VALIDATOR = Path(__file__).resolve().parents[2] / "shared" / "focus-validator" / "validate"
+
+
+def main() -> int:
+    os.environ.setdefault("CASTAI_API_URL", "sandbox")
+    os.environ.setdefault("DAGSTER_HOME", str(Path(".dagster_home").resolve()))
+    home = Path(os.environ["DAGSTER_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    if Path("dagster.yaml").exists() and not (home / "dagster.yaml").exists():
+        shutil.copy("dagster.yaml", home / "dagster.yaml")
+    if os.environ["CASTAI_API_URL"] == "sandbox":
+        from castai_focus_dagster.castai.sandbox import SandboxOrg
+
+        # Show enterprise sub-accounts: the sandbox organisation belongs to an enterprise.
+        os.environ.setdefault("FOCUS_ENTERPRISE_ID", SandboxOrg.generate(seed=7).enterprise_id)
+
+    import dagster as dg
+
+    from castai_focus_dagster.definitions import defs
+    from castai_focus_dagster.focus.conformance import check_conformance
+    from castai_focus_dagster.settings import ConfigError, load_settings
+    from castai_focus_dagster.storage.keys import manifest_key
+    from castai_focus_dagster.storage.object_store import object_store_from_settings
+    from castai_focus_dagster.storage.serialize import read_focus_bytes
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    today = datetime.now(UTC).date()
+    first = today - timedelta(days=DEMO_DAYS)
+    keys = [(first + timedelta(days=n)).isoformat() for n in range(DEMO_DAYS + 1)]
+    print(
+        f"castai-focus-dagster demo: {keys[0]} .. {keys[-1]} from {settings.castai_api_url} "
+        f"({settings.collection_granularity} buckets)"
+    )
+
+    job = defs.resolve_job_def("focus_export_job")
+    with dg.DagsterInstance.get() as instance:
+        result = job.execute_in_process(
+            instance=instance,
+            tags={
+                "dagster/asset_partition_range_start": keys[0],
+                "dagster/asset_partition_range_end": keys[-1],
+                "castai_focus/trigger": "demo",
+            },
+            raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+        )
+    if not result.success:
+        print("the export run failed; see the log above", file=sys.stderr)
+        return 1
+
+    store = object_store_from_settings(settings)
+    tables: list[pa.Table] = []
+    where = (
+        f"s3://{settings.s3_bucket}/{settings.s3_prefix}"
+        if settings.uses_s3
+        else str(Path(settings.local_output_dir).resolve())
+    )
+    print(f"\nwritten under {where}")
+    for key in keys:
+        manifest = json.loads(store.get(manifest_key(settings.s3_prefix, datetime.fromisoformat(key).date())))
+        totals = manifest["costTotals"]
+        partial = "" if manifest.get("complete") else "  (partial day)"
+        for item in manifest["files"]:
+            if item.get("role", "data") != "data":
+                continue
+            tables.append(read_focus_bytes(store.get(item["key"]), settings.s3_format))
+            print(
+                f"  {item['key']}  rows={item['rowCount']:>6}  BilledCost={totals['BilledCost']:.2f}  "
+                f"ListCost={totals['ListCost']:.2f}  ContractedCost={totals['ContractedCost']:.2f}{partial}"
+            )
+        print(f"  manifest: {manifest_key(settings.s3_prefix, datetime.fromisoformat(key).date())}")
+
+    everything = pa.concat_tables(tables)
+    failed = [r for r in check_conformance(everything) if not r.passed]
+    print(
+        f"\nbuilt-in FOCUS 1.3 conformance: {'PASS' if not failed else 'FAIL'} "
+        f"({everything.num_rows} rows, {len(failed)} failed rules)"
+    )
+    for rule in failed:
+        print(f"  - {rule.rule}: {rule.message}")
+    verdict_ok = _finops_validator(everything)
+    print("\nopen the Dagster UI on this history: make dev   (then http://127.0.0.1:3000)")
+    return 0 if not failed and verdict_ok else 1
+
+
+def _finops_validator(table: pa.Table) -> bool:
+    if not VALIDATOR.exists():
+        print(f"FinOps Foundation validator: skipped (not found at {VALIDATOR})")
+        return True
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "demo-focus.parquet"
+        sink = io.BytesIO()
+        pq.write_table(table, sink)
+        path.write_bytes(sink.getvalue())
+        proc = subprocess.run([str(VALIDATOR), str(path)], capture_output=True, text=True, check=False)
+    last = (proc.stdout.strip().splitlines() or ["(no output)"])[-1]
+    print(f"FinOps Foundation validator: {last}")
+    return proc.returncode == 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
