@@ -1,0 +1,24 @@
+"""Units of Cast AI answers, defined once: timestamps in epoch microseconds, tier costs and their parts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from castai_focus_dagster.castai.models import TIERS
+
+MICROS_PER_SECOND = 1_000_000
+MICROS_PER_HOUR = 3600 * MICROS_PER_SECOND
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+# cost{Tier} versus cpu + ram + gpu + tpu cost of the tier: four 6-decimal strings round apart by < 5e-6.
+TIER_SUM_TOLERANCE = 5e-6
+# The resource costs whose sum is a tier's cost, per tier (`cost{Tier}` = Σ parts).
+TIER_PARTS: dict[str, tuple[str, ...]] = {
+    tier: tuple(f"{part}{tier}" for part in ("cpuCost", "ramCost", "gpuCost", "tpuCost")) for tier in TIERS
+}
+
+
+def to_microseconds(moment: datetime) -> int:
+    """Epoch microseconds of an aware datetime, exactly (no float on the way)."""
+    return (moment - EPOCH) // _MICROSECOND
