@@ -210,8 +210,8 @@ def charge_columns(
         "RegionName": clusters.region_name.take(cluster_idx),
         "SkuId": per_charge([c.sku_id for c in CHARGES], charge_idx),
         "SkuMeter": per_charge([c.sku_meter for c in CHARGES], charge_idx),
-        "SkuPriceId": pc.binary_join_element_wise(
-            per_charge([c.sku_price_prefix for c in CHARGES], charge_idx), cluster_id, "-"
+        "SkuPriceId": _sku_price_ids(clusters).take(
+            pa.array(rows.cluster_entry.astype(np.int64) * len(CHARGES) + charge)
         ),
         "SubAccountId": clusters.sub_account_id.take(cluster_idx),
         "SubAccountName": clusters.sub_account_name.take(cluster_idx),
@@ -226,6 +226,13 @@ def charge_columns(
         "x_CastAITpuCost": component("tpu"),
         "x_CastAIStorageCost": component("storage"),
     }
+
+
+def _sku_price_ids(clusters: ClusterInfo) -> pa.Array:
+    """SkuPriceId of every (cluster, charge), cluster-major: built once per cluster, gathered to the rows."""
+    prefixes = pa.array([c.sku_price_prefix for c in CHARGES] * len(clusters.id), pa.string())
+    owners = clusters.id.take(pa.array(np.repeat(np.arange(len(clusters.id)), len(CHARGES))))
+    return pc.binary_join_element_wise(prefixes, owners, "-")
 
 
 def constant_value(name: str, options: FocusOptions) -> str | None:

@@ -63,7 +63,10 @@ def combine_results(batches: Sequence[Sequence[RuleResult]]) -> list[RuleResult]
 
 
 def valid(table: pa.Table, name: str) -> np.ndarray:
-    return pc.is_valid(table.column(name)).to_numpy(zero_copy_only=False)
+    column = table.column(name)
+    if column.null_count == 0:
+        return np.ones(len(column), dtype=bool)
+    return pc.is_valid(column).to_numpy(zero_copy_only=False)
 
 
 def floats(table: pa.Table, name: str) -> np.ndarray:

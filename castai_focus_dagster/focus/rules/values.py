@@ -102,15 +102,19 @@ def _blank(values: pa.ChunkedArray) -> np.ndarray:
     """
     parts = []
     for chunk in values.chunks:
+        blank = np.zeros(len(chunk), dtype=bool)
+        if chunk.null_count == len(chunk):  # all null (a null constant column): nothing to read
+            parts.append(blank)
+            continue
         _validity, offsets_buffer, data_buffer = chunk.buffers()
         offsets = np.frombuffer(offsets_buffer, dtype=np.int32)[chunk.offset : chunk.offset + len(chunk) + 1]
-        starts, lengths = offsets[:-1], np.diff(offsets)
-        data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer else np.zeros(1, dtype=np.uint8)
-        first = data[np.minimum(starts, data.size - 1)]
-        candidate = ((lengths == 0) | _MAYBE_BLANK_LEAD[first]) & chunk.is_valid().to_numpy(
-            zero_copy_only=False
-        )
-        blank = np.zeros(len(chunk), dtype=bool)
+        data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer else np.zeros(0, dtype=np.uint8)
+        data = data if data.size else np.zeros(1, dtype=np.uint8)  # only empty strings: none to read
+        candidate = (offsets[1:] == offsets[:-1]) | _MAYBE_BLANK_LEAD[
+            np.take(data, offsets[:-1], mode="clip")
+        ]
+        if chunk.null_count:
+            candidate &= chunk.is_valid().to_numpy(zero_copy_only=False)
         rows = np.flatnonzero(candidate)
         if rows.size:
             suspects = chunk.take(pa.array(rows))
