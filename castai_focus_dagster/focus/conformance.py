@@ -1,11 +1,4 @@
-"""The project's own FOCUS 1.3 checks: cheap, vectorised, no external validator needed.
-
-The FinOps Foundation validator needs Python 3.12 and a separate virtualenv, so it cannot run on
-every installation; these checks can, on every partition before it is published (Dagster asset
-checks call `check_conformance`). They cover the rules a Cast AI export can realistically break:
-schema drift, nulls in not-null columns, allowed values, the exact FOCUS 1.3 cost products, the
-SkuPriceId cascade, signs, period ordering, key-value JSON and paired nulls.
-"""
+"""The project's own FOCUS 1.3 checks, run on every batch before publication (no external validator)."""
 
 from __future__ import annotations
 

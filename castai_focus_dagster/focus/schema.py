@@ -1,11 +1,7 @@
-"""The one FOCUS 1.3 Cost-and-Usage schema every output file carries.
+"""The one FOCUS 1.3 Cost-and-Usage schema every output file carries, as data (`FOCUS_COLUMNS`).
 
-The column list is data (`FOCUS_COLUMNS`): the Arrow schema, the conformance checks and the
-generated `docs/focus-mapping.md` all derive from it, so the three cannot drift apart.
-FOCUS columns come first (alphabetical, as the spec allows), then the `x_` columns.
-Conditional columns for features Cast AI does not have (commitment discounts, capacity
-reservations, contract commitments, several billing-account types) are omitted rather than
-filled with placeholders.
+The Arrow schema, the transform's constant columns, the conformance checks and the generated
+docs/focus-mapping.md all derive from this table. FOCUS columns come first (alphabetical), then `x_`.
 """
 
 from __future__ import annotations
