@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from castai_focus_dagster.castai.units import MICROS_PER_SECOND
+from castai_focus_dagster.castai.units import MICROS_PER_HOUR
 from castai_focus_dagster.focus.charges import CHARGES
 from castai_focus_dagster.focus.rules.common import (
     RuleResult,
@@ -121,7 +121,7 @@ def check_split_conservation(focus: pa.Table, cluster_costs: Mapping[str, pa.Tab
                 "end": focus.column("ChargePeriodEnd").cast(pa.int64()),
                 "billed": focus.column("BilledCost"),
                 "unreported": pc.fill_null(focus.column("x_CastAIUnreportedCost"), 0.0),
-                "hours": pc.divide(pc.cast(period_us, pa.float64()), 3600.0 * MICROS_PER_SECOND),
+                "hours": pc.divide(pc.cast(period_us, pa.float64()), float(MICROS_PER_HOUR)),
                 "rows": pa.array(np.ones(focus.num_rows, dtype=np.int64)),
             }
         )
