@@ -49,7 +49,7 @@ from castai_focus_dagster.castai.models import TIERS, Cluster, EnrichmentContext
 from castai_focus_dagster.castai.sandbox import Faults, SandboxOrg, SandboxServer
 from castai_focus_dagster.castai.sandbox.org import hour_index
 from castai_focus_dagster.focus.audit import audit_focus
-from castai_focus_dagster.focus.transform import FocusOptions, to_focus
+from castai_focus_dagster.focus.transform import FocusOptions, prepare_workloads, to_focus
 from castai_focus_dagster.settings import Settings, load_settings
 from castai_focus_dagster.storage.keys import data_key, manifest_key
 from castai_focus_dagster.storage.serialize import FocusParquetWriter
@@ -312,9 +312,10 @@ def figure_transform(day: date, workdir: Path) -> Figure:
     final = pq.read_table(streamed).combine_chunks()
     write_seconds, _ = best_of(lambda: pq.write_table(final, plain), 3)
 
-    focus_tables = [to_focus(w, clusters, recorded.enrichment, options) for w in per_cluster]
+    batches = [prepare_workloads(w) for w in per_cluster]  # shared by transform and audit, as in the asset
+    focus_tables = [to_focus(b, clusters, recorded.enrichment, options) for b in batches]
     audit_seconds, reports = best_of(
-        lambda: [audit_focus(f, w) for f, w in zip(focus_tables, per_cluster, strict=True)], 3
+        lambda: [audit_focus(f, b) for f, b in zip(focus_tables, batches, strict=True)], 3
     )
     truth = sandbox_truth(org, start, end)
     billed = float(pc.sum(final["BilledCost"]).as_py())

@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from castai_focus_dagster.castai.decode import MISSING_IDENTITY
-from castai_focus_dagster.focus.schema import FOCUS_COLUMNS, FOCUS_VERSION
-from castai_focus_dagster.focus.transform import CHARGES, HOST_PROVIDER_NAMES
+from castai_focus_dagster.focus.charges import CHARGES
+from castai_focus_dagster.focus.clusters import HOST_PROVIDER_NAMES
+from castai_focus_dagster.focus.schema import FOCUS_COLUMNS, FOCUS_VERSION, FocusColumn
 from castai_focus_dagster.settings import SETTINGS_DOC
 
 DOCS_DIR = Path(__file__).resolve().parents[1] / "docs"
@@ -29,11 +30,25 @@ def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
     return "\n".join(lines)
 
 
+def _value(column: FocusColumn) -> str:
+    """A column's Value cell: a constant as the transform fills it (from the schema), then its source."""
+    constant = column.constant
+    if constant is None:
+        return column.source
+    if constant.option:
+        shown = f"constant: `FOCUS_{constant.option.upper()}`"
+    elif constant.value is None:
+        shown = "constant: null"
+    else:
+        shown = f"constant: `{constant.value}`"
+    return f"{shown} ({column.source})" if column.source else shown
+
+
 def render_focus_mapping() -> str:
     columns = _table(
         ("Column", "FOCUS type", "Level", "Nullable", "Value"),
         [
-            (f"`{c.name}`", c.focus_type, c.level, "yes" if c.nullable else "no", c.source)
+            (f"`{c.name}`", c.focus_type, c.level, "yes" if c.nullable else "no", _value(c))
             for c in FOCUS_COLUMNS
         ],
     )

@@ -35,7 +35,7 @@ from castai_focus_dagster.focus.audit import (
 )
 from castai_focus_dagster.focus.conformance import check_conformance
 from castai_focus_dagster.focus.split import check_split_allocation, check_split_conservation, to_focus_split
-from castai_focus_dagster.focus.transform import FocusOptions, is_anywhere, to_focus
+from castai_focus_dagster.focus.transform import FocusOptions, is_anywhere, prepare_workloads, to_focus
 from castai_focus_dagster.focus.windows import DayWindow, day_window
 from castai_focus_dagster.storage.intermediates import WorkloadCostsDay, stored_input_warnings
 
@@ -336,10 +336,9 @@ def focus_cost_and_usage(
                 )
                 return
             for cluster_workloads in workloads.clusters:
-                table = to_focus(
-                    cluster_workloads, clusters, enrichment, options, listing=listing, stats=stats
-                )
-                yield table, audit_focus(table, cluster_workloads)
+                batch = prepare_workloads(cluster_workloads)  # prepared once, for transform and audit
+                table = to_focus(batch, clusters, enrichment, options, listing=listing, stats=stats)
+                yield table, audit_focus(table, batch)
 
         warnings = stored_input_warnings(workloads)
         window = _window_of(key, workloads, settings.step_seconds)

@@ -1,11 +1,7 @@
-"""The one FOCUS 1.3 Cost-and-Usage schema every output file carries.
+"""The one FOCUS 1.3 Cost-and-Usage schema every output file carries, as data (`FOCUS_COLUMNS`).
 
-The column list is data (`FOCUS_COLUMNS`): the Arrow schema, the conformance checks and the
-generated `docs/focus-mapping.md` all derive from it, so the three cannot drift apart.
-FOCUS columns come first (alphabetical, as the spec allows), then the `x_` columns.
-Conditional columns for features Cast AI does not have (commitment discounts, capacity
-reservations, contract commitments, several billing-account types) are omitted rather than
-filled with placeholders.
+The Arrow schema, the transform's constant columns, the conformance checks and the generated
+docs/focus-mapping.md all derive from this table. FOCUS columns come first (alphabetical), then `x_`.
 """
 
 from __future__ import annotations
@@ -26,21 +22,35 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
 
 
 @dataclass(frozen=True)
+class Constant:
+    """Every row of the column holds one value: `value` (None: null), or the `FocusOptions` field `option`."""
+
+    value: str | None = None
+    option: str | None = None
+
+
+NULL = Constant()
+
+
+@dataclass(frozen=True)
 class FocusColumn:
     name: str
     arrow_type: pa.DataType
     focus_type: str  # "String" | "Decimal" | "Date/Time" | "JSON"
     level: str  # "Mandatory" | "Recommended" | "Conditional" | "Custom"
     nullable: bool  # the spec's nullability (False: this exporter never writes a null there)
-    source: str  # where the value comes from; rendered into docs/focus-mapping.md
+    source: str  # where the value comes from (or why, for a constant); rendered into docs/focus-mapping.md
+    constant: Constant | None = None  # the transform fills such a column from here, in both modes
 
     @property
     def is_custom(self) -> bool:
         return self.level == "Custom"
 
 
-def _col(name: str, focus_type: str, level: str, nullable: bool, source: str) -> FocusColumn:
-    return FocusColumn(name, _ARROW_TYPES[focus_type], focus_type, level, nullable, source)
+def _col(
+    name: str, focus_type: str, level: str, nullable: bool, source: str, constant: Constant | None = None
+) -> FocusColumn:
+    return FocusColumn(name, _ARROW_TYPES[focus_type], focus_type, level, nullable, source, constant)
 
 
 _M, _R, _C, _X = "Mandatory", "Recommended", "Conditional", "Custom"
@@ -91,7 +101,8 @@ FOCUS_COLUMNS: tuple[FocusColumn, ...] = (
         "String",
         _R,
         True,
-        "null: Cast AI reports workload costs per cluster, not per zone",
+        "Cast AI reports workload costs per cluster, not per zone",
+        NULL,
     ),
     _col(
         "BilledCost", "Decimal", _M, False, "`{resource}Cost{Tier}` (storage: `storageCost`) × bucket hours"
@@ -104,7 +115,7 @@ FOCUS_COLUMNS: tuple[FocusColumn, ...] = (
         "the cluster's Cast AI organization (`organizationId`); `CASTAI_ORGANIZATION_ID` when it names none",
     ),
     _col("BillingAccountName", "String", _M, True, "`FOCUS_BILLING_ACCOUNT_NAME`, else the BillingAccountId"),
-    _col("BillingCurrency", "String", _M, False, "`FOCUS_BILLING_CURRENCY`"),
+    _col("BillingCurrency", "String", _M, False, "", Constant(option="billing_currency")),
     _col(
         "BillingPeriodEnd",
         "Date/Time",
@@ -113,8 +124,8 @@ FOCUS_COLUMNS: tuple[FocusColumn, ...] = (
         "first day of the month after ChargePeriodStart (exclusive)",
     ),
     _col("BillingPeriodStart", "Date/Time", _M, False, "first day of the month of ChargePeriodStart"),
-    _col("ChargeCategory", "String", _M, False, "`Usage`"),
-    _col("ChargeClass", "String", _M, True, "null (no corrections of invoiced periods)"),
+    _col("ChargeCategory", "String", _M, False, "every row is usage", Constant("Usage")),
+    _col("ChargeClass", "String", _M, True, "no corrections of invoiced periods", NULL),
     _col(
         "ChargeDescription",
         "String",
@@ -123,7 +134,7 @@ FOCUS_COLUMNS: tuple[FocusColumn, ...] = (
         "resource, capacity and workload, e.g. `CPU on spot capacity for Deployment payments/checkout-api` "
         "(split mode: the cluster, e.g. `CPU on spot capacity for Kubernetes cluster eks-prod`)",
     ),
-    _col("ChargeFrequency", "String", _R, False, "`Usage-Based`"),
+    _col("ChargeFrequency", "String", _R, False, "metered per bucket", Constant("Usage-Based")),
     _col(
         "ChargePeriodEnd", "Date/Time", _M, False, "bucket `timestamp` (Cast AI labels a bucket with its end)"
     ),
@@ -154,7 +165,7 @@ FOCUS_COLUMNS: tuple[FocusColumn, ...] = (
         "aks → Microsoft Azure, … (see Host providers)",
     ),
     _col("InvoiceId", "String", _R, True, "`CASTAI-{organizationId}-{YYYY}-{MM}` of the billing period"),
-    _col("InvoiceIssuerName", "String", _M, False, "`FOCUS_INVOICE_ISSUER_NAME`"),
+    _col("InvoiceIssuerName", "String", _M, False, "", Constant(option="invoice_issuer_name")),
     _col(
         "ListCost",
         "Decimal",
@@ -177,7 +188,7 @@ FOCUS_COLUMNS: tuple[FocusColumn, ...] = (
         True,
         "`Standard` (on-demand, storage), `Dynamic` (spot, spot-fallback)",
     ),
-    _col("PricingCurrency", "String", _C, True, "= BillingCurrency"),
+    _col("PricingCurrency", "String", _C, True, "= BillingCurrency", Constant(option="billing_currency")),
     _col("PricingCurrencyContractedUnitPrice", "Decimal", _C, True, "= ContractedUnitPrice"),
     _col("PricingCurrencyEffectiveCost", "Decimal", _C, True, "= EffectiveCost"),
     _col("PricingCurrencyListUnitPrice", "Decimal", _C, True, "= ListUnitPrice"),
@@ -201,9 +212,17 @@ FOCUS_COLUMNS: tuple[FocusColumn, ...] = (
         "String",
         _M,
         False,
-        "`FOCUS_SERVICE_PROVIDER_NAME` (deprecated in 1.3, still mandatory)",
+        "deprecated in 1.3, still mandatory",
+        Constant(option="service_provider_name"),
     ),
-    _col("PublisherName", "String", _M, False, "`FOCUS_PUBLISHER_NAME` (deprecated in 1.3, still mandatory)"),
+    _col(
+        "PublisherName",
+        "String",
+        _M,
+        False,
+        "deprecated in 1.3, still mandatory",
+        Constant(option="publisher_name"),
+    ),
     _col("RegionId", "String", _C, True, "cluster `region.name`; null when the cluster has no region"),
     _col(
         "RegionName",
@@ -227,10 +246,10 @@ FOCUS_COLUMNS: tuple[FocusColumn, ...] = (
         True,
         "workload type (`Deployment`, `StatefulSet`, …; split mode: `Kubernetes Cluster`)",
     ),
-    _col("ServiceCategory", "String", _M, False, "`Compute`"),
-    _col("ServiceName", "String", _M, False, "`FOCUS_SERVICE_NAME` (default `Kubernetes`)"),
-    _col("ServiceProviderName", "String", _M, False, "`FOCUS_SERVICE_PROVIDER_NAME`"),
-    _col("ServiceSubcategory", "String", _R, False, "`Containers`"),
+    _col("ServiceCategory", "String", _M, False, "", Constant("Compute")),
+    _col("ServiceName", "String", _M, False, "default `Kubernetes`", Constant(option="service_name")),
+    _col("ServiceProviderName", "String", _M, False, "", Constant(option="service_provider_name")),
+    _col("ServiceSubcategory", "String", _R, False, "", Constant("Containers")),
     _col(
         "SkuId",
         "String",
@@ -246,7 +265,7 @@ FOCUS_COLUMNS: tuple[FocusColumn, ...] = (
         True,
         "per resource: `vCPU usage`, `Memory usage`, `GPU usage`, `TPU usage`, `Storage usage`",
     ),
-    _col("SkuPriceDetails", "JSON", _C, True, "null: Cast AI publishes no per-price attributes"),
+    _col("SkuPriceDetails", "JSON", _C, True, "Cast AI publishes no per-price attributes", NULL),
     _col(
         "SkuPriceId",
         "String",
@@ -298,3 +317,27 @@ FOCUS_COLUMNS: tuple[FocusColumn, ...] = (
 FOCUS_SCHEMA: pa.Schema = pa.schema(
     [pa.field(c.name, c.arrow_type, nullable=c.nullable) for c in FOCUS_COLUMNS]
 )
+# The constant columns by name: what the transform fills them with (`transform.constant_value`).
+FOCUS_CONSTANTS: dict[str, Constant] = {c.name: c.constant for c in FOCUS_COLUMNS if c.constant is not None}
+
+
+def schema_problems(schema: pa.Schema) -> list[str]:
+    """How `schema` differs from `FOCUS_SCHEMA` (names, types, nullability, order); empty when equal."""
+    if schema.equals(FOCUS_SCHEMA):
+        return []
+    expected = {f.name: f for f in FOCUS_SCHEMA}
+    actual = {f.name: f for f in schema}
+
+    def shown(f: pa.Field) -> str:
+        return f"{f.type}{'' if f.nullable else ' not null'}"
+
+    problems = [f"missing {n}" for n in expected if n not in actual]
+    problems += [f"unexpected {n}" for n in actual if n not in expected]
+    problems += [
+        f"{n}: {shown(actual[n])} instead of {shown(f)}"
+        for n, f in expected.items()
+        if n in actual and not actual[n].equals(f)
+    ]
+    if not problems:
+        problems.append("columns are not in FOCUS_SCHEMA order")
+    return problems

@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from castai_focus_dagster.focus.schema import FOCUS_SCHEMA
+from castai_focus_dagster.focus.schema import FOCUS_SCHEMA, schema_problems
 
 MAX_ROW_GROUP_ROWS = 1_000_000
 # Parquet key-value metadata of every file this exporter writes (no version: bytes stay identical).
@@ -50,21 +50,9 @@ _CSV_CONVERT = pacsv.ConvertOptions(
 
 
 def _require_focus_schema(table: pa.Table) -> None:
-    if table.schema.equals(FOCUS_SCHEMA):
-        return
-    expected = {f.name: f for f in FOCUS_SCHEMA}
-    actual = {f.name: f for f in table.schema}
-    problems = [f"missing {n}" for n in expected if n not in actual]
-    problems += [f"unexpected {n}" for n in actual if n not in expected]
-    problems += [
-        f"{n}: {actual[n].type}{'' if actual[n].nullable else ' not null'} instead of "
-        f"{f.type}{'' if f.nullable else ' not null'}"
-        for n, f in expected.items()
-        if n in actual and not actual[n].equals(f)
-    ]
-    if not problems and table.schema.names != FOCUS_SCHEMA.names:
-        problems.append("columns are not in FOCUS_SCHEMA order")
-    raise ValueError("table does not have the FOCUS schema: " + "; ".join(problems))
+    problems = schema_problems(table.schema)
+    if problems:
+        raise ValueError("table does not have the FOCUS schema: " + "; ".join(problems))
 
 
 class FocusParquetWriter:

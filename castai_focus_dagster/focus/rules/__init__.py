@@ -1,0 +1,1 @@
+"""FOCUS rules, grouped by concern; `conformance.check_conformance` runs the table-wide set."""

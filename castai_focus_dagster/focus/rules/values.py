@@ -1,0 +1,137 @@
+"""Rules on values: allowed values, the service taxonomy, currency codes, key-value JSON, blank strings."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from castai_focus_dagster.focus.rules.common import Rule, sample, valid
+from castai_focus_dagster.focus.rules.taxonomy import ALLOWED_SERVICE_PAIRS
+from castai_focus_dagster.focus.schema import FOCUS_COLUMNS
+
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+KEY_VALUE_COLUMNS = ("Tags", "AllocatedTags", "SkuPriceDetails")
+
+
+def allowed_values(column: str, allowed: frozenset[str], nullable: bool) -> Rule:
+    def check(table: pa.Table) -> tuple[np.ndarray, str]:
+        ok = pc.is_in(table.column(column), value_set=pa.array(sorted(allowed), pa.string()))
+        ok = pc.fill_null(ok, nullable).to_numpy(zero_copy_only=False)
+        return ~ok, sample(table, ~ok, (column,))
+
+    values = ", ".join(sorted(allowed))
+    return Rule(
+        f"{column}-allowed-values",
+        f"{column} is one of {values}{' or null' if nullable else ''}",
+        (column,),
+        check,
+    )
+
+
+def charge_class_null(table: pa.Table) -> tuple[np.ndarray, str]:
+    failing = valid(table, "ChargeClass")
+    return failing, sample(table, failing, ("ChargeClass",))
+
+
+def service_pair(table: pa.Table) -> tuple[np.ndarray, str]:
+    pairs = pc.binary_join_element_wise(
+        table.column("ServiceCategory"), table.column("ServiceSubcategory"), "\x1f"
+    )
+    allowed = pa.array(sorted(f"{c}\x1f{s}" for c, s in ALLOWED_SERVICE_PAIRS), pa.string())
+    ok = pc.fill_null(pc.is_in(pairs, value_set=allowed), False).to_numpy(zero_copy_only=False)
+    return ~ok, sample(table, ~ok, ("ServiceCategory", "ServiceSubcategory"))
+
+
+def _key_value_problem(text: str) -> str | None:
+    def unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+        keys = [k for k, _ in pairs]
+        if len(keys) != len(set(keys)):
+            raise ValueError("duplicate keys")
+        return dict(pairs)
+
+    try:
+        value = json.loads(text, object_pairs_hook=unique_keys)
+    except ValueError as exc:
+        return f"not a JSON object with unique keys ({exc})"
+    if not isinstance(value, dict):
+        return f"a JSON {type(value).__name__}, not an object"
+    nested = [k for k, v in value.items() if isinstance(v, (dict, list))]
+    return f"nested value under {nested[0]!r}" if nested else None
+
+
+def key_value_format(table: pa.Table) -> tuple[np.ndarray, str]:
+    """Parsed once per distinct value: label sets repeat across every bucket and resource."""
+    failing = np.zeros(table.num_rows, dtype=bool)
+    samples = []
+    for name in KEY_VALUE_COLUMNS:
+        encoded = pc.dictionary_encode(table.column(name)).combine_chunks()
+        problems = [_key_value_problem(t) if t is not None else None for t in encoded.dictionary.to_pylist()]
+        bad_entries = np.array([p is not None for p in problems], dtype=bool)
+        if not bad_entries.any():
+            continue
+        indices = encoded.indices.to_numpy(zero_copy_only=False)
+        present = valid(table, name)
+        failing |= present & bad_entries[np.where(present, indices, 0).astype(np.int64)]
+        samples.append(f"{name}: {next(p for p in problems if p)}")
+    return failing, "; ".join(samples)
+
+
+def currency_codes(table: pa.Table) -> tuple[np.ndarray, str]:
+    failing = np.zeros(table.num_rows, dtype=bool)
+    for name in ("BillingCurrency", "PricingCurrency"):
+        ok = pc.match_substring_regex(table.column(name), _CURRENCY.pattern)
+        failing |= ~pc.fill_null(ok, name == "PricingCurrency").to_numpy(zero_copy_only=False)
+    return failing, sample(table, failing, ("BillingCurrency", "PricingCurrency"))
+
+
+# First bytes a blank string can start with: ASCII controls and space, DEL, and any non-ASCII lead byte
+# (Unicode spaces such as U+00A0 or U+3000). Strings starting with any other byte are not blank.
+_MAYBE_BLANK_LEAD = np.zeros(256, dtype=bool)
+_MAYBE_BLANK_LEAD[:0x21] = _MAYBE_BLANK_LEAD[0x7F:] = True
+
+
+def _blank(values: pa.ChunkedArray) -> np.ndarray:
+    """Rows holding an empty or whitespace-only string (null: not blank).
+
+    Reads only the first byte of every value from the Arrow buffers; the Unicode whitespace test runs
+    on the few values whose first byte could start a blank string, instead of scanning every byte.
+    """
+    parts = []
+    for chunk in values.chunks:
+        blank = np.zeros(len(chunk), dtype=bool)
+        if chunk.null_count == len(chunk):  # all null (a null constant column): nothing to read
+            parts.append(blank)
+            continue
+        _validity, offsets_buffer, data_buffer = chunk.buffers()
+        offsets = np.frombuffer(offsets_buffer, dtype=np.int32)[chunk.offset : chunk.offset + len(chunk) + 1]
+        data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer else np.zeros(0, dtype=np.uint8)
+        data = data if data.size else np.zeros(1, dtype=np.uint8)  # only empty strings: none to read
+        candidate = (offsets[1:] == offsets[:-1]) | _MAYBE_BLANK_LEAD[
+            np.take(data, offsets[:-1], mode="clip")
+        ]
+        if chunk.null_count:
+            candidate &= chunk.is_valid().to_numpy(zero_copy_only=False)
+        rows = np.flatnonzero(candidate)
+        if rows.size:
+            suspects = chunk.take(pa.array(rows))
+            blank[rows] = pc.or_(
+                pc.equal(pc.binary_length(suspects), 0), pc.utf8_is_space(suspects)
+            ).to_numpy(zero_copy_only=False)
+        parts.append(blank)
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=bool)
+
+
+def no_blank_strings(table: pa.Table) -> tuple[np.ndarray, str]:
+    failing = np.zeros(table.num_rows, dtype=bool)
+    offenders = []
+    for column in FOCUS_COLUMNS:
+        if column.focus_type in ("String", "JSON") and column.name in table.column_names:
+            blank = _blank(table.column(column.name))
+            if blank.any():
+                offenders.append(column.name)
+                failing |= blank
+    return failing, "blank in " + ", ".join(offenders) if offenders else ""
