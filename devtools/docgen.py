@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from castai_focus_dagster.castai.decode import MISSING_IDENTITY
+from castai_focus_dagster.castai.wire import MISSING_IDENTITY
 from castai_focus_dagster.focus.schema import FOCUS_COLUMNS, FOCUS_VERSION
 from castai_focus_dagster.focus.transform import CHARGES, HOST_PROVIDER_NAMES
 from castai_focus_dagster.settings import SETTINGS_DOC

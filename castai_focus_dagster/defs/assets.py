@@ -18,9 +18,10 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from castai_focus_dagster.castai.client import MISSING_WORKLOAD_IDENTITY, NO_DATA, CastAIError
 from castai_focus_dagster.castai.discounts import PricingStats, discount_summary, unusable_counts
 from castai_focus_dagster.castai.enrichment import fetch_enrichment
+from castai_focus_dagster.castai.errors import CastAIError
+from castai_focus_dagster.castai.input_warnings import MISSING_WORKLOAD_IDENTITY, NO_DATA
 from castai_focus_dagster.castai.models import Cluster, EnrichmentContext, empty_workload_costs
 from castai_focus_dagster.defs.daily import DailyValues
 from castai_focus_dagster.defs.partitions import daily_partitions

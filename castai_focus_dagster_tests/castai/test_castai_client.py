@@ -23,17 +23,14 @@ import httpx
 import pyarrow as pa
 import pytest
 
-from castai_focus_dagster.castai.client import (
-    CastAIClient,
-    CastAIError,
-    TokenBucket,
-    _ApiKeyAuth,
-    retry_after_seconds,
-)
-from castai_focus_dagster.castai.decode import COST_REPORT_COLUMNS, WorkloadCostItem
+from castai_focus_dagster.castai.client import CastAIClient
+from castai_focus_dagster.castai.errors import CastAIError
 from castai_focus_dagster.castai.models import METRIC_COLUMNS, WORKLOAD_COSTS_SCHEMA
+from castai_focus_dagster.castai.retry import TokenBucket, retry_after_seconds
 from castai_focus_dagster.castai.sandbox import CannedResponse, Faults, SandboxOrg, SandboxServer
 from castai_focus_dagster.castai.sandbox.org import LIST_PRICES
+from castai_focus_dagster.castai.transport import ApiKeyAuth
+from castai_focus_dagster.castai.wire import COST_REPORT_COLUMNS, WorkloadCostItem
 from castai_focus_dagster.settings import load_settings
 
 START = datetime(2026, 9, 1, tzinfo=UTC)
@@ -683,7 +680,7 @@ def test_key_never_appears_in_errors_logs_or_reprs(caplog: pytest.LogCaptureFixt
         str(info.value),
         repr(info.value),
         repr(client),
-        repr(_ApiKeyAuth(client._api_key)),
+        repr(ApiKeyAuth(client._api_key)),
         repr(client._http.headers),
         caplog.text,
         *(r.getMessage() for r in caplog.records),
