@@ -445,7 +445,7 @@ def figure_fetch(day: date) -> Figure:
 def sandbox_process(clusters: int, start: datetime, end: datetime, log: Path) -> Iterator[str]:
     """The sandbox CLI in its own process, every response of the window rendered before it answers."""
     command = [
-        sys.executable, "-m", "castai_focus_dagster.castai.sandbox.server", "--port", "0",
+        sys.executable, "-m", "castai_focus_dagster.castai.sandbox", "--port", "0",
         "--clusters", str(clusters), "--workloads-per-cluster", str(WORKLOADS), "--seed", str(SEED),
         "--prerender-start", start.isoformat(), "--prerender-end", end.isoformat(),
         "--prerender-step", str(STEP),

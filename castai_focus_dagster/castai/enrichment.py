@@ -14,7 +14,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from castai_focus_dagster.castai.client import CastAIClient, CastAIError
+from castai_focus_dagster.castai.client import CastAIClient
+from castai_focus_dagster.castai.errors import CastAIError
 from castai_focus_dagster.castai.models import EnrichmentContext
 
 

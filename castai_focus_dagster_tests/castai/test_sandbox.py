@@ -844,7 +844,7 @@ def test_prerendered_windows_answer_identically(org: SandboxOrg, server: Sandbox
 
 
 def test_cli_serves_until_sigterm() -> None:
-    command = [sys.executable, "-m", "castai_focus_dagster.castai.sandbox.server", "--port", "0",
+    command = [sys.executable, "-m", "castai_focus_dagster.castai.sandbox", "--port", "0",
                "--clusters", "2", "--workloads-per-cluster", "3",
                "--prerender-start", START, "--prerender-end", END]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
