@@ -16,12 +16,13 @@ import itertools
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
 from castai_focus_dagster.castai.models import Cluster, Discount
+from castai_focus_dagster.castai.units import to_microseconds
 
 # Cast AI `providerType` -> discount `csp` ("aws", "azure", "gcp", "oracle"). openshift, kops and anywhere
 # clusters may run on any cloud or on premises: their CSP is unknown, so no discount can be evaluated.
@@ -61,8 +62,6 @@ UNKNOWN_LIFECYCLE = "unknown_lifecycle"  # lifeCycles lists only LIFECYCLE_UNKNO
 PROVIDER_WITHOUT_CSP = "provider_without_csp"  # only clusters whose CSP is unknown (anywhere, kops, ...)
 OUT_OF_SCOPE = "out_of_scope"  # csp, clusters or regions exclude every cluster of the day
 OUTSIDE_DATES = "outside_dates"  # startDate/endDate exclude the whole day
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def unusable_reason(discount: Discount) -> str | None:
@@ -202,7 +201,7 @@ def discounted(discount: Discount, price: np.ndarray) -> np.ndarray:
 def micros(moment: datetime) -> int:
     """Microseconds since the epoch, exactly (naive datetimes are UTC)."""
     aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-    return (aware - _EPOCH) // timedelta(microseconds=1)
+    return to_microseconds(aware)
 
 
 @dataclass

@@ -29,7 +29,7 @@ from castai_focus_dagster.castai.sandbox.protocol import (
     json_str,
 )
 
-_MICRO = 1_000_000
+_MICRO = 1_000_000  # millionths of a dollar (or unit): the 6 decimals of Cast AI's strings, not time
 
 # WorkloadCostItem fields in spec order (castai-api.md §3.3), after `timestamp`.
 WORKLOAD_ITEM_FIELDS: tuple[str, ...] = (
