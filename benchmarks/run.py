@@ -47,7 +47,7 @@ from castai_focus_dagster.castai.client import CastAIClient
 from castai_focus_dagster.castai.enrichment import fetch_enrichment
 from castai_focus_dagster.castai.models import TIERS, Cluster, EnrichmentContext
 from castai_focus_dagster.castai.sandbox import Faults, SandboxOrg, SandboxServer
-from castai_focus_dagster.castai.sandbox.org import hour_index
+from castai_focus_dagster.castai.sandbox.hours import hour_index
 from castai_focus_dagster.focus.audit import audit_focus
 from castai_focus_dagster.focus.transform import FocusOptions, to_focus
 from castai_focus_dagster.settings import Settings, load_settings

@@ -28,7 +28,7 @@ from castai_focus_dagster.castai.errors import CastAIError
 from castai_focus_dagster.castai.models import METRIC_COLUMNS, WORKLOAD_COSTS_SCHEMA
 from castai_focus_dagster.castai.retry import TokenBucket, retry_after_seconds
 from castai_focus_dagster.castai.sandbox import CannedResponse, Faults, SandboxOrg, SandboxServer
-from castai_focus_dagster.castai.sandbox.org import LIST_PRICES
+from castai_focus_dagster.castai.sandbox.metrics import LIST_PRICES
 from castai_focus_dagster.castai.transport import ApiKeyAuth
 from castai_focus_dagster.castai.wire import COST_REPORT_COLUMNS, WorkloadCostItem
 from castai_focus_dagster.settings import load_settings

@@ -24,7 +24,9 @@ import pytest
 
 from castai_focus_dagster.castai.models import METRIC_COLUMNS, TIERS
 from castai_focus_dagster.castai.sandbox import Faults, SandboxOrg, SandboxServer
-from castai_focus_dagster.castai.sandbox.org import LIST_PRICES, Discount, hour_index
+from castai_focus_dagster.castai.sandbox.discounts import Discount
+from castai_focus_dagster.castai.sandbox.hours import hour_index
+from castai_focus_dagster.castai.sandbox.metrics import LIST_PRICES
 from castai_focus_dagster.settings import SANDBOX_ORGANIZATION_ID
 
 START, END = "2026-03-01T00:00:00Z", "2026-03-03T00:00:00Z"  # two days: every-other-day jobs run once

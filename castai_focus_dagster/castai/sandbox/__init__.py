@@ -5,8 +5,9 @@ over real HTTP with Cast AI's paths and JSON shapes, `Faults` injects the failur
 client must survive. Run it standalone with `python -m castai_focus_dagster.castai.sandbox`.
 """
 
+from castai_focus_dagster.castai.sandbox.clusters import SandboxCluster
 from castai_focus_dagster.castai.sandbox.faults import CannedResponse, Faults
-from castai_focus_dagster.castai.sandbox.org import SandboxCluster, SandboxOrg
+from castai_focus_dagster.castai.sandbox.org import SandboxOrg
 from castai_focus_dagster.castai.sandbox.protocol import RecordedRequest
 from castai_focus_dagster.castai.sandbox.server import SandboxServer
 

@@ -7,9 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from castai_focus_dagster.castai.sandbox.org import (
-    SandboxCluster,
-)
+from castai_focus_dagster.castai.sandbox.clusters import SandboxCluster
 
 _FEATURES = (("phase2", "Node Autoscaler", 1.0), ("woop", "Workload Autoscaler", 0.35))
 _PROVIDER_CSP = {"eks": "aws", "gke": "gcp", "aks": "azure"}

@@ -9,9 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from castai_focus_dagster.castai.sandbox.org import (
-    SandboxCluster,
-)
+from castai_focus_dagster.castai.sandbox.clusters import SandboxCluster
 from castai_focus_dagster.castai.sandbox.protocol import (
     ApiError,
     Request,

@@ -13,10 +13,8 @@ from http import HTTPStatus
 from typing import Any
 
 from castai_focus_dagster.castai.sandbox.faults import BodyFault, FaultPlan
-from castai_focus_dagster.castai.sandbox.org import (
-    HOUR_SECONDS,
-    hour_index,
-)
+from castai_focus_dagster.castai.sandbox.hours import hour_index
+from castai_focus_dagster.castai.sandbox.metrics import HOUR_SECONDS
 
 DEFAULT_STEP_SECONDS = 86400
 DEFAULT_PAGE_LIMIT = 100

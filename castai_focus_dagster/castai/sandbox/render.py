@@ -17,13 +17,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from castai_focus_dagster.castai.models import TIERS
-from castai_focus_dagster.castai.sandbox.org import (
-    RESOURCE_COSTS,
-    SUMMED_FIELDS,
-    SandboxCluster,
-    SandboxOrg,
-    hour_timestamp,
-)
+from castai_focus_dagster.castai.sandbox.clusters import SandboxCluster
+from castai_focus_dagster.castai.sandbox.hours import hour_timestamp
+from castai_focus_dagster.castai.sandbox.metrics import RESOURCE_COSTS, SUMMED_FIELDS
+from castai_focus_dagster.castai.sandbox.org import SandboxOrg
 from castai_focus_dagster.castai.sandbox.protocol import (
     Window,
     json_str,

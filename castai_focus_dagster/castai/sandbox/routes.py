@@ -16,16 +16,14 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
 from castai_focus_dagster.castai.sandbox.billing import features, subscriptions
+from castai_focus_dagster.castai.sandbox.clusters import SandboxCluster
 from castai_focus_dagster.castai.sandbox.faults import FaultPlan, Faults
 from castai_focus_dagster.castai.sandbox.filters import (
     body_filter,
     filtered_positions,
     query_filter,
 )
-from castai_focus_dagster.castai.sandbox.org import (
-    HOUR_SECONDS,
-    SandboxCluster,
-)
+from castai_focus_dagster.castai.sandbox.metrics import HOUR_SECONDS
 from castai_focus_dagster.castai.sandbox.protocol import (
     ApiError,
     RecordedRequest,

@@ -13,11 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from castai_focus_dagster.castai.sandbox.faults import Faults
-from castai_focus_dagster.castai.sandbox.org import (
-    HOUR_SECONDS,
-    SandboxOrg,
-    hour_index,
-)
+from castai_focus_dagster.castai.sandbox.hours import hour_index
+from castai_focus_dagster.castai.sandbox.metrics import HOUR_SECONDS
+from castai_focus_dagster.castai.sandbox.org import SandboxOrg
 from castai_focus_dagster.castai.sandbox.protocol import (
     RecordedRequest,
     Response,
