@@ -1,13 +1,8 @@
 """Which Cast AI discounts lower which FOCUS rows: the scope rules, pure and vectorised over rows.
 
-A discount is applied to a row only when every part of its scope can be evaluated from what the
-exporter knows about the row (cluster provider, region, id, pricing tier, resource, charge period).
-`families`, `instanceTypes`, `zones` and `os` narrow a discount to nodes; workload rows carry no node,
-so such a discount is never applied (applying it to every row of the cluster would lower rows outside
-its scope, a plausible wrong number). Every discount that is not applied is counted with its reason.
-
-The sandbox (`sandbox/org.py`) implements the same meaning on its own, without importing these
-functions, so tests compare the exporter with an independent model of Cast AI.
+A discount applies to a row only when every part of its scope can be evaluated from the row; node
+scopes (`families`, `instanceTypes`, `zones`, `os`) never can, so such discounts are not applied
+(rather than lowering rows outside their scope). Every discount not applied is counted with its reason.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ def subscriptions(clusters: Sequence[SandboxCluster]) -> list[dict[str, Any]]:
 
 
 def features(clusters: Sequence[SandboxCluster]) -> list[dict[str, Any]]:
-    """FeatureUsageSummary per feature (castai-api.md §6.1); usage in provisioned vCPUs, JSON numbers."""
+    """FeatureUsageSummary per feature; usage in provisioned vCPUs, JSON numbers."""
     phase2_cpus = sum(c.provisioned_cpus() for c in clusters if c.provider_type != "anywhere")
     features = []
     for feature, display_name, share in _FEATURES:

@@ -92,7 +92,7 @@ class SandboxCluster:
     discounts: tuple[Discount, ...] = ()  # enabled discounts that change this cluster's prices
 
     def to_api(self) -> dict[str, Any]:
-        """`externalcluster.v1.Cluster` (castai-api.md §2); `region` is null for the anywhere cluster."""
+        """`externalcluster.v1.Cluster`; `region` is null for the anywhere cluster."""
         region = (
             {"name": self.region_name, "displayName": self.region_display_name} if self.region_name else None
         )
@@ -132,7 +132,7 @@ class SandboxCluster:
         return {"clusterName": self.name, "kubeSystemNamespaceId": self.provider_account}
 
     def price_to_api(self) -> dict[str, Any]:
-        """`castai.inventory.v1beta1.ClusterPrice` (castai-api.md §4)."""
+        """`castai.inventory.v1beta1.ClusterPrice`."""
         return {
             "id": self.price_id,
             "organizationId": self.organization_id,

@@ -34,7 +34,7 @@ def query_filter(request: Request) -> WorkloadFilter:
 
 
 def body_filter(request: Request) -> WorkloadFilter:
-    """The POST body `WorkloadFilter` (castai-api.md §3.2); an empty body means no filter."""
+    """The POST body `WorkloadFilter`; an empty body means no filter."""
 
     def invalid(field_name: str, description: str) -> ApiError:
         return ApiError(

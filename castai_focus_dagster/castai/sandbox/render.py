@@ -28,7 +28,7 @@ from castai_focus_dagster.castai.sandbox.protocol import (
 
 _MICRO = 1_000_000  # millionths of a dollar (or unit): the 6 decimals of Cast AI's strings, not time
 
-# WorkloadCostItem fields in spec order (castai-api.md §3.3), after `timestamp`.
+# WorkloadCostItem fields in spec order, after `timestamp`.
 WORKLOAD_ITEM_FIELDS: tuple[str, ...] = (
     *(f"cost{t}" for t in TIERS),
     *(f"{m}{t}" for m in ("cpuCount", "podCount", "uptimeMinutes", "cpuCost", "ramCost", "ramGib",
@@ -40,7 +40,7 @@ WORKLOAD_SUMMARY_FIELDS: tuple[str, ...] = (
     "totalCost", "totalCostOnDemand", "totalCostSpot", "totalCostSpotFallback", "totalStorageCost",
     "avgCost", "avgCpuCost", "avgRamCost", "avgGpuCost", "avgStorageCost", "avgTpuCost",
 )  # fmt: skip
-# CostReportItem fields in spec order (castai-api.md §8.1), after `timestamp`.
+# CostReportItem fields in spec order, after `timestamp`.
 CLUSTER_ITEM_FIELDS: tuple[str, ...] = (
     *(f"cost{t}" for t in TIERS),
     *(f"cpuCount{t}" for t in TIERS),
