@@ -4,12 +4,11 @@ workload costs of many clusters are fetched `max_concurrency` at a time on threa
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from types import TracebackType
 from typing import TypeVar
 from urllib.parse import quote
@@ -42,6 +41,7 @@ from castai_focus_dagster.castai.endpoints import (
     WORKLOAD_COSTS,
 )
 from castai_focus_dagster.castai.errors import CastAIError
+from castai_focus_dagster.castai.fanout import in_input_order
 from castai_focus_dagster.castai.input_warnings import with_input_warnings, workload_costs_warnings
 from castai_focus_dagster.castai.models import (
     ChildOrganization,
@@ -52,20 +52,13 @@ from castai_focus_dagster.castai.models import (
     FeatureUsage,
 )
 from castai_focus_dagster.castai.paging import paginate
+from castai_focus_dagster.castai.probe import probe_coarser_bucket
 from castai_focus_dagster.castai.session import ApiSession
+from castai_focus_dagster.castai.units import rfc3339
 from castai_focus_dagster.castai.validation import BucketWindow
-from castai_focus_dagster.castai.wire import WorkloadItem
 from castai_focus_dagster.settings import Settings, header_safe, key_allowed_over
 
 T = TypeVar("T")
-
-
-def rfc3339(moment: datetime) -> str:
-    """UTC RFC 3339 with `Z`, as Cast AI expects (`2026-09-02T00:00:00Z`)."""
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError(f"timestamps sent to Cast AI must be timezone-aware, got {moment!r}")
-    utc = moment.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if utc.microsecond else "%Y-%m-%dT%H:%M:%SZ")
 
 
 class CastAIClient:
@@ -215,44 +208,14 @@ class CastAIClient:
             assembler.note_no_data_reason(page.no_data_reason)
         table = self._session.decoded(WORKLOAD_COSTS, cluster_id, assembler.table)
         if assembler.single_last_bucket():
-            self._probe_coarser_bucket(cluster_id, path, params, window, assembler.wanted)
+            probe_coarser_bucket(
+                self._session, self._page_limit, cluster_id, path, params, window, assembler.wanted
+            )
         warnings = workload_costs_warnings(assembler, cluster_id, step_seconds)
         for warning in warnings:
             self._log.warning("Cast AI %s cluster %s: %s", warning.endpoint, cluster_id, warning.message)
         self._log.debug("Cast AI workload-costs cluster %s: %d rows", cluster_id, table.num_rows)
         return with_input_warnings(table, [w.to_json() for w in warnings])
-
-    def _probe_coarser_bucket(
-        self,
-        cluster_id: str,
-        path: str,
-        params: Sequence[tuple[str, str]],
-        window: BucketWindow,
-        wanted: Callable[[WorkloadItem], bool],
-    ) -> None:
-        """Every bucket sat at the window's last timestamp: ask once for (start, end - step].
-
-        A cluster that really ran only in the last bucket has no bucket there; any bucket in that answer
-        means the lone timestamp was one coarser bucket covering the whole window (wrong step). Only
-        workloads past the namespace filters count, as in the answer being checked.
-        """
-        step = window.step_seconds
-        probe_end = window.end - timedelta(seconds=step)
-        query = [(k, rfc3339(probe_end) if k == "endTime" else v) for k, v in params]
-        query.append(("page.limit", str(self._page_limit)))
-        body = self._session.get(WORKLOAD_COSTS, path, query, cluster_id=cluster_id)
-        page, _ = self._session.decoded(WORKLOAD_COSTS, cluster_id, decode_workload_costs_page, body)
-        if any(item.cost_metrics for item in page.items if wanted(item)):
-            coarse = int((window.end - window.start).total_seconds())
-            raise CastAIError(
-                f"every bucket is at the window's last timestamp {rfc3339(window.end)}, yet the same "
-                f"query for ({rfc3339(window.start)}, {rfc3339(probe_end)}] answered buckets too: "
-                f"answered {coarse}s buckets, requested stepSeconds={step} (wrong bucket size)",
-                endpoint=WORKLOAD_COSTS,
-                cluster_id=cluster_id,
-                field="timestamp",
-                reason="wrong step",
-            )
 
     def workload_costs_many(
         self,
@@ -271,34 +234,16 @@ class CastAIClient:
         is bounded by that many clusters, not by the organization. The first failure is raised
         when its cluster's turn comes; fetches not yet started are cancelled.
         """
-        ids = list(cluster_ids)
-        if not ids:
-            return
-        pool = ThreadPoolExecutor(
-            max_workers=min(self._max_concurrency, len(ids)), thread_name_prefix="castai"
+        fetch = functools.partial(
+            self.workload_costs,
+            start=start,
+            end=end,
+            step_seconds=step_seconds,
+            labels=labels,
+            include_namespaces=include_namespaces,
+            exclude_namespaces=exclude_namespaces,
         )
-        pending: deque[tuple[str, Future[pa.Table]]] = deque()
-        submitted = 0
-        try:
-            while pending or submitted < len(ids):
-                while submitted < len(ids) and len(pending) < self._max_concurrency:
-                    cluster_id = ids[submitted]
-                    future = pool.submit(
-                        self.workload_costs,
-                        cluster_id,
-                        start,
-                        end,
-                        step_seconds,
-                        labels=labels,
-                        include_namespaces=include_namespaces,
-                        exclude_namespaces=exclude_namespaces,
-                    )
-                    pending.append((cluster_id, future))
-                    submitted += 1
-                cluster_id, future = pending.popleft()
-                yield cluster_id, future.result()
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+        return in_input_order(fetch, cluster_ids, self._max_concurrency, thread_name_prefix="castai")
 
     def workload_label_names(self, start: datetime, end: datetime, cluster_ids: Sequence[str]) -> list[str]:
         """Every Kubernetes label name on the clusters' workloads in [start, end], sorted and distinct.
