@@ -8,7 +8,7 @@ import functools
 import operator
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -276,3 +276,39 @@ class WindowCache:
             self._recent.move_to_end(key)
             return self._recent[key]
         return None
+
+
+def workload_items(
+    cluster: SandboxCluster,
+    rendered: RenderedWindow,
+    positions: Sequence[int],
+    labels_to_include: Sequence[str],
+    left_out: Collection[str],
+    *,
+    bare: bool,
+) -> list[str]:
+    """The JSON `WorkloadItem`s at `positions` of a rendered window: identity (less `left_out`), the
+    buckets (none when `bare`), the labels asked for and the summary."""
+    workloads = cluster.workloads
+    items = []
+    for position in positions:
+        row = int(rendered.rows[position])
+        labels = workloads.labels[row]
+        label_objects = ",".join(
+            f'{{"name":{json_str(key)},"value":{json_str(labels[key])}}}'
+            for key in labels_to_include
+            if key in labels
+        )
+        identity = (
+            ("workloadName", workloads.workload_names[row]),
+            ("workloadType", workloads.workload_types[row]),
+            ("namespace", workloads.namespaces[row]),
+        )
+        items.append(
+            "{"
+            + "".join(f'"{name}":{json_str(value)},' for name, value in identity if name not in left_out)
+            + f'"costMetrics":[{"" if bare else rendered.cost_metrics[position].as_py()}],'
+            f'"labels":[{label_objects}],'
+            f'"summary":{rendered.summaries[position].as_py()}}}'
+        )
+    return items

@@ -45,6 +45,7 @@ from castai_focus_dagster.castai.sandbox.render import (
     WindowCache,
     WindowKey,
     render_window,
+    workload_items,
 )
 
 if TYPE_CHECKING:
@@ -255,28 +256,7 @@ class SandboxApi:
             next_cursor = encode_cursor(limit)
         else:
             next_cursor = encode_cursor(offset + limit) if offset + limit < len(positions) else ""
-        workloads = cluster.workloads
-        items = []
-        for position in page:
-            row = int(rendered.rows[position])
-            labels = workloads.labels[row]
-            label_objects = ",".join(
-                f'{{"name":{json_str(key)},"value":{json_str(labels[key])}}}'
-                for key in labels_to_include
-                if key in labels
-            )
-            identity = (
-                ("workloadName", workloads.workload_names[row]),
-                ("workloadType", workloads.workload_types[row]),
-                ("namespace", workloads.namespaces[row]),
-            )
-            items.append(
-                "{"
-                + "".join(f'"{name}":{json_str(value)},' for name, value in identity if name not in left_out)
-                + f'"costMetrics":[{"" if bare else rendered.cost_metrics[position].as_py()}],'
-                f'"labels":[{label_objects}],'
-                f'"summary":{rendered.summaries[position].as_py()}}}'
-            )
+        items = workload_items(cluster, rendered, page, labels_to_include, left_out, bare=bare)
         body = (
             f'{{"clusterId":{json_str(cluster.id)},"items":[{",".join(items)}],{reason_field}'
             f'"nextCursor":{json_str(next_cursor)},"count":"{len(positions)}"}}'
