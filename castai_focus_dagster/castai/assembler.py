@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from castai_focus_dagster.castai.decode import WORKLOAD_RECORD, record_arrays
 from castai_focus_dagster.castai.diagnose import workload_label
-from castai_focus_dagster.castai.errors import InvalidResponse
+from castai_focus_dagster.castai.errors import WRONG_STEP, InvalidResponse
 from castai_focus_dagster.castai.labels import labels_json, printable_labels
 from castai_focus_dagster.castai.models import METRIC_COLUMNS, TIERS, WORKLOAD_COSTS_SCHEMA
 from castai_focus_dagster.castai.units import MICROS_PER_SECOND, to_microseconds
@@ -157,7 +157,7 @@ class WorkloadCostsAssembler:
     def table(self) -> pa.Table:
         problem = self._step_problem()
         if problem:
-            raise InvalidResponse(problem[0], reason="wrong step", field=problem[1])
+            raise InvalidResponse(problem[0], reason=WRONG_STEP, field=problem[1])
         if len(self._first) < self._announced:
             raise InvalidResponse(
                 f"pages ended after {len(self._first)} distinct workload(s), but the response counted "
@@ -302,7 +302,7 @@ class WorkloadCostsAssembler:
             problem = self.window.step_problem(self._grid) or ""
             moment = timestamps[row].as_py().isoformat()
             error = refuse(row, "timestamp", f"bucket timestamp {moment} off the requested grid: {problem}")
-            error.reason = "wrong step"
+            error.reason = WRONG_STEP
             raise error
         bad = workload_bucket_problem(table, owner, micros, lambda row: timestamps[row].as_py().isoformat())
         if bad:

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from castai_focus_dagster.castai.diagnose import body_kind, error_message, invalid_utf8, validation_problem
-from castai_focus_dagster.castai.errors import InvalidResponse
+from castai_focus_dagster.castai.errors import WRONG_STEP, InvalidResponse
 from castai_focus_dagster.castai.models import (
     METRIC_COLUMNS,
     ChildOrganization,
@@ -245,7 +245,7 @@ def decode_cost_report(body: bytes, window: BucketWindow) -> pa.Table:
         )
     problem = window.step_problem(window.grid_seconds(micros))
     if problem:
-        raise InvalidResponse(problem, reason="wrong step", field="timestamp")
+        raise InvalidResponse(problem, reason=WRONG_STEP, field="timestamp")
     bad = first_bad_metric(table, COST_REPORT_COLUMNS)
     if bad:
         row, name, value = bad

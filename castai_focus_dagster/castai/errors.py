@@ -3,6 +3,9 @@ by the decoders) and `CastAIError` (a call that failed for good, raised by the c
 
 from __future__ import annotations
 
+# The reason of an answer in buckets of another size than requested: the day cannot be exported.
+WRONG_STEP = "wrong step"
+
 
 class InvalidResponse(ValueError):
     """A response that cannot be decoded; `reason` is "invalid JSON", "invalid UTF-8", "invalid response",

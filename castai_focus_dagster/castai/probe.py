@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from castai_focus_dagster.castai.decode import decode_workload_costs_page
 from castai_focus_dagster.castai.endpoints import WORKLOAD_COSTS
-from castai_focus_dagster.castai.errors import CastAIError
+from castai_focus_dagster.castai.errors import WRONG_STEP, CastAIError
 from castai_focus_dagster.castai.session import ApiSession
 from castai_focus_dagster.castai.units import rfc3339
 from castai_focus_dagster.castai.validation import BucketWindow
@@ -45,5 +45,5 @@ def probe_coarser_bucket(
             endpoint=WORKLOAD_COSTS,
             cluster_id=cluster_id,
             field="timestamp",
-            reason="wrong step",
+            reason=WRONG_STEP,
         )
