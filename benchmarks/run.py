@@ -47,7 +47,7 @@ from castai_focus_dagster.castai.client import CastAIClient
 from castai_focus_dagster.castai.enrichment import fetch_enrichment
 from castai_focus_dagster.castai.models import TIERS, Cluster, EnrichmentContext
 from castai_focus_dagster.castai.sandbox import Faults, SandboxOrg, SandboxServer
-from castai_focus_dagster.castai.sandbox.org import hour_index
+from castai_focus_dagster.castai.sandbox.hours import hour_index
 from castai_focus_dagster.focus.audit import audit_focus
 from castai_focus_dagster.focus.transform import FocusOptions, prepare_workloads, to_focus
 from castai_focus_dagster.settings import Settings, load_settings
@@ -446,7 +446,7 @@ def figure_fetch(day: date) -> Figure:
 def sandbox_process(clusters: int, start: datetime, end: datetime, log: Path) -> Iterator[str]:
     """The sandbox CLI in its own process, every response of the window rendered before it answers."""
     command = [
-        sys.executable, "-m", "castai_focus_dagster.castai.sandbox.server", "--port", "0",
+        sys.executable, "-m", "castai_focus_dagster.castai.sandbox", "--port", "0",
         "--clusters", str(clusters), "--workloads-per-cluster", str(WORKLOADS), "--seed", str(SEED),
         "--prerender-start", start.isoformat(), "--prerender-end", end.isoformat(),
         "--prerender-step", str(STEP),

@@ -12,15 +12,22 @@ from castai_focus_dagster.defs.assets import FOCUS_ASSETS, IO_MANAGER_KEY
 from castai_focus_dagster.defs.checks import FOCUS_CHECKS
 from castai_focus_dagster.defs.io_manager import FocusIOManager
 from castai_focus_dagster.defs.jobs import focus_export_job
-from castai_focus_dagster.defs.resources import CastAIResource, FocusStorageResource
+from castai_focus_dagster.defs.resources import CastAIResource, FocusStorageResource, SandboxCastAIResource
 from castai_focus_dagster.defs.schedules import focus_restatement_schedule
 from castai_focus_dagster.defs.sensors import focus_gap_sensor
 from castai_focus_dagster.logs import apply_log_level
+from castai_focus_dagster.settings import SANDBOX
 
 
 def _secret(name: str) -> dg.EnvVar | str:
     """An EnvVar when the variable exists (its value is read at run time); "" when it is not configured."""
     return dg.EnvVar(name) if name in os.environ else ""
+
+
+def _castai() -> CastAIResource:
+    """CASTAI_API_URL=sandbox: the resource that serves the simulated organisation; else the real API's."""
+    sandbox = os.environ.get("CASTAI_API_URL", "").strip().lower() == SANDBOX
+    return (SandboxCastAIResource if sandbox else CastAIResource)(api_key=_secret("CASTAI_API_KEY"))
 
 
 apply_log_level()  # LOG_LEVEL for every line of the code server and of each run process
@@ -34,7 +41,7 @@ defs = dg.Definitions(
     schedules=[focus_restatement_schedule],
     sensors=[focus_gap_sensor],
     resources={
-        "castai": CastAIResource(api_key=_secret("CASTAI_API_KEY")),
+        "castai": _castai(),
         "storage": storage,
         IO_MANAGER_KEY: FocusIOManager(storage=storage),
     },

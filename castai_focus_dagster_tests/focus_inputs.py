@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from castai_focus_dagster.castai.decode import COST_REPORT_COLUMNS, cost_report_schema
+from castai_focus_dagster.castai.decode import cost_report_schema
 from castai_focus_dagster.castai.models import (
     METRIC_COLUMNS,
     TIERS,
@@ -32,6 +32,7 @@ from castai_focus_dagster.castai.models import (
     Discount,
     EnrichmentContext,
 )
+from castai_focus_dagster.castai.wire import COST_REPORT_COLUMNS
 from castai_focus_dagster.focus.transform import FocusOptions
 
 ORGANIZATION_ID = "3f6c2a90-5d1e-4b7a-9c2f-0a1b2c3d4e5f"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from castai_focus_dagster.castai.decode import MISSING_IDENTITY
+from castai_focus_dagster.castai.wire import MISSING_IDENTITY
 from castai_focus_dagster.focus.charges import CHARGES
 from castai_focus_dagster.focus.clusters import HOST_PROVIDER_NAMES
 from castai_focus_dagster.focus.schema import FOCUS_COLUMNS, FOCUS_VERSION, FocusColumn

@@ -1,13 +1,8 @@
 """Which Cast AI discounts lower which FOCUS rows: the scope rules, pure and vectorised over rows.
 
-A discount is applied to a row only when every part of its scope can be evaluated from what the
-exporter knows about the row (cluster provider, region, id, pricing tier, resource, charge period).
-`families`, `instanceTypes`, `zones` and `os` narrow a discount to nodes; workload rows carry no node,
-so such a discount is never applied (applying it to every row of the cluster would lower rows outside
-its scope, a plausible wrong number). Every discount that is not applied is counted with its reason.
-
-The sandbox (`sandbox/org.py`) implements the same meaning on its own, without importing these
-functions, so tests compare the exporter with an independent model of Cast AI.
+A discount applies to a row only when every part of its scope can be evaluated from the row; node
+scopes (`families`, `instanceTypes`, `zones`, `os`) never can, so such discounts are not applied
+(rather than lowering rows outside their scope). Every discount not applied is counted with its reason.
 """
 
 from __future__ import annotations
@@ -16,12 +11,13 @@ import itertools
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
 from castai_focus_dagster.castai.models import Cluster, Discount
+from castai_focus_dagster.castai.units import to_microseconds
 
 # Cast AI `providerType` -> discount `csp` ("aws", "azure", "gcp", "oracle"). openshift, kops and anywhere
 # clusters may run on any cloud or on premises: their CSP is unknown, so no discount can be evaluated.
@@ -61,8 +57,6 @@ UNKNOWN_LIFECYCLE = "unknown_lifecycle"  # lifeCycles lists only LIFECYCLE_UNKNO
 PROVIDER_WITHOUT_CSP = "provider_without_csp"  # only clusters whose CSP is unknown (anywhere, kops, ...)
 OUT_OF_SCOPE = "out_of_scope"  # csp, clusters or regions exclude every cluster of the day
 OUTSIDE_DATES = "outside_dates"  # startDate/endDate exclude the whole day
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def unusable_reason(discount: Discount) -> str | None:
@@ -202,7 +196,7 @@ def discounted(discount: Discount, price: np.ndarray) -> np.ndarray:
 def micros(moment: datetime) -> int:
     """Microseconds since the epoch, exactly (naive datetimes are UTC)."""
     aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-    return (aware - _EPOCH) // timedelta(microseconds=1)
+    return to_microseconds(aware)
 
 
 @dataclass

@@ -1,10 +1,7 @@
 """Parallel, degrading fetch of everything beyond workload costs (prices, discounts, orgs, usage).
 
-Why it degrades instead of failing: enrichment only refines prices and account names; the cost
-rows come from workload costs alone. An endpoint that is missing (404 on an org without the
-feature), failing or slow is logged as a warning and named in `EnrichmentContext.missing`, and
-the export goes on with what answered. The calls are independent, so they run in parallel
-threads on the client's shared connection pool (the client's rate limit still applies).
+Enrichment only refines prices and account names, so an endpoint that is missing, failing or slow
+is logged, named in `EnrichmentContext.missing`, and the export goes on with what answered.
 """
 
 from __future__ import annotations
@@ -14,7 +11,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from castai_focus_dagster.castai.client import CastAIClient, CastAIError
+from castai_focus_dagster.castai.client import CastAIClient
+from castai_focus_dagster.castai.errors import CastAIError
 from castai_focus_dagster.castai.models import EnrichmentContext
 
 

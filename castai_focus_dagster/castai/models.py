@@ -1,13 +1,9 @@
 """Data contracts between the Cast AI client, the FOCUS transform and the Dagster assets.
 
-Three things cross module boundaries:
-- `Cluster`: one Cast AI cluster (after include/exclude filters).
-- the workload-costs table: an Arrow table in `WORKLOAD_COSTS_SCHEMA`, one row per
-  cluster x workload x bucket, metric columns named exactly as Cast AI's `WorkloadCostItem` fields;
-- `EnrichmentContext`: prices, discounts, enterprise organizations and platform usage, each
-  part possibly `missing` (enrichment degrades, it never fails the export).
-
-All three serialise to JSON/Arrow so the Dagster assets can store and reload them.
+`Cluster` (one cluster after the include/exclude filters), the workload-costs table in
+`WORKLOAD_COSTS_SCHEMA` (one row per cluster x workload x bucket, metric columns named as Cast AI's
+`WorkloadCostItem` fields) and `EnrichmentContext` (prices, discounts, organisations, usage, each
+possibly `missing`); all serialise to JSON/Arrow so the assets can store and reload them.
 """
 
 from __future__ import annotations

@@ -22,3 +22,11 @@ TIER_PARTS: dict[str, tuple[str, ...]] = {
 def to_microseconds(moment: datetime) -> int:
     """Epoch microseconds of an aware datetime, exactly (no float on the way)."""
     return (moment - EPOCH) // _MICROSECOND
+
+
+def rfc3339(moment: datetime) -> str:
+    """UTC RFC 3339 with `Z`, as Cast AI expects (`2026-09-02T00:00:00Z`)."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"timestamps sent to Cast AI must be timezone-aware, got {moment!r}")
+    utc = moment.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if utc.microsecond else "%Y-%m-%dT%H:%M:%SZ")

@@ -18,9 +18,10 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from castai_focus_dagster.castai.client import MISSING_WORKLOAD_IDENTITY, NO_DATA, CastAIError
 from castai_focus_dagster.castai.discounts import PricingStats, discount_summary, unusable_counts
 from castai_focus_dagster.castai.enrichment import fetch_enrichment
+from castai_focus_dagster.castai.errors import WRONG_STEP, CastAIError
+from castai_focus_dagster.castai.input_warnings import MISSING_WORKLOAD_IDENTITY, NO_DATA
 from castai_focus_dagster.castai.models import Cluster, EnrichmentContext, empty_workload_costs
 from castai_focus_dagster.defs.daily import DailyValues
 from castai_focus_dagster.defs.partitions import daily_partitions
@@ -248,7 +249,7 @@ def castai_listing_prices(
                 try:
                     reports[cid] = future.result()
                 except CastAIError as exc:  # list prices degrade to the effective rate; costs are unaffected
-                    if exc.reason == "wrong step":  # another bucket size than asked: fail the day
+                    if exc.reason == WRONG_STEP:  # another bucket size than asked: fail the day
                         with _permanent_castai_errors_fail_fast():
                             raise
                     context.log.warning(

@@ -32,7 +32,7 @@ def exporter_settings(**secret_overrides: str) -> Settings:
 
 
 class CastAIResource(dg.ConfigurableResource):
-    """Cast AI API client for one run; `CASTAI_API_URL=sandbox` serves the built-in simulated organisation."""
+    """Cast AI API client for one run, against the API at `CASTAI_API_URL`."""
 
     api_key: str = ""
 
@@ -44,19 +44,19 @@ class CastAIResource(dg.ConfigurableResource):
         settings = exporter_settings(CASTAI_API_KEY=self.api_key)
         logger = context.log if context.log is not None else logging.getLogger(__name__)
         with ExitStack() as stack:
-            base_url: str | None = None
-            if settings.is_sandbox:
-                from castai_focus_dagster.castai.sandbox import SandboxOrg, SandboxServer
-
-                org = SandboxOrg.generate(seed=7)
-                server = stack.enter_context(SandboxServer(org))
-                base_url = server.url
-                settings = settings.model_copy(update={"castai_api_key": _secret(org.api_key)})
-                logger.info(f"Cast AI sandbox serving the demo organisation at {base_url}")
+            settings, base_url = self._api(settings, stack, _as_logger(logger))
             client = CastAIClient.from_settings(settings, base_url=base_url, logger=_as_logger(logger))
             stack.callback(client.close)
             self._settings, self._client = settings, client
             yield self
+
+    def _api(
+        self, settings: Settings, stack: ExitStack, logger: logging.Logger
+    ) -> tuple[Settings, str | None]:
+        """The settings and base URL the client uses (None: the configured `CASTAI_API_URL`)."""
+        if settings.is_sandbox:  # the location was loaded for a real API, the run asks for the sandbox
+            raise dg.Failure(description=_WRONG_RESOURCE.format(url="sandbox"), allow_retries=False)
+        return settings, None
 
     @property
     def settings(self) -> Settings:
@@ -67,6 +67,28 @@ class CastAIResource(dg.ConfigurableResource):
     def client(self) -> CastAIClient:
         assert self._client is not None, "resource used outside a run"
         return self._client
+
+
+class SandboxCastAIResource(CastAIResource):
+    """`CASTAI_API_URL=sandbox`: the run starts the built-in simulated organisation and reads it."""
+
+    def _api(
+        self, settings: Settings, stack: ExitStack, logger: logging.Logger
+    ) -> tuple[Settings, str | None]:
+        if not settings.is_sandbox:  # never answer a real API's run with simulated costs
+            raise dg.Failure(description=_WRONG_RESOURCE.format(url="a real API"), allow_retries=False)
+        from castai_focus_dagster.castai.sandbox import SandboxOrg, SandboxServer
+
+        org = SandboxOrg.generate(seed=7)
+        server = stack.enter_context(SandboxServer(org))
+        logger.info(f"Cast AI sandbox serving the demo organisation at {server.url}")
+        return settings.model_copy(update={"castai_api_key": _secret(org.api_key)}), server.url
+
+
+_WRONG_RESOURCE = (
+    "CASTAI_API_URL names {url}, but the code location was loaded with another CASTAI_API_URL "
+    "(definitions.py chooses the Cast AI resource when it loads): reload the code location"
+)
 
 
 class FocusStorageResource(dg.ConfigurableResource):

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from castai_focus_dagster.castai.client import INPUT_WARNINGS_KEY, input_warnings
+from castai_focus_dagster.castai.input_warnings import INPUT_WARNINGS_KEY, input_warnings
 from castai_focus_dagster.castai.models import WORKLOAD_COSTS_SCHEMA, Cluster, EnrichmentContext
 
 

@@ -26,9 +26,10 @@ from castai_focus_dagster.castai.discounts import (
 )
 from castai_focus_dagster.castai.models import Cluster, Discount, EnrichmentContext
 from castai_focus_dagster.castai.sandbox import SandboxOrg
-from castai_focus_dagster.castai.sandbox.org import Discount as SandboxDiscount
-from castai_focus_dagster.castai.sandbox.org import SandboxCluster, hour_index
-from castai_focus_dagster.castai.sandbox.org import _discounted as _sandbox_discounted
+from castai_focus_dagster.castai.sandbox.clusters import SandboxCluster
+from castai_focus_dagster.castai.sandbox.discounts import Discount as SandboxDiscount
+from castai_focus_dagster.castai.sandbox.discounts import discounted as _sandbox_discounted
+from castai_focus_dagster.castai.sandbox.hours import hour_index
 from castai_focus_dagster.focus.transform import CHARGES, to_focus
 from castai_focus_dagster_tests.focus_inputs import CLUSTERS, DAY, focus_options, synthetic_org
 

@@ -24,7 +24,9 @@ import pytest
 
 from castai_focus_dagster.castai.models import METRIC_COLUMNS, TIERS
 from castai_focus_dagster.castai.sandbox import Faults, SandboxOrg, SandboxServer
-from castai_focus_dagster.castai.sandbox.org import LIST_PRICES, Discount, hour_index
+from castai_focus_dagster.castai.sandbox.discounts import Discount
+from castai_focus_dagster.castai.sandbox.hours import hour_index
+from castai_focus_dagster.castai.sandbox.metrics import LIST_PRICES
 from castai_focus_dagster.settings import SANDBOX_ORGANIZATION_ID
 
 START, END = "2026-03-01T00:00:00Z", "2026-03-03T00:00:00Z"  # two days: every-other-day jobs run once
@@ -844,7 +846,7 @@ def test_prerendered_windows_answer_identically(org: SandboxOrg, server: Sandbox
 
 
 def test_cli_serves_until_sigterm() -> None:
-    command = [sys.executable, "-m", "castai_focus_dagster.castai.sandbox.server", "--port", "0",
+    command = [sys.executable, "-m", "castai_focus_dagster.castai.sandbox", "--port", "0",
                "--clusters", "2", "--workloads-per-cluster", "3",
                "--prerender-start", START, "--prerender-end", END]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

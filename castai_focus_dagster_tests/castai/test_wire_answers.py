@@ -26,23 +26,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from castai_focus_dagster.castai.client import (
+from castai_focus_dagster.castai.assembler import WorkloadCostsAssembler
+from castai_focus_dagster.castai.client import CastAIClient
+from castai_focus_dagster.castai.errors import CastAIError, InvalidResponse
+from castai_focus_dagster.castai.input_warnings import (
     MISSING_WORKLOAD_IDENTITY,
     NO_DATA,
     UPTIME_OVER_STEP,
-    CastAIClient,
-    CastAIError,
     input_warnings,
-)
-from castai_focus_dagster.castai.decode import (
-    MISSING_IDENTITY,
-    BucketWindow,
-    InvalidResponse,
-    WorkloadCostsAssembler,
-    WorkloadItem,
 )
 from castai_focus_dagster.castai.models import Cluster
 from castai_focus_dagster.castai.sandbox import CannedResponse, SandboxOrg, SandboxServer
+from castai_focus_dagster.castai.validation import BucketWindow
+from castai_focus_dagster.castai.wire import MISSING_IDENTITY, WorkloadItem
 from castai_focus_dagster.storage.keys import data_key, manifest_key
 from castai_focus_dagster_tests.defs.test_pipeline import DAY, PREFIX, _one_day_cli, run
 

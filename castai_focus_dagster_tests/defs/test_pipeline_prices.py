@@ -23,12 +23,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from castai_focus_dagster.castai.sandbox import Faults, SandboxOrg, SandboxServer
-from castai_focus_dagster.castai.sandbox.org import (
+from castai_focus_dagster.castai.sandbox.discounts import Discount
+from castai_focus_dagster.castai.sandbox.hours import hour_index
+from castai_focus_dagster.castai.sandbox.metrics import (
     DEFAULT_CPU_HOURLY_PRICE,
     DEFAULT_MEMORY_GIB_HOURLY_PRICE,
     LIST_PRICES,
-    Discount,
-    hour_index,
 )
 from castai_focus_dagster.definitions import defs
 from castai_focus_dagster.storage.keys import data_key, manifest_key

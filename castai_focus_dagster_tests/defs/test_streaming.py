@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from castai_focus_dagster.castai.client import INPUT_WARNINGS_KEY
+from castai_focus_dagster.castai.input_warnings import INPUT_WARNINGS_KEY
 from castai_focus_dagster.castai.models import WORKLOAD_COSTS_SCHEMA
 from castai_focus_dagster.defs.publication import decode_check, encode_focus_day
 from castai_focus_dagster.focus.audit import audit_focus, combine_reports

@@ -30,17 +30,19 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from castai_focus_dagster.castai.client import (
+from castai_focus_dagster.castai.endpoints import (
     CLUSTER_PRICES,
     CLUSTERS,
-    CONTROL_CHARACTERS_IN_LABELS,
     DEFAULT_PRICING,
     DISCOUNTS,
+    WORKLOAD_COSTS,
+)
+from castai_focus_dagster.castai.input_warnings import (
+    CONTROL_CHARACTERS_IN_LABELS,
     DUPLICATE_WORKLOAD,
     MISSING_WORKLOAD_IDENTITY,
     NO_DATA,
     UPTIME_OVER_STEP,
-    WORKLOAD_COSTS,
 )
 from castai_focus_dagster.castai.sandbox.faults import CannedResponse, Responder
 

@@ -21,16 +21,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from castai_focus_dagster.castai.client import (
-    CLUSTERS,
-    RETRYABLE_STATUSES,
-    WORKLOAD_COSTS,
-    CastAIClient,
-    CastAIError,
-    input_warnings,
-)
+from castai_focus_dagster.castai.client import CastAIClient
+from castai_focus_dagster.castai.endpoints import CLUSTERS, WORKLOAD_COSTS
 from castai_focus_dagster.castai.enrichment import fetch_enrichment
+from castai_focus_dagster.castai.errors import CastAIError
+from castai_focus_dagster.castai.input_warnings import input_warnings
 from castai_focus_dagster.castai.models import EnrichmentContext
+from castai_focus_dagster.castai.retry import RETRYABLE_STATUSES
 from castai_focus_dagster.castai.sandbox import Faults, SandboxOrg, SandboxServer
 from castai_focus_dagster.focus.audit import AuditReport, audit_focus
 from castai_focus_dagster.focus.transform import FocusOptions, to_focus

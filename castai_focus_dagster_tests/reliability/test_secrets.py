@@ -21,7 +21,8 @@ import httpx
 import pytest
 from dagster._serdes import serialize_value
 
-from castai_focus_dagster.castai.client import CastAIClient, CastAIError
+from castai_focus_dagster.castai.client import CastAIClient
+from castai_focus_dagster.castai.errors import CastAIError
 from castai_focus_dagster.castai.sandbox import CannedResponse, Faults, SandboxOrg, SandboxServer
 from castai_focus_dagster.settings import ConfigError, load_settings
 from castai_focus_dagster_tests.reliability.harness import (

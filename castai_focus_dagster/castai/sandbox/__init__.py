@@ -2,25 +2,13 @@
 
 `SandboxOrg` is the synthetic organisation and its exact ground truth, `SandboxServer` serves it
 over real HTTP with Cast AI's paths and JSON shapes, `Faults` injects the failures a production
-client must survive. Run it standalone with `python -m castai_focus_dagster.castai.sandbox.server`.
+client must survive. Run it standalone with `python -m castai_focus_dagster.castai.sandbox`.
 """
 
-from typing import TYPE_CHECKING, Any
-
+from castai_focus_dagster.castai.sandbox.clusters import SandboxCluster
 from castai_focus_dagster.castai.sandbox.faults import CannedResponse, Faults
-from castai_focus_dagster.castai.sandbox.org import SandboxCluster, SandboxOrg
-
-if TYPE_CHECKING:
-    from castai_focus_dagster.castai.sandbox.server import RecordedRequest, SandboxServer
+from castai_focus_dagster.castai.sandbox.org import SandboxOrg
+from castai_focus_dagster.castai.sandbox.protocol import RecordedRequest
+from castai_focus_dagster.castai.sandbox.server import SandboxServer
 
 __all__ = ["CannedResponse", "Faults", "RecordedRequest", "SandboxCluster", "SandboxOrg", "SandboxServer"]
-
-
-def __getattr__(name: str) -> Any:
-    """The server module loads on first use, so `python -m castai_focus_dagster.castai.sandbox.server`
-    does not find it already imported by the package (runpy warns about that)."""
-    if name in ("RecordedRequest", "SandboxServer"):
-        from castai_focus_dagster.castai.sandbox import server
-
-        return getattr(server, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

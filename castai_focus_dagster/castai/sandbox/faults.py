@@ -1,41 +1,9 @@
 """Fault injection for the Cast AI sandbox: the failure modes a production client must survive.
 
-Why a separate object: tests (and the benchmark) switch faults on and off while a server is
-running, so `Faults` is a plain mutable dataclass that the server reads on every request. Random
-faults draw from one `random.Random(seed)`: the same seed and the same request order give the same
-faults, run after run. Each request draws exactly three numbers (slow, 429, 5xx) whatever is
-enabled, so turning one fault on does not shift the decisions of the others.
-
-Faults apply only to API paths (`/v1/...`, `/pricing/...`), never to the sandbox's own `/healthz`.
-Precedence on one request: `timeout_paths` and `rate_slow` delay the answer (delays add up), then
-the first matching `fail_paths` entry, then `rate_429`, then `rate_5xx` replace the answer; if none
-did, `html_error_paths` replaces a successful body by an HTML page (status 200) and
-`malformed_json_paths` truncates it. `cursor_loop` and `duplicate_workloads` change the
-workload-costs pagination itself and are applied by the server, as `unlisted_clusters` and
-`unlist_all_clusters` change the cluster list (a partial or empty answer). `responses` (bad-input tests) serve
-a scripted `CannedResponse` instead of the sandbox's own answer; delays and error statuses above still
-come first, and a canned answer is never corrupted further. `trickle_paths` changes how the answer
-travels, not what it is: status line, headers and body are sent one byte every
-`trickle_seconds_per_byte` (a stalled proxy or a congested link), so every socket read of the client
-succeeds while the answer takes minutes; only a deadline on the whole request ends it.
-
-`answer_step_seconds`, `no_data` and `omit_identity` (keyed by a path regex) make the server give
-answers the API definition allows but a careless client misreads: buckets of another size than the
-requested `stepSeconds` (workload costs and cluster cost), `items: []` with a `noDataReason` (or
-without one), the same reason with the workloads still listed but carrying no bucket
-(`no_data_keep_items`), workload items without `workloadName` / `workloadType` / `namespace`.
-`deleted_clusters` lists a cluster as deleted (`deletedAt`), with no data for windows after that.
-`cost_scale` (regex -> factor) multiplies every cost of the matching workload-costs and cluster-cost
-answers, still consistent (`cost{Tier}` = Σ its resource costs, summaries = Σ buckets): a cluster whose
-costs Cast AI restates, or a unit error (×10⁵), that nothing in the answer itself betrays.
-
-`keyed=True` makes the random draws of a request depend only on the seed, the request (method, path
-and query) and how many times that same request was made before, not on the arrival order: clients
-that fetch concurrently then meet exactly the same faults run after run. `injected` counts the faults
-of each kind actually applied, so a test can prove its faults happened.
-
-429 answers carry `Retry-After: <retry_after_seconds>` (INFERRED: Cast AI documents no rate-limit
-headers, see castai-api.md §1.5) and the usual `ErrorResponse` envelope.
+`Faults` is read on every request, so tests change it while the server runs; random faults are
+reproducible from the seed (and, with `keyed=True`, independent of request order). Faults apply to
+API paths only, never to `/healthz`. Their precedence and the answers they produce are described in
+docs/architecture.md; `injected` counts the faults actually applied.
 """
 
 from __future__ import annotations

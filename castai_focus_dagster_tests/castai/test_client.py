@@ -23,17 +23,13 @@ import httpx
 import pyarrow as pa
 import pytest
 
-from castai_focus_dagster.castai.client import (
-    CastAIClient,
-    CastAIError,
-    TokenBucket,
-    _ApiKeyAuth,
-    retry_after_seconds,
-)
-from castai_focus_dagster.castai.decode import COST_REPORT_COLUMNS, WorkloadCostItem
+from castai_focus_dagster.castai.client import CastAIClient
+from castai_focus_dagster.castai.errors import CastAIError
 from castai_focus_dagster.castai.models import METRIC_COLUMNS, WORKLOAD_COSTS_SCHEMA
 from castai_focus_dagster.castai.sandbox import CannedResponse, Faults, SandboxOrg, SandboxServer
-from castai_focus_dagster.castai.sandbox.org import LIST_PRICES
+from castai_focus_dagster.castai.sandbox.metrics import LIST_PRICES
+from castai_focus_dagster.castai.transport import ApiKeyAuth
+from castai_focus_dagster.castai.wire import COST_REPORT_COLUMNS, WorkloadCostItem
 from castai_focus_dagster.settings import load_settings
 
 START = datetime(2026, 9, 1, tzinfo=UTC)
@@ -347,17 +343,6 @@ def test_retry_after_is_honoured(sandbox: SandboxServer, sandbox_org: SandboxOrg
     assert elapsed >= 1.0 * throttled
 
 
-def test_retry_after_parsing() -> None:
-    now = datetime(2026, 9, 1, 12, 0, 0, tzinfo=UTC)
-    assert retry_after_seconds("3") == 3.0
-    assert retry_after_seconds("0.25") == 0.25
-    assert retry_after_seconds("Tue, 01 Sep 2026 12:00:05 GMT", now=now) == 5.0
-    assert retry_after_seconds("Tue, 01 Sep 2026 11:00:00 GMT", now=now) == 0.0  # in the past
-    assert retry_after_seconds("-4") == 0.0
-    assert retry_after_seconds("soon") is None
-    assert retry_after_seconds(None) is None
-
-
 def test_retry_after_is_capped_at_max_backoff() -> None:
     calls: list[float] = []
 
@@ -421,20 +406,6 @@ def test_request_timeout_is_retried_then_reported(
         cluster_id,
     )
     assert len(requests_to(sandbox, f"/v1/cost-reports/clusters/{cluster_id}/cost")) == 2
-
-
-def test_token_bucket_spaces_requests_beyond_the_burst() -> None:
-    now = [0.0]
-    slept: list[float] = []
-    bucket = TokenBucket(10, clock=lambda: now[0], sleep=slept.append)
-    for _ in range(12):
-        bucket.acquire()
-    assert slept == pytest.approx([0.1, 0.2])  # burst of 10, then one token every 1/10 s
-    now[0] = 5.0  # refilled (capped at the burst size)
-    slept.clear()
-    for _ in range(10):
-        bucket.acquire()
-    assert slept == []
 
 
 def test_rate_limit_is_shared_by_threads(sandbox: SandboxServer, sandbox_org: SandboxOrg) -> None:
@@ -683,7 +654,7 @@ def test_key_never_appears_in_errors_logs_or_reprs(caplog: pytest.LogCaptureFixt
         str(info.value),
         repr(info.value),
         repr(client),
-        repr(_ApiKeyAuth(client._api_key)),
+        repr(ApiKeyAuth(client._api_key)),
         repr(client._http.headers),
         caplog.text,
         *(r.getMessage() for r in caplog.records),

@@ -1,0 +1,314 @@
+"""One cluster's workload-costs pages → one `WORKLOAD_COSTS_SCHEMA` table, checked across pages.
+
+Filters namespaces client-side, drops an identical repeat of a workload but refuses one with other
+numbers, leaves out labels with control characters, names workloads without identity, and refuses
+buckets of another size than requested or pages that end before the `count` they announced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgspec
+import numpy as np
+import pyarrow as pa
+
+from castai_focus_dagster.castai.decode import WORKLOAD_RECORD, record_arrays
+from castai_focus_dagster.castai.diagnose import workload_label
+from castai_focus_dagster.castai.errors import WRONG_STEP, InvalidResponse
+from castai_focus_dagster.castai.labels import labels_json, printable_labels
+from castai_focus_dagster.castai.models import METRIC_COLUMNS, TIERS, WORKLOAD_COSTS_SCHEMA
+from castai_focus_dagster.castai.units import MICROS_PER_SECOND, to_microseconds
+from castai_focus_dagster.castai.validation import BucketWindow, workload_bucket_problem
+from castai_focus_dagster.castai.wire import IDENTITY_FIELDS, MISSING_IDENTITY, WorkloadItem
+
+
+def _dictionary(values: list[str | None], owners: pa.Array) -> pa.Array:
+    return pa.array(values, pa.string()).dictionary_encode().take(owners)
+
+
+# Where the rows of a workload's first copy went: (index into the assembled tables, first row, rows).
+_Location = tuple[int, int, int]
+
+
+class WorkloadCostsAssembler:
+    """Accumulates decoded workload-costs pages into one `WORKLOAD_COSTS_SCHEMA` table for a cluster.
+
+    Applies the namespace include/exclude filters client-side (the server filter is only a hint),
+    drops an identical repeat of a workload (counted in `duplicates`) but refuses a repeat with other
+    numbers, leaves out labels holding control characters (counted in `dropped_labels`), and
+    validates every bucket: timestamp on the requested grid and not repeated, metrics finite, >= 0
+    and plausible, tier costs equal to their resource costs. `table()` refuses a page sequence that
+    delivered fewer workloads than the `count` the pages announced.
+    """
+
+    def __init__(
+        self,
+        cluster_id: str,
+        window: BucketWindow,
+        *,
+        include_namespaces: Sequence[str] = (),
+        exclude_namespaces: Sequence[str] = (),
+    ):
+        self.cluster_id = cluster_id
+        self.window = window
+        self.duplicates = 0
+        self.dropped_labels = 0
+        self._include = frozenset(include_namespaces)
+        self._exclude = frozenset(exclude_namespaces)
+        # Every workload received (whatever its namespace) -> where its kept rows are (None: filtered out).
+        self._first: dict[tuple[str, str, str], _Location | None] = {}
+        self._announced = 0
+        self._tables: list[pa.Table] = []
+        self._grid = 0  # gcd of every bucket's offset from the window start, in seconds (0: no bucket yet)
+        self._bucket_span = (np.iinfo(np.int64).max, -1)  # earliest and latest bucket timestamp (µs)
+        self._max_uptime = 0.0  # the longest uptimeMinutes* of any bucket: a bucket holds at most its step
+        self.missing_identity = 0  # items kept (past the namespace filters) under MISSING_IDENTITY
+        self.received = 0  # items received over all pages, whatever their namespace
+        self.buckets_received = 0  # costMetrics entries over every item received, whatever its namespace
+        self.no_data_reason: str | None = None
+
+    def note_no_data_reason(self, reason: str | None) -> None:
+        """Record a page's `noDataReason` (the last non-empty one wins)."""
+        if reason and reason.strip():
+            self.no_data_reason = reason.strip()
+
+    def no_data(self) -> str | None:
+        """Why the cluster has no data when no bucket arrived over all pages (no item, or items that
+        carry no `costMetrics`): the reason Cast AI gave, or "none given" (protojson omits the default
+        value `Unknown`); None when any bucket was received."""
+        if self.buckets_received:
+            return None
+        return self.no_data_reason or "none given"
+
+    def add(self, items: Sequence[WorkloadItem]) -> None:
+        kept: list[WorkloadItem] = []
+        repeats: list[WorkloadItem] = []
+        self.received += len(items)
+        self.buckets_received += sum(len(item.cost_metrics) for item in items)
+        for item in items:
+            missing = item.missing_identity()
+            if missing:
+                # Never a repeat, never dropped: each such item becomes its own placeholder workload.
+                item = self._placeholder(item, missing)
+                self._first[_identity(item)] = None
+                if self.wanted(item):  # COLLECTION_INCLUDE_NAMESPACES never lists "(unknown)"
+                    kept.append(item)
+                    self.missing_identity += 1
+                continue
+            key = _identity(item)
+            if key in self._first:
+                repeats.append(item)
+                continue
+            self._first[key] = None
+            if self.wanted(item):
+                kept.append(item)
+        self._add_rows(kept)
+        for item in repeats:  # after _add_rows: the first copy may be on this very page
+            self._check_repeat(item)
+
+    def expect_count(self, count: int | None) -> None:
+        """Record the `count` a page announced (workloads matching the request over all pages)."""
+        if count is not None:
+            self._announced = max(self._announced, count)
+
+    def _step_problem(self) -> tuple[str, str] | None:
+        """(message, field) when the buckets are not of the requested size.
+
+        A coarser grid is decided over every bucket of the cluster: with two or more distinct
+        timestamps the grid alone decides, and `uptimeMinutes*` never refuses (see `uptime_over_step`).
+        Buckets at a single timestamp are ambiguous (a daily answer to an hourly request, or a cluster
+        that only ran in that hour); there a bucket holding more uptime minutes than its step is the
+        tie-breaker, and the client settles the rest with one probe request (`single_last_bucket`).
+        """
+        earliest, latest = self._bucket_span
+        if earliest > latest:
+            return None  # no bucket at all
+        problem = self.window.step_problem(self._grid)
+        if earliest < latest:
+            return (problem, "timestamp") if problem else None
+        if self._max_uptime > self.window.step_seconds / 60 + 1e-6:
+            uptime = (
+                f"a bucket reports {self._max_uptime:g} uptime minutes, more than a "
+                f"stepSeconds={self.window.step_seconds} bucket holds"
+            )
+            if problem:  # the lone timestamp's offset is the coarser size; uptime confirms it
+                return f"{problem}: {uptime}", "timestamp"
+            return f"{uptime} (wrong bucket size)", "uptimeMinutes"
+        return None
+
+    def single_last_bucket(self) -> bool:
+        """Every bucket sits at the window's last timestamp, and the window holds more than one step:
+        either the cluster only ran in the last bucket or Cast AI answered one coarser bucket."""
+        earliest, latest = self._bucket_span
+        end = to_microseconds(self.window.end)
+        start = to_microseconds(self.window.start)
+        return earliest == latest == end and end - self.window.step_seconds * MICROS_PER_SECOND > start
+
+    @property
+    def uptime_over_step(self) -> float:
+        """The longest `uptimeMinutes*` of a bucket when it exceeds the step on a correctly spaced answer
+        (0.0 otherwise): not a refusal, since uptime may count pod-minutes; counted as an input warning."""
+        earliest, latest = self._bucket_span
+        if earliest < latest and self._max_uptime > self.window.step_seconds / 60 + 1e-6:
+            return self._max_uptime
+        return 0.0
+
+    def table(self) -> pa.Table:
+        problem = self._step_problem()
+        if problem:
+            raise InvalidResponse(problem[0], reason=WRONG_STEP, field=problem[1])
+        if len(self._first) < self._announced:
+            raise InvalidResponse(
+                f"pages ended after {len(self._first)} distinct workload(s), but the response counted "
+                f"{self._announced}: workloads would be missing",
+                reason="invalid response",
+                field="count",
+            )
+        if not self._tables:
+            return WORKLOAD_COSTS_SCHEMA.empty_table()
+        return pa.concat_tables(self._tables).combine_chunks()
+
+    def _placeholder(self, item: WorkloadItem, missing: tuple[str, ...]) -> WorkloadItem:
+        """`item` with MISSING_IDENTITY in its missing fields, numbered ("(unknown 2)", ...) in its last
+        missing field when that identity is already taken: two such items never merge."""
+        values = (item.namespace, item.workload_type, item.workload_name)
+        names = dict(zip(IDENTITY_FIELDS, values, strict=True))
+        fields = {name: MISSING_IDENTITY if name in missing else names[name] for name in IDENTITY_FIELDS}
+        number = 1
+        while (fields["namespace"], fields["workloadType"], fields["workloadName"]) in self._first:
+            number += 1
+            fields[missing[-1]] = f"({MISSING_IDENTITY[1:-1]} {number})"
+        return msgspec.structs.replace(
+            item,
+            namespace=fields["namespace"],
+            workload_type=fields["workloadType"],
+            workload_name=fields["workloadName"],
+        )
+
+    def wanted(self, item: WorkloadItem) -> bool:
+        """Past COLLECTION_INCLUDE/EXCLUDE_NAMESPACES (applied here, the server filter is a hint)."""
+        return not (
+            (self._include and item.namespace not in self._include) or item.namespace in self._exclude
+        )
+
+    def _add_rows(self, kept: Sequence[WorkloadItem]) -> None:
+        counts = np.fromiter((len(item.cost_metrics) for item in kept), dtype=np.int64, count=len(kept))
+        starts = np.cumsum(counts) - counts
+        for item, first_row, n_rows in zip(kept, starts.tolist(), counts.tolist(), strict=True):
+            self._first[_identity(item)] = (len(self._tables), first_row, n_rows)
+        rows = [msgspec.structs.astuple(m) for item in kept for m in item.cost_metrics]
+        if not rows:
+            return
+        owner = np.repeat(np.arange(len(kept), dtype=np.int64), counts)
+        timestamps, table = record_arrays(rows, WORKLOAD_RECORD)
+        self._validate(kept, owner, timestamps, table)
+        label_texts = []
+        for item in kept:
+            labels, dropped = printable_labels(item.labels)
+            self.dropped_labels += dropped
+            label_texts.append(labels_json(labels))
+        owners = pa.array(owner)
+        n = len(rows)
+        arrays = [
+            pa.DictionaryArray.from_arrays(
+                pa.array(np.zeros(n, dtype=np.int32)), pa.array([self.cluster_id])
+            ),
+            _dictionary([item.namespace for item in kept], owners),
+            _dictionary([item.workload_type for item in kept], owners),
+            _dictionary([item.workload_name for item in kept], owners),
+            _dictionary(label_texts, owners),
+            timestamps,
+            pa.array(np.full(n, self.window.step_seconds, dtype=np.int32)),
+            *(pa.array(np.ascontiguousarray(table[name])) for name in METRIC_COLUMNS),
+        ]
+        self._tables.append(pa.Table.from_arrays(arrays, schema=WORKLOAD_COSTS_SCHEMA))
+
+    def _check_repeat(self, item: WorkloadItem) -> None:
+        """An identical repeat is dropped (and counted); a repeat with other numbers is refused."""
+        location = self._first[_identity(item)]
+        if location is None or self._same_as_first(item, location):
+            self.duplicates += 1
+            return
+        label = workload_label(*_identity(item))
+        raise InvalidResponse(
+            f"workload {label} is listed twice with different cost metrics or labels; "
+            "refusing to choose one of them",
+            reason="invalid response",
+            field="items",
+            workload=label,
+        )
+
+    def _same_as_first(self, item: WorkloadItem, location: _Location) -> bool:
+        """Error path only (repeats are rare): compare a repeat with the rows kept for its first copy."""
+        table_index, first_row, n_rows = location
+        if len(item.cost_metrics) != n_rows:
+            return False
+        if n_rows == 0:
+            return True
+        first = self._tables[table_index].slice(first_row, n_rows)
+        timestamps, records = record_arrays(
+            [msgspec.structs.astuple(m) for m in item.cost_metrics], WORKLOAD_RECORD
+        )
+        my_times = timestamps.cast(pa.int64()).to_numpy()
+        first_times = first.column("timestamp").cast(pa.int64()).to_numpy()
+        mine, theirs = np.argsort(my_times, kind="stable"), np.argsort(first_times, kind="stable")
+        same_times = np.array_equal(my_times[mine], first_times[theirs])
+        same_metrics = all(
+            np.array_equal(records[name][mine], first.column(name).to_numpy()[theirs])
+            for name in METRIC_COLUMNS
+        )
+        labels, _ = printable_labels(item.labels)
+        return same_times and same_metrics and labels_json(labels) == first.column("labels")[0].as_py()
+
+    def _validate(
+        self, kept: Sequence[WorkloadItem], owner: np.ndarray, timestamps: pa.Array, table: np.ndarray
+    ) -> None:
+        def workload(row: int) -> str:
+            item = kept[int(owner[row])]
+            return workload_label(*_identity(item))
+
+        def refuse(row: int, field: str, problem: str) -> InvalidResponse:
+            return InvalidResponse(
+                f"{problem} (workload {workload(row)})",
+                reason="invalid response",
+                field=field,
+                workload=workload(row),
+            )
+
+        micros = timestamps.cast(pa.int64()).to_numpy()
+        bad_times = self.window.outside(micros)
+        if bad_times.any():
+            row = int(np.argmax(bad_times))
+            w, moment = self.window, timestamps[row].as_py().isoformat()
+            raise refuse(
+                row,
+                "timestamp",
+                f"bucket timestamp {moment} is not in ({w.start.isoformat()}, {w.end.isoformat()}]",
+            )
+        # Off the requested grid (finer or shifted buckets) is decided page by page; a coarser grid only
+        # once every page is in (`table()`): one page may hold only workloads of the window's last bucket.
+        self._grid = self.window.grid_seconds(micros, self._grid)
+        if micros.size:
+            earliest, latest = self._bucket_span
+            self._bucket_span = (min(earliest, int(micros.min())), max(latest, int(micros.max())))
+            uptime = max(float(table[f"uptimeMinutes{tier}"].max()) for tier in TIERS)
+            self._max_uptime = max(self._max_uptime, uptime)
+        if self._grid % self.window.step_seconds:
+            off_grid = (micros - to_microseconds(self.window.start)) % (
+                self.window.step_seconds * MICROS_PER_SECOND
+            )
+            row = int(np.argmax(off_grid != 0)) if off_grid.any() else 0
+            problem = self.window.step_problem(self._grid) or ""
+            moment = timestamps[row].as_py().isoformat()
+            error = refuse(row, "timestamp", f"bucket timestamp {moment} off the requested grid: {problem}")
+            error.reason = WRONG_STEP
+            raise error
+        bad = workload_bucket_problem(table, owner, micros, lambda row: timestamps[row].as_py().isoformat())
+        if bad:
+            raise refuse(*bad)
+
+
+def _identity(item: WorkloadItem) -> tuple[str, str, str]:
+    """(namespace, type, name); only called once placeholders are in, so never None."""
+    return item.namespace or "", item.workload_type or "", item.workload_name or ""

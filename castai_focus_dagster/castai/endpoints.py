@@ -1,0 +1,11 @@
+"""Short names of the Cast AI endpoints the exporter reads, as errors, logs and warnings name them."""
+
+CLUSTERS = "clusters"
+WORKLOAD_COSTS = "workload-costs"
+CLUSTER_COST = "cluster-cost"
+CLUSTER_PRICES = "cluster-prices"
+DEFAULT_PRICING = "default-pricing"
+DISCOUNTS = "discounts"
+ENTERPRISE_ORGANIZATIONS = "enterprise-organizations"
+PLATFORM_USAGE = "platform-usage"
+LABEL_NAMES = "workload-label-names"

@@ -1,0 +1,123 @@
+"""Checks on decoded buckets that keep a wrong number out: the requested window and bucket grid,
+finite non-negative and plausible metrics, no repeated bucket, tier costs equal to their parts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+
+from castai_focus_dagster.castai.models import METRIC_COLUMNS
+from castai_focus_dagster.castai.units import (
+    MICROS_PER_SECOND,
+    TIER_PARTS,
+    TIER_SUM_TOLERANCE,
+    to_microseconds,
+)
+
+# Plausibility bounds of one workload bucket. Nothing real comes near them (a million dollars an hour
+# for one workload, a billion CPUs, GiB or pod-minutes), and below them a day of float64 sums still
+# carries micro-dollar precision. Beyond them the value is a unit or encoding error, not a cost.
+MAX_HOURLY_COST = 1e6
+MAX_QUANTITY = 1e9
+
+
+@dataclass(frozen=True)
+class BucketWindow:
+    """The requested window: bucket timestamps must lie in (start, end] on start + k·step."""
+
+    start: datetime
+    end: datetime
+    step_seconds: int
+
+    def __post_init__(self) -> None:
+        for name, moment in (("start", self.start), ("end", self.end)):
+            if moment.tzinfo is None or moment.utcoffset() is None:
+                raise ValueError(f"{name} must be timezone-aware, got {moment!r}")
+        if self.step_seconds <= 0:
+            raise ValueError(f"step_seconds must be positive, got {self.step_seconds}")
+        if self.end <= self.start:
+            raise ValueError(f"end {self.end.isoformat()} must be after start {self.start.isoformat()}")
+
+    def outside(self, micros: np.ndarray) -> np.ndarray:
+        """Timestamps outside (start, end]."""
+        return (micros <= to_microseconds(self.start)) | (micros > to_microseconds(self.end))
+
+    def grid_seconds(self, micros: np.ndarray, grid: int = 0) -> int:
+        """The bucket grid the timestamps lie on: gcd of their offsets from `start` (and of `grid`, the
+        result for earlier pages), in seconds; 0 when there are none. One numpy reduction."""
+        relative = micros - to_microseconds(self.start)
+        step_us = self.step_seconds * MICROS_PER_SECOND
+        buckets, off_grid = np.divmod(relative, step_us)
+        if relative.size and relative.min() > 0 and not off_grid.any():
+            # The usual case, in O(n): the gcd of the distinct bucket numbers (at most the window's).
+            distinct = np.flatnonzero(np.bincount(buckets))
+            return int(np.gcd(int(np.gcd.reduce(distinct)) * self.step_seconds, grid))
+        if np.any(relative % MICROS_PER_SECOND):
+            return 1  # sub-second offsets: a 1 s grid, never the requested step
+        return int(np.gcd.reduce(np.append(relative // MICROS_PER_SECOND, grid).astype(np.int64)))
+
+    def step_problem(self, grid: int) -> str | None:
+        """Why buckets on a `grid`-second grid do not answer this request (None: they do)."""
+        if grid in (0, self.step_seconds):
+            return None
+        return f"answered {grid}s buckets, requested stepSeconds={self.step_seconds} (wrong bucket size)"
+
+
+def first_bad_metric(table: np.ndarray, columns: Sequence[str]) -> tuple[int, str, float] | None:
+    for name in columns:
+        values = table[name]
+        bad = ~(np.isfinite(values) & (values >= 0))
+        if bad.any():
+            row = int(np.argmax(bad))
+            return row, name, float(values[row])
+    return None
+
+
+def _is_cost(metric: str) -> bool:
+    return metric.startswith("cost") or "Cost" in metric
+
+
+_METRIC_LIMITS = np.array([MAX_HOURLY_COST if _is_cost(m) else MAX_QUANTITY for m in METRIC_COLUMNS])
+
+
+def workload_bucket_problem(
+    table: np.ndarray, owner: np.ndarray, micros: np.ndarray, moment: Callable[[int], str]
+) -> tuple[int, str, str] | None:
+    """(row, field, problem) of the first bucket that is repeated, not a finite number >= 0, absurdly
+    large or whose tier cost is not the sum of its resource costs; None when every bucket passes.
+
+    `table` holds the metric columns (a record array), `owner` the workload index of each row and
+    `micros` its timestamp in epoch microseconds; `moment(row)` names a row's timestamp in messages.
+    """
+    order = np.lexsort((micros, owner))
+    repeated = (owner[order][1:] == owner[order][:-1]) & (micros[order][1:] == micros[order][:-1])
+    if repeated.any():
+        row = int(order[1:][np.argmax(repeated)])
+        return row, "timestamp", f"bucket timestamp {moment(row)} appears twice"
+    bad = first_bad_metric(table, METRIC_COLUMNS)
+    if bad:
+        row, name, value = bad
+        return row, name, f"{name} must be a finite number >= 0, got {value!r}"
+    for name, limit in zip(METRIC_COLUMNS, _METRIC_LIMITS, strict=True):
+        absurd = table[name] > limit
+        if absurd.any():
+            row = int(np.argmax(absurd))
+            unit = "USD per hour" if _is_cost(name) else "per bucket"
+            value = float(table[name][row])
+            return row, name, f"{name} = {value!r} exceeds the plausible maximum {limit:g} {unit}"
+    for tier, parts in TIER_PARTS.items():
+        gap = np.abs(table[f"cost{tier}"] - sum(table[part] for part in parts))
+        wrong = gap > TIER_SUM_TOLERANCE
+        if wrong.any():
+            row = int(np.argmax(wrong))
+            return (
+                row,
+                f"cost{tier}",
+                f"cost{tier} = {float(table[f'cost{tier}'][row])!r} differs from "
+                f"{' + '.join(parts)} = {float(sum(table[p][row] for p in parts))!r} "
+                f"at {moment(row)}",
+            )
+    return None
