@@ -43,7 +43,10 @@ demo: install
 dev: install
 	@mkdir -p $(DAGSTER_HOME)
 	@cp -n dagster.yaml $(DAGSTER_HOME)/dagster.yaml 2>/dev/null || true
-	CASTAI_API_URL=$${CASTAI_API_URL:-sandbox} $(BIN)/dagster dev -w workspace.yaml
+	@# The demo's settings (devtools/demo.py: local_environment), so a day restated here keeps its bytes.
+	@# Started inside DAGSTER_HOME: Dagster then reads the instance there, not the template in this folder.
+	env $$($(BIN)/python -m devtools.demo --env) sh -c 'cd "$$DAGSTER_HOME" && exec "$(CURDIR)/$(BIN)/dagster" dev -w "$(CURDIR)/workspace.yaml"'
+
 
 ## make bench: speed and memory figures (benchmarks/results.json, docs/performance.md).
 bench: install

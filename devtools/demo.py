@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -25,18 +26,34 @@ DEMO_DAYS = 3
 VALIDATOR = Path(__file__).resolve().parents[2] / "shared" / "focus-validator" / "validate"
 
 
+def local_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The settings `make demo` and `make dev` both run with, on top of `environ` (which wins).
+
+    One source: a day restated in the UI of `make dev` is published with the demo's settings, so its
+    bytes are the demo's."""
+    env = {"CASTAI_API_URL": environ.get("CASTAI_API_URL", "sandbox")}
+    env["DAGSTER_HOME"] = environ.get("DAGSTER_HOME", str(Path(".dagster_home").resolve()))
+    if env["CASTAI_API_URL"] == "sandbox":
+        from castai_focus_dagster.castai.sandbox import SandboxOrg
+
+        # Show enterprise sub-accounts: the sandbox organisation belongs to an enterprise.
+        env["FOCUS_ENTERPRISE_ID"] = environ.get(
+            "FOCUS_ENTERPRISE_ID", SandboxOrg.generate(seed=7).enterprise_id
+        )
+        # Absolute: `make dev` runs from DAGSTER_HOME, and must write where the demo wrote.
+        env["LOCAL_OUTPUT_DIR"] = environ.get("LOCAL_OUTPUT_DIR", str(Path("data").resolve()))
+    return env
+
+
 def main() -> int:
-    os.environ.setdefault("CASTAI_API_URL", "sandbox")
-    os.environ.setdefault("DAGSTER_HOME", str(Path(".dagster_home").resolve()))
+    if sys.argv[1:] == ["--env"]:  # `make dev`: the same settings, as NAME=value lines for `env`
+        print("\n".join(f"{k}={v}" for k, v in local_environment(os.environ).items()))
+        return 0
+    os.environ.update(local_environment(os.environ))
     home = Path(os.environ["DAGSTER_HOME"])
     home.mkdir(parents=True, exist_ok=True)
     if Path("dagster.yaml").exists() and not (home / "dagster.yaml").exists():
         shutil.copy("dagster.yaml", home / "dagster.yaml")
-    if os.environ["CASTAI_API_URL"] == "sandbox":
-        from castai_focus_dagster.castai.sandbox import SandboxOrg
-
-        # Show enterprise sub-accounts: the sandbox organisation belongs to an enterprise.
-        os.environ.setdefault("FOCUS_ENTERPRISE_ID", SandboxOrg.generate(seed=7).enterprise_id)
 
     import dagster as dg
 

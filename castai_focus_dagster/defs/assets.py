@@ -24,9 +24,11 @@ from castai_focus_dagster.castai.errors import WRONG_STEP, CastAIError
 from castai_focus_dagster.castai.input_warnings import MISSING_WORKLOAD_IDENTITY, NO_DATA
 from castai_focus_dagster.castai.models import Cluster, EnrichmentContext, empty_workload_costs
 from castai_focus_dagster.defs.daily import DailyValues
+from castai_focus_dagster.defs.finops import CostBreakdown
 from castai_focus_dagster.defs.partitions import daily_partitions
 from castai_focus_dagster.defs.publication import FocusDay, encode_focus_day
 from castai_focus_dagster.defs.resources import CastAIResource, FocusStorageResource
+from castai_focus_dagster.defs.schedules import schedule_freshness_policy
 from castai_focus_dagster.focus.audit import (
     AuditReport,
     audit_focus,
@@ -77,6 +79,7 @@ def daily_asset(
     description: str,
     calls_castai: bool,
     metadata: dict[str, Any] | None = None,
+    freshness_policy: dg.FreshnessPolicy | None = None,
 ) -> Callable[[Callable[..., Any]], dg.AssetsDefinition]:
     """The settings every asset shares; assets that call Cast AI also share its pool and retry policy."""
     return dg.asset(
@@ -90,6 +93,7 @@ def daily_asset(
         owners=OWNERS,
         pool=CASTAI_POOL if calls_castai else None,
         retry_policy=API_RETRY_POLICY if calls_castai else None,
+        freshness_policy=freshness_policy,
     )
 
 
@@ -301,6 +305,7 @@ def castai_enrichment_context(context: dg.AssetExecutionContext, castai: CastAIR
     ),
     metadata={"focus_version": "1.3"},
     calls_castai=False,
+    freshness_policy=schedule_freshness_policy(),
 )
 def focus_cost_and_usage(
     context: dg.AssetExecutionContext,
@@ -343,9 +348,10 @@ def focus_cost_and_usage(
 
         warnings = stored_input_warnings(workloads)
         window = _window_of(key, workloads, settings.step_seconds)
+        breakdown = CostBreakdown()
         day = encode_focus_day(
             window,
-            audited_batches(),
+            breakdown.observe(audited_batches()),
             settings.s3_format,
             enrichment_completeness=enrichment.completeness,
             enrichment_missing=dict(enrichment.missing),
@@ -367,6 +373,10 @@ def focus_cost_and_usage(
                 ),
                 metadata={"failed_rules": dg.MetadataValue.json([r.rule for r in report.failures])},
             )
+        # This day's own page, in a one-day run and in every day of a range.
+        context.add_asset_metadata(
+            breakdown.metadata(report, window, options.billing_currency), partition_key=key
+        )
         return day
 
     return DailyValues(keys=context.partition_keys, produce=build)

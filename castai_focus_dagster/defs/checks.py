@@ -1,22 +1,30 @@
 """Asset checks on the published FOCUS objects: they re-read what consumers will read.
 
 The audit inside write-audit-publish already refuses bad rows before anything is replaced; these checks
-report, in the UI and per run, that the objects actually published are conformant and agree with their
-manifest. They read the run's own partitions from its tags (partition-aware checks are a Dagster
-preview feature, so they are not used).
+report, in the UI and per day, that the objects actually published are conformant, agree with their
+manifest, keep one schema and show no unexplained cost jump. Each check is partitioned like its asset
+and records one evaluation per day, in a one-day run and in every day of a range.
 """
 
 import hashlib
 import json
 import tempfile
-from collections.abc import Mapping
-from datetime import date
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, timedelta
 from typing import Any
 
 import dagster as dg
 import pyarrow.compute as pc
 
+# Dagster has no public constructor for the "which materialisation was checked" link of an evaluation
+# yielded directly (the only way to record one evaluation per day of a range run).
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,
+)
+
 from castai_focus_dagster.defs.assets import focus_cost_and_usage
+from castai_focus_dagster.defs.finops import MOVER_MIN_CHANGE, MOVER_RELATIVE_CHANGE, day_over_day_movers
 from castai_focus_dagster.defs.partitions import daily_partitions
 from castai_focus_dagster.defs.resources import FocusStorageResource
 from castai_focus_dagster.focus.conformance import check_conformance, combine_results
@@ -25,60 +33,112 @@ from castai_focus_dagster.storage.object_store import ObjectStore
 from castai_focus_dagster.storage.serialize import iter_focus_batches
 
 TOTAL_TOLERANCE = 1e-6
+ASSET_KEY = focus_cost_and_usage.key
+Evaluations = Iterator[dg.AssetCheckEvaluation | dg.Output[None]]
 
 
-def run_partition_keys(tags: Mapping[str, str]) -> list[str]:
-    """The daily partitions a run covered, from its `dagster/partition` or range tags."""
-    if "dagster/partition" in tags:
-        return [tags["dagster/partition"]]
-    start = tags.get("dagster/asset_partition_range_start")
-    end = tags.get("dagster/asset_partition_range_end")
-    if start and end:
-        return list(daily_partitions.get_partition_keys_in_range(dg.PartitionKeyRange(start=start, end=end)))
-    return []
+@dataclass(frozen=True)
+class DayVerdict:
+    passed: bool
+    metadata: dict[str, Any] = field(default_factory=dict)
+    description: str | None = None
 
 
 def _manifest(store: ObjectStore, prefix: str, key: str) -> dict[str, Any]:
     return json.loads(store.get(manifest_key(prefix, date.fromisoformat(key))))
 
 
-@dg.asset_check(
-    asset=focus_cost_and_usage,
+def _checked_materialization(
+    instance: dg.DagsterInstance, key: str
+) -> AssetCheckEvaluationTargetMaterializationData | None:
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=ASSET_KEY, asset_partitions=[key]), limit=1
+    ).records
+    if not records:
+        return None
+    latest = records[0]
+    return AssetCheckEvaluationTargetMaterializationData(
+        run_id=latest.run_id, storage_id=latest.storage_id, timestamp=latest.timestamp
+    )
+
+
+def per_day(
+    context: dg.AssetCheckExecutionContext,
+    judge: Callable[[str], DayVerdict],
+    *,
+    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
+) -> Evaluations:
+    """One evaluation per day of the run, each linked to that day's materialisation."""
+    (spec,) = context.check_specs
+    for key in context.partition_keys:
+        verdict = judge(key)
+        yield dg.AssetCheckEvaluation(
+            asset_key=ASSET_KEY,
+            check_name=spec.name,
+            passed=verdict.passed,
+            metadata=verdict.metadata,
+            description=verdict.description,
+            severity=severity,
+            blocking=spec.blocking,
+            partition=key,
+            target_materialization_data=_checked_materialization(context.instance, key),
+        )
+    yield dg.Output(None)  # the check step's own output, which the evaluations do not produce
+
+
+def daily_check(
+    *, blocking: bool, description: str
+) -> Callable[[Callable[..., Evaluations]], dg.AssetChecksDefinition]:
+    """A check of the FOCUS asset partitioned by day; its function yields `per_day`'s evaluations."""
+
+    def wrap(fn: Callable[..., Evaluations]) -> dg.AssetChecksDefinition:
+        # dg.asset_check's annotation knows only functions returning one AssetCheckResult.
+        check_fn: Callable[..., Any] = fn
+        return dg.asset_check(
+            asset=focus_cost_and_usage,
+            partitions_def=daily_partitions,
+            blocking=blocking,
+            description=description,
+        )(check_fn)
+
+    return wrap
+
+
+@daily_check(
     blocking=True,
     description="Every object the day's manifest lists exists with the listed size, SHA-256 and row count.",
 )
 def focus_manifest_consistency(
     context: dg.AssetCheckExecutionContext, storage: FocusStorageResource
-) -> dg.AssetCheckResult:
-    problems: list[str] = []
-    keys = run_partition_keys(context.run.tags)
-    for key in keys:
+) -> Evaluations:
+    def judge(key: str) -> DayVerdict:
         try:
             manifest = _manifest(storage.store, storage.settings.s3_prefix, key)
         except KeyError:
-            problems.append(f"{key}: no manifest")
-            continue
+            return DayVerdict(False, {"problems": dg.MetadataValue.json(["no manifest"])}, "no manifest")
+        problems: list[str] = []
         for item in manifest["files"]:
             # Through a temporary file: a day of a large organisation is hundreds of MB.
             with tempfile.TemporaryFile() as data:
                 try:
                     storage.store.get_file(item["key"], data)
                 except KeyError:
-                    problems.append(f"{key}: {item['key']} is listed but missing")
+                    problems.append(f"{item['key']} is listed but missing")
                     continue
                 size = data.tell()
                 data.seek(0)
                 digest = hashlib.file_digest(data, "sha256").hexdigest()
             if digest != item["sha256"] or size != item["bytes"]:
-                problems.append(f"{key}: {item['key']} differs from its manifest entry")
-    return dg.AssetCheckResult(
-        passed=not problems and bool(keys),
-        metadata={"partitions": dg.MetadataValue.json(keys), "problems": dg.MetadataValue.json(problems)},
-    )
+                problems.append(f"{item['key']} differs from its manifest entry")
+        return DayVerdict(
+            not problems,
+            {"objects": len(manifest["files"]), "problems": dg.MetadataValue.json(problems)},
+        )
+
+    yield from per_day(context, judge)
 
 
-@dg.asset_check(
-    asset=focus_cost_and_usage,
+@daily_check(
     blocking=True,
     description=(
         "The published objects parse with the FOCUS schema, pass the built-in FOCUS 1.3 conformance rules, "
@@ -87,17 +147,16 @@ def focus_manifest_consistency(
 )
 def focus_published_conformance(
     context: dg.AssetCheckExecutionContext, storage: FocusStorageResource
-) -> dg.AssetCheckResult:
+) -> Evaluations:
     settings = storage.settings
-    problems: list[str] = []
-    rows = 0
-    keys = run_partition_keys(context.run.tags)
-    for key in keys:
+
+    def judge(key: str) -> DayVerdict:
         try:
             manifest = _manifest(storage.store, settings.s3_prefix, key)
         except KeyError:
-            problems.append(f"{key}: no manifest")
-            continue
+            return DayVerdict(False, {"problems": dg.MetadataValue.json(["no manifest"])}, "no manifest")
+        problems: list[str] = []
+        rows = 0
         fmt = manifest.get("format", settings.s3_format)
         for item in manifest["files"]:
             billed, results = 0.0, []
@@ -109,24 +168,48 @@ def focus_published_conformance(
                     rows += batch.num_rows
                     billed += float(pc.sum(batch["BilledCost"]).as_py() or 0.0)
                     results.append(check_conformance(batch))
-            problems += [f"{key}: {r.rule}: {r.message}" for r in combine_results(results) if not r.passed]
+            problems += [f"{r.rule}: {r.message}" for r in combine_results(results) if not r.passed]
             expected = float(manifest["costTotals"]["BilledCost"])
             if abs(billed - expected) > TOTAL_TOLERANCE * max(1, int(item["rowCount"])):
-                problems.append(
-                    f"{key}: Σ BilledCost {billed:.6f} differs from the manifest's {expected:.6f}"
-                )
-    return dg.AssetCheckResult(
-        passed=not problems and bool(keys),
-        metadata={
-            "rows_checked": dg.MetadataValue.int(rows),
-            "partitions": dg.MetadataValue.json(keys),
-            "problems": dg.MetadataValue.json(problems[:50]),
-        },
-    )
+                problems.append(f"Σ BilledCost {billed:.6f} differs from the manifest's {expected:.6f}")
+        return DayVerdict(
+            not problems,
+            {"rows_checked": dg.MetadataValue.int(rows), "problems": dg.MetadataValue.json(problems[:50])},
+        )
+
+    yield from per_day(context, judge)
 
 
-@dg.asset_check(
-    asset=focus_cost_and_usage,
+@daily_check(
+    blocking=False,
+    description=(
+        "The day's published schema (the manifest's schemaId) is the one of the day before: readers of the "
+        "Hive tree see one table schema."
+    ),
+)
+def focus_column_schema(context: dg.AssetCheckExecutionContext, storage: FocusStorageResource) -> Evaluations:
+    prefix = storage.settings.s3_prefix
+
+    def judge(key: str) -> DayVerdict:
+        try:
+            schema_id = _manifest(storage.store, prefix, key)["schemaId"]
+        except KeyError:
+            return DayVerdict(True, description="no manifest (focus_manifest_consistency reports it)")
+        before = (date.fromisoformat(key) - timedelta(days=1)).isoformat()
+        try:
+            previous = _manifest(storage.store, prefix, before)["schemaId"]
+        except KeyError:
+            return DayVerdict(True, {"schema_id": schema_id}, f"no published day {before} to compare with")
+        return DayVerdict(
+            schema_id == previous,
+            {"schema_id": schema_id, "previous_schema_id": previous},
+            None if schema_id == previous else f"the FOCUS schema changed since {before}",
+        )
+
+    yield from per_day(context, judge, severity=dg.AssetCheckSeverity.WARN)
+
+
+@daily_check(
     blocking=False,
     description=(
         "Warns when Cast AI had no data for a cluster (empty answer, with or without a noDataReason): the "
@@ -135,33 +218,79 @@ def focus_published_conformance(
 )
 def focus_clusters_with_data(
     context: dg.AssetCheckExecutionContext, storage: FocusStorageResource
-) -> dg.AssetCheckResult:
-    without_data: list[dict[str, Any]] = []
-    keys = run_partition_keys(context.run.tags)
-    for key in keys:
+) -> Evaluations:
+    def judge(key: str) -> DayVerdict:
         try:
             manifest = _manifest(storage.store, storage.settings.s3_prefix, key)
         except KeyError:
-            continue  # focus_manifest_consistency reports a missing manifest
+            return DayVerdict(True, description="no manifest (focus_manifest_consistency reports it)")
         listed = manifest.get("extra", {}).get("clusters_without_data", [])
-        without_data += [{"day": key, **c} for c in listed]
-    names = sorted({f"{c['cluster_name'] or c['cluster_id']} ({c['reason']})" for c in without_data})
-    return dg.AssetCheckResult(
-        passed=not without_data,
-        severity=dg.AssetCheckSeverity.WARN,
-        description=(
-            f"Cast AI has no data for: {', '.join(names)}" if names else "Cast AI had data for every cluster"
-        ),
-        metadata={
-            "partitions": dg.MetadataValue.json(keys),
-            "clusters_without_data": dg.MetadataValue.json(without_data),
-        },
-    )
+        names = sorted({f"{c['cluster_name'] or c['cluster_id']} ({c['reason']})" for c in listed})
+        return DayVerdict(
+            not listed,
+            {"clusters_without_data": dg.MetadataValue.json(listed)},
+            f"Cast AI has no data for: {', '.join(names)}" if names else "Cast AI had data for every cluster",
+        )
+
+    yield from per_day(context, judge, severity=dg.AssetCheckSeverity.WARN)
+
+
+@daily_check(
+    blocking=False,
+    description=(
+        f"Warns when a namespace's or a workload's BilledCost changed by more than "
+        f"{MOVER_RELATIVE_CHANGE:.0%} and at least {MOVER_MIN_CHANGE:g} (billing currency) since the day "
+        "before, naming the largest movers. Complete days only."
+    ),
+)
+def focus_cost_anomalies(
+    context: dg.AssetCheckExecutionContext, storage: FocusStorageResource
+) -> Evaluations:
+    settings = storage.settings
+
+    def judge(key: str) -> DayVerdict:
+        before = (date.fromisoformat(key) - timedelta(days=1)).isoformat()
+        days = []
+        for day in (before, key):
+            try:
+                days.append(_manifest(storage.store, settings.s3_prefix, day))
+            except KeyError:
+                return DayVerdict(True, description=f"not compared: {day} is not published")
+        partial = [m["partition"]["day"] for m in days if not m.get("complete")]
+        if partial:
+            return DayVerdict(True, description=f"not compared: {', '.join(partial)} is a partial day")
+        movers = day_over_day_movers(
+            _data_batches(storage.store, days[0]), _data_batches(storage.store, days[1])
+        )
+        currency = settings.focus_billing_currency
+        return DayVerdict(
+            not movers.rows,
+            {
+                "movers": dg.MetadataValue.md(movers.markdown(currency)),
+                "namespaces_compared": movers.namespaces,
+                "workloads_compared": movers.workloads,
+            },
+            movers.summary(before, currency),
+        )
+
+    yield from per_day(context, judge, severity=dg.AssetCheckSeverity.WARN)
+
+
+def _data_batches(store: ObjectStore, manifest: dict[str, Any]) -> Iterator[Any]:
+    """The day's published rows, batch by batch, from its data objects (not the Ternary copies)."""
+    for item in manifest["files"]:
+        if item.get("role", "data") != "data":
+            continue
+        with tempfile.TemporaryFile() as data:
+            store.get_file(item["key"], data)
+            data.seek(0)
+            yield from iter_focus_batches(data, manifest["format"])
 
 
 FOCUS_CHECKS = [
     focus_manifest_consistency,
     focus_published_conformance,
+    focus_column_schema,
     focus_clusters_with_data,
-    *dg.build_column_schema_change_checks(assets=[focus_cost_and_usage]),
+    focus_cost_anomalies,
 ]

@@ -149,9 +149,11 @@ class FocusIOManager(dg.ConfigurableIOManager):
             context.log.info(f"published {key}: {published.row_count} rows to {', '.join(published.keys)}")
             _log_removed_and_legacy(context, key, published)
             if len(obj.keys) > 1:
-                # Each day's materialisation carries its own figures, not the whole run's.
+                # Each day's materialisation carries its own figures (as a one-day run's), not the run's.
                 context.step_context.add_asset_metadata(
-                    published.metadata(), asset_key=context.asset_key, partition_key=key
+                    PublishedDay.combined_metadata([published]),
+                    asset_key=context.asset_key,
+                    partition_key=key,
                 )
         context.add_output_metadata(PublishedDay.combined_metadata(days))
 

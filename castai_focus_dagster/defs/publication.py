@@ -315,5 +315,12 @@ def _preview_markdown(table: pa.Table) -> str:
     cols = [c for c in PREVIEW_COLUMNS if c in table.column_names]
     head = table.select(cols).slice(0, PREVIEW_ROWS).to_pylist()
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join("" if row[c] is None else str(row[c]) for c in cols) + " |" for row in head]
+    lines += ["| " + " | ".join(_cell(row[c]) for c in cols) + " |" for row in head]
     return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    """A preview cell; floats to 10 significant digits (display only: the data file keeps them exact)."""
+    if value is None:
+        return ""
+    return f"{value:.10g}" if isinstance(value, float) else str(value)

@@ -4,14 +4,18 @@ Cast AI keeps revising recent costs, so a day is restated until it has left the 
 
 import os
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
 import dagster as dg
+from croniter import croniter
 
 from castai_focus_dagster.defs.jobs import focus_export_job
 from castai_focus_dagster.defs.partitions import daily_partitions
 from castai_focus_dagster.settings import SETTINGS_DOC, load_settings, schedule_cron
 
 DEFAULT_STATUS = next(d.default for d in SETTINGS_DOC if d.env == "SCHEDULE_DEFAULT_STATUS")
+# Time a tick's run may take before the asset counts as late (a day takes well under a minute).
+FRESHNESS_SLACK = timedelta(hours=1)
 
 
 def default_status() -> dg.DefaultScheduleStatus:
@@ -54,3 +58,20 @@ def focus_restatement_schedule(context: dg.ScheduleEvaluationContext) -> list[dg
         )
         for key in restated_partition_keys(now, settings.collection_lookback_hours)
     ]
+
+
+def longest_tick_gap(cron: str) -> timedelta:
+    """The longest time between two consecutive ticks of `cron` over a week (UTC)."""
+    ticks = croniter(cron, datetime(2025, 1, 6, tzinfo=UTC))  # a Monday: the week covers every weekday
+    times = [ticks.get_next(datetime) for _ in range(2)]
+    while times[-1] < datetime(2025, 1, 14, tzinfo=UTC) and len(times) < 20_000:
+        times.append(ticks.get_next(datetime))
+    return max(b - a for a, b in pairwise(times))
+
+
+def schedule_freshness_policy() -> dg.FreshnessPolicy:
+    """Fresh while the schedule keeps up: WARN once a tick's run is missing, FAIL once two are."""
+    gap = longest_tick_gap(schedule_cron())
+    return dg.FreshnessPolicy.time_window(
+        warn_window=gap + FRESHNESS_SLACK, fail_window=2 * gap + FRESHNESS_SLACK
+    )
