@@ -26,7 +26,7 @@ import pytest
 
 from castai_focus_dagster.focus.schema import FOCUS_SCHEMA
 from castai_focus_dagster.storage import keys as layout
-from castai_focus_dagster.storage import publish as publish_module
+from castai_focus_dagster.storage import legacy as legacy_module
 from castai_focus_dagster.storage.keys import DataFormat
 from castai_focus_dagster.storage.metadata import (
     TimeSector,
@@ -153,7 +153,7 @@ def fakes_count_as_ours(request: pytest.FixtureRequest, monkeypatch: pytest.Monk
     """The fakes here carry no writer mark, yet stand for our objects (publication treats the bytes as
     opaque); the tests of foreign `-00` objects ask for `real_marks` and use real files instead."""
     if "real_marks" not in request.fixturenames:
-        monkeypatch.setattr(publish_module, "written_by_this_exporter", lambda source, fmt: True)
+        monkeypatch.setattr(legacy_module, "written_by_this_exporter", lambda source, fmt: True)
 
 
 @pytest.fixture
