@@ -258,7 +258,7 @@ def publish_focus_day(
         step_seconds=day.window.step_seconds,
         run_id=run_id,
         complete=day.window.complete,
-        schema_columns=[(c.name, str(c.arrow_type)) for c in FOCUS_COLUMNS],
+        schema_columns=[(c.name, c.arrow_type) for c in FOCUS_COLUMNS],
         generator_version=__version__,
         extra={
             "clusters": day.audit.clusters,

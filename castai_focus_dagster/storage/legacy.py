@@ -6,13 +6,13 @@ import re
 import tempfile
 from typing import Any
 
-from castai_focus_dagster.storage.keys import partition_object_prefix
+from castai_focus_dagster.storage.keys import DATA_FORMATS, partition_object_prefix
 from castai_focus_dagster.storage.publish_model import ForeignObjectRefused, PublishRequest
 from castai_focus_dagster.storage.serialize import written_by_this_exporter
 from castai_focus_dagster.storage.store_base import ObjectStore
 
 # The part of a data object name after partition_object_prefix(): the hour and the format.
-DATA_OBJECT_SUFFIX = re.compile(r"^(\d{2})\.(parquet|csv)$")
+DATA_OBJECT_SUFFIX = re.compile(rf"^(\d{{2}})\.({'|'.join(DATA_FORMATS)})$")
 
 
 def foreign_hour_zero(

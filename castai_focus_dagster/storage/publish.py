@@ -79,12 +79,8 @@ from castai_focus_dagster.storage.publish_model import (
     read_json,
 )
 from castai_focus_dagster.storage.replacement import figures_document, guard_replacement
+from castai_focus_dagster.storage.serialize import data_format
 from castai_focus_dagster.storage.store_base import ObjectStore
-
-CONTENT_TYPES: dict[str, str] = {
-    "parquet": "application/vnd.apache.parquet",
-    "csv": "text/csv; charset=utf-8",
-}
 
 # The publication API in one place (callers import from here, whichever step module defines it).
 __all__ = [
@@ -162,7 +158,7 @@ def _publish_holding_lease(
     final = trees[0][1]
     _remove_stale_temporary(store, [partition_dir(tree, req.day) for tree, _, _ in trees])
     try:
-        upload(store, staging, req.data, CONTENT_TYPES[req.fmt])
+        upload(store, staging, req.data, data_format(req.fmt).content_type)
         with read_back(store, staging, like=req.data) as staged:
             staged_checksum = payload_sha256(staged)
             if staged_checksum != checksum:

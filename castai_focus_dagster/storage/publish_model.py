@@ -10,7 +10,7 @@ from datetime import date, datetime
 from typing import Any
 
 from castai_focus_dagster.storage.keys import DataFormat
-from castai_focus_dagster.storage.metadata import canonical_json, focus_datetime
+from castai_focus_dagster.storage.metadata import ColumnType, canonical_json, focus_datetime
 from castai_focus_dagster.storage.payload import Payload
 from castai_focus_dagster.storage.publication_guard import Change
 from castai_focus_dagster.storage.store_base import ObjectNotFound, ObjectStore
@@ -56,7 +56,7 @@ class PublishRequest:
     step_seconds: int
     run_id: str
     complete: bool  # False for a day that has not ended yet
-    schema_columns: Sequence[tuple[str, str]]  # (column name, Arrow type string) in file order
+    schema_columns: Sequence[tuple[str, ColumnType]]  # (column name, Arrow type) in file order
     generator_version: str
     extra: dict[str, Any] = field(default_factory=dict)  # clusters, workloads, enrichment completeness...
     provider_tag_prefixes: tuple[str, ...] = ()  # prefixes of provider-defined keys inside Tags

@@ -22,8 +22,9 @@ in shortest round-trip form with no `+` in exponents (FOCUS NumericFormat), ever
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import BinaryIO
 
 import numpy as np
@@ -33,6 +34,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from castai_focus_dagster.focus.schema import FOCUS_SCHEMA
+from castai_focus_dagster.storage.keys import DATA_FORMATS, DataFormat
 
 MAX_ROW_GROUP_ROWS = 1_000_000
 # Parquet key-value metadata of every file this exporter writes (no version: bytes stay identical).
@@ -149,24 +151,16 @@ class FocusCsvWriter:
 FocusWriter = FocusParquetWriter | FocusCsvWriter
 
 
-def focus_writer(fmt: str, sink: BinaryIO) -> FocusWriter:
-    """The streaming writer of a published format (`parquet` or `csv`)."""
-    if fmt == "parquet":
-        return FocusParquetWriter(sink)
-    if fmt == "csv":
-        return FocusCsvWriter(sink)
-    raise ValueError(f"unknown FOCUS object format {fmt!r} (expected 'parquet' or 'csv')")
-
-
-def written_by_this_exporter(source: BinaryIO, fmt: str) -> bool:
-    """Whether a data object carries this exporter's mark (Parquet metadata, or our exact CSV header)."""
-    if fmt == "csv":
-        return source.read(len(CSV_HEADER)) == CSV_HEADER
+def _parquet_is_ours(source: BinaryIO) -> bool:
     try:
         metadata = pq.ParquetFile(source).schema_arrow.metadata or {}
     except (pa.ArrowException, OSError):  # not Parquet at all: certainly not ours
         return False
     return all(metadata.get(k) == v for k, v in WRITER_METADATA.items())
+
+
+def _csv_is_ours(source: BinaryIO) -> bool:
+    return source.read(len(CSV_HEADER)) == CSV_HEADER
 
 
 def to_parquet_bytes(table: pa.Table) -> bytes:
@@ -192,21 +186,7 @@ def read_focus_bytes(data: bytes, fmt: str) -> pa.Table:
     CSV: an unquoted empty field is null, a quoted one (`""`) an empty string; timestamps and doubles
     parse back to the exact values that were written.
     """
-    if fmt == "parquet":
-        table = pq.read_table(io.BytesIO(data))
-    elif fmt == "csv":
-        table = pacsv.read_csv(
-            io.BytesIO(data),
-            parse_options=pacsv.ParseOptions(newlines_in_values=True),
-            convert_options=_CSV_CONVERT,
-        )
-        if table.column_names == FOCUS_SCHEMA.names:
-            try:
-                table = table.cast(FOCUS_SCHEMA)
-            except (pa.ArrowInvalid, ValueError) as exc:
-                raise ValueError(f"CSV object does not fit the FOCUS schema: {exc}") from exc
-    else:
-        raise ValueError(f"unknown FOCUS object format {fmt!r} (expected 'parquet' or 'csv')")
+    table = data_format(fmt).read(data)
     _require_focus_schema(table)
     return table
 
@@ -218,35 +198,91 @@ def iter_focus_batches(source: BinaryIO, fmt: str) -> Iterator[pa.Table]:
     least one batch.
     """
     empty = True
-    for table in _focus_batches(source, fmt):
+    for table in data_format(fmt).batches(source):
         empty = False
         yield table
     if empty:
         yield FOCUS_SCHEMA.empty_table()
 
 
-def _focus_batches(source: BinaryIO, fmt: str) -> Iterator[pa.Table]:
-    if fmt == "parquet":
-        parquet = pq.ParquetFile(source)
-        _require_focus_schema(parquet.schema_arrow.empty_table())
-        # Row group by row group: `iter_batches` reads ahead and holds about three times the memory.
-        for index in range(parquet.num_row_groups):
-            yield parquet.read_row_group(index)
-    elif fmt == "csv":
-        reader = pacsv.open_csv(
-            source,
-            parse_options=pacsv.ParseOptions(newlines_in_values=True),
-            convert_options=_CSV_CONVERT,
-        )
-        if reader.schema.names != FOCUS_SCHEMA.names:
-            _require_focus_schema(reader.schema.empty_table())
-        for batch in reader:
-            try:
-                yield pa.Table.from_batches([batch]).cast(FOCUS_SCHEMA)
-            except (pa.ArrowInvalid, ValueError) as exc:
-                raise ValueError(f"CSV object does not fit the FOCUS schema: {exc}") from exc
-    else:
-        raise ValueError(f"unknown FOCUS object format {fmt!r} (expected 'parquet' or 'csv')")
+def _read_csv(data: bytes) -> pa.Table:
+    table = pacsv.read_csv(
+        io.BytesIO(data),
+        parse_options=pacsv.ParseOptions(newlines_in_values=True),
+        convert_options=_CSV_CONVERT,
+    )
+    if table.column_names == FOCUS_SCHEMA.names:
+        try:
+            table = table.cast(FOCUS_SCHEMA)
+        except (pa.ArrowInvalid, ValueError) as exc:
+            raise ValueError(f"CSV object does not fit the FOCUS schema: {exc}") from exc
+    return table
+
+
+def _parquet_batches(source: BinaryIO) -> Iterator[pa.Table]:
+    parquet = pq.ParquetFile(source)
+    _require_focus_schema(parquet.schema_arrow.empty_table())
+    # Row group by row group: `iter_batches` reads ahead and holds about three times the memory.
+    for index in range(parquet.num_row_groups):
+        yield parquet.read_row_group(index)
+
+
+def _csv_batches(source: BinaryIO) -> Iterator[pa.Table]:
+    reader = pacsv.open_csv(
+        source,
+        parse_options=pacsv.ParseOptions(newlines_in_values=True),
+        convert_options=_CSV_CONVERT,
+    )
+    if reader.schema.names != FOCUS_SCHEMA.names:
+        _require_focus_schema(reader.schema.empty_table())
+    for batch in reader:
+        try:
+            yield pa.Table.from_batches([batch]).cast(FOCUS_SCHEMA)
+        except (pa.ArrowInvalid, ValueError) as exc:
+            raise ValueError(f"CSV object does not fit the FOCUS schema: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Format:
+    """Everything that differs between the published formats, so no caller branches on the format."""
+
+    name: DataFormat
+    content_type: str
+    writer: Callable[[BinaryIO], FocusWriter]
+    read: Callable[[bytes], pa.Table]  # a whole object, unchecked
+    batches: Callable[[BinaryIO], Iterator[pa.Table]]  # checked, one batch in memory
+    is_ours: Callable[[BinaryIO], bool]  # carries this exporter's mark
+
+
+PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
+FORMATS: dict[str, Format] = {
+    "parquet": Format(
+        "parquet", PARQUET_CONTENT_TYPE, FocusParquetWriter, lambda data: pq.read_table(io.BytesIO(data)),
+        _parquet_batches, _parquet_is_ours,
+    ),
+    "csv": Format("csv", "text/csv; charset=utf-8", FocusCsvWriter, _read_csv, _csv_batches, _csv_is_ours),
+}  # fmt: skip
+assert tuple(FORMATS) == DATA_FORMATS, "every S3_FORMAT needs one Format entry"
+
+
+def data_format(fmt: str) -> Format:
+    """The registry entry of a published format; ValueError naming the known ones otherwise."""
+    try:
+        return FORMATS[fmt]
+    except KeyError:
+        raise ValueError(
+            f"unknown FOCUS object format {fmt!r} (expected {' or '.join(map(repr, FORMATS))})"
+        ) from None
+
+
+def focus_writer(fmt: str, sink: BinaryIO) -> FocusWriter:
+    """The streaming writer of a published format."""
+    return data_format(fmt).writer(sink)
+
+
+def written_by_this_exporter(source: BinaryIO, fmt: str) -> bool:
+    """Whether a data object carries this exporter's mark (Parquet metadata, or our exact CSV header)."""
+    return data_format(fmt).is_ours(source)
 
 
 def _concatenated(lines: pa.Array) -> bytes:

@@ -21,6 +21,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -68,15 +69,15 @@ PREFIX = "castai/"
 TERNARY = "ternary/"
 DAY = date(2025, 3, 4)
 T0 = datetime(2025, 3, 5, 1, 0, tzinfo=UTC)
-COLUMNS: tuple[tuple[str, str], ...] = (
-    ("BilledCost", "double"),
-    ("ChargePeriodStart", "timestamp[us, tz=UTC]"),
-    ("ListUnitPrice", "decimal128(38, 10)"),
-    ("ProviderName", "string"),
-    ("PublisherName", "string"),
-    ("ServiceName", "dictionary<values=string, indices=int32, ordered=0>"),
-    ("Tags", "string"),
-    ("x_CastAIClusterId", "string"),
+COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
+    ("BilledCost", pa.float64()),
+    ("ChargePeriodStart", pa.timestamp("us", tz="UTC")),
+    ("ListUnitPrice", pa.decimal128(38, 10)),
+    ("ProviderName", pa.string()),
+    ("PublisherName", pa.string()),
+    ("ServiceName", pa.dictionary(pa.int32(), pa.string())),
+    ("Tags", pa.string()),
+    ("x_CastAIClusterId", pa.string()),
 )
 METADATA = set(layout.metadata_keys(PREFIX).values()) | {layout.organization_marker_key(PREFIX)}
 
@@ -602,7 +603,7 @@ def test_focus_type_words_are_accepted_in_place_of_arrow_types() -> None:
 
 def test_column_types_without_a_focus_data_type_are_refused() -> None:
     with pytest.raises(ValueError, match="column 'x_Flag'"):
-        column_definitions([("x_Flag", "bool")])
+        column_definitions([("x_Flag", pa.bool_())])
 
 
 def test_recency_refuses_overlapping_or_naive_sectors() -> None:
