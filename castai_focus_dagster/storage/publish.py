@@ -1,35 +1,7 @@
-"""Write-audit-publish of one daily FOCUS partition to an object store.
+"""Write-audit-publish of one daily FOCUS partition: stage, read back and audit, guard, copy, manifest last.
 
-Consumers (Athena, Ternary, DuckDB) read the data tree directly, so publication must never expose a
-partial, unaudited or duplicated object, and a manifest must never describe bytes that are not there:
-
-0. check that the prefix belongs to this organisation (its marker, written at the first publication);
-   then take the day's lease (`_locks/`), held to the end: another run of the day waits for it;
-1. upload the bytes to a staging key outside the data tree;
-2. read them back, verify the SHA-256, run the caller's audit (which raises to abort);
-3. compare the new day with the published one (publication_guard; its figures come from the
-   manifest, else from the day's figures object, which is never retired; a data object of ours with
-   neither is refused as a shrink): a shrink or growth beyond the thresholds is refused unless the caller
-   allows that kind of change; a `-00` object of the day that no manifest of ours lists and that lacks
-   our writer's mark is the Go exporter's (its run at hour 00 wrote the same key): refused unless the
-   caller asks (`delete_legacy_hourly`), else replaced;
-4. retire the partition's manifest if it describes other objects, then copy staging -> final data key
-   (deterministic: overwrites, never a second copy) and the Ternary copy;
-5. delete our stale data objects of the partition (the other format of hour `00`) in both trees; the
-   Go exporter's hour objects (`-01` ... `-23`) only when the caller asks (`delete_legacy_hourly`),
-   otherwise they are kept and reported in the result;
-6. write the FOCUS metadata documents and the figures object, then the manifest last, conditionally:
-   only while the data keys still hold the versions this run copied, and (If-Match / If-None-Match)
-   only over the manifest version this run last saw; re-checked after the write;
-7. delete the staging object (and any a failed earlier run left for this partition).
-
-A failure before 4 leaves every published object untouched. A failure from 4 on may leave the partition
-without a manifest (and, during a format switch, with both formats), never with a manifest that lists
-missing or different bytes; re-running the publish repairs everything. The data bytes
-are the caller's and carry no run timestamp, so re-publishing identical data rewrites identical objects.
-
-The data is either bytes or a seekable local file (`Payload`): a day of a large organisation is
-published from a temporary file, staged and read back through files, so memory stays flat.
+The steps and their guarantees are described in docs/architecture.md (storage/); each step is its own
+module, and this one runs them in order under the day's lease.
 """
 
 from __future__ import annotations

@@ -1,22 +1,8 @@
-"""FOCUS tables -> file bytes (Parquet or CSV), byte-identical for identical input.
+"""FOCUS tables to file bytes (Parquet or CSV) and back, byte-identical for identical input.
 
-Both writers refuse a table whose schema is not exactly `FOCUS_SCHEMA`: a file with drifting
-types would break readers that union many days (Athena, Spark, DuckDB globbing).
-
-Parquet: Snappy, no wall-clock metadata (pyarrow writes only its version string in `created_by`),
-so identical input gives identical bytes. One fixed key-value pair (`WRITER_METADATA`) marks the file
-as this exporter's: the Go exporter wrote objects under the same `-00` key, and publication must tell
-them apart after a lost manifest (`written_by_this_exporter`). CSV has no metadata: its exact header
-line, every FOCUS column and our `x_` columns in our order, is the mark.
-
-A day of a large organisation is written cluster by cluster (`FocusParquetWriter`): row groups hold
-at least `MIN_ROW_GROUP_ROWS` rows (small clusters share one) and at most `MAX_ROW_GROUP_ROWS`, so
-memory holds one row group, never the whole day.
-
-CSV is assembled column-wise with Arrow kernels instead of `pyarrow.csv` because FOCUS needs
-control the generic writer does not give: timestamps as `YYYY-MM-DDTHH:MM:SSZ`, numbers unquoted
-in shortest round-trip form with no `+` in exponents (FOCUS NumericFormat), every string quoted
-(RFC 4180, embedded quotes doubled) so that an empty string and a null (empty field) differ.
+Writers refuse a table whose schema is not exactly `FOCUS_SCHEMA` (drifting types break readers that
+union many days). A day is written cluster by cluster, row groups of `MIN_ROW_GROUP_ROWS` to
+`MAX_ROW_GROUP_ROWS` rows, so memory holds one row group. `FORMATS` is the one place a format differs.
 """
 
 from __future__ import annotations

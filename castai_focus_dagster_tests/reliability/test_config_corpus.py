@@ -192,7 +192,8 @@ def test_a_macro_cron_loads_and_runs_and_a_refused_one_stops_the_load(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """`@daily` used to load and then fail every run; now one rule decides at load and at run start."""
-    from castai_focus_dagster import definitions, schedules
+    from castai_focus_dagster import definitions
+    from castai_focus_dagster.defs import schedules
 
     def load() -> dg.Definitions:
         """The code location as a fresh code server imports it, in this environment."""
