@@ -601,6 +601,24 @@ def test_focus_type_words_are_accepted_in_place_of_arrow_types() -> None:
     ]  # fmt: skip
 
 
+def test_column_definitions_come_from_the_arrow_type_objects() -> None:
+    """Precision and scale are read off the pyarrow types (no type strings parsed back)."""
+    columns = [("a", pa.int32()), ("b", pa.uint64()), ("c", pa.float32()), ("d", pa.date32()),
+               ("e", pa.large_string()), ("f", pa.decimal256(50, 3)),
+               ("Tags", pa.dictionary(pa.int8(), pa.string()))]  # fmt: skip
+    assert [{k: v for k, v in d.items() if k != "ColumnName"} for d in column_definitions(columns)] == [
+        {"DataType": "DECIMAL", "NumericPrecision": 10, "NumberScale": 0},
+        {"DataType": "DECIMAL", "NumericPrecision": 20, "NumberScale": 0},
+        {"DataType": "DECIMAL", "NumericPrecision": 6},
+        {"DataType": "DATETIME"},
+        {"DataType": "STRING", "StringEncoding": "UTF-8"},
+        {"DataType": "DECIMAL", "NumericPrecision": 50, "NumberScale": 3},
+        {"DataType": "JSON", "StringEncoding": "UTF-8"},
+    ]
+    with pytest.raises(ValueError, match="'double' is not a FOCUS data type word"):
+        column_definitions([("x", "double")])  # an Arrow type name is not accepted as text
+
+
 def test_column_types_without_a_focus_data_type_are_refused() -> None:
     with pytest.raises(ValueError, match="column 'x_Flag'"):
         column_definitions([("x_Flag", pa.bool_())])
