@@ -88,7 +88,7 @@ def publish_partition(
     lease_wait_seconds: float = LEASE_WAIT_SECONDS,
     lease_poll_seconds: float = LEASE_POLL_SECONDS,
 ) -> PublishResult:
-    """Publish one partition (see the module docstring for the order and the guarantees)."""
+    """Publish one partition: the steps in order, under the day's lease (docs/architecture.md, storage/)."""
     final = data_key(prefix, req.organization_id, req.day, req.fmt)
     # (tree prefix, data key, role) for the main tree and, when enabled, the Ternary tree.
     trees = [(prefix, final, "data")]
