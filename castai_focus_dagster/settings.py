@@ -8,19 +8,26 @@ Secrets are `SecretStr`: they never appear in a repr, a log line or an error.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
-from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 
-SANDBOX = "sandbox"
+from castai_focus_dagster.config_rules import (
+    SANDBOX,
+    cron_problem,
+    cross_field_problems,
+    csv_list,
+    header_safe,
+)
+from castai_focus_dagster.config_rules import (
+    key_allowed_over as key_allowed_over,  # re-exported: the client checks the URL by the same rule
+)
+
 US_API_URL = "https://api.cast.ai"
 EU_API_URL = "https://api.eu.cast.ai"
 SANDBOX_ORGANIZATION_ID = "7e5b3c1a-0000-4000-8000-00000000c0de"
@@ -32,8 +39,6 @@ LogLevel = Literal["debug", "info", "warn", "warning", "error"]
 ScheduleStatus = Literal["running", "stopped"]
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
-# What an HTTP header value (X-API-Key) and a SigV4 secret can carry: printable ASCII, spaces inside.
-_HEADER_SAFE = re.compile(r"[\x20-\x7e]*")
 # ISO 4217 codes that are not national currencies (precious metals, testing, fund units, no currency).
 _NON_NATIONAL = {"XAU", "XAG", "XPT", "XPD", "XTS", "XXX", "XDR", "XBA", "XBB", "XBC", "XBD", "XSU", "XUA"}
 
@@ -62,14 +67,6 @@ def setting(default: str, meaning: str, *, added: bool = False, **constraints: A
 
 
 LOG_LEVELS = {"debug": 10, "info": 20, "warn": 30, "warning": 30, "error": 40}
-
-
-def _csv(value: Any) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, (list, tuple)):
-        return tuple(str(v).strip() for v in value if str(v).strip())
-    return tuple(p.strip() for p in str(value).split(",") if p.strip())
 
 
 class Settings(BaseModel):
@@ -275,7 +272,7 @@ class Settings(BaseModel):
     )
     @classmethod
     def _split_csv(cls, value: Any) -> tuple[str, ...]:
-        return _csv(value)
+        return csv_list(value)
 
     @field_validator(
         "collection_granularity",
@@ -361,48 +358,6 @@ SETTINGS_DOC: tuple[SettingDoc, ...] = tuple(_doc(n, info) for n, info in Settin
 _DEFAULTS = {d.env: d.default for d in SETTINGS_DOC}
 
 
-def header_safe(value: str) -> bool:
-    """Whether `value` can travel as an HTTP header value (and a SigV4 secret): printable ASCII."""
-    return _HEADER_SAFE.fullmatch(value) is not None
-
-
-def _is_loopback(host: str) -> bool:
-    if host in ("localhost",):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def key_allowed_over(url: str) -> bool:
-    """The API key may travel over https anywhere, over plain http only to a loopback host."""
-    parts = urlsplit(url)
-    if parts.scheme == "https":
-        return True
-    return parts.scheme == "http" and _is_loopback(parts.hostname or "")
-
-
-def cron_problem(expression: str) -> str | None:
-    """Why the restatement schedule cannot run on `expression`, or None.
-
-    The rule is Dagster's own (`is_valid_cron_string`, on the croniter it vendors): croniter accepts it,
-    it expands to five fields (no seconds), and it is not a 30th or 31st of February. A test holds this
-    against Dagster's `ScheduleDefinition` so settings accept exactly what the schedule runs on.
-    """
-    try:
-        fields = croniter.expand(expression)[0] if croniter.is_valid(expression) else []
-    except (ValueError, KeyError):
-        fields = []
-    february_30 = len(fields) == 5 and fields[3] == [2] and len(fields[2]) == 1 and fields[2][0] in (30, 31)
-    if len(fields) != 5 or february_30:
-        return (
-            "not a cron schedule Dagster accepts: five fields (minute hour day-of-month month "
-            f"day-of-week, UTC) or a macro such as @hourly, @daily, @weekly; got {expression!r}"
-        )
-    return None
-
-
 def schedule_cron(environ: Mapping[str, str] | None = None) -> str:
     """SCHEDULE_CRON for the schedule definition, checked by the same rule as every run's settings."""
     env = os.environ if environ is None else environ
@@ -411,56 +366,6 @@ def schedule_cron(environ: Mapping[str, str] | None = None) -> str:
     if problem:
         raise ConfigError([f"SCHEDULE_CRON: {problem}"])
     return expression
-
-
-def _cross_field_problems(raw: Mapping[str, str]) -> list[str]:
-    def get(name: str) -> str:
-        return raw.get(name, _DEFAULTS[name]).strip()
-
-    problems: list[str] = []
-    url = get("CASTAI_API_URL")
-    sandbox = url.lower() == SANDBOX
-    if not sandbox:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            problems.append(f"CASTAI_API_URL: must be an http(s) URL or 'sandbox', got {url!r}")
-        elif not key_allowed_over(url):
-            problems.append(
-                "CASTAI_API_URL: plain http is allowed only to a loopback host "
-                "(the API key would travel unencrypted)"
-            )
-        if not get("CASTAI_API_KEY"):
-            problems.append("CASTAI_API_KEY: required when CASTAI_API_URL is not 'sandbox'")
-        if not get("CASTAI_ORGANIZATION_ID"):
-            problems.append("CASTAI_ORGANIZATION_ID: required when CASTAI_API_URL is not 'sandbox'")
-    for what in ("CLUSTER_IDS", "NAMESPACES"):
-        if _csv(get(f"COLLECTION_INCLUDE_{what}")) and _csv(get(f"COLLECTION_EXCLUDE_{what}")):
-            problems.append(
-                f"COLLECTION_INCLUDE_{what} and COLLECTION_EXCLUDE_{what}: set one or the other, not both"
-            )
-    bucket = get("S3_BUCKET")
-    if not sandbox and not bucket and not raw.get("LOCAL_OUTPUT_DIR", "").strip():
-        problems.append(
-            "S3_BUCKET: required against the real Cast AI API (or set LOCAL_OUTPUT_DIR explicitly to "
-            "write to a local folder)"
-        )
-    if not sandbox and (bucket or not raw.get("LOCAL_OUTPUT_DIR", "").strip()) and not get("S3_REGION"):
-        problems.append("S3_REGION: required with S3_BUCKET against the real Cast AI API")
-    if bool(get("S3_ACCESS_KEY_ID")) != bool(get("S3_SECRET_ACCESS_KEY")):
-        problems.append(
-            "S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY: set both (static keys) or neither "
-            "(default AWS credential chain / IRSA)"
-        )
-    endpoint = get("S3_ENDPOINT_URL")
-    if endpoint and urlsplit(endpoint).scheme not in ("http", "https"):
-        problems.append(f"S3_ENDPOINT_URL: must be an http(s) URL, got {endpoint!r}")
-    cron = get("SCHEDULE_CRON")
-    problem = cron_problem(cron) if cron else None
-    if problem:
-        problems.append(f"SCHEDULE_CRON: {problem}")
-    if get("TERNARY_ENABLED").lower() in ("true", "1", "yes", "on") and not get("TERNARY_PATH_PREFIX"):
-        problems.append("TERNARY_PATH_PREFIX: required when TERNARY_ENABLED is true")
-    return problems
 
 
 def _field_problem(err: Mapping[str, Any]) -> str:
@@ -482,7 +387,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         settings = Settings(**values)
     except ValidationError as exc:
         problems.extend(_field_problem(e) for e in exc.errors(include_input=False, include_url=False))
-    problems.extend(_cross_field_problems(raw))
+    problems.extend(cross_field_problems(raw, _DEFAULTS))
     if problems:
         raise ConfigError(problems)
     assert settings is not None
