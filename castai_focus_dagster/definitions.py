@@ -8,9 +8,13 @@ import os
 
 import dagster as dg
 
-from castai_focus_dagster.defs.assets import FOCUS_ASSETS, IO_MANAGER_KEY
+from castai_focus_dagster.defs.assets import (
+    FOCUS_ASSETS,
+    INTERMEDIATES_IO_MANAGER_KEY,
+    PUBLICATION_IO_MANAGER_KEY,
+)
 from castai_focus_dagster.defs.checks import FOCUS_CHECKS
-from castai_focus_dagster.defs.io_manager import FocusIOManager
+from castai_focus_dagster.defs.io_manager import IntermediatesIOManager, PublicationIOManager
 from castai_focus_dagster.defs.jobs import focus_export_job
 from castai_focus_dagster.defs.resources import CastAIResource, FocusStorageResource, SandboxCastAIResource
 from castai_focus_dagster.defs.schedules import focus_restatement_schedule
@@ -43,7 +47,8 @@ defs = dg.Definitions(
     resources={
         "castai": _castai(),
         "storage": storage,
-        IO_MANAGER_KEY: FocusIOManager(storage=storage),
+        INTERMEDIATES_IO_MANAGER_KEY: IntermediatesIOManager(storage=storage),
+        PUBLICATION_IO_MANAGER_KEY: PublicationIOManager(storage=storage),
     },
     # One run pod per partition range; steps are sequential, so processes would only add memory.
     executor=dg.in_process_executor,

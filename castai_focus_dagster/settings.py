@@ -1,25 +1,33 @@
 """Exporter settings: every environment variable of the original castai-focus, plus our additions.
 
-The variable table (name, default, meaning) is data in `SETTINGS_DOC` so that
-`docs/configuration.md` is generated from it and a test keeps the two identical.
+Each variable is one field of `Settings`: its default (the environment text), its meaning and its
+origin; `SETTINGS_DOC`, and from it `docs/configuration.md`, is read off the model.
 Invalid configuration raises one `ConfigError` that lists every problem at once.
 Secrets are `SecretStr`: they never appear in a repr, a log line or an error.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
-from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
 
-SANDBOX = "sandbox"
+from castai_focus_dagster.config_rules import (
+    SANDBOX,
+    cron_problem,
+    cross_field_problems,
+    csv_list,
+    header_safe,
+)
+from castai_focus_dagster.config_rules import (
+    key_allowed_over as key_allowed_over,  # re-exported: the client checks the URL by the same rule
+)
+
 US_API_URL = "https://api.cast.ai"
 EU_API_URL = "https://api.eu.cast.ai"
 SANDBOX_ORGANIZATION_ID = "7e5b3c1a-0000-4000-8000-00000000c0de"
@@ -31,8 +39,6 @@ LogLevel = Literal["debug", "info", "warn", "warning", "error"]
 ScheduleStatus = Literal["running", "stopped"]
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
-# What an HTTP header value (X-API-Key) and a SigV4 secret can carry: printable ASCII, spaces inside.
-_HEADER_SAFE = re.compile(r"[\x20-\x7e]*")
 # ISO 4217 codes that are not national currencies (precious metals, testing, fund units, no currency).
 _NON_NATIONAL = {"XAU", "XAG", "XPT", "XPD", "XTS", "XXX", "XDR", "XBA", "XBB", "XBC", "XBD", "XSU", "XUA"}
 
@@ -54,266 +60,207 @@ class SettingDoc:
     origin: str  # "original" (castai-focus README: same name and default) or "added"
 
 
-SETTINGS_DOC: tuple[SettingDoc, ...] = (
-    SettingDoc(
-        "CASTAI_API_URL",
-        US_API_URL,
-        "Cast AI API base URL (`https://api.cast.ai` US, `https://api.eu.cast.ai` EU); "
-        "`sandbox` starts the built-in simulated Cast AI on 127.0.0.1.",
-        "original",
-    ),
-    SettingDoc(
-        "CASTAI_API_KEY",
-        "",
-        "Cast AI API key (sent as `X-API-Key`). Required unless "
-        "`CASTAI_API_URL=sandbox`. Secret: never logged.",
-        "original",
-    ),
-    SettingDoc(
-        "CASTAI_ORGANIZATION_ID",
-        "",
-        "Cast AI organization id: file names, pricing endpoints, BillingAccountId of clusters that "
-        "name no organization. Required unless sandbox (then the sandbox organization).",
-        "original",
-    ),
-    SettingDoc(
-        "COLLECTION_LOOKBACK_HOURS",
-        "24",
-        "How far back each scheduled tick exports, as the CronJob's lookback: every daily "
-        "partition overlapping the last N hours is re-materialised (whole UTC days, not N hours).",
-        "original",
-    ),
-    SettingDoc(
-        "COLLECTION_GRANULARITY",
-        "hourly",
-        "Bucket size of the charge periods: `hourly` "
-        "(3600 s) or `daily` (86400 s). Not the partitioning, which is always daily.",
-        "original",
-    ),
-    SettingDoc(
-        "COLLECTION_INCLUDE_CLUSTER_IDS",
-        "",
-        "Comma-separated cluster ids to export (empty: all). An id the organisation does not have "
-        "fails the run (a typo would silently drop that cluster's costs).",
-        "original",
-    ),
-    SettingDoc(
-        "COLLECTION_EXCLUDE_CLUSTER_IDS",
-        "",
-        "Comma-separated cluster ids to skip. Exclusive with the include list.",
-        "original",
-    ),
-    SettingDoc(
-        "COLLECTION_INCLUDE_NAMESPACES",
-        "",
-        "Comma-separated namespaces to export (empty: all); "
-        "sent to Cast AI as `filter.namespaces` and applied again client-side.",
-        "original",
-    ),
-    SettingDoc(
-        "COLLECTION_EXCLUDE_NAMESPACES",
-        "",
-        "Comma-separated namespaces to drop. Exclusive with the include list.",
-        "original",
-    ),
-    SettingDoc(
-        "FOCUS_BILLING_CURRENCY", "USD", "ISO 4217 national currency code of all cost columns.", "original"
-    ),
-    SettingDoc(
-        "FOCUS_SERVICE_PROVIDER_NAME",
-        "CAST AI",
-        "ServiceProviderName and the deprecated ProviderName.",
-        "original",
-    ),
-    SettingDoc("FOCUS_INVOICE_ISSUER_NAME", "CAST AI", "InvoiceIssuerName.", "original"),
-    SettingDoc(
-        "FOCUS_PUBLISHER_NAME",
-        "Cast AI",
-        "PublisherName (deprecated in FOCUS 1.3, still mandatory).",
-        "original",
-    ),
-    SettingDoc(
-        "FOCUS_BILLING_ACCOUNT_NAME", "", "BillingAccountName (empty: the BillingAccountId).", "original"
-    ),
-    SettingDoc(
-        "FOCUS_TAG_ALLOWLIST",
-        "",
-        "Comma-separated label/tag keys kept in Tags, sent to Cast AI as `labelsToInclude`. Empty: all "
-        "workload labels and cluster tags; the day's label names are then listed first "
-        "(`POST /v1/cost-reports/workload-labels/names`) and all requested, so a label that appears "
-        "after that listing is missed until the day is restated, and a very large label set makes a "
-        "long request URL (a rejection fails the run: set the allowlist then).",
-        "original",
-    ),
-    SettingDoc(
-        "FOCUS_ENTERPRISE_ID",
-        "",
-        "Cast AI enterprise (parent) organization id: when set, "
-        "SubAccount* is the child organization that owns each cluster (from the enterprise's "
-        "child-organization listing).",
-        "original",
-    ),
-    SettingDoc(
-        "S3_BUCKET",
-        "",
-        "Target bucket. Required against the real Cast AI API unless `LOCAL_OUTPUT_DIR` is set "
-        "explicitly; empty with the sandbox: output goes to `LOCAL_OUTPUT_DIR`.",
-        "original",
-    ),
-    SettingDoc(
-        "S3_REGION",
-        "",
-        "Bucket region. Required with `S3_BUCKET` against the real API; empty with the sandbox: the AWS "
-        "default chain (`AWS_REGION`).",
-        "original",
-    ),
-    SettingDoc("S3_PREFIX", "focus/", "Key prefix before `version=focus-1.3/` (may be empty).", "original"),
-    SettingDoc("S3_FORMAT", "parquet", "`parquet` (Snappy) or `csv`.", "original"),
-    SettingDoc(
-        "S3_ACCESS_KEY_ID", "", "Static access key id. Empty: the default AWS chain (IRSA).", "original"
-    ),
-    SettingDoc(
-        "S3_SECRET_ACCESS_KEY",
-        "",
-        "Static secret key (with `S3_ACCESS_KEY_ID`). Secret: never logged.",
-        "original",
-    ),
-    SettingDoc(
-        "TERNARY_ENABLED", "false", "Also write each data object under `TERNARY_PATH_PREFIX`.", "original"
-    ),
-    SettingDoc("TERNARY_PATH_PREFIX", "ternary/", "Prefix of the Ternary copy.", "original"),
-    SettingDoc(
-        "JOB_BACKFILL_DAYS",
-        "0",
-        "Days to backfill on the first deployment (0 = off): the sensor's first tick ever (no "
-        "cursor yet) requests the last N complete days once, even if a schedule run published first.",
-        "original",
-    ),
-    SettingDoc(
-        "LOG_LEVEL",
-        "info",
-        "`debug`, `info`, `warn`, `error`: level of every line a run prints (Dagster's console "
-        "logger included) and of the code server's worker, applied inside the process (never "
-        "passed to `dagster code-server --log-level`, which refuses `warn`).",
-        "original",
-    ),
-    SettingDoc(
-        "LOCAL_OUTPUT_DIR",
-        "./data",
-        "Output folder when `S3_BUCKET` is empty (same key layout). Against the real API only when set "
-        "explicitly (a pod's folder is lost with the pod).",
-        "added",
-    ),
-    SettingDoc(
-        "JOB_GAP_FILL_DAYS",
-        "7",
-        "Days (yesterday backwards) the sensor checks every hour for days never published, e.g. after "
-        "an outage, and requests them (0 = off).",
-        "added",
-    ),
-    SettingDoc(
-        "SCHEDULE_DEFAULT_STATUS",
-        "stopped",
-        "`running` or `stopped`: the initial state of the schedule and the sensor, until someone toggles "
-        "them in the UI. `running` in the Helm values, so the export runs from the first deployment as "
-        "the CronJob did.",
-        "added",
-    ),
-    SettingDoc(
-        "DELETE_LEGACY_HOURLY_OBJECTS",
-        "false",
-        "`true`: publishing a day deletes the Go exporter's hour objects of that day "
-        "(`castai-focus-{orgId}-{day}-HH.*`, HH 01-23) under `S3_PREFIX` (and the Ternary copy), logging "
-        "each key, and replaces a `-00` object that neither our manifest lists nor our writer marked. "
-        "`false`: hour objects are kept and a warning lists them (they double-count that day); a "
-        "foreign `-00` object fails the day, nothing written.",
-        "added",
-    ),
-    SettingDoc("S3_ENDPOINT_URL", "", "S3-compatible endpoint (MinIO, moto, Ceph). Empty: AWS.", "added"),
-    SettingDoc("FOCUS_SERVICE_NAME", "Kubernetes", "ServiceName.", "added"),
-    SettingDoc(
-        "FOCUS_ALLOCATION_MODE",
-        "workload",
-        "`workload` (one row per workload charge) or `split` (FOCUS 1.3 split cost allocation).",
-        "added",
-    ),
-    SettingDoc(
-        "SCHEDULE_CRON",
-        "0 */6 * * *",
-        "Cron (UTC) of the export schedule (the default is the CronJob's): five fields or a macro such as "
-        "`@hourly`, `@daily`, `@weekly`; checked by Dagster's schedule rule when the code location loads "
-        "and when a run starts.",
-        "added",
-    ),
-    SettingDoc("CASTAI_MAX_CONCURRENCY", "20", "Clusters fetched in parallel.", "added"),
-    SettingDoc("CASTAI_RATE_LIMIT_RPS", "20", "Client-side request rate limit (requests/second).", "added"),
-    SettingDoc(
-        "CASTAI_TIMEOUT_SECONDS",
-        "60",
-        "Total deadline of one HTTP request to Cast AI: connect, send and the whole answer together "
-        "(a trickling answer fails at the deadline, as a timeout, and is retried).",
-        "added",
-    ),
-    SettingDoc("CASTAI_MAX_RETRIES", "6", "Retries on 429/502/503/504 and connection errors.", "added"),
-    SettingDoc("CASTAI_PAGE_LIMIT", "100", "`page.limit` for paged endpoints.", "added"),
-)
+def setting(default: str, meaning: str, *, added: bool = False, **constraints: Any) -> Any:
+    """One variable: its default as environment text, its meaning and origin for the docs table."""
+    origin = "added" if added else "original"
+    return Field(default, description=meaning, json_schema_extra={"origin": origin}, **constraints)
 
-_DEFAULTS = {d.env: d.default for d in SETTINGS_DOC}
+
 LOG_LEVELS = {"debug": 10, "info": 20, "warn": 30, "warning": 30, "error": 40}
-
-
-def _csv(value: Any) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, (list, tuple)):
-        return tuple(str(v).strip() for v in value if str(v).strip())
-    return tuple(p.strip() for p in str(value).split(",") if p.strip())
 
 
 class Settings(BaseModel):
     """Validated exporter settings; build with `load_settings()`. Field names: the env names, lower-cased."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Every default is the documented environment text, parsed and checked like a value that was set.
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
 
-    castai_api_url: str
-    castai_api_key: SecretStr = SecretStr("")
-    castai_organization_id: str = ""
-    collection_lookback_hours: int = Field(ge=0, le=24 * 400)
-    collection_granularity: Granularity
-    collection_include_cluster_ids: tuple[str, ...] = ()
-    collection_exclude_cluster_ids: tuple[str, ...] = ()
-    collection_include_namespaces: tuple[str, ...] = ()
-    collection_exclude_namespaces: tuple[str, ...] = ()
-    focus_billing_currency: str
-    focus_service_provider_name: str = Field(min_length=1)
-    focus_invoice_issuer_name: str = Field(min_length=1)
-    focus_publisher_name: str = Field(min_length=1)
-    focus_billing_account_name: str = ""
-    focus_tag_allowlist: tuple[str, ...] = ()
-    focus_enterprise_id: str = ""
-    s3_bucket: str = ""
-    s3_region: str = ""
-    s3_prefix: str = "focus/"
-    s3_format: OutputFormat
-    s3_access_key_id: str = ""
-    s3_secret_access_key: SecretStr = SecretStr("")
-    ternary_enabled: bool
-    ternary_path_prefix: str
-    job_backfill_days: int = Field(ge=0, le=3650)
-    log_level: LogLevel
-    local_output_dir: str = Field(min_length=1)
-    job_gap_fill_days: int = Field(ge=0, le=3650)
-    schedule_default_status: ScheduleStatus
-    delete_legacy_hourly_objects: bool
-    s3_endpoint_url: str = ""
-    focus_service_name: str = Field(min_length=1)
-    focus_allocation_mode: AllocationMode
-    schedule_cron: str = Field(min_length=1)
-    castai_max_concurrency: int = Field(ge=1, le=256)
-    castai_rate_limit_rps: float = Field(gt=0, le=10_000)
-    castai_timeout_seconds: float = Field(gt=0, le=3600)
-    castai_max_retries: int = Field(ge=0, le=50)
-    castai_page_limit: int = Field(ge=1, le=10_000)
+    castai_api_url: str = setting(
+        US_API_URL,
+        "Cast AI API base URL (`https://api.cast.ai` US, `https://api.eu.cast.ai` EU); `sandbox` "
+        "starts the built-in simulated Cast AI on 127.0.0.1.",
+    )
+    castai_api_key: SecretStr = setting(
+        "",
+        "Cast AI API key (sent as `X-API-Key`). Required unless `CASTAI_API_URL=sandbox`. Secret: "
+        "never logged.",
+    )
+    castai_organization_id: str = setting(
+        "",
+        "Cast AI organization id: file names, pricing endpoints, BillingAccountId of clusters that "
+        "name no organization. Required unless sandbox (then the sandbox organization).",
+    )
+    collection_lookback_hours: int = setting(
+        "24",
+        "How far back each scheduled tick exports, as the CronJob's lookback: every daily partition "
+        "overlapping the last N hours is re-materialised (whole UTC days, not N hours).",
+        ge=0,
+        le=24 * 400,
+    )
+    collection_granularity: Granularity = setting(
+        "hourly",
+        "Bucket size of the charge periods: `hourly` (3600 s) or `daily` (86400 s). Not the "
+        "partitioning, which is always daily.",
+    )
+    collection_include_cluster_ids: tuple[str, ...] = setting(
+        "",
+        "Comma-separated cluster ids to export (empty: all). An id the organisation does not have "
+        "fails the run (a typo would silently drop that cluster's costs).",
+    )
+    collection_exclude_cluster_ids: tuple[str, ...] = setting(
+        "",
+        "Comma-separated cluster ids to skip. Exclusive with the include list.",
+    )
+    collection_include_namespaces: tuple[str, ...] = setting(
+        "",
+        "Comma-separated namespaces to export (empty: all); sent to Cast AI as `filter.namespaces` "
+        "and applied again client-side.",
+    )
+    collection_exclude_namespaces: tuple[str, ...] = setting(
+        "",
+        "Comma-separated namespaces to drop. Exclusive with the include list.",
+    )
+    focus_billing_currency: str = setting(
+        "USD",
+        "ISO 4217 national currency code of all cost columns.",
+    )
+    focus_service_provider_name: str = setting(
+        "CAST AI", "ServiceProviderName and the deprecated ProviderName.", min_length=1
+    )
+    focus_invoice_issuer_name: str = setting("CAST AI", "InvoiceIssuerName.", min_length=1)
+    focus_publisher_name: str = setting(
+        "Cast AI", "PublisherName (deprecated in FOCUS 1.3, still mandatory).", min_length=1
+    )
+    focus_billing_account_name: str = setting(
+        "",
+        "BillingAccountName (empty: the BillingAccountId).",
+    )
+    focus_tag_allowlist: tuple[str, ...] = setting(
+        "",
+        "Comma-separated label/tag keys kept in Tags, sent to Cast AI as `labelsToInclude`. Empty: "
+        "all workload labels and cluster tags; the day's label names are then listed first (`POST "
+        "/v1/cost-reports/workload-labels/names`) and all requested, so a label that appears after "
+        "that listing is missed until the day is restated, and a very large label set makes a long "
+        "request URL (a rejection fails the run: set the allowlist then).",
+    )
+    focus_enterprise_id: str = setting(
+        "",
+        "Cast AI enterprise (parent) organization id: when set, SubAccount* is the child organization"
+        " that owns each cluster (from the enterprise's child-organization listing).",
+    )
+    s3_bucket: str = setting(
+        "",
+        "Target bucket. Required against the real Cast AI API unless `LOCAL_OUTPUT_DIR` is set "
+        "explicitly; empty with the sandbox: output goes to `LOCAL_OUTPUT_DIR`.",
+    )
+    s3_region: str = setting(
+        "",
+        "Bucket region. Required with `S3_BUCKET` against the real API; empty with the sandbox: the "
+        "AWS default chain (`AWS_REGION`).",
+    )
+    s3_prefix: str = setting(
+        "focus/",
+        "Key prefix before `version=focus-1.3/` (may be empty).",
+    )
+    s3_format: OutputFormat = setting(
+        "parquet",
+        "`parquet` (Snappy) or `csv`.",
+    )
+    s3_access_key_id: str = setting(
+        "",
+        "Static access key id. Empty: the default AWS chain (IRSA).",
+    )
+    s3_secret_access_key: SecretStr = setting(
+        "",
+        "Static secret key (with `S3_ACCESS_KEY_ID`). Secret: never logged.",
+    )
+    ternary_enabled: bool = setting(
+        "false",
+        "Also write each data object under `TERNARY_PATH_PREFIX`.",
+    )
+    ternary_path_prefix: str = setting(
+        "ternary/",
+        "Prefix of the Ternary copy.",
+    )
+    job_backfill_days: int = setting(
+        "0",
+        "Days to backfill on the first deployment (0 = off): the sensor's first tick ever (no cursor "
+        "yet) requests the last N complete days once, even if a schedule run published first.",
+        ge=0,
+        le=3650,
+    )
+    log_level: LogLevel = setting(
+        "info",
+        "`debug`, `info`, `warn`, `error`: level of every line a run prints (Dagster's console logger"
+        " included) and of the code server's worker, applied inside the process (never passed to "
+        "`dagster code-server --log-level`, which refuses `warn`).",
+    )
+    local_output_dir: str = setting(
+        "./data",
+        "Output folder when `S3_BUCKET` is empty (same key layout). Against the real API only when "
+        "set explicitly (a pod's folder is lost with the pod).",
+        added=True,
+        min_length=1,
+    )
+    job_gap_fill_days: int = setting(
+        "7",
+        "Days (yesterday backwards) the sensor checks every hour for days never published, e.g. after"
+        " an outage, and requests them (0 = off).",
+        added=True,
+        ge=0,
+        le=3650,
+    )
+    schedule_default_status: ScheduleStatus = setting(
+        "stopped",
+        "`running` or `stopped`: the initial state of the schedule and the sensor, until someone "
+        "toggles them in the UI. `running` in the Helm values, so the export runs from the first "
+        "deployment as the CronJob did.",
+        added=True,
+    )
+    delete_legacy_hourly_objects: bool = setting(
+        "false",
+        "`true`: publishing a day deletes the Go exporter's hour objects of that day (`castai-"
+        "focus-{orgId}-{day}-HH.*`, HH 01-23) under `S3_PREFIX` (and the Ternary copy), logging each "
+        "key, and replaces a `-00` object that neither our manifest lists nor our writer marked. "
+        "`false`: hour objects are kept and a warning lists them (they double-count that day); a "
+        "foreign `-00` object fails the day, nothing written.",
+        added=True,
+    )
+    s3_endpoint_url: str = setting(
+        "",
+        "S3-compatible endpoint (MinIO, moto, Ceph). Empty: AWS.",
+        added=True,
+    )
+    focus_service_name: str = setting("Kubernetes", "ServiceName.", added=True, min_length=1)
+    focus_allocation_mode: AllocationMode = setting(
+        "workload",
+        "`workload` (one row per workload charge) or `split` (FOCUS 1.3 split cost allocation).",
+        added=True,
+    )
+    schedule_cron: str = setting(
+        "0 */6 * * *",
+        "Cron (UTC) of the export schedule (the default is the CronJob's): five fields or a macro "
+        "such as `@hourly`, `@daily`, `@weekly`; checked by Dagster's schedule rule when the code "
+        "location loads and when a run starts.",
+        added=True,
+        min_length=1,
+    )
+    castai_max_concurrency: int = setting("20", "Clusters fetched in parallel.", added=True, ge=1, le=256)
+    castai_rate_limit_rps: float = setting(
+        "20", "Client-side request rate limit (requests/second).", added=True, gt=0, le=10_000
+    )
+    castai_timeout_seconds: float = setting(
+        "60",
+        "Total deadline of one HTTP request to Cast AI: connect, send and the whole answer together "
+        "(a trickling answer fails at the deadline, as a timeout, and is retried).",
+        added=True,
+        gt=0,
+        le=3600,
+    )
+    castai_max_retries: int = setting(
+        "6", "Retries on 429/502/503/504 and connection errors.", added=True, ge=0, le=50
+    )
+    castai_page_limit: int = setting("100", "`page.limit` for paged endpoints.", added=True, ge=1, le=10_000)
 
     @field_validator(
         "collection_include_cluster_ids",
@@ -325,7 +272,7 @@ class Settings(BaseModel):
     )
     @classmethod
     def _split_csv(cls, value: Any) -> tuple[str, ...]:
-        return _csv(value)
+        return csv_list(value)
 
     @field_validator(
         "collection_granularity",
@@ -401,46 +348,14 @@ class Settings(BaseModel):
         return self.focus_billing_account_name or self.organization_id
 
 
-def header_safe(value: str) -> bool:
-    """Whether `value` can travel as an HTTP header value (and a SigV4 secret): printable ASCII."""
-    return _HEADER_SAFE.fullmatch(value) is not None
+def _doc(name: str, info: FieldInfo) -> SettingDoc:
+    extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+    return SettingDoc(name.upper(), str(info.default), str(info.description), str(extra.get("origin")))
 
 
-def _is_loopback(host: str) -> bool:
-    if host in ("localhost",):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def key_allowed_over(url: str) -> bool:
-    """The API key may travel over https anywhere, over plain http only to a loopback host."""
-    parts = urlsplit(url)
-    if parts.scheme == "https":
-        return True
-    return parts.scheme == "http" and _is_loopback(parts.hostname or "")
-
-
-def cron_problem(expression: str) -> str | None:
-    """Why the restatement schedule cannot run on `expression`, or None.
-
-    The rule is Dagster's own (`is_valid_cron_string`, on the croniter it vendors): croniter accepts it,
-    it expands to five fields (no seconds), and it is not a 30th or 31st of February. A test holds this
-    against Dagster's `ScheduleDefinition` so settings accept exactly what the schedule runs on.
-    """
-    try:
-        fields = croniter.expand(expression)[0] if croniter.is_valid(expression) else []
-    except (ValueError, KeyError):
-        fields = []
-    february_30 = len(fields) == 5 and fields[3] == [2] and len(fields[2]) == 1 and fields[2][0] in (30, 31)
-    if len(fields) != 5 or february_30:
-        return (
-            "not a cron schedule Dagster accepts: five fields (minute hour day-of-month month "
-            f"day-of-week, UTC) or a macro such as @hourly, @daily, @weekly; got {expression!r}"
-        )
-    return None
+# The variable table of docs/configuration.md, in declaration order.
+SETTINGS_DOC: tuple[SettingDoc, ...] = tuple(_doc(n, info) for n, info in Settings.model_fields.items())
+_DEFAULTS = {d.env: d.default for d in SETTINGS_DOC}
 
 
 def schedule_cron(environ: Mapping[str, str] | None = None) -> str:
@@ -451,56 +366,6 @@ def schedule_cron(environ: Mapping[str, str] | None = None) -> str:
     if problem:
         raise ConfigError([f"SCHEDULE_CRON: {problem}"])
     return expression
-
-
-def _cross_field_problems(raw: Mapping[str, str]) -> list[str]:
-    def get(name: str) -> str:
-        return raw.get(name, _DEFAULTS[name]).strip()
-
-    problems: list[str] = []
-    url = get("CASTAI_API_URL")
-    sandbox = url.lower() == SANDBOX
-    if not sandbox:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            problems.append(f"CASTAI_API_URL: must be an http(s) URL or 'sandbox', got {url!r}")
-        elif not key_allowed_over(url):
-            problems.append(
-                "CASTAI_API_URL: plain http is allowed only to a loopback host "
-                "(the API key would travel unencrypted)"
-            )
-        if not get("CASTAI_API_KEY"):
-            problems.append("CASTAI_API_KEY: required when CASTAI_API_URL is not 'sandbox'")
-        if not get("CASTAI_ORGANIZATION_ID"):
-            problems.append("CASTAI_ORGANIZATION_ID: required when CASTAI_API_URL is not 'sandbox'")
-    for what in ("CLUSTER_IDS", "NAMESPACES"):
-        if _csv(get(f"COLLECTION_INCLUDE_{what}")) and _csv(get(f"COLLECTION_EXCLUDE_{what}")):
-            problems.append(
-                f"COLLECTION_INCLUDE_{what} and COLLECTION_EXCLUDE_{what}: set one or the other, not both"
-            )
-    bucket = get("S3_BUCKET")
-    if not sandbox and not bucket and not raw.get("LOCAL_OUTPUT_DIR", "").strip():
-        problems.append(
-            "S3_BUCKET: required against the real Cast AI API (or set LOCAL_OUTPUT_DIR explicitly to "
-            "write to a local folder)"
-        )
-    if not sandbox and (bucket or not raw.get("LOCAL_OUTPUT_DIR", "").strip()) and not get("S3_REGION"):
-        problems.append("S3_REGION: required with S3_BUCKET against the real Cast AI API")
-    if bool(get("S3_ACCESS_KEY_ID")) != bool(get("S3_SECRET_ACCESS_KEY")):
-        problems.append(
-            "S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY: set both (static keys) or neither "
-            "(default AWS credential chain / IRSA)"
-        )
-    endpoint = get("S3_ENDPOINT_URL")
-    if endpoint and urlsplit(endpoint).scheme not in ("http", "https"):
-        problems.append(f"S3_ENDPOINT_URL: must be an http(s) URL, got {endpoint!r}")
-    cron = get("SCHEDULE_CRON")
-    problem = cron_problem(cron) if cron else None
-    if problem:
-        problems.append(f"SCHEDULE_CRON: {problem}")
-    if get("TERNARY_ENABLED").lower() in ("true", "1", "yes", "on") and not get("TERNARY_PATH_PREFIX"):
-        problems.append("TERNARY_PATH_PREFIX: required when TERNARY_ENABLED is true")
-    return problems
 
 
 def _field_problem(err: Mapping[str, Any]) -> str:
@@ -522,7 +387,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         settings = Settings(**values)
     except ValidationError as exc:
         problems.extend(_field_problem(e) for e in exc.errors(include_input=False, include_url=False))
-    problems.extend(_cross_field_problems(raw))
+    problems.extend(cross_field_problems(raw, _DEFAULTS))
     if problems:
         raise ConfigError(problems)
     assert settings is not None

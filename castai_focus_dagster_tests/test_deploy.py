@@ -909,6 +909,8 @@ def recording_client(endpoint: str, calls: list[tuple[str, dict[str, Any]]]) -> 
 def exporter_s3_calls(vals: Mapping[str, Any], endpoint: str) -> list[tuple[str, dict[str, Any]]]:
     """Every S3 call of a day's publication (first, then re-published in the other format) and of the
     intermediates, through the exporter's own object store and publisher."""
+    import pyarrow as pa
+
     from castai_focus_dagster.storage.keys import DATA_FORMATS, internal_key
     from castai_focus_dagster.storage.object_store import S3ObjectStore
     from castai_focus_dagster.storage.publish import PublishRequest, publish_partition
@@ -938,7 +940,7 @@ def exporter_s3_calls(vals: Mapping[str, Any], endpoint: str) -> list[tuple[str,
             step_seconds=3600,
             run_id=f"run-{fmt}",
             complete=True,
-            schema_columns=[("BilledCost", "decimal128(38, 12)")],
+            schema_columns=[("BilledCost", pa.decimal128(38, 12))],
             generator_version="test",
         )
         publish_partition(store, request, prefix=settings.s3_prefix, ternary_prefix=ternary)

@@ -1,8 +1,9 @@
 """Generate the reference pages from the code that defines them (`make docs`).
 
 `docs/focus-mapping.md` renders `FOCUS_COLUMNS` and the transform's constants; `docs/configuration.md`
-renders `settings.SETTINGS_DOC`. A test keeps the committed pages identical to this output, so the
-documentation cannot describe a mapping or a setting the code no longer has.
+renders `settings.SETTINGS_DOC`, read off the fields of `settings.Settings`. A test keeps the committed
+pages identical to this output, so the documentation cannot describe a mapping or a setting the code
+no longer has.
 """
 
 from __future__ import annotations

@@ -42,7 +42,9 @@ from castai_focus_dagster.focus.transform import FocusOptions, is_anywhere, prep
 from castai_focus_dagster.focus.windows import DayWindow, day_window
 from castai_focus_dagster.storage.intermediates import WorkloadCostsDay, stored_input_warnings
 
-IO_MANAGER_KEY = "focus_io_manager"
+# One IO manager per storage concern: the Cast AI intermediates, and the published FOCUS rows.
+INTERMEDIATES_IO_MANAGER_KEY = "focus_intermediates_io_manager"
+PUBLICATION_IO_MANAGER_KEY = "focus_publication_io_manager"
 CASTAI_POOL = "castai_api"
 OWNERS = ["team:finops-platform"]
 WINDOW_END_KEY = b"castai_focus.window_end"
@@ -80,6 +82,7 @@ def daily_asset(
     calls_castai: bool,
     metadata: dict[str, Any] | None = None,
     freshness_policy: dg.FreshnessPolicy | None = None,
+    io_manager_key: str = INTERMEDIATES_IO_MANAGER_KEY,
 ) -> Callable[[Callable[..., Any]], dg.AssetsDefinition]:
     """The settings every asset shares; assets that call Cast AI also share its pool and retry policy."""
     return dg.asset(
@@ -89,7 +92,7 @@ def daily_asset(
         metadata=metadata,
         partitions_def=daily_partitions,
         backfill_policy=SINGLE_RUN,
-        io_manager_key=IO_MANAGER_KEY,
+        io_manager_key=io_manager_key,
         owners=OWNERS,
         pool=CASTAI_POOL if calls_castai else None,
         retry_policy=API_RETRY_POLICY if calls_castai else None,
@@ -306,6 +309,7 @@ def castai_enrichment_context(context: dg.AssetExecutionContext, castai: CastAIR
     metadata={"focus_version": "1.3"},
     calls_castai=False,
     freshness_policy=schedule_freshness_policy(),
+    io_manager_key=PUBLICATION_IO_MANAGER_KEY,
 )
 def focus_cost_and_usage(
     context: dg.AssetExecutionContext,

@@ -1,10 +1,8 @@
-"""The one IO manager: intermediates under `_internal/`, FOCUS rows published by write-audit-publish.
+"""Two IO managers, one per storage concern: the Cast AI intermediates under `_internal/`, and the
+published FOCUS rows (write-audit-publish, storage/publish.py).
 
-Every asset returns a `DailyValues` (see daily.py); the IO manager walks its days one at a time, so a
-single run covering many partitions writes one object set per day while holding one day in memory.
-The published asset goes through `publish.publish_partition`: staged, read back and checked, copied to
-its deterministic Hive key (plus the Ternary copy), then FOCUS metadata and the manifest, last.
-Objects move between the store and temporary files (`put_file` / `get_file`), never whole in memory.
+Every asset returns a `DailyValues` (see daily.py); both walk its days one at a time, so a run covering
+many partitions holds one day in memory. Objects move through temporary files, never whole in memory.
 """
 
 import errno
@@ -24,6 +22,8 @@ from castai_focus_dagster.storage.keys import internal_key
 from castai_focus_dagster.storage.object_store import ObjectStoreError
 from castai_focus_dagster.storage.publication_guard import CONFIGURATION_CHANGED, allowed_kinds
 from castai_focus_dagster.storage.publish import ForeignObjectRefused, PrefixOwnedError, ReplacementRefused
+from castai_focus_dagster.storage.publish_model import JSON_CONTENT_TYPE
+from castai_focus_dagster.storage.serialize import PARQUET_CONTENT_TYPE
 
 
 @dataclass(frozen=True)
@@ -36,50 +36,72 @@ class _Codec:
 
 CODECS: dict[str, _Codec] = {
     "castai_clusters": _Codec(
-        "json", intermediates.clusters_to_file, intermediates.clusters_from_file, "application/json"
+        "json", intermediates.clusters_to_file, intermediates.clusters_from_file, JSON_CONTENT_TYPE
     ),
     "castai_workload_costs": _Codec(
         "parquet",
         intermediates.workload_costs_to_file,
         intermediates.workload_costs_from_file,
-        "application/vnd.apache.parquet",
+        PARQUET_CONTENT_TYPE,
     ),
     "castai_cluster_costs": _Codec(
         "parquet",
         intermediates.cluster_costs_to_file,
         intermediates.cluster_costs_from_file,
-        "application/vnd.apache.parquet",
+        PARQUET_CONTENT_TYPE,
     ),
     "castai_listing_prices": _Codec(
         "parquet",
         intermediates.cluster_costs_to_file,
         intermediates.cluster_costs_from_file,
-        "application/vnd.apache.parquet",
+        PARQUET_CONTENT_TYPE,
     ),
     "castai_enrichment_context": _Codec(
-        "json", intermediates.enrichment_to_file, intermediates.enrichment_from_file, "application/json"
+        "json", intermediates.enrichment_to_file, intermediates.enrichment_from_file, JSON_CONTENT_TYPE
     ),
 }
-PUBLISHED_ASSET = "focus_cost_and_usage"
 INPUT_ASSET = "castai_workload_costs"
 
 
-class FocusIOManager(dg.ConfigurableIOManager):
-    """Stores the Cast AI intermediates and publishes the FOCUS cost-and-usage rows."""
+def _daily(context: dg.OutputContext, obj: Any) -> DailyValues[Any]:
+    if not isinstance(obj, DailyValues):
+        raise dg.DagsterInvariantViolationError(
+            f"{context.asset_key.path[-1]} must return DailyValues, got {type(obj).__name__}"
+        )
+    return obj
+
+
+class IntermediatesIOManager(dg.ConfigurableIOManager):
+    """Stores each Cast AI intermediate per day under `_internal/` and loads it back lazily."""
 
     storage: dg.ResourceDependency[FocusStorageResource]
 
     def handle_output(self, context: dg.OutputContext, obj: DailyValues[Any]) -> None:
         name = context.asset_key.path[-1]
-        if not isinstance(obj, DailyValues):
-            raise dg.DagsterInvariantViolationError(
-                f"{name} must return DailyValues, got {type(obj).__name__}"
-            )
+        days = _daily(context, obj)
+        codec = CODECS[name]
+        prefix = self.storage.settings.s3_prefix
+        store = self.storage.store
+        written: list[str] = []
+        warnings: list[dict[str, Any]] = []
         with _permanent_failures_fail_fast():
-            if name == PUBLISHED_ASSET:
-                self._publish(context, obj)
-            else:
-                self._store_intermediate(context, name, obj)
+            for key, value in days.items():
+                object_key = internal_key(prefix, name, _day(key), codec.ext)
+                with tempfile.TemporaryFile(prefix="castai-focus-") as data:
+                    facts = codec.dump(value, data)
+                    data.seek(0)
+                    store.put_file(object_key, data, codec.content_type)
+                written.append(store.describe(object_key))
+                warnings += [{"day": key, **warning} for warning in facts.get("input_warnings", [])]
+                if "rows" in facts:
+                    context.log.info(
+                        f"{key}: {facts['rows']} workload buckets from {facts['clusters']} clusters"
+                    )
+        metadata: dict[str, Any] = {"stored_at": dg.MetadataValue.json(written)}
+        if name == INPUT_ASSET:
+            # Bad Cast AI input that a documented rule repaired (docs/reliability.md); [] when none.
+            metadata["input_warnings"] = dg.MetadataValue.json(warnings)
+        context.add_output_metadata(metadata)
 
     def load_input(self, context: dg.InputContext) -> DailyValues[Any]:
         name = context.asset_key.path[-1]
@@ -106,27 +128,21 @@ class FocusIOManager(dg.ConfigurableIOManager):
 
         return DailyValues(keys=list(context.asset_partition_keys), produce=load)
 
-    def _store_intermediate(self, context: dg.OutputContext, name: str, obj: DailyValues[Any]) -> None:
-        codec = CODECS[name]
-        prefix = self.storage.settings.s3_prefix
-        store = self.storage.store
-        written: list[str] = []
-        warnings: list[dict[str, Any]] = []
-        for key, value in obj.items():
-            object_key = internal_key(prefix, name, _day(key), codec.ext)
-            with tempfile.TemporaryFile(prefix="castai-focus-") as data:
-                facts = codec.dump(value, data)
-                data.seek(0)
-                store.put_file(object_key, data, codec.content_type)
-            written.append(store.describe(object_key))
-            warnings += [{"day": key, **warning} for warning in facts.get("input_warnings", [])]
-            if "rows" in facts:
-                context.log.info(f"{key}: {facts['rows']} workload buckets from {facts['clusters']} clusters")
-        metadata: dict[str, Any] = {"stored_at": dg.MetadataValue.json(written)}
-        if name == INPUT_ASSET:
-            # Bad Cast AI input that a documented rule repaired (docs/reliability.md); [] when none.
-            metadata["input_warnings"] = dg.MetadataValue.json(warnings)
-        context.add_output_metadata(metadata)
+
+class PublicationIOManager(dg.ConfigurableIOManager):
+    """Publishes each day of FOCUS rows by write-audit-publish; nothing downstream loads them."""
+
+    storage: dg.ResourceDependency[FocusStorageResource]
+
+    def handle_output(self, context: dg.OutputContext, obj: DailyValues[Any]) -> None:
+        days = _daily(context, obj)
+        with _permanent_failures_fail_fast():
+            self._publish(context, days)
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        raise dg.DagsterInvariantViolationError(
+            f"{context.asset_key.to_user_string()} is published to the object store; read it from there"
+        )
 
     def _publish(self, context: dg.OutputContext, obj: DailyValues[Any]) -> None:
         days: list[PublishedDay] = []

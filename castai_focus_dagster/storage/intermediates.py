@@ -3,7 +3,7 @@
 Clusters and the enrichment context are small JSON documents. Workload costs are Parquet in
 `WORKLOAD_COSTS_SCHEMA` (dictionary-encoded strings keep repeated names cheap) with one row group per
 cluster: they are written as clusters arrive and read back one cluster at a time, so a day is never
-one table in memory (DESIGN §7.5: memory is set by the largest cluster, not by the organisation).
+one table in memory (memory is set by the largest cluster, not by the organisation).
 Every format reads from and writes to a binary file, which the IO manager streams to and from the store.
 """
 

@@ -1,4 +1,4 @@
-"""Object keys of the published FOCUS dataset (DESIGN §4): one place, so every writer and reader agrees.
+"""Object keys of the published FOCUS dataset: one place, so every writer and reader agrees.
 
 Data objects live under `{prefix}version=focus-1.3/year=YYYY/month=MM/day=DD/` (Hive partitions that
 Athena, DuckDB and Spark discover). Everything that is not FOCUS data (metadata, manifests, staging
@@ -9,13 +9,15 @@ Keys are deterministic: re-publishing a partition overwrites its own objects, ne
 from __future__ import annotations
 
 from datetime import date
-from typing import Literal
+from typing import get_args
 
 from castai_focus_dagster.focus.schema import FOCUS_VERSION
+from castai_focus_dagster.settings import OutputFormat
 
 VERSION_SEGMENT = f"version=focus-{FOCUS_VERSION}"
-DataFormat = Literal["parquet", "csv"]
-DATA_FORMATS: tuple[DataFormat, ...] = ("parquet", "csv")
+# The published formats are the S3_FORMAT choices; each is also its objects' file suffix.
+DataFormat = OutputFormat
+DATA_FORMATS: tuple[DataFormat, ...] = get_args(OutputFormat)
 
 
 def _day_path(day: date) -> str:

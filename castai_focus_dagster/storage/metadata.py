@@ -11,12 +11,13 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Any, TypeAlias
+
+import pyarrow as pa
 
 from castai_focus_dagster.storage.keys import FOCUS_VERSION
 
@@ -37,12 +38,13 @@ FOCUS_DATA_TYPES = {
     "STRING": "STRING", "DECIMAL": "DECIMAL", "DATETIME": "DATETIME",
 }  # fmt: skip
 
-# Significant decimal digits each binary type carries exactly (float64: DBL_DIG; ints: max digits).
-_FLOAT_PRECISION = {"double": 15, "float64": 15, "float": 6, "float32": 6, "halffloat": 3, "float16": 3}
-_INT_PRECISION = {"int8": 3, "int16": 5, "int32": 10, "int64": 19,
-                  "uint8": 3, "uint16": 5, "uint32": 10, "uint64": 20}  # fmt: skip
-_DECIMAL = re.compile(r"^decimal(?:32|64|128|256)?\((\d+),\s*(-?\d+)\)$")
-_DICTIONARY = re.compile(r"^dictionary<values=([^,]+),")
+# Significant decimal digits each binary type carries exactly, by bit width (floats: DBL_DIG and kin).
+_FLOAT_PRECISION = {16: 3, 32: 6, 64: 15}
+_INT_PRECISION = {8: 3, 16: 5, 32: 10, 64: 19}
+_UINT_PRECISION = {8: 3, 16: 5, 32: 10, 64: 20}
+_STRING_TYPES = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view)
+# A column's type: the Arrow type it is written with, or a FOCUS type word (no precision then).
+ColumnType: TypeAlias = pa.DataType | str
 
 
 @dataclass(frozen=True)
@@ -80,17 +82,12 @@ def canonical_json(document: Any) -> bytes:
 
 
 def column_definitions(
-    columns: Sequence[tuple[str, str]], provider_tag_prefixes: Sequence[str] = ()
+    columns: Sequence[tuple[str, ColumnType]], provider_tag_prefixes: Sequence[str] = ()
 ) -> list[dict[str, Any]]:
-    """ColumnDefinition entries for (column name, Arrow type string such as `str(field.type)`) pairs.
-
-    A FOCUS type word ("String", "Decimal", "Date/Time", "JSON" or the upper-case metadata words) is
-    accepted in place of the Arrow type, at the cost of NumericPrecision/NumberScale, which only the Arrow
-    type knows.
-    """
+    """ColumnDefinition entries for (column name, Arrow type or FOCUS type word) pairs, in file order."""
     definitions = []
-    for name, arrow_type in columns:
-        definition: dict[str, Any] = {"ColumnName": name, **_type_properties(name, arrow_type)}
+    for name, column_type in columns:
+        definition: dict[str, Any] = {"ColumnName": name, **_type_properties(name, column_type)}
         if name == "Tags" and provider_tag_prefixes:
             definition["ProviderTagPrefixes"] = sorted(set(provider_tag_prefixes))
         if name in DEPRECATED_COLUMNS:
@@ -99,30 +96,29 @@ def column_definitions(
     return definitions
 
 
-def _type_properties(name: str, type_string: str) -> dict[str, Any]:
-    text = type_string.strip()
-    dictionary = _DICTIONARY.match(text)
-    if dictionary:  # dictionary-encoded column: its logical type is the value type
-        text = dictionary.group(1)
-    if text in FOCUS_DATA_TYPES:  # case-sensitive: Arrow's "string" is not the FOCUS word "String"
-        data_type = FOCUS_DATA_TYPES[text]
+def _type_properties(name: str, column_type: ColumnType) -> dict[str, Any]:
+    if isinstance(column_type, str):
+        data_type = FOCUS_DATA_TYPES.get(column_type.strip())  # case-sensitive: "string" is no FOCUS word
+        if data_type is None:
+            raise ValueError(f"column {name!r}: {column_type!r} is not a FOCUS data type word")
         return {
             "DataType": data_type,
             **({"StringEncoding": "UTF-8"} if data_type in ("STRING", "JSON") else {}),
         }
-    if text in ("string", "large_string", "utf8", "large_utf8", "string_view"):
+    type_ = column_type.value_type if pa.types.is_dictionary(column_type) else column_type
+    if any(is_string(type_) for is_string in _STRING_TYPES):
         return {"DataType": "JSON" if name in JSON_COLUMNS else "STRING", "StringEncoding": "UTF-8"}
-    if text.startswith("timestamp[") or text.startswith("date"):
+    if pa.types.is_timestamp(type_) or pa.types.is_date(type_):
         return {"DataType": "DATETIME"}
-    if text in _FLOAT_PRECISION:  # binary floating point has no fixed scale
-        return {"DataType": "DECIMAL", "NumericPrecision": _FLOAT_PRECISION[text]}
-    if text in _INT_PRECISION:
-        return {"DataType": "DECIMAL", "NumericPrecision": _INT_PRECISION[text], "NumberScale": 0}
-    decimal = _DECIMAL.match(text)
-    if decimal:
-        return {"DataType": "DECIMAL", "NumericPrecision": int(decimal[1]), "NumberScale": int(decimal[2])}
+    if pa.types.is_floating(type_):  # binary floating point has no fixed scale
+        return {"DataType": "DECIMAL", "NumericPrecision": _FLOAT_PRECISION[type_.bit_width]}
+    if pa.types.is_integer(type_):
+        digits = (_INT_PRECISION if pa.types.is_signed_integer(type_) else _UINT_PRECISION)[type_.bit_width]
+        return {"DataType": "DECIMAL", "NumericPrecision": digits, "NumberScale": 0}
+    if pa.types.is_decimal(type_):
+        return {"DataType": "DECIMAL", "NumericPrecision": type_.precision, "NumberScale": type_.scale}
     raise ValueError(
-        f"column {name!r}: type {type_string!r} has no FOCUS data type (STRING/DECIMAL/DATETIME/JSON)"
+        f"column {name!r}: type {column_type} has no FOCUS data type (STRING/DECIMAL/DATETIME/JSON)"
     )
 
 
@@ -144,7 +140,7 @@ def data_generator_document(name: str = DATA_GENERATOR) -> dict[str, str]:
 
 
 def schema_document(
-    columns: Sequence[tuple[str, str]],
+    columns: Sequence[tuple[str, ColumnType]],
     *,
     schema_id: str,
     dataset_instance_id: str,

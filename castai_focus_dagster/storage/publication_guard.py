@@ -1,18 +1,7 @@
 """Refuse to replace a published day with a much smaller or much larger one unless asked to.
 
-The restatement schedule re-exports recent days several times a day, so a single bad Cast AI answer
-(an empty cluster list, a cluster missing from it, a cluster whose costs come back empty, a unit error)
-would otherwise overwrite a good day with a plausible wrong one, every audit green. Before publishing,
-the new day is compared with the manifest of the published one; a change beyond the thresholds below
-stops the publication before any published object is touched. The operator allows a real change
-(a deleted cluster, a Cast AI restatement) for one run with a run tag.
-
-A day published under another collection configuration (allocation mode, cluster or namespace filters,
-granularity: the manifest's `extra.collection`) is expected to differ: then only an empty cluster list
-is refused, and the change is reported (never refused) so that the manifest and the run log say why
-the figures moved. A manifest without that record is compared as before.
-
-Pure functions, no Dagster import: the publication calls `check_replacement` and raises on its answer.
+Pure functions: publication calls `check_replacement` and raises on its answer. Why the guard exists
+and how a configuration change is treated: docs/architecture.md (storage/).
 """
 
 from __future__ import annotations

@@ -1,29 +1,16 @@
-"""FOCUS tables -> file bytes (Parquet or CSV), byte-identical for identical input.
+"""FOCUS tables to file bytes (Parquet or CSV) and back, byte-identical for identical input.
 
-Both writers refuse a table whose schema is not exactly `FOCUS_SCHEMA`: a file with drifting
-types would break readers that union many days (Athena, Spark, DuckDB globbing).
-
-Parquet: Snappy, no wall-clock metadata (pyarrow writes only its version string in `created_by`),
-so identical input gives identical bytes. One fixed key-value pair (`WRITER_METADATA`) marks the file
-as this exporter's: the Go exporter wrote objects under the same `-00` key, and publication must tell
-them apart after a lost manifest (`written_by_this_exporter`). CSV has no metadata: its exact header
-line, every FOCUS column and our `x_` columns in our order, is the mark.
-
-A day of a large organisation is written cluster by cluster (`FocusParquetWriter`): row groups hold
-at least `MIN_ROW_GROUP_ROWS` rows (small clusters share one) and at most `MAX_ROW_GROUP_ROWS`, so
-memory holds one row group, never the whole day.
-
-CSV is assembled column-wise with Arrow kernels instead of `pyarrow.csv` because FOCUS needs
-control the generic writer does not give: timestamps as `YYYY-MM-DDTHH:MM:SSZ`, numbers unquoted
-in shortest round-trip form with no `+` in exponents (FOCUS NumericFormat), every string quoted
-(RFC 4180, embedded quotes doubled) so that an empty string and a null (empty field) differ.
+Writers refuse a table whose schema is not exactly `FOCUS_SCHEMA` (drifting types break readers that
+union many days). A day is written cluster by cluster, row groups of `MIN_ROW_GROUP_ROWS` to
+`MAX_ROW_GROUP_ROWS` rows, so memory holds one row group. `FORMATS` is the one place a format differs.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import BinaryIO
 
 import numpy as np
@@ -33,6 +20,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from castai_focus_dagster.focus.schema import FOCUS_SCHEMA, schema_problems
+from castai_focus_dagster.storage.keys import DATA_FORMATS, DataFormat
 
 MAX_ROW_GROUP_ROWS = 1_000_000
 # Parquet key-value metadata of every file this exporter writes (no version: bytes stay identical).
@@ -137,24 +125,16 @@ class FocusCsvWriter:
 FocusWriter = FocusParquetWriter | FocusCsvWriter
 
 
-def focus_writer(fmt: str, sink: BinaryIO) -> FocusWriter:
-    """The streaming writer of a published format (`parquet` or `csv`)."""
-    if fmt == "parquet":
-        return FocusParquetWriter(sink)
-    if fmt == "csv":
-        return FocusCsvWriter(sink)
-    raise ValueError(f"unknown FOCUS object format {fmt!r} (expected 'parquet' or 'csv')")
-
-
-def written_by_this_exporter(source: BinaryIO, fmt: str) -> bool:
-    """Whether a data object carries this exporter's mark (Parquet metadata, or our exact CSV header)."""
-    if fmt == "csv":
-        return source.read(len(CSV_HEADER)) == CSV_HEADER
+def _parquet_is_ours(source: BinaryIO) -> bool:
     try:
         metadata = pq.ParquetFile(source).schema_arrow.metadata or {}
     except (pa.ArrowException, OSError):  # not Parquet at all: certainly not ours
         return False
     return all(metadata.get(k) == v for k, v in WRITER_METADATA.items())
+
+
+def _csv_is_ours(source: BinaryIO) -> bool:
+    return source.read(len(CSV_HEADER)) == CSV_HEADER
 
 
 def to_parquet_bytes(table: pa.Table) -> bytes:
@@ -180,21 +160,7 @@ def read_focus_bytes(data: bytes, fmt: str) -> pa.Table:
     CSV: an unquoted empty field is null, a quoted one (`""`) an empty string; timestamps and doubles
     parse back to the exact values that were written.
     """
-    if fmt == "parquet":
-        table = pq.read_table(io.BytesIO(data))
-    elif fmt == "csv":
-        table = pacsv.read_csv(
-            io.BytesIO(data),
-            parse_options=pacsv.ParseOptions(newlines_in_values=True),
-            convert_options=_CSV_CONVERT,
-        )
-        if table.column_names == FOCUS_SCHEMA.names:
-            try:
-                table = table.cast(FOCUS_SCHEMA)
-            except (pa.ArrowInvalid, ValueError) as exc:
-                raise ValueError(f"CSV object does not fit the FOCUS schema: {exc}") from exc
-    else:
-        raise ValueError(f"unknown FOCUS object format {fmt!r} (expected 'parquet' or 'csv')")
+    table = data_format(fmt).read(data)
     _require_focus_schema(table)
     return table
 
@@ -206,35 +172,91 @@ def iter_focus_batches(source: BinaryIO, fmt: str) -> Iterator[pa.Table]:
     least one batch.
     """
     empty = True
-    for table in _focus_batches(source, fmt):
+    for table in data_format(fmt).batches(source):
         empty = False
         yield table
     if empty:
         yield FOCUS_SCHEMA.empty_table()
 
 
-def _focus_batches(source: BinaryIO, fmt: str) -> Iterator[pa.Table]:
-    if fmt == "parquet":
-        parquet = pq.ParquetFile(source)
-        _require_focus_schema(parquet.schema_arrow.empty_table())
-        # Row group by row group: `iter_batches` reads ahead and holds about three times the memory.
-        for index in range(parquet.num_row_groups):
-            yield parquet.read_row_group(index)
-    elif fmt == "csv":
-        reader = pacsv.open_csv(
-            source,
-            parse_options=pacsv.ParseOptions(newlines_in_values=True),
-            convert_options=_CSV_CONVERT,
-        )
-        if reader.schema.names != FOCUS_SCHEMA.names:
-            _require_focus_schema(reader.schema.empty_table())
-        for batch in reader:
-            try:
-                yield pa.Table.from_batches([batch]).cast(FOCUS_SCHEMA)
-            except (pa.ArrowInvalid, ValueError) as exc:
-                raise ValueError(f"CSV object does not fit the FOCUS schema: {exc}") from exc
-    else:
-        raise ValueError(f"unknown FOCUS object format {fmt!r} (expected 'parquet' or 'csv')")
+def _read_csv(data: bytes) -> pa.Table:
+    table = pacsv.read_csv(
+        io.BytesIO(data),
+        parse_options=pacsv.ParseOptions(newlines_in_values=True),
+        convert_options=_CSV_CONVERT,
+    )
+    if table.column_names == FOCUS_SCHEMA.names:
+        try:
+            table = table.cast(FOCUS_SCHEMA)
+        except (pa.ArrowInvalid, ValueError) as exc:
+            raise ValueError(f"CSV object does not fit the FOCUS schema: {exc}") from exc
+    return table
+
+
+def _parquet_batches(source: BinaryIO) -> Iterator[pa.Table]:
+    parquet = pq.ParquetFile(source)
+    _require_focus_schema(parquet.schema_arrow.empty_table())
+    # Row group by row group: `iter_batches` reads ahead and holds about three times the memory.
+    for index in range(parquet.num_row_groups):
+        yield parquet.read_row_group(index)
+
+
+def _csv_batches(source: BinaryIO) -> Iterator[pa.Table]:
+    reader = pacsv.open_csv(
+        source,
+        parse_options=pacsv.ParseOptions(newlines_in_values=True),
+        convert_options=_CSV_CONVERT,
+    )
+    if reader.schema.names != FOCUS_SCHEMA.names:
+        _require_focus_schema(reader.schema.empty_table())
+    for batch in reader:
+        try:
+            yield pa.Table.from_batches([batch]).cast(FOCUS_SCHEMA)
+        except (pa.ArrowInvalid, ValueError) as exc:
+            raise ValueError(f"CSV object does not fit the FOCUS schema: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Format:
+    """Everything that differs between the published formats, so no caller branches on the format."""
+
+    name: DataFormat
+    content_type: str
+    writer: Callable[[BinaryIO], FocusWriter]
+    read: Callable[[bytes], pa.Table]  # a whole object, unchecked
+    batches: Callable[[BinaryIO], Iterator[pa.Table]]  # checked, one batch in memory
+    is_ours: Callable[[BinaryIO], bool]  # carries this exporter's mark
+
+
+PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
+FORMATS: dict[str, Format] = {
+    "parquet": Format(
+        "parquet", PARQUET_CONTENT_TYPE, FocusParquetWriter, lambda data: pq.read_table(io.BytesIO(data)),
+        _parquet_batches, _parquet_is_ours,
+    ),
+    "csv": Format("csv", "text/csv; charset=utf-8", FocusCsvWriter, _read_csv, _csv_batches, _csv_is_ours),
+}  # fmt: skip
+assert tuple(FORMATS) == DATA_FORMATS, "every S3_FORMAT needs one Format entry"
+
+
+def data_format(fmt: str) -> Format:
+    """The registry entry of a published format; ValueError naming the known ones otherwise."""
+    try:
+        return FORMATS[fmt]
+    except KeyError:
+        raise ValueError(
+            f"unknown FOCUS object format {fmt!r} (expected {' or '.join(map(repr, FORMATS))})"
+        ) from None
+
+
+def focus_writer(fmt: str, sink: BinaryIO) -> FocusWriter:
+    """The streaming writer of a published format."""
+    return data_format(fmt).writer(sink)
+
+
+def written_by_this_exporter(source: BinaryIO, fmt: str) -> bool:
+    """Whether a data object carries this exporter's mark (Parquet metadata, or our exact CSV header)."""
+    return data_format(fmt).is_ours(source)
 
 
 def _concatenated(lines: pa.Array) -> bytes:

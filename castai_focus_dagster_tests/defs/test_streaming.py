@@ -217,7 +217,8 @@ def test_publishing_from_a_file_writes_what_publishing_the_bytes_writes(
         return PublishRequest(
             day=date(2025, 3, 4), organization_id=ORG, fmt="parquet", data=payload, row_count=7,
             totals={"BilledCost": 1.5}, source_window=(start, start + timedelta(days=1)), step_seconds=3600,
-            run_id="run-1", complete=True, schema_columns=[("BilledCost", "double")], generator_version="0",
+            run_id="run-1", complete=True, schema_columns=[("BilledCost", pa.float64())],
+            generator_version="0",
         )  # fmt: skip
 
     clock = lambda: start + timedelta(days=1)  # noqa: E731

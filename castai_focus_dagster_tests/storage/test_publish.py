@@ -21,12 +21,13 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from castai_focus_dagster.focus.schema import FOCUS_SCHEMA
 from castai_focus_dagster.storage import keys as layout
-from castai_focus_dagster.storage import publish as publish_module
+from castai_focus_dagster.storage import legacy as legacy_module
 from castai_focus_dagster.storage.keys import DataFormat
 from castai_focus_dagster.storage.metadata import (
     TimeSector,
@@ -68,15 +69,15 @@ PREFIX = "castai/"
 TERNARY = "ternary/"
 DAY = date(2025, 3, 4)
 T0 = datetime(2025, 3, 5, 1, 0, tzinfo=UTC)
-COLUMNS: tuple[tuple[str, str], ...] = (
-    ("BilledCost", "double"),
-    ("ChargePeriodStart", "timestamp[us, tz=UTC]"),
-    ("ListUnitPrice", "decimal128(38, 10)"),
-    ("ProviderName", "string"),
-    ("PublisherName", "string"),
-    ("ServiceName", "dictionary<values=string, indices=int32, ordered=0>"),
-    ("Tags", "string"),
-    ("x_CastAIClusterId", "string"),
+COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
+    ("BilledCost", pa.float64()),
+    ("ChargePeriodStart", pa.timestamp("us", tz="UTC")),
+    ("ListUnitPrice", pa.decimal128(38, 10)),
+    ("ProviderName", pa.string()),
+    ("PublisherName", pa.string()),
+    ("ServiceName", pa.dictionary(pa.int32(), pa.string())),
+    ("Tags", pa.string()),
+    ("x_CastAIClusterId", pa.string()),
 )
 METADATA = set(layout.metadata_keys(PREFIX).values()) | {layout.organization_marker_key(PREFIX)}
 
@@ -153,7 +154,7 @@ def fakes_count_as_ours(request: pytest.FixtureRequest, monkeypatch: pytest.Monk
     """The fakes here carry no writer mark, yet stand for our objects (publication treats the bytes as
     opaque); the tests of foreign `-00` objects ask for `real_marks` and use real files instead."""
     if "real_marks" not in request.fixturenames:
-        monkeypatch.setattr(publish_module, "written_by_this_exporter", lambda source, fmt: True)
+        monkeypatch.setattr(legacy_module, "written_by_this_exporter", lambda source, fmt: True)
 
 
 @pytest.fixture
@@ -600,9 +601,27 @@ def test_focus_type_words_are_accepted_in_place_of_arrow_types() -> None:
     ]  # fmt: skip
 
 
+def test_column_definitions_come_from_the_arrow_type_objects() -> None:
+    """Precision and scale are read off the pyarrow types (no type strings parsed back)."""
+    columns = [("a", pa.int32()), ("b", pa.uint64()), ("c", pa.float32()), ("d", pa.date32()),
+               ("e", pa.large_string()), ("f", pa.decimal256(50, 3)),
+               ("Tags", pa.dictionary(pa.int8(), pa.string()))]  # fmt: skip
+    assert [{k: v for k, v in d.items() if k != "ColumnName"} for d in column_definitions(columns)] == [
+        {"DataType": "DECIMAL", "NumericPrecision": 10, "NumberScale": 0},
+        {"DataType": "DECIMAL", "NumericPrecision": 20, "NumberScale": 0},
+        {"DataType": "DECIMAL", "NumericPrecision": 6},
+        {"DataType": "DATETIME"},
+        {"DataType": "STRING", "StringEncoding": "UTF-8"},
+        {"DataType": "DECIMAL", "NumericPrecision": 50, "NumberScale": 3},
+        {"DataType": "JSON", "StringEncoding": "UTF-8"},
+    ]
+    with pytest.raises(ValueError, match="'double' is not a FOCUS data type word"):
+        column_definitions([("x", "double")])  # an Arrow type name is not accepted as text
+
+
 def test_column_types_without_a_focus_data_type_are_refused() -> None:
     with pytest.raises(ValueError, match="column 'x_Flag'"):
-        column_definitions([("x_Flag", "bool")])
+        column_definitions([("x_Flag", pa.bool_())])
 
 
 def test_recency_refuses_overlapping_or_naive_sectors() -> None:

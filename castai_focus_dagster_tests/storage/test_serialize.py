@@ -6,6 +6,7 @@ import csv
 import io
 import re
 from pathlib import Path
+from typing import get_args
 
 import duckdb
 import numpy as np
@@ -15,7 +16,15 @@ import pytest
 
 from castai_focus_dagster.focus.schema import FOCUS_SCHEMA
 from castai_focus_dagster.focus.transform import to_focus
-from castai_focus_dagster.storage.serialize import read_focus_bytes, to_csv_bytes, to_parquet_bytes
+from castai_focus_dagster.settings import OutputFormat
+from castai_focus_dagster.storage.serialize import (
+    FORMATS,
+    iter_focus_batches,
+    read_focus_bytes,
+    to_csv_bytes,
+    to_parquet_bytes,
+    written_by_this_exporter,
+)
 from castai_focus_dagster_tests.focus_inputs import focus_options, synthetic_org
 
 
@@ -122,3 +131,31 @@ def test_readers_recompute_list_and_contracted_cost_exactly(tmp_path: Path, focu
 def test_unknown_format_is_rejected(focus: pa.Table) -> None:
     with pytest.raises(ValueError, match="xlsx"):
         read_focus_bytes(b"", "xlsx")
+
+
+def test_the_format_registry_covers_every_s3_format_and_tells_our_objects_apart(focus: pa.Table) -> None:
+    """Each S3_FORMAT has one registry entry whose writer, readers and writer mark agree; an object of
+    the other format, or a foreign file, is not taken for ours."""
+    assert set(FORMATS) == set(get_args(OutputFormat)) == {"parquet", "csv"}
+    assert {name: f.content_type for name, f in FORMATS.items()} == {
+        "parquet": "application/vnd.apache.parquet",
+        "csv": "text/csv; charset=utf-8",
+    }
+    written = {}
+    for name, entry in FORMATS.items():
+        sink = io.BytesIO()
+        writer = entry.writer(sink)
+        writer.write(focus)
+        writer.close()
+        written[name] = sink.getvalue()
+        back = pa.concat_tables(iter_focus_batches(io.BytesIO(written[name]), name))
+        assert back.num_rows == focus.num_rows and back.schema.equals(FOCUS_SCHEMA)
+    assert written["parquet"] == to_parquet_bytes(focus) and written["csv"] == to_csv_bytes(focus)
+    for name in FORMATS:
+        other = "csv" if name == "parquet" else "parquet"
+        assert written_by_this_exporter(io.BytesIO(written[name]), name)
+        assert not written_by_this_exporter(io.BytesIO(written[other]), name)
+        assert not written_by_this_exporter(io.BytesIO(b"hour,cost\n01,2.5\n"), name)
+    foreign = io.BytesIO()
+    pq.write_table(focus, foreign)  # a Parquet file with the FOCUS schema, not written by us
+    assert not written_by_this_exporter(io.BytesIO(foreign.getvalue()), "parquet")
