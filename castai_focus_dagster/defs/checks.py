@@ -9,6 +9,7 @@ and records one evaluation per day, in a one-day run and in every day of a range
 import hashlib
 import json
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -33,6 +34,9 @@ from castai_focus_dagster.storage.object_store import ObjectStore
 from castai_focus_dagster.storage.serialize import iter_focus_batches
 
 TOTAL_TOLERANCE = 1e-6
+# A day republished while a check reads it (an overlapping run of the same day) is read again after
+# 1, 2, 4 and 8 s; an object that still differs from its manifest then is reported as such.
+SETTLE_DELAYS_SECONDS = (1.0, 2.0, 4.0, 8.0)
 ASSET_KEY = focus_cost_and_usage.key
 Evaluations = Iterator[dg.AssetCheckEvaluation | dg.Output[None]]
 
@@ -46,6 +50,42 @@ class DayVerdict:
 
 def _manifest(store: ObjectStore, prefix: str, key: str) -> dict[str, Any]:
     return json.loads(store.get(manifest_key(prefix, date.fromisoformat(key))))
+
+
+def _settle_wait(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+class Republished(Exception):
+    """An object differs from the manifest read just before it: the day is being republished."""
+
+
+def settled(judge: Callable[[str], DayVerdict]) -> Callable[[str], DayVerdict]:
+    """`judge` on one consistent (manifest, objects) state of the day, read again while it changes."""
+
+    def judge_settled(key: str) -> DayVerdict:
+        for delay in SETTLE_DELAYS_SECONDS:
+            try:
+                return judge(key)
+            except Republished:
+                _settle_wait(delay)
+        try:
+            return judge(key)
+        except Republished as exc:
+            return DayVerdict(False, {"problems": dg.MetadataValue.json([str(exc)])}, str(exc))
+
+    return judge_settled
+
+
+def _fetch_listed(store: ObjectStore, item: dict[str, Any], sink: Any) -> None:
+    """The listed object into `sink` (rewound), or `Republished` when it is not the one the manifest lists."""
+    store.get_file(item["key"], sink)
+    size = sink.tell()
+    sink.seek(0)
+    digest = hashlib.file_digest(sink, "sha256").hexdigest()
+    sink.seek(0)
+    if digest != item["sha256"] or size != item["bytes"]:
+        raise Republished(f"{item['key']} differs from its manifest entry")
 
 
 def _checked_materialization(
@@ -121,21 +161,15 @@ def focus_manifest_consistency(
             # Through a temporary file: a day of a large organisation is hundreds of MB.
             with tempfile.TemporaryFile() as data:
                 try:
-                    storage.store.get_file(item["key"], data)
+                    _fetch_listed(storage.store, item, data)
                 except KeyError:
                     problems.append(f"{item['key']} is listed but missing")
-                    continue
-                size = data.tell()
-                data.seek(0)
-                digest = hashlib.file_digest(data, "sha256").hexdigest()
-            if digest != item["sha256"] or size != item["bytes"]:
-                problems.append(f"{item['key']} differs from its manifest entry")
         return DayVerdict(
             not problems,
             {"objects": len(manifest["files"]), "problems": dg.MetadataValue.json(problems)},
         )
 
-    yield from per_day(context, judge)
+    yield from per_day(context, settled(judge))
 
 
 @daily_check(
@@ -162,8 +196,7 @@ def focus_published_conformance(
             billed, results = 0.0, []
             # Row group by row group from a temporary file: memory holds one batch, not the day.
             with tempfile.TemporaryFile() as data:
-                storage.store.get_file(item["key"], data)
-                data.seek(0)
+                _fetch_listed(storage.store, item, data)
                 for batch in iter_focus_batches(data, fmt):
                     rows += batch.num_rows
                     billed += float(pc.sum(batch["BilledCost"]).as_py() or 0.0)
@@ -177,7 +210,7 @@ def focus_published_conformance(
             {"rows_checked": dg.MetadataValue.int(rows), "problems": dg.MetadataValue.json(problems[:50])},
         )
 
-    yield from per_day(context, judge)
+    yield from per_day(context, settled(judge))
 
 
 @daily_check(
