@@ -1,6 +1,6 @@
 """The daily-partitioned assets: Cast AI clusters, workload costs, cluster costs, enrichment, FOCUS rows.
 
-Each returns a `DailyValues` so that a run over many days (single-run backfill, `--partition-range`)
+Each returns a `DailyValues` so that a run over many days (a backfill run, `--partition-range`)
 fetches, transforms and writes one day at a time. Within a day, workload costs stream cluster by
 cluster from the API into their stored file, and back out of it through the FOCUS transform, audit
 and encoder: memory holds a few clusters, never the organisation's day (DESIGN §7.5). The FOCUS asset
@@ -65,8 +65,10 @@ def _permanent_castai_errors_fail_fast() -> Iterator[None]:
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
 
 
-# Every asset: daily partitions; one run walks a whole backfill range day by day (see daily.py).
-SINGLE_RUN = dg.BackfillPolicy.single_run()
+# Backfills fan out: one run per BACKFILL_DAYS_PER_RUN consecutive days, runs in parallel up to the
+# instance's run limits; each run walks its days one by one (daily.py). See docs/scaling.md.
+BACKFILL_DAYS_PER_RUN = 7
+BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=BACKFILL_DAYS_PER_RUN)
 
 
 def daily_asset(
@@ -84,7 +86,7 @@ def daily_asset(
         description=description,
         metadata=metadata,
         partitions_def=daily_partitions,
-        backfill_policy=SINGLE_RUN,
+        backfill_policy=BACKFILL_POLICY,
         io_manager_key=IO_MANAGER_KEY,
         owners=OWNERS,
         pool=CASTAI_POOL if calls_castai else None,
