@@ -598,7 +598,8 @@ def test_rendered_instance_is_accepted_by_dagster(
     assert pools["default_limit"] >= 1  # the castai_api pool is bounded
     # Each run's client gets budget / slots: a slot per backfill run, held only while a step calls the API.
     assert pools["granularity"] == "op"
-    assert backfill_limits[0]["limit"] <= pools["default_limit"] <= config["concurrency"]["runs"]["max_concurrent_runs"]
+    runs = config["concurrency"]["runs"]["max_concurrent_runs"]
+    assert backfill_limits[0]["limit"] <= pools["default_limit"] <= runs
     assert PER_DAY_LIMIT in config["concurrency"]["runs"]["tag_concurrency_limits"]
 
 

@@ -325,19 +325,16 @@ def test_definitions_load_and_validate_from_the_cli(tmp_path: Path) -> None:
 
 
 RANGE_TAGS = {"dagster/asset_partition_range_start": DAYS[0], "dagster/asset_partition_range_end": DAYS[1]}
+MODULE = "castai_focus_dagster.definitions"
+# Dagster's CLI takes --partition-range only for single-run assets; a multi-day run of the multi-run
+# assets is the job with the range tags (what a backfill run carries).
+CLI_SELECTIONS = [
+    ["asset", "materialize", "-m", MODULE, "--select", "*", "--partition", DAY],
+    ["job", "execute", "-m", MODULE, "-j", "focus_export_job", "--tags", json.dumps(RANGE_TAGS)],
+]
 
 
-@pytest.mark.parametrize(
-    "selection_args",
-    [
-        ["asset", "materialize", "-m", "castai_focus_dagster.definitions", "--select", "*", "--partition", DAY],
-        # Dagster's CLI takes --partition-range only for single-run assets; a multi-day run of the
-        # multi-run assets is the job with the range tags (what a backfill run carries).
-        ["job", "execute", "-m", "castai_focus_dagster.definitions", "-j", "focus_export_job",
-         "--tags", json.dumps(RANGE_TAGS)],
-    ],  # fmt: skip
-    ids=["partition", "partition-range"],
-)
+@pytest.mark.parametrize("selection_args", CLI_SELECTIONS, ids=["partition", "partition-range"])
 def test_the_asset_materialize_cli_as_users_run_it(
     exporter_env: Path,
     tmp_path: Path,
