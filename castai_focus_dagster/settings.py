@@ -246,7 +246,14 @@ SETTINGS_DOC: tuple[SettingDoc, ...] = (
         "added",
     ),
     SettingDoc("CASTAI_MAX_CONCURRENCY", "20", "Clusters fetched in parallel.", "added"),
-    SettingDoc("CASTAI_RATE_LIMIT_RPS", "20", "Client-side request rate limit (requests/second).", "added"),
+    SettingDoc(
+        "CASTAI_RATE_LIMIT_RPS",
+        "20",
+        "The organisation's whole Cast AI request budget (requests/second), shared by every concurrent "
+        "run: each run paces its requests at ⌊budget / slots of the `castai_api` pool⌋ (the whole budget "
+        "when the instance sets no pool limit), so no 1-second window holds more (docs/scaling.md).",
+        "added",
+    ),
     SettingDoc(
         "CASTAI_TIMEOUT_SECONDS",
         "60",

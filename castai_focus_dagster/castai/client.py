@@ -305,7 +305,8 @@ def _environment_proxy_mounts(limits: httpx.Limits) -> dict[str, httpx.BaseTrans
 
 
 class TokenBucket:
-    """Client-side rate limit shared by all threads: `rate` requests/second, bursts of up to `rate`.
+    """Client-side rate limit shared by all threads: `rate` requests/second, bursts of up to `burst`
+    (default `rate`; 1 paces requests at least 1/`rate` apart).
 
     A caller takes a token even when the bucket is empty (the balance goes negative) and sleeps
     outside the lock until its token is due: callers are served in arrival order, none spins.
@@ -315,13 +316,14 @@ class TokenBucket:
         self,
         rate: float,
         *,
+        burst: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ):
         if rate <= 0:
             raise ValueError(f"rate must be positive, got {rate}")
         self._rate = rate
-        self._capacity = max(1.0, rate)
+        self._capacity = max(1.0, rate if burst is None else burst)
         self._tokens = self._capacity
         self._clock = clock
         self._sleep = sleep
@@ -377,6 +379,7 @@ class CastAIClient:
         timeout_seconds: float = 60,
         max_retries: int = 6,
         rate_limit_rps: float = 20,
+        rate_limit_burst: float | None = None,
         max_concurrency: int = 8,
         page_limit: int = 100,
         logger: logging.Logger | None = None,
@@ -410,7 +413,7 @@ class CastAIClient:
         self._max_pages = max_pages
         self._max_backoff = max_backoff_seconds
         self._jitter = tenacity.wait_random_exponential(multiplier=0.5, max=max_backoff_seconds)
-        self._bucket = TokenBucket(rate_limit_rps)
+        self._bucket = TokenBucket(rate_limit_rps, burst=rate_limit_burst)
         self._log = logger or logging.getLogger(__name__)
         pool = max_concurrency + 5  # cluster fetches + the parallel enrichment calls
         limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
@@ -426,9 +429,16 @@ class CastAIClient:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, base_url: str | None = None, logger: logging.Logger | None = None
+        cls,
+        settings: Settings,
+        base_url: str | None = None,
+        logger: logging.Logger | None = None,
+        *,
+        rate_limit_rps: float | None = None,
+        rate_limit_burst: float | None = None,
     ) -> CastAIClient:
-        """Client for the configured API; `base_url` overrides it (the URL of a running sandbox)."""
+        """Client for the configured API; `base_url` overrides it (the URL of a running sandbox), and
+        `rate_limit_rps` the whole budget (this run's share of it)."""
         url = base_url or settings.castai_api_url
         if settings.is_sandbox and base_url is None:
             raise ValueError("CASTAI_API_URL=sandbox: start the sandbox and pass its URL as base_url")
@@ -438,7 +448,8 @@ class CastAIClient:
             organization_id=settings.organization_id,
             timeout_seconds=settings.castai_timeout_seconds,
             max_retries=settings.castai_max_retries,
-            rate_limit_rps=settings.castai_rate_limit_rps,
+            rate_limit_rps=settings.castai_rate_limit_rps if rate_limit_rps is None else rate_limit_rps,
+            rate_limit_burst=rate_limit_burst,
             max_concurrency=settings.castai_max_concurrency,
             page_limit=settings.castai_page_limit,
             logger=logger,

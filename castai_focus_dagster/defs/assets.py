@@ -25,7 +25,7 @@ from castai_focus_dagster.castai.models import Cluster, EnrichmentContext, empty
 from castai_focus_dagster.defs.daily import DailyValues
 from castai_focus_dagster.defs.partitions import daily_partitions
 from castai_focus_dagster.defs.publication import FocusDay, encode_focus_day
-from castai_focus_dagster.defs.resources import CastAIResource, FocusStorageResource
+from castai_focus_dagster.defs.resources import CASTAI_POOL, CastAIResource, FocusStorageResource
 from castai_focus_dagster.focus.audit import (
     AuditReport,
     audit_focus,
@@ -40,7 +40,6 @@ from castai_focus_dagster.focus.windows import DayWindow, day_window
 from castai_focus_dagster.storage.intermediates import WorkloadCostsDay, stored_input_warnings
 
 IO_MANAGER_KEY = "focus_io_manager"
-CASTAI_POOL = "castai_api"
 OWNERS = ["team:finops-platform"]
 WINDOW_END_KEY = b"castai_focus.window_end"
 

@@ -71,6 +71,7 @@ import re
 import signal
 import sys
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -168,6 +169,7 @@ class RecordedRequest:
     query: dict[str, list[str]]
     headers: dict[str, str]  # lower-cased names
     json: Any  # parsed JSON body, None when empty or not JSON
+    received: float = field(default_factory=time.monotonic)  # arrival (before any fault delay)
 
 
 @dataclass(frozen=True)
