@@ -33,7 +33,9 @@ from castai_focus_dagster.storage.keys import data_key, manifest_key
 REPO = Path(__file__).resolve().parents[1]
 LATENCY_SECONDS = 0.5
 BACKFILL_DAYS = 30
-CLUSTERS, WORKLOADS = 4, 15  # one workload-costs page per cluster and day
+# 10 workload-costs pages per cluster and day, fetched one after another: a small organisation with
+# the request pattern of a large one, so that waiting on Cast AI, not computing, sets a day's time.
+CLUSTERS, WORKLOADS, PAGE_LIMIT = 4, 100, 10
 CONCURRENT_RUNS = (1, 2, 4)
 OPEN_BUDGET = 1000.0  # requests/s: 250 per run at 4 runs, far above what 500 ms answers allow
 BINDING_BUDGET = 8.0  # 2 requests/s per run at 4 runs: below what the runs would send
@@ -147,7 +149,7 @@ def figure_backfill(day: date, workdir: Path) -> list[Any]:
         url = ours.recv()
         base = bench.exporter_environment(url, org, workdir, workdir)
         for runs in CONCURRENT_RUNS:
-            env = base | {"CASTAI_RATE_LIMIT_RPS": str(OPEN_BUDGET)}
+            env = base | {"CASTAI_RATE_LIMIT_RPS": str(OPEN_BUDGET), "CASTAI_PAGE_LIMIT": str(PAGE_LIMIT)}
             wall, output = run_backfill(env, days, runs, BACKFILL_DAYS_PER_RUN, workdir / f"backfill-{runs}")
             ours.send("arrivals")
             arrivals: list[float] = ours.recv()
@@ -165,7 +167,7 @@ def figure_backfill(day: date, workdir: Path) -> list[Any]:
                 "focus_rows": rows,
             }
         bound = days[-BINDING_RUNS * BINDING_DAYS_PER_RUN :]
-        env = base | {"CASTAI_RATE_LIMIT_RPS": str(BINDING_BUDGET)}
+        env = base | {"CASTAI_RATE_LIMIT_RPS": str(BINDING_BUDGET), "CASTAI_PAGE_LIMIT": str(PAGE_LIMIT)}
         wall, _ = run_backfill(env, bound, BINDING_RUNS, BINDING_DAYS_PER_RUN, workdir / "backfill-binding")
         ours.send("arrivals")
         arrivals = ours.recv()
@@ -199,6 +201,7 @@ def figure_backfill(day: date, workdir: Path) -> list[Any]:
             {
                 "clusters": CLUSTERS,
                 "workloads_per_cluster": WORKLOADS,
+                "page_limit": PAGE_LIMIT,
                 "days_per_run": BACKFILL_DAYS_PER_RUN,
                 "open_budget_rps": OPEN_BUDGET,
                 "by_concurrent_runs": measured,
