@@ -16,6 +16,7 @@ import dagster as dg
 import pytest
 
 from castai_focus_dagster.castai.sandbox import Faults, SandboxOrg, SandboxServer
+from castai_focus_dagster.defs import resources
 from castai_focus_dagster.defs.resources import (
     CASTAI_POOL,
     PACING_GUARD,
@@ -88,6 +89,9 @@ def test_concurrent_runs_stay_within_the_one_budget(
 ) -> None:
     monkeypatch.setenv("CASTAI_API_URL", slow_sandbox.url)
     monkeypatch.setenv("CASTAI_RATE_LIMIT_RPS", str(BUDGET))
+    # What is checked is the split by slots; a wide jitter guard keeps the scheduling delays of a busy
+    # test machine (a request leaving its thread late, bunching with the next) out of the outcome.
+    monkeypatch.setattr(resources, "PACING_GUARD", 0.5)
 
     with dg.instance_for_test(overrides=pools(RUNS)) as instance:
         fetch_concurrently(instance)
