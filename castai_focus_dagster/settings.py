@@ -247,7 +247,13 @@ class Settings(BaseModel):
     )
     castai_max_concurrency: int = setting("20", "Clusters fetched in parallel.", added=True, ge=1, le=256)
     castai_rate_limit_rps: float = setting(
-        "20", "Client-side request rate limit (requests/second).", added=True, gt=0, le=10_000
+        "20",
+        "The organisation's whole Cast AI request budget (requests/second), shared by every concurrent "
+        "run: each run paces its requests at ⌊budget / slots of the `castai_api` pool⌋ (the whole budget "
+        "when the instance sets no pool limit), so the runs together stay within it (docs/scaling.md).",
+        added=True,
+        gt=0,
+        le=10_000,
     )
     castai_timeout_seconds: float = setting(
         "60",

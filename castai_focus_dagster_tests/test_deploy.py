@@ -594,7 +594,12 @@ def test_rendered_instance_is_accepted_by_dagster(
     ]
     assert len(backfill_limits) == 1 and "value" not in backfill_limits[0], "one cap across all backfill runs"
     assert backfill_limits[0]["limit"] < config["concurrency"]["runs"]["max_concurrent_runs"]
-    assert config["concurrency"]["pools"]["default_limit"] >= 1  # the castai_api pool is bounded
+    pools = config["concurrency"]["pools"]
+    assert pools["default_limit"] >= 1  # the castai_api pool is bounded
+    # Each run's client gets budget / slots: a slot per backfill run, held only while a step calls the API.
+    assert pools["granularity"] == "op"
+    runs = config["concurrency"]["runs"]["max_concurrent_runs"]
+    assert backfill_limits[0]["limit"] <= pools["default_limit"] <= runs
     assert PER_DAY_LIMIT in config["concurrency"]["runs"]["tag_concurrency_limits"]
 
 
@@ -1307,8 +1312,13 @@ def test_repo_root_dagster_yaml_loads_as_an_instance(tmp_path: Path, monkeypatch
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
     with DagsterInstance.from_config(str(tmp_path)) as instance:
         assert instance.run_coordinator is not None
-        limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits  # type: ignore[union-attr]
+        concurrency = instance.get_concurrency_config()
+        limits = concurrency.run_queue_config.tag_concurrency_limits  # type: ignore[union-attr]
         assert PER_DAY_LIMIT in limits
+        (backfill,) = [limit["limit"] for limit in limits if limit["key"] == "dagster/backfill"]
+        assert concurrency.pool_config.pool_granularity is not None
+        assert concurrency.pool_config.pool_granularity.value == "op"
+        assert backfill <= (concurrency.pool_config.default_pool_limit or 0)
 
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)

@@ -73,6 +73,7 @@ class CastAIClient:
         timeout_seconds: float = 60,
         max_retries: int = 6,
         rate_limit_rps: float = 20,
+        rate_limit_burst: float | None = None,
         max_concurrency: int = 8,
         page_limit: int = 100,
         logger: logging.Logger | None = None,
@@ -108,6 +109,7 @@ class CastAIClient:
             timeout_seconds=timeout_seconds,
             max_retries=max_retries,
             rate_limit_rps=rate_limit_rps,
+            rate_limit_burst=rate_limit_burst,
             pool_size=max_concurrency + 5,  # cluster fetches + the parallel enrichment calls
             logger=self._log,
             transport=transport,
@@ -117,9 +119,16 @@ class CastAIClient:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, base_url: str | None = None, logger: logging.Logger | None = None
+        cls,
+        settings: Settings,
+        base_url: str | None = None,
+        logger: logging.Logger | None = None,
+        *,
+        rate_limit_rps: float | None = None,
+        rate_limit_burst: float | None = None,
     ) -> CastAIClient:
-        """Client for the configured API; `base_url` overrides it (the URL of a running sandbox)."""
+        """Client for the configured API; `base_url` overrides it (the URL of a running sandbox), and
+        `rate_limit_rps` the whole budget (this run's share of it)."""
         url = base_url or settings.castai_api_url
         if settings.is_sandbox and base_url is None:
             raise ValueError("CASTAI_API_URL=sandbox: start the sandbox and pass its URL as base_url")
@@ -129,7 +138,8 @@ class CastAIClient:
             organization_id=settings.organization_id,
             timeout_seconds=settings.castai_timeout_seconds,
             max_retries=settings.castai_max_retries,
-            rate_limit_rps=settings.castai_rate_limit_rps,
+            rate_limit_rps=settings.castai_rate_limit_rps if rate_limit_rps is None else rate_limit_rps,
+            rate_limit_burst=rate_limit_burst,
             max_concurrency=settings.castai_max_concurrency,
             page_limit=settings.castai_page_limit,
             logger=logger,

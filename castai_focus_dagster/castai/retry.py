@@ -32,7 +32,8 @@ def retryable(error: BaseException) -> bool:
 
 
 class TokenBucket:
-    """Client-side rate limit shared by all threads: `rate` requests/second, bursts of up to `rate`.
+    """Client-side rate limit shared by all threads: `rate` requests/second, bursts of up to `burst`
+    (default `rate`; 1 paces requests at least 1/`rate` apart).
 
     A caller takes a token even when the bucket is empty (the balance goes negative) and sleeps
     outside the lock until its token is due: callers are served in arrival order, none spins.
@@ -42,13 +43,14 @@ class TokenBucket:
         self,
         rate: float,
         *,
+        burst: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ):
         if rate <= 0:
             raise ValueError(f"rate must be positive, got {rate}")
         self._rate = rate
-        self._capacity = max(1.0, rate)
+        self._capacity = max(1.0, rate if burst is None else burst)
         self._tokens = self._capacity
         self._clock = clock
         self._sleep = sleep

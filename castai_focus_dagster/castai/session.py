@@ -45,6 +45,7 @@ class ApiSession:
         timeout_seconds: float,
         max_retries: int,
         rate_limit_rps: float,
+        rate_limit_burst: float | None = None,
         pool_size: int,
         logger: logging.Logger,
         transport: httpx.BaseTransport | None,
@@ -55,7 +56,7 @@ class ApiSession:
         self._max_retries = max_retries
         self._max_backoff = max_backoff_seconds
         self._jitter = tenacity.wait_random_exponential(multiplier=0.5, max=max_backoff_seconds)
-        self._bucket = TokenBucket(rate_limit_rps)
+        self._bucket = TokenBucket(rate_limit_rps, burst=rate_limit_burst)
         self._log = logger
         limits = httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size)
         self.http = httpx.Client(

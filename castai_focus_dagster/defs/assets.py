@@ -1,6 +1,6 @@
 """The daily-partitioned assets: Cast AI clusters, workload costs, cluster costs, enrichment, FOCUS rows.
 
-Each returns a `DailyValues` so that a run over many days (single-run backfill, `--partition-range`)
+Each returns a `DailyValues` so that a run over many days (a backfill run, `--partition-range`)
 fetches, transforms and writes one day at a time. Within a day, workload costs stream cluster by
 cluster from the API into their stored file, and back out of it through the FOCUS transform, audit
 and encoder: memory holds a few clusters, never the organisation's day (DESIGN §7.5). The FOCUS asset
@@ -27,7 +27,7 @@ from castai_focus_dagster.defs.daily import DailyValues
 from castai_focus_dagster.defs.finops import CostBreakdown
 from castai_focus_dagster.defs.partitions import daily_partitions
 from castai_focus_dagster.defs.publication import FocusDay, encode_focus_day
-from castai_focus_dagster.defs.resources import CastAIResource, FocusStorageResource
+from castai_focus_dagster.defs.resources import CASTAI_POOL, CastAIResource, FocusStorageResource
 from castai_focus_dagster.defs.schedules import schedule_freshness_policy
 from castai_focus_dagster.focus.audit import (
     AuditReport,
@@ -45,7 +45,6 @@ from castai_focus_dagster.storage.intermediates import WorkloadCostsDay, stored_
 # One IO manager per storage concern: the Cast AI intermediates, and the published FOCUS rows.
 INTERMEDIATES_IO_MANAGER_KEY = "focus_intermediates_io_manager"
 PUBLICATION_IO_MANAGER_KEY = "focus_publication_io_manager"
-CASTAI_POOL = "castai_api"
 OWNERS = ["team:finops-platform"]
 WINDOW_END_KEY = b"castai_focus.window_end"
 
@@ -70,8 +69,10 @@ def _permanent_castai_errors_fail_fast() -> Iterator[None]:
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
 
 
-# Every asset: daily partitions; one run walks a whole backfill range day by day (see daily.py).
-SINGLE_RUN = dg.BackfillPolicy.single_run()
+# Backfills fan out: one run per BACKFILL_DAYS_PER_RUN consecutive days, runs in parallel up to the
+# instance's run limits; each run walks its days one by one (daily.py). See docs/scaling.md.
+BACKFILL_DAYS_PER_RUN = 7
+BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=BACKFILL_DAYS_PER_RUN)
 
 
 def daily_asset(
@@ -91,7 +92,7 @@ def daily_asset(
         description=description,
         metadata=metadata,
         partitions_def=daily_partitions,
-        backfill_policy=SINGLE_RUN,
+        backfill_policy=BACKFILL_POLICY,
         io_manager_key=io_manager_key,
         owners=OWNERS,
         pool=CASTAI_POOL if calls_castai else None,

@@ -1,6 +1,6 @@
 """Per-day values that are computed or loaded lazily.
 
-A run may cover many daily partitions (single-run backfills, `--partition-range`). Assets return a
+A run may cover many daily partitions (backfill runs, `--partition-range`). Assets return a
 `DailyValues` and inputs arrive as `DailyValues`, so the IO manager computes, writes and frees one day
 at a time: memory is set by the largest day, not by the length of the backfill.
 """

@@ -11,8 +11,8 @@ focus_export_job = dg.define_asset_job(
     # K8sRunLauncher reads pod sizes from run tags only (asset op_tags are ignored): see docs/deployment.md.
     tags={
         "dagster-k8s/config": FOCUS_JOB_K8S_CONFIG,
-        # Run monitoring fails a run that hangs this long (a day takes well under a minute, a year-long
-        # single-run backfill well under an hour on the benchmark organisation).
+        # Run monitoring fails a run that hangs this long (a day takes well under a minute, a 7-day
+        # backfill run well under an hour on the benchmark organisation at a quarter of the budget).
         "dagster/max_runtime": "10800",
     },
 )

@@ -6,6 +6,7 @@ The two secrets arrive through `dg.EnvVar`, so the UI and run config show only t
 """
 
 import logging
+import math
 import os
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -22,6 +23,32 @@ from castai_focus_dagster.storage.object_store import (
     object_store_from_settings,
 )
 from castai_focus_dagster.storage.publish import PrefixOwnedError, check_prefix_owner
+
+CASTAI_POOL = "castai_api"
+# Each run paces its requests 2% slower than its share, so 20 ms of jitter between the client and
+# Cast AI cannot bring two runs' requests into the same 1-second window beyond the budget.
+PACING_GUARD = 0.02
+
+
+def castai_pool_slots(instance: dg.DagsterInstance | None) -> int | None:
+    """Slots of the `castai_api` pool on this instance; None when the instance enforces no limit."""
+    if instance is None or not instance.event_log_storage.supports_global_concurrency_limits:
+        return None
+    limit = instance.event_log_storage.get_concurrency_info(CASTAI_POOL).limit
+    return limit if limit and limit > 0 else None
+
+
+def run_rate_limit(budget: float, slots: int | None) -> float:
+    """This run's share of the organisation's Cast AI budget, in requests per second.
+
+    At most `slots` steps call Cast AI at once (one pool slot each); each paces its requests evenly at
+    ⌊budget / slots⌋, so together they send at most slots × ⌊budget / slots⌋ ≤ budget requests in
+    any 1-second window. Below one request per second per slot the share is budget / slots (the
+    budget then holds on average). No limit on the instance: this run is taken to be the only one.
+    """
+    per_slot = budget / (slots or 1)
+    share = math.floor(per_slot) if per_slot >= 1 else per_slot
+    return share / (1 + PACING_GUARD)
 
 
 def exporter_settings(**secret_overrides: str) -> Settings:
@@ -45,7 +72,16 @@ class CastAIResource(dg.ConfigurableResource):
         logger = context.log if context.log is not None else logging.getLogger(__name__)
         with ExitStack() as stack:
             settings, base_url = self._api(settings, stack, _as_logger(logger))
-            client = CastAIClient.from_settings(settings, base_url=base_url, logger=_as_logger(logger))
+            slots = castai_pool_slots(context.instance)
+            rate = run_rate_limit(settings.castai_rate_limit_rps, slots)
+            logger.info(
+                f"Cast AI budget {settings.castai_rate_limit_rps:g} requests/s over "
+                + (f"{slots} {CASTAI_POOL} slot(s)" if slots else f"this run alone (no {CASTAI_POOL} limit)")
+                + f": this run sends at most {rate:.2f} requests/s"
+            )
+            client = CastAIClient.from_settings(
+                settings, base_url, _as_logger(logger), rate_limit_rps=rate, rate_limit_burst=1
+            )
             stack.callback(client.close)
             self._settings, self._client = settings, client
             yield self

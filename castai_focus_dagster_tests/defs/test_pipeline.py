@@ -324,11 +324,17 @@ def test_definitions_load_and_validate_from_the_cli(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize(
-    "selection_args",
-    [["--partition", DAY], ["--partition-range", f"{DAYS[0]}...{DAYS[1]}"]],
-    ids=["partition", "partition-range"],
-)
+RANGE_TAGS = {"dagster/asset_partition_range_start": DAYS[0], "dagster/asset_partition_range_end": DAYS[1]}
+MODULE = "castai_focus_dagster.definitions"
+# Dagster's CLI takes --partition-range only for single-run assets; a multi-day run of the multi-run
+# assets is the job with the range tags (what a backfill run carries).
+CLI_SELECTIONS = [
+    ["asset", "materialize", "-m", MODULE, "--select", "*", "--partition", DAY],
+    ["job", "execute", "-m", MODULE, "-j", "focus_export_job", "--tags", json.dumps(RANGE_TAGS)],
+]
+
+
+@pytest.mark.parametrize("selection_args", CLI_SELECTIONS, ids=["partition", "partition-range"])
 def test_the_asset_materialize_cli_as_users_run_it(
     exporter_env: Path,
     tmp_path: Path,
@@ -337,17 +343,8 @@ def test_the_asset_materialize_cli_as_users_run_it(
 ) -> None:
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home")}
     (tmp_path / "home").mkdir()
-    command = [
-        sys.executable,
-        "-m",
-        "dagster",
-        "asset",
-        "materialize",
-        "-m",
-        "castai_focus_dagster.definitions",
-    ]
     proc = subprocess.run(
-        [*command, "--select", "*", *selection_args],
+        [sys.executable, "-m", "dagster", *selection_args],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -355,7 +352,7 @@ def test_the_asset_materialize_cli_as_users_run_it(
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    days = [DAY] if selection_args[0] == "--partition" else DAYS[:2]
+    days = [DAY] if selection_args[0] == "asset" else DAYS[:2]
     written = sorted(p.name for p in exporter_env.rglob("castai-focus-*.parquet"))
     assert written == [
         Path(data_key(PREFIX, sandbox_org.organization_id, date.fromisoformat(d), "parquet")).name

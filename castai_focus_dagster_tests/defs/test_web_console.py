@@ -57,7 +57,7 @@ def test_backfill_launched_like_the_console_materialises_each_partition(
         backfill = wait_for_backfill(dev, backfill_id, timeout=150)
         assert backfill["status"] == "COMPLETED_SUCCESS", dev.failures() or dev.log_tail()
         assert backfill["partitionNames"] == days
-        # BackfillPolicy.single_run(): the console's backfill is one run over the whole range.
+        # BackfillPolicy.multi_run(max_partitions_per_run=7): two days are one run over the range.
         (run,) = backfill["runs"]
         assert run["status"] == "SUCCESS"
         tags = {t["key"]: t["value"] for t in run["tags"]}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -30,6 +31,7 @@ class RecordedRequest:
     query: dict[str, list[str]]
     headers: dict[str, str]  # lower-cased names
     json: Any  # parsed JSON body, None when empty or not JSON
+    received: float = field(default_factory=time.monotonic)  # arrival (before any fault delay)
 
 
 @dataclass(frozen=True)
