@@ -4,8 +4,10 @@ exponential backoff with full jitter, never shorter than `Retry-After`), and a s
 from __future__ import annotations
 
 import email.utils
+import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -31,9 +33,17 @@ def retryable(error: BaseException) -> bool:
     return isinstance(error, (RetryableResponse, httpx.TransportError))
 
 
+WINDOW_SECONDS = 1.05  # 1 s plus 50 ms for the way from the client to Cast AI
+_CLOCK_SLACK = 1e-6  # float sums of clock readings: a start exactly one window ago has left it
+
+
 class TokenBucket:
     """Client-side rate limit shared by all threads: `rate` requests/second, bursts of up to `burst`
     (default `rate`; 1 paces requests at least 1/`rate` apart).
+
+    With an explicit `burst`, a request also starts only when fewer than ⌈rate⌉ started in the last
+    `WINDOW_SECONDS`: a thread that wakes late from its paced sleep cannot bunch with the next one, so
+    no 1-second window of start times holds more than ⌈rate⌉ (the budget share of a run).
 
     A caller takes a token even when the bucket is empty (the balance goes negative) and sleeps
     outside the lock until its token is due: callers are served in arrival order, none spins.
@@ -56,6 +66,8 @@ class TokenBucket:
         self._sleep = sleep
         self._updated = clock()
         self._lock = threading.Lock()
+        self._window_cap = None if burst is None else max(1, math.ceil(rate - 1e-9))
+        self._starts: deque[float] = deque()
 
     def acquire(self) -> None:
         with self._lock:
@@ -65,6 +77,21 @@ class TokenBucket:
             self._tokens -= 1.0
             wait = -self._tokens / self._rate if self._tokens < 0 else 0.0
         if wait > 0:
+            self._sleep(wait)
+        if self._window_cap is not None:
+            self._admit(self._window_cap)
+
+    def _admit(self, cap: int) -> None:
+        """Wait until fewer than `cap` requests started within the last `WINDOW_SECONDS`, then start."""
+        while True:
+            with self._lock:
+                now = self._clock()
+                while self._starts and now >= self._starts[0] + WINDOW_SECONDS - _CLOCK_SLACK:
+                    self._starts.popleft()
+                if len(self._starts) < cap:
+                    self._starts.append(now)
+                    return
+                wait = max(self._starts[0] + WINDOW_SECONDS - now, _CLOCK_SLACK)
             self._sleep(wait)
 
 

@@ -49,3 +49,21 @@ def test_a_bucket_refuses_a_rate_that_would_never_refill() -> None:
     for rate in (0, -1):
         with pytest.raises(ValueError, match="rate must be positive"):
             TokenBucket(rate)
+
+
+def test_a_paced_bucket_starts_at_most_its_rate_in_any_second_even_when_a_thread_wakes_late() -> None:
+    """Regression (bench figure 6): a thread that woke late from its paced sleep started together with
+    the next one, so 4 runs at 2 requests/s each put 10 requests into one second of an 8/s budget."""
+    now = [0.0]
+    lateness = [0.5]  # the first paced sleep ends 0.5 s late, as under CPU load
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds + (lateness.pop() if lateness else 0.0)
+
+    bucket = TokenBucket(2, burst=1, clock=lambda: now[0], sleep=sleep)
+    starts = []
+    for _ in range(6):
+        bucket.acquire()
+        starts.append(now[0])
+    busiest = max(sum(1 for s in starts if t <= s < t + 1.0) for t in starts)
+    assert busiest <= 2, starts
