@@ -13,6 +13,8 @@ import pytest
 if TYPE_CHECKING:
     from castai_focus_dagster.castai.sandbox import SandboxOrg, SandboxServer
 
+pytest_plugins = ["castai_focus_dagster_tests.tiers"]  # unit / property / integration markers
+
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
