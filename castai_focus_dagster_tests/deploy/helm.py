@@ -78,15 +78,20 @@ def value_files(name: str) -> list[Any]:
     return [load_yaml(HELM / file) for file in VALUE_SETS[name]]
 
 
+def helm_values(defaults: Mapping[str, Any], files: list[Any]) -> dict[str, Any]:
+    """What `helm upgrade -f a -f b` hands the templates: each file patched, in order, over the chart
+    defaults (so an overlay's `null` deletes a chart default too)."""
+    return functools.reduce(merge_patch, files, dict(defaults))
+
+
 def user_values(name: str) -> dict[str, Any]:
     """Our files of one value set merged in command-line order (without the chart defaults)."""
-    return functools.reduce(merge_patch, value_files(name), {})
+    return helm_values({}, value_files(name))
 
 
 def chart_values(chart_defaults: Mapping[str, Any], name: str) -> dict[str, Any]:
-    """One value set as the chart sees it: each file patched, in command-line order, over the defaults
-    (so an overlay's `null` deletes a chart default too, as `helm upgrade -f a -f b` does)."""
-    return functools.reduce(merge_patch, value_files(name), dict(chart_defaults))
+    """One value set as the chart sees it."""
+    return helm_values(chart_defaults, value_files(name))
 
 
 def deployment(vals: Mapping[str, Any]) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from castai_focus_dagster_tests.deploy.helm import merge_patch
+from castai_focus_dagster_tests.deploy.helm import helm_values, merge_patch
 
 # RFC 7396, Appendix A: original, patch, result (JSON written as Python).
 RFC_7396_EXAMPLES: list[tuple[Any, Any, Any]] = [
@@ -46,7 +46,4 @@ def test_an_overlay_null_deletes_a_chart_default() -> None:
     would bring back a default the overlay deleted."""
     defaults = {"params": {"sslmode": "prefer", "connect_timeout": 10}}
     files = [{"params": {"sslmode": "require"}}, {"params": {"sslmode": None}}]
-    merged: Any = defaults
-    for file in files:
-        merged = merge_patch(merged, file)
-    assert merged == {"params": {"connect_timeout": 10}}
+    assert helm_values(defaults, files) == {"params": {"connect_timeout": 10}}
