@@ -36,7 +36,7 @@ test: lint typecheck pytest
 
 ## make test-fast: the pure core only (`unit` tests: no Dagster, server or subprocess), for the edit loop.
 test-fast: install
-	$(BIN)/pytest -q -m unit -p no:cacheprovider
+	$(BIN)/pytest -q -m unit
 
 ## make demo: materialise the last 3 complete days plus today from the sandbox into ./data.
 demo: install
