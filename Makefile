@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: install test lint typecheck pytest demo dev bench lock docs clean
+.PHONY: install test test-fast lint typecheck pytest demo dev bench lock docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ pytest: install
 
 ## make test: install everything from the lock file, then ruff, mypy and pytest.
 test: lint typecheck pytest
+
+## make test-fast: the pure core only (`unit` tests: no Dagster, server or subprocess), for the edit loop.
+test-fast: install
+	$(BIN)/pytest -q -m unit
 
 ## make demo: materialise the last 3 complete days plus today from the sandbox into ./data.
 demo: install

@@ -13,6 +13,9 @@ import pytest
 if TYPE_CHECKING:
     from castai_focus_dagster.castai.sandbox import SandboxOrg, SandboxServer
 
+# The test markers (tiers.py), and pytester to test them.
+pytest_plugins = ["castai_focus_dagster_tests.tiers", "pytester"]
+
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 

@@ -1,9 +1,5 @@
-"""Per-day values that are computed or loaded lazily.
-
-A run may cover many daily partitions (backfill runs, `--partition-range`). Assets return a
-`DailyValues` and inputs arrive as `DailyValues`, so the IO manager computes, writes and frees one day
-at a time: memory is set by the largest day, not by the length of the backfill.
-"""
+"""`DailyValues`: one value per daily partition, computed or loaded only when the IO manager reaches that
+day, so a multi-day run holds one day in memory at a time."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The one job: the whole asset graph (and its checks) for the requested daily partitions."""
+"""The one job: the whole asset graph and its checks for the requested daily partitions."""
 
 import dagster as dg
 

@@ -1,16 +1,6 @@
-"""Kubernetes sizing of the run pod that executes `focus_export_job` (value of its `dagster-k8s/config` tag).
-
-Why a job tag: `K8sRunLauncher` builds the run pod from the deployment-wide `runK8sConfig`, the code
-location's container context and the **run's tags**; `op_tags` on assets are read only by the
-`k8s_job_executor`, which this project does not use. So the size travels on the job. Runs launched
-without this job (an ad-hoc "Materialize" in the UI) get `runK8sConfig` merged with the code
-server's `resources` instead (deploy/helm/values.yaml keeps the memory figures identical).
-
-Sizing: one in-process run handles one daily partition and holds at most the largest single cluster's
-workload-cost table in memory (DESIGN §7.5), so 1 GiB requested with a 2 GiB ceiling leaves headroom for
-pyarrow buffers and the Parquet writer. No CPU limit: CPU is compressible and a limit would only
-throttle the vectorised transform; the request keeps the scheduler honest.
-"""
+"""The run pod's size for `focus_export_job`, carried by its `dagster-k8s/config` tag: `K8sRunLauncher`
+reads pod settings from run tags, not from asset `op_tags` (docs/architecture.md, "Deployment and
+scheduling")."""
 
 from __future__ import annotations
 

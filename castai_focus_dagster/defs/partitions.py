@@ -1,8 +1,5 @@
-"""One daily UTC partition = one UTC day of charge periods.
-
-`end_offset=1` includes the current, partial day so the schedule can keep "today" fresh.
-Never change start_date, timezone or fmt: partition keys are persisted by Dagster.
-"""
+"""Daily UTC partitions, today's partial day included (`end_offset=1`). Dagster persists the keys:
+never change the start date, timezone or format."""
 
 import dagster as dg
 

@@ -1,6 +1,5 @@
-"""Export schedule: as the original CronJob (every 6 hours, the last 24 hours), every tick
-re-materialises each day that overlaps the last `COLLECTION_LOOKBACK_HOURS` (and today's partial day);
-Cast AI keeps revising recent costs, so a day is restated until it has left the lookback."""
+"""The export schedule: each tick re-materialises every day overlapping the last
+`COLLECTION_LOOKBACK_HOURS`, today included, because Cast AI revises recent costs."""
 
 import os
 from datetime import UTC, datetime, timedelta

@@ -1,11 +1,5 @@
-"""First-deployment backfill and gap filling, in one sensor.
-
-- `JOB_BACKFILL_DAYS` (the original's meaning): on the sensor's first tick ever (no cursor yet),
-  request the last N complete days once (0 = off). The cursor decides, not "nothing materialised":
-  a schedule run that publishes before the sensor first ticks must not cancel the backfill.
-- `JOB_GAP_FILL_DAYS`: on every tick, request the days of the last N that were never published
-  (an outage, a failed run), so no day stays missing silently (0 = off).
-"""
+"""One sensor for the first-deployment backfill (`JOB_BACKFILL_DAYS`, once, decided by the cursor) and
+for gap filling (`JOB_GAP_FILL_DAYS`, every tick: days never published)."""
 
 from datetime import UTC, datetime, timedelta
 

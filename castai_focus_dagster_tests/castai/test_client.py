@@ -144,20 +144,27 @@ def test_workload_costs_many_is_bounded_and_in_input_order(
     sandbox: SandboxServer, sandbox_org: SandboxOrg
 ) -> None:
     ids = [c.id for c in reversed(sandbox_org.clusters)]
-    in_flight, peak, lock = 0, 0, threading.Lock()
+    in_flight, peak, started, changed = 0, 0, 0, threading.Condition()
     with make_client(sandbox, sandbox_org, max_concurrency=2) as client:
         fetch = client.workload_costs
 
         def counting(*args: Any, **kwargs: Any) -> pa.Table:
-            nonlocal in_flight, peak
-            with lock:
+            nonlocal in_flight, peak, started
+            with changed:
                 in_flight += 1
+                started += 1
                 peak = max(peak, in_flight)
-            time.sleep(0.05)  # hold the slot long enough for the pool to start the next fetch
+                changed.notify_all()
+                # The first two fetches wait for each other (a serial pool never starts the second:
+                # peak stays 1), then give a third the chance to start beside them (an unbounded
+                # pool takes it: peak 3). A slow machine can only hide a fault here, never invent one.
+                if started <= 2:
+                    changed.wait_for(lambda: started >= 2, timeout=30)
+                    changed.wait_for(lambda: started >= 3, timeout=0.5)
             try:
                 return fetch(*args, **kwargs)
             finally:
-                with lock:
+                with changed:
                     in_flight -= 1
 
         client.workload_costs = counting  # type: ignore[method-assign]

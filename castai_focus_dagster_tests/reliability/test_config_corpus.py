@@ -129,7 +129,11 @@ def reported(problems: list[str], expected: tuple[str, ...]) -> None:
 
 
 def test_the_valid_base_loads() -> None:
-    load_settings(VALID)
+    settings = load_settings(VALID)
+    assert settings.castai_api_key.get_secret_value() == API_KEY
+    assert (settings.castai_organization_id, settings.s3_bucket, settings.s3_region) == (
+        VALID["CASTAI_ORGANIZATION_ID"], VALID["S3_BUCKET"], VALID["S3_REGION"],
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize("case", CORPUS, ids=[c.id for c in CORPUS])
