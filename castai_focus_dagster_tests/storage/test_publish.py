@@ -572,7 +572,9 @@ def test_schema_id_is_stable_and_a_schema_change_adds_a_schema_object(store: Obj
     first = store.get(schema_key)
     publish(store, request(run_id="run-2"), now=T0 + timedelta(hours=1))
     assert store.get(schema_key) == first  # same columns: same SchemaId, same CreationDate, same bytes
-    publish(store, request(columns=(*COLUMNS, ("x_CastAINamespace", pa.string()))), now=T0 + timedelta(hours=2))
+    publish(
+        store, request(columns=(*COLUMNS, ("x_CastAINamespace", pa.string()))), now=T0 + timedelta(hours=2)
+    )
     schemas = json.loads(store.get(schema_key))
     assert [s["CreationDate"] for s in schemas] == ["2025-03-05T01:00:00Z", "2025-03-05T03:00:00Z"]
     assert schemas[0] == json.loads(first)[0]  # older partitions keep their schema
