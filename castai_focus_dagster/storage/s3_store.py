@@ -50,6 +50,16 @@ _MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
 _S3_TRANSFER = TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=64 << 20, max_concurrency=4)
 
 
+def _wrapped_client_error(exc: BaseException) -> ClientError | None:
+    """The ClientError behind `exc` (its cause or the error it was raised while handling), if any."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ClientError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 class S3ObjectStore:
     """Objects in one bucket through a boto3 S3 client.
 
@@ -82,8 +92,9 @@ class S3ObjectStore:
             reason = f"{code}: {error.get('Message', '')}".rstrip(": ")
         else:
             reason = f"{type(exc).__name__}: {exc}"
-            # boto3's managed transfers wrap the ClientError in a message: look for the code in it.
-            code = next((c for c in _PERMANENT_S3_CODES if f"({c})" in str(exc)), "")
+            # boto3's managed transfers re-raise a ClientError as S3UploadFailedError inside its handler.
+            wrapped = _wrapped_client_error(exc)
+            code = str(wrapped.response.get("Error", {}).get("Code", "")) if wrapped is not None else ""
         permanent = code in _PERMANENT_S3_CODES
         hint = f" [bucket {self.bucket}: permanent, not retried]" if permanent else ""
         return ObjectStoreError(
