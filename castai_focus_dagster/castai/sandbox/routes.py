@@ -42,11 +42,10 @@ from castai_focus_dagster.castai.sandbox.protocol import (
 )
 from castai_focus_dagster.castai.sandbox.render import (
     RenderedWindow,
-    WindowCache,
-    WindowKey,
     render_window,
     workload_items,
 )
+from castai_focus_dagster.castai.sandbox.window_cache import WindowCache, WindowKey
 
 if TYPE_CHECKING:
     from castai_focus_dagster.castai.sandbox.server import SandboxServer
