@@ -18,9 +18,10 @@ from castai_focus_dagster.castai.diagnose import workload_label
 from castai_focus_dagster.castai.errors import WRONG_STEP, InvalidResponse
 from castai_focus_dagster.castai.labels import labels_json, printable_labels
 from castai_focus_dagster.castai.models import METRIC_COLUMNS, TIERS, WORKLOAD_COSTS_SCHEMA
+from castai_focus_dagster.castai.repeats import identity, placeholder, same_as_rows
 from castai_focus_dagster.castai.units import MICROS_PER_SECOND, to_microseconds
 from castai_focus_dagster.castai.validation import BucketWindow, workload_bucket_problem
-from castai_focus_dagster.castai.wire import IDENTITY_FIELDS, MISSING_IDENTITY, WorkloadItem
+from castai_focus_dagster.castai.wire import WorkloadItem
 
 
 def _dictionary(values: list[str | None], owners: pa.Array) -> pa.Array:
@@ -90,13 +91,13 @@ class WorkloadCostsAssembler:
             missing = item.missing_identity()
             if missing:
                 # Never a repeat, never dropped: each such item becomes its own placeholder workload.
-                item = self._placeholder(item, missing)
-                self._first[_identity(item)] = None
+                item = placeholder(item, missing, self._first)
+                self._first[identity(item)] = None
                 if self.wanted(item):  # COLLECTION_INCLUDE_NAMESPACES never lists "(unknown)"
                     kept.append(item)
                     self.missing_identity += 1
                 continue
-            key = _identity(item)
+            key = identity(item)
             if key in self._first:
                 repeats.append(item)
                 continue
@@ -169,23 +170,6 @@ class WorkloadCostsAssembler:
             return WORKLOAD_COSTS_SCHEMA.empty_table()
         return pa.concat_tables(self._tables).combine_chunks()
 
-    def _placeholder(self, item: WorkloadItem, missing: tuple[str, ...]) -> WorkloadItem:
-        """`item` with MISSING_IDENTITY in its missing fields, numbered ("(unknown 2)", ...) in its last
-        missing field when that identity is already taken: two such items never merge."""
-        values = (item.namespace, item.workload_type, item.workload_name)
-        names = dict(zip(IDENTITY_FIELDS, values, strict=True))
-        fields = {name: MISSING_IDENTITY if name in missing else names[name] for name in IDENTITY_FIELDS}
-        number = 1
-        while (fields["namespace"], fields["workloadType"], fields["workloadName"]) in self._first:
-            number += 1
-            fields[missing[-1]] = f"({MISSING_IDENTITY[1:-1]} {number})"
-        return msgspec.structs.replace(
-            item,
-            namespace=fields["namespace"],
-            workload_type=fields["workloadType"],
-            workload_name=fields["workloadName"],
-        )
-
     def wanted(self, item: WorkloadItem) -> bool:
         """Past COLLECTION_INCLUDE/EXCLUDE_NAMESPACES (applied here, the server filter is a hint)."""
         return not (
@@ -196,7 +180,7 @@ class WorkloadCostsAssembler:
         counts = np.fromiter((len(item.cost_metrics) for item in kept), dtype=np.int64, count=len(kept))
         starts = np.cumsum(counts) - counts
         for item, first_row, n_rows in zip(kept, starts.tolist(), counts.tolist(), strict=True):
-            self._first[_identity(item)] = (len(self._tables), first_row, n_rows)
+            self._first[identity(item)] = (len(self._tables), first_row, n_rows)
         rows = [msgspec.structs.astuple(m) for item in kept for m in item.cost_metrics]
         if not rows:
             return
@@ -226,11 +210,11 @@ class WorkloadCostsAssembler:
 
     def _check_repeat(self, item: WorkloadItem) -> None:
         """An identical repeat is dropped (and counted); a repeat with other numbers is refused."""
-        location = self._first[_identity(item)]
-        if location is None or self._same_as_first(item, location):
+        location = self._first[identity(item)]
+        if location is None or same_as_rows(item, self._tables[location[0]].slice(*location[1:])):
             self.duplicates += 1
             return
-        label = workload_label(*_identity(item))
+        label = workload_label(*identity(item))
         raise InvalidResponse(
             f"workload {label} is listed twice with different cost metrics or labels; "
             "refusing to choose one of them",
@@ -239,34 +223,12 @@ class WorkloadCostsAssembler:
             workload=label,
         )
 
-    def _same_as_first(self, item: WorkloadItem, location: _Location) -> bool:
-        """Error path only (repeats are rare): compare a repeat with the rows kept for its first copy."""
-        table_index, first_row, n_rows = location
-        if len(item.cost_metrics) != n_rows:
-            return False
-        if n_rows == 0:
-            return True
-        first = self._tables[table_index].slice(first_row, n_rows)
-        timestamps, records = record_arrays(
-            [msgspec.structs.astuple(m) for m in item.cost_metrics], WORKLOAD_RECORD
-        )
-        my_times = timestamps.cast(pa.int64()).to_numpy()
-        first_times = first.column("timestamp").cast(pa.int64()).to_numpy()
-        mine, theirs = np.argsort(my_times, kind="stable"), np.argsort(first_times, kind="stable")
-        same_times = np.array_equal(my_times[mine], first_times[theirs])
-        same_metrics = all(
-            np.array_equal(records[name][mine], first.column(name).to_numpy()[theirs])
-            for name in METRIC_COLUMNS
-        )
-        labels, _ = printable_labels(item.labels)
-        return same_times and same_metrics and labels_json(labels) == first.column("labels")[0].as_py()
-
     def _validate(
         self, kept: Sequence[WorkloadItem], owner: np.ndarray, timestamps: pa.Array, table: np.ndarray
     ) -> None:
         def workload(row: int) -> str:
             item = kept[int(owner[row])]
-            return workload_label(*_identity(item))
+            return workload_label(*identity(item))
 
         def refuse(row: int, field: str, problem: str) -> InvalidResponse:
             return InvalidResponse(
@@ -307,8 +269,3 @@ class WorkloadCostsAssembler:
         bad = workload_bucket_problem(table, owner, micros, lambda row: timestamps[row].as_py().isoformat())
         if bad:
             raise refuse(*bad)
-
-
-def _identity(item: WorkloadItem) -> tuple[str, str, str]:
-    """(namespace, type, name); only called once placeholders are in, so never None."""
-    return item.namespace or "", item.workload_type or "", item.workload_name or ""

@@ -21,7 +21,8 @@ from castai_focus_dagster.focus.charges import CHARGES, per_charge
 from castai_focus_dagster.focus.clusters import ClusterInfo
 from castai_focus_dagster.focus.options import FocusOptions
 from castai_focus_dagster.focus.prices import unit_prices
-from castai_focus_dagster.focus.rules.split import check_split_allocation, check_split_conservation
+from castai_focus_dagster.focus.rules.conservation import check_split_conservation
+from castai_focus_dagster.focus.rules.split import check_split_allocation
 from castai_focus_dagster.focus.schema import FOCUS_SCHEMA
 from castai_focus_dagster.focus.source import PreparedWorkloads, WorkloadSource, prepared
 from castai_focus_dagster.focus.split_inputs import (

@@ -1,5 +1,5 @@
-"""The sandbox API without sockets: auth, organisation scope, faults, routing and one handler per
-Cast AI endpoint.
+"""The sandbox API without sockets: auth, organisation scope, faults, routing and the cluster
+endpoints' handlers (the organisation-wide ones are in `org_routes`).
 """
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ import threading
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
-from castai_focus_dagster.castai.sandbox.billing import features, subscriptions
+from castai_focus_dagster.castai.sandbox import org_routes
 from castai_focus_dagster.castai.sandbox.clusters import SandboxCluster
 from castai_focus_dagster.castai.sandbox.faults import FaultPlan, Faults
 from castai_focus_dagster.castai.sandbox.filters import (
@@ -37,16 +38,14 @@ from castai_focus_dagster.castai.sandbox.protocol import (
     json_bytes,
     json_str,
     page_bounds,
-    paged,
     parse_window,
 )
 from castai_focus_dagster.castai.sandbox.render import (
     RenderedWindow,
-    WindowCache,
-    WindowKey,
     render_window,
     workload_items,
 )
+from castai_focus_dagster.castai.sandbox.window_cache import WindowCache, WindowKey
 
 if TYPE_CHECKING:
     from castai_focus_dagster.castai.sandbox.server import SandboxServer
@@ -72,19 +71,23 @@ class SandboxApi:
             "organizations/(?P<org_id>[^/]+)",
         )
         get, get_post = frozenset({"GET"}), frozenset({"GET", "POST"})
+        org = self._org
         self._routes: list[tuple[frozenset[str], re.Pattern[str], _Handler]] = [
             (get, re.compile("/v1/kubernetes/external-clusters"), self._clusters),
             (get_post, re.compile(f"{clusters}/workload-costs"), self._workload_costs),
             (get, re.compile(f"{clusters}/cost"), self._cluster_cost),
-            (get, re.compile(f"/pricing/v1/{organizations}/clusters/prices"), self._cluster_prices),
+            (get, re.compile(f"/pricing/v1/{organizations}/clusters/prices"),
+             partial(org_routes.cluster_prices, org)),
             (get, re.compile(f"/pricing/v1beta/{organizations}/anywhere-cluster-default-pricing"),
-             self._default_pricing),
-            (get, re.compile("/v1/billing/platform-usage-report"), self._platform_usage),
-            (get, re.compile("/v1/billing/enterprise/usage-report"), self._enterprise_usage),
+             partial(org_routes.default_pricing, org)),
+            (get, re.compile("/v1/billing/platform-usage-report"), partial(org_routes.platform_usage, org)),
+            (get, re.compile("/v1/billing/enterprise/usage-report"),
+             partial(org_routes.enterprise_usage, org)),
             (get, re.compile("/organization-management/v1/enterprises/(?P<enterprise_id>[^/]+)"
-                             "/organizations"), self._child_organizations),
-            (get, re.compile("/v1/discounts"), self._discounts),
-            (frozenset({"POST"}), re.compile("/v1/cost-reports/workload-labels/names"), self._label_names),
+                             "/organizations"), partial(org_routes.child_organizations, org)),
+            (get, re.compile("/v1/discounts"), partial(org_routes.discounts, org)),
+            (frozenset({"POST"}), re.compile("/v1/cost-reports/workload-labels/names"),
+             partial(org_routes.label_names, org)),
         ]  # fmt: skip
 
     # Entry point ------------------------------------------------------------------------------
@@ -267,88 +270,3 @@ class SandboxApi:
         cluster = self._scoped_cluster(request, scope, cluster_id)
         window = self._served_window(request)
         return Response(200, self.render(cluster, window, cost_only=True).cluster_cost_body)
-
-    def _known_org(self, request: Request, org_id: str) -> None:
-        if org_id not in self._org.known_organization_ids():
-            raise ApiError(
-                404,
-                f"organization {org_id} not found ({request.endpoint()})",
-                [("organizationId", "not found")],
-            )
-
-    def _cluster_prices(self, request: Request, scope: str, org_id: str) -> Response:
-        self._known_org(request, org_id)
-        priced = [c for c in self._org.priced_clusters() if c in self._org.clusters_of(org_id)]
-        page, cursor = paged(request, priced)
-        return Response(
-            200, json_bytes({"items": [c.price_to_api() for c in page], "nextPageCursor": cursor})
-        )
-
-    def _default_pricing(self, request: Request, scope: str, org_id: str) -> Response:
-        self._known_org(request, org_id)
-        return Response(200, json_bytes({
-            "cpuHourlyPrice": f"{self._org.default_cpu_hourly_price:.6f}",
-            "memoryGibHourlyPrice": f"{self._org.default_memory_gib_hourly_price:.6f}",
-        }))  # fmt: skip
-
-    def _platform_usage(self, request: Request, scope: str) -> Response:
-        clusters = self._org.clusters_of(scope)
-        return Response(
-            200, json_bytes({"subscriptions": subscriptions(clusters), "features": features(clusters)})
-        )
-
-    def _enterprise_usage(self, request: Request, scope: str) -> Response:
-        if scope not in (self._org.organization_id, self._org.enterprise_id):
-            raise ApiError(
-                404, f"organization {scope} is not an enterprise organization ({request.endpoint()})"
-            )
-        organizations = [
-            {"organizationId": child.id, "organizationName": child.name,
-             "features": features(self._org.clusters_of(child.id))}
-            for child in self._org.child_organizations
-        ]  # fmt: skip
-        return Response(
-            200, json_bytes({"enterpriseId": self._org.enterprise_id, "organizations": organizations})
-        )
-
-    def _child_organizations(self, request: Request, scope: str, enterprise_id: str) -> Response:
-        if enterprise_id != self._org.enterprise_id:
-            raise ApiError(
-                404,
-                f"enterprise {enterprise_id} not found ({request.endpoint()})",
-                [("enterpriseId", "not found")],
-            )
-        page, cursor = paged(request, self._org.child_organizations)
-        items = [{"id": c.id, "name": c.name, "parentId": enterprise_id} for c in page]
-        return Response(200, json_bytes({"items": items, "nextPageCursor": cursor}))
-
-    def _label_names(self, request: Request, scope: str) -> Response:
-        """Label names of the workloads of the body's `clusterIds` (empty: every visible cluster)."""
-        missing = [
-            (n, "required RFC 3339 date-time") for n in ("startTime", "endTime") if not request.first(n)
-        ]
-        if missing:
-            raise ApiError(400, f"invalid request parameters for {request.endpoint()}", missing)
-        try:
-            body = json.loads(request.body) if request.body.strip() else {}
-        except ValueError:
-            raise ApiError(400, f"invalid WorkloadLabelFilters body for {request.endpoint()}") from None
-        wanted = set(body.get("clusterIds") or []) if isinstance(body, dict) else set()
-        namespaces = set(body.get("namespaces") or []) if isinstance(body, dict) else set()
-        names: set[str] = set()
-        for cluster in self._org.clusters_of(scope):
-            if wanted and cluster.id not in wanted:
-                continue
-            workloads = cluster.workloads
-            for row, labels in enumerate(workloads.labels):
-                if not namespaces or workloads.namespaces[row] in namespaces:
-                    names.update(labels)
-        ordered = sorted(names)
-        page, cursor = paged(request, ordered)
-        return Response(
-            200, json_bytes({"labelNames": list(page), "nextCursor": cursor, "count": str(len(ordered))})
-        )
-
-    def _discounts(self, request: Request, scope: str) -> Response:
-        page, cursor = paged(request, self._org.discounts)
-        return Response(200, json_bytes({"discounts": [d.to_api() for d in page], "nextPageToken": cursor}))

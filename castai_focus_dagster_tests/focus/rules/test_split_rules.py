@@ -7,7 +7,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from castai_focus_dagster.focus.rules.split import check_split_allocation, check_split_conservation
+from castai_focus_dagster.focus.rules.conservation import check_split_conservation
+from castai_focus_dagster.focus.rules.split import check_split_allocation
 from castai_focus_dagster.focus.schema import FOCUS_SCHEMA
 from castai_focus_dagster_tests.focus.test_focus_split import (
     CLUSTER,
