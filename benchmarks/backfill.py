@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from castai_focus_dagster.castai.sandbox import Faults, SandboxOrg, SandboxServer
-from castai_focus_dagster.defs.assets import BACKFILL_DAYS_PER_RUN
+from castai_focus_dagster.defs.asset_factory import BACKFILL_DAYS_PER_RUN
 from castai_focus_dagster.storage.keys import data_key, manifest_key
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,18 +1,16 @@
 """The code location: every asset, check, job, schedule, sensor and resource, built in one place.
 
 Secrets are wired with `dg.EnvVar`, resolved in the run process; everything else is read from the
-environment and validated when a run starts (see resources.py).
+environment and validated when a run starts (see resources.py). FOCUS_ALLOCATION_MODE is also read
+here: the asset graph depends on it, so a change takes effect when the code location reloads.
 """
 
 import os
 
 import dagster as dg
 
-from castai_focus_dagster.defs.assets import (
-    FOCUS_ASSETS,
-    INTERMEDIATES_IO_MANAGER_KEY,
-    PUBLICATION_IO_MANAGER_KEY,
-)
+from castai_focus_dagster.defs.asset_factory import INTERMEDIATES_IO_MANAGER_KEY, PUBLICATION_IO_MANAGER_KEY
+from castai_focus_dagster.defs.assets import focus_assets, split_mode
 from castai_focus_dagster.defs.checks import FOCUS_CHECKS
 from castai_focus_dagster.defs.io_manager import IntermediatesIOManager, PublicationIOManager
 from castai_focus_dagster.defs.jobs import focus_export_job
@@ -39,7 +37,7 @@ apply_log_level()  # LOG_LEVEL for every line of the code server and of each run
 storage = FocusStorageResource(s3_secret_access_key=_secret("S3_SECRET_ACCESS_KEY"))
 
 defs = dg.Definitions(
-    assets=FOCUS_ASSETS,
+    assets=focus_assets(split=split_mode()),
     asset_checks=FOCUS_CHECKS,
     jobs=[focus_export_job],
     schedules=[focus_restatement_schedule],

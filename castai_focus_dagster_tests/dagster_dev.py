@@ -24,10 +24,10 @@ from dagster_graphql import DagsterGraphQLClient
 
 REPO = Path(__file__).resolve().parents[1]
 DAGSTER = REPO / ".venv" / "bin" / "dagster"
+# The default (workload) allocation mode's graph: castai_cluster_costs exists only in split mode.
 ASSET_KEYS = (
     "castai_clusters",
     "castai_workload_costs",
-    "castai_cluster_costs",
     "castai_listing_prices",
     "castai_enrichment_context",
     "focus_cost_and_usage",

@@ -24,7 +24,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,
 )
 
-from castai_focus_dagster.defs.assets import focus_cost_and_usage
+from castai_focus_dagster.defs.asset_factory import FOCUS_ASSET_KEY
 from castai_focus_dagster.defs.finops import MOVER_MIN_CHANGE, MOVER_RELATIVE_CHANGE, day_over_day_movers
 from castai_focus_dagster.defs.partitions import daily_partitions
 from castai_focus_dagster.defs.resources import FocusStorageResource
@@ -37,7 +37,7 @@ TOTAL_TOLERANCE = 1e-6
 # A day republished while a check reads it (an overlapping run of the same day) is read again after
 # 1, 2, 4 and 8 s; an object that still differs from its manifest then is reported as such.
 SETTLE_DELAYS_SECONDS = (1.0, 2.0, 4.0, 8.0)
-ASSET_KEY = focus_cost_and_usage.key
+ASSET_KEY = FOCUS_ASSET_KEY
 Evaluations = Iterator[dg.AssetCheckEvaluation | dg.Output[None]]
 
 
@@ -135,7 +135,7 @@ def daily_check(
         # dg.asset_check's annotation knows only functions returning one AssetCheckResult.
         check_fn: Callable[..., Any] = fn
         return dg.asset_check(
-            asset=focus_cost_and_usage,
+            asset=ASSET_KEY,
             partitions_def=daily_partitions,
             blocking=blocking,
             description=description,

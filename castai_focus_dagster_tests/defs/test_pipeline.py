@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import io
 import json
 import os
@@ -18,8 +19,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from castai_focus_dagster import definitions
 from castai_focus_dagster.definitions import defs
-from castai_focus_dagster.defs import assets as assets_module
+from castai_focus_dagster.defs import focus_asset as focus_asset_module
 from castai_focus_dagster.defs.schedules import restated_partition_keys
 from castai_focus_dagster.defs.sensors import FIRST_TICK_DONE, PUBLISHED_ASSET_KEY, missing_partition_keys
 from castai_focus_dagster.storage.keys import data_key, manifest_key
@@ -36,8 +38,16 @@ REPO = Path(__file__).resolve().parents[2]
 REPOSITORY = defs.get_repository_def()
 
 
-def run(keys: list[str], instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
-    job = defs.resolve_job_def("focus_export_job")
+def load_defs() -> dg.Definitions:
+    """The definitions as a code location loads them in this test's environment (the asset graph
+    depends on FOCUS_ALLOCATION_MODE)."""
+    return importlib.reload(definitions).defs
+
+
+def run(
+    keys: list[str], instance: dg.DagsterInstance, loaded: dg.Definitions | None = None
+) -> dg.ExecuteInProcessResult:
+    job = (loaded or load_defs()).resolve_job_def("focus_export_job")
     if len(keys) == 1:
         return job.execute_in_process(partition_key=keys[0], instance=instance, raise_on_error=False)
     tags = {"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]}
@@ -132,14 +142,14 @@ def test_a_failed_audit_leaves_the_published_objects_unchanged(
     with dg.instance_for_test() as instance:
         assert run([DAY], instance).success
         before = snapshot(exporter_env)
-        real = assets_module.to_focus
+        real = focus_asset_module.to_focus
 
         def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
             table = real(*args, **kwargs)  # the real transform, then a wrong ListCost on every row
             index = table.schema.get_field_index("ListCost")
             return table.set_column(index, "ListCost", pc.add(table["ListCost"], 1.0))
 
-        monkeypatch.setattr(assets_module, "to_focus", broken)
+        monkeypatch.setattr(focus_asset_module, "to_focus", broken)
         result = run([DAY], instance)
         assert not result.success
         after = snapshot(exporter_env)
@@ -384,6 +394,77 @@ def test_split_allocation_mode_end_to_end(
     assert manifest["costTotals"]["BilledCost"] == pytest.approx(
         pc.sum(table["BilledCost"]).as_py(), abs=1e-9
     )
+
+
+@pytest.mark.parametrize("mode", ["workload", "split", None])
+def test_only_split_mode_has_the_cluster_cost_reports_in_its_graph(
+    monkeypatch: pytest.MonkeyPatch, mode: str | None
+) -> None:
+    if mode is None:
+        monkeypatch.delenv("FOCUS_ALLOCATION_MODE", raising=False)
+    else:
+        monkeypatch.setenv("FOCUS_ALLOCATION_MODE", mode)
+    graph = load_defs().resolve_asset_graph()
+    cluster_costs = dg.AssetKey("castai_cluster_costs")
+    focus_parents = graph.get(PUBLISHED_ASSET_KEY).parent_keys
+    job_keys = load_defs().resolve_job_def("focus_export_job").asset_layer.asset_graph.get_all_asset_keys()
+    if mode == "split":
+        assert cluster_costs in graph.get_all_asset_keys() and cluster_costs in focus_parents
+        assert cluster_costs in job_keys
+    else:
+        assert cluster_costs not in graph.get_all_asset_keys() and cluster_costs not in job_keys
+        assert focus_parents == {
+            dg.AssetKey(k)
+            for k in (
+                "castai_clusters",
+                "castai_workload_costs",
+                "castai_listing_prices",
+                "castai_enrichment_context",
+            )
+        }
+
+
+@pytest.mark.parametrize("mode", ["workload", "split"])
+def test_only_a_split_mode_run_fetches_and_materialises_cluster_costs(
+    exporter_env: Path,
+    sandbox,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+    mode: str,
+) -> None:
+    monkeypatch.setenv("FOCUS_ALLOCATION_MODE", mode)
+    seen = len(sandbox.requests)
+    with dg.instance_for_test() as instance:
+        result = run([DAY], instance)
+        assert result.success
+        materialised = {e.asset_key for e in result.get_asset_materialization_events()}
+    # Listing prices also read /cost (useListingPrices=true); the cluster cost reports are the others.
+    effective_price_reports = [
+        r
+        for r in sandbox.requests[seen:]
+        if r.path.endswith("/cost") and r.query.get("useListingPrices") != ["true"]
+    ]
+    assert PUBLISHED_ASSET_KEY in materialised
+    split = mode == "split"
+    assert (dg.AssetKey("castai_cluster_costs") in materialised) is split
+    assert bool(effective_price_reports) is split
+
+
+def test_a_run_whose_mode_differs_from_the_loaded_graph_fails_naming_it(
+    exporter_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FOCUS_ALLOCATION_MODE", "workload")
+    loaded = load_defs()
+    monkeypatch.setenv("FOCUS_ALLOCATION_MODE", "split")  # changed after the code location loaded
+    with dg.instance_for_test() as instance:
+        result = run([DAY], instance, loaded)
+        assert not result.success
+        failures = [
+            e for e in instance.all_logs(result.run_id) if e.dagster_event and e.dagster_event.is_step_failure
+        ]
+    assert [f.step_key for f in failures] == ["focus_cost_and_usage"]
+    text = str(failures[0].dagster_event.event_specific_data)
+    assert "FOCUS_ALLOCATION_MODE is split" in text and "loaded with workload" in text
+    assert not list(exporter_env.rglob("castai-focus-*.parquet"))
 
 
 @pytest.mark.parametrize(
