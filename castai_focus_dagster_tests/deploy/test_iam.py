@@ -11,6 +11,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 
 from castai_focus_dagster.settings import load_settings
@@ -186,7 +187,7 @@ def exporter_s3_calls(vals: Mapping[str, Any], endpoint: str) -> list[tuple[str,
             step_seconds=3600,
             run_id=f"run-{fmt}",
             complete=True,
-            schema_columns=[("BilledCost", "decimal128(38, 12)")],
+            schema_columns=[("BilledCost", pa.decimal128(38, 12))],
             generator_version="test",
         )
         publish_partition(store, request, prefix=settings.s3_prefix, ternary_prefix=ternary)
