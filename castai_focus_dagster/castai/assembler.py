@@ -7,13 +7,13 @@ buckets of another size than requested or pages that end before the `count` they
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
-import msgspec
 import numpy as np
 import pyarrow as pa
 
-from castai_focus_dagster.castai.decode import WORKLOAD_RECORD, record_arrays
+from castai_focus_dagster.castai.columns import MetricColumns, bucket_columns
 from castai_focus_dagster.castai.diagnose import workload_label
 from castai_focus_dagster.castai.errors import WRONG_STEP, InvalidResponse
 from castai_focus_dagster.castai.labels import labels_json, printable_labels
@@ -21,7 +21,7 @@ from castai_focus_dagster.castai.models import METRIC_COLUMNS, TIERS, WORKLOAD_C
 from castai_focus_dagster.castai.repeats import identity, placeholder, same_as_rows
 from castai_focus_dagster.castai.units import MICROS_PER_SECOND, to_microseconds
 from castai_focus_dagster.castai.validation import BucketWindow, workload_bucket_problem
-from castai_focus_dagster.castai.wire import WorkloadItem
+from castai_focus_dagster.castai.wire import WorkloadCostItem, WorkloadItem
 
 
 def _dictionary(values: list[str | None], owners: pa.Array) -> pa.Array:
@@ -181,11 +181,11 @@ class WorkloadCostsAssembler:
         starts = np.cumsum(counts) - counts
         for item, first_row, n_rows in zip(kept, starts.tolist(), counts.tolist(), strict=True):
             self._first[identity(item)] = (len(self._tables), first_row, n_rows)
-        rows = [msgspec.structs.astuple(m) for item in kept for m in item.cost_metrics]
-        if not rows:
+        buckets = list(itertools.chain.from_iterable(item.cost_metrics for item in kept))
+        if not buckets:
             return
         owner = np.repeat(np.arange(len(kept), dtype=np.int64), counts)
-        timestamps, table = record_arrays(rows, WORKLOAD_RECORD)
+        timestamps, table = bucket_columns(buckets, WorkloadCostItem, METRIC_COLUMNS)
         self._validate(kept, owner, timestamps, table)
         label_texts = []
         for item in kept:
@@ -193,7 +193,7 @@ class WorkloadCostsAssembler:
             self.dropped_labels += dropped
             label_texts.append(labels_json(labels))
         owners = pa.array(owner)
-        n = len(rows)
+        n = len(buckets)
         arrays = [
             pa.DictionaryArray.from_arrays(
                 pa.array(np.zeros(n, dtype=np.int32)), pa.array([self.cluster_id])
@@ -204,7 +204,7 @@ class WorkloadCostsAssembler:
             _dictionary(label_texts, owners),
             timestamps,
             pa.array(np.full(n, self.window.step_seconds, dtype=np.int32)),
-            *(pa.array(np.ascontiguousarray(table[name])) for name in METRIC_COLUMNS),
+            *(pa.array(column) for column in table.values),
         ]
         self._tables.append(pa.Table.from_arrays(arrays, schema=WORKLOAD_COSTS_SCHEMA))
 
@@ -224,7 +224,7 @@ class WorkloadCostsAssembler:
         )
 
     def _validate(
-        self, kept: Sequence[WorkloadItem], owner: np.ndarray, timestamps: pa.Array, table: np.ndarray
+        self, kept: Sequence[WorkloadItem], owner: np.ndarray, timestamps: pa.Array, table: MetricColumns
     ) -> None:
         def workload(row: int) -> str:
             item = kept[int(owner[row])]

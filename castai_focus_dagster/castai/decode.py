@@ -1,23 +1,24 @@
 """Cast AI JSON answers → the project's data contracts (models, Arrow tables), refusing what is wrong.
 
-Decoders run with `strict=False`, so string decimals become floats inside msgspec's C decoder; record
-arrays turn metric structs into Arrow columns without Python per field. What cannot be repaired raises
-`InvalidResponse` naming the field (and the workload); the client adds the endpoint and the cluster.
+Decoders run with `strict=False`, so string decimals become floats inside msgspec's C decoder;
+`columns.bucket_columns` turns metric structs into Arrow columns without Python per field. What cannot
+be repaired raises `InvalidResponse` naming the field (and the workload); the client adds the endpoint
+and the cluster.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import msgspec
 import numpy as np
 import pyarrow as pa
 
+from castai_focus_dagster.castai.columns import bucket_columns
 from castai_focus_dagster.castai.diagnose import body_kind, error_message, invalid_utf8, validation_problem
 from castai_focus_dagster.castai.errors import WRONG_STEP, InvalidResponse
 from castai_focus_dagster.castai.models import (
-    METRIC_COLUMNS,
     ChildOrganization,
     Cluster,
     ClusterPrice,
@@ -31,6 +32,7 @@ from castai_focus_dagster.castai.wire import (
     ChildOrganizationsResponse,
     ClusterPricesResponse,
     ClustersResponse,
+    CostReportItem,
     CostReportResponse,
     DefaultPricingResponse,
     DiscountsResponse,
@@ -39,9 +41,6 @@ from castai_focus_dagster.castai.wire import (
     Prices,
     WorkloadCostsPage,
 )
-
-WORKLOAD_RECORD = np.dtype([("timestamp", object), *((name, np.float64) for name in METRIC_COLUMNS)])
-_COST_REPORT_RECORD = np.dtype([("timestamp", object), *((name, np.float64) for name in COST_REPORT_COLUMNS)])
 
 T = TypeVar("T")
 
@@ -219,20 +218,12 @@ def decode_platform_usage(body: bytes) -> list[FeatureUsage]:
     ]
 
 
-def record_arrays(rows: list[tuple[Any, ...]], record: np.dtype) -> tuple[pa.Array, np.ndarray]:
-    """Row tuples → (timestamp array, structured numpy array of the float fields), in C."""
-    table = np.array(rows, dtype=record)
-    timestamps = pa.array(table["timestamp"], type=pa.timestamp("us", tz="UTC"))
-    return timestamps, table
-
-
 def decode_cost_report(body: bytes, window: BucketWindow) -> pa.Table:
     """Cluster cost report → `timestamp` + every CostReportItem decimal as float64."""
     items = _decode(body, _COST_REPORT).items
-    rows = [msgspec.structs.astuple(item) for item in items]
-    if not rows:
+    if not items:
         return cost_report_schema().empty_table()
-    timestamps, table = record_arrays(rows, _COST_REPORT_RECORD)
+    timestamps, table = bucket_columns(items, CostReportItem, COST_REPORT_COLUMNS)
     micros = timestamps.cast(pa.int64()).to_numpy()
     bad_times = window.outside(micros)
     if bad_times.any():
@@ -246,7 +237,7 @@ def decode_cost_report(body: bytes, window: BucketWindow) -> pa.Table:
     problem = window.step_problem(window.grid_seconds(micros))
     if problem:
         raise InvalidResponse(problem, reason=WRONG_STEP, field="timestamp")
-    bad = first_bad_metric(table, COST_REPORT_COLUMNS)
+    bad = first_bad_metric(table)
     if bad:
         row, name, value = bad
         raise InvalidResponse(
@@ -254,7 +245,7 @@ def decode_cost_report(body: bytes, window: BucketWindow) -> pa.Table:
             reason="invalid response",
             field=name,
         )
-    arrays = [timestamps, *(pa.array(np.ascontiguousarray(table[name])) for name in COST_REPORT_COLUMNS)]
+    arrays = [timestamps, *(pa.array(column) for column in table.values)]
     return pa.Table.from_arrays(arrays, schema=cost_report_schema())
 
 

@@ -9,10 +9,10 @@ import msgspec
 import numpy as np
 import pyarrow as pa
 
-from castai_focus_dagster.castai.decode import WORKLOAD_RECORD, record_arrays
+from castai_focus_dagster.castai.columns import bucket_columns
 from castai_focus_dagster.castai.labels import labels_json, printable_labels
 from castai_focus_dagster.castai.models import METRIC_COLUMNS
-from castai_focus_dagster.castai.wire import IDENTITY_FIELDS, MISSING_IDENTITY, WorkloadItem
+from castai_focus_dagster.castai.wire import IDENTITY_FIELDS, MISSING_IDENTITY, WorkloadCostItem, WorkloadItem
 
 
 def identity(item: WorkloadItem) -> tuple[str, str, str]:
@@ -47,9 +47,7 @@ def same_as_rows(item: WorkloadItem, first: pa.Table) -> bool:
         return False
     if n_rows == 0:
         return True
-    timestamps, records = record_arrays(
-        [msgspec.structs.astuple(m) for m in item.cost_metrics], WORKLOAD_RECORD
-    )
+    timestamps, records = bucket_columns(item.cost_metrics, WorkloadCostItem, METRIC_COLUMNS)
     my_times = timestamps.cast(pa.int64()).to_numpy()
     first_times = first.column("timestamp").cast(pa.int64()).to_numpy()
     mine, theirs = np.argsort(my_times, kind="stable"), np.argsort(first_times, kind="stable")

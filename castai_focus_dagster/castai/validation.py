@@ -3,12 +3,13 @@ finite non-negative and plausible metrics, no repeated bucket, tier costs equal 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
 
+from castai_focus_dagster.castai.columns import MetricColumns
 from castai_focus_dagster.castai.models import METRIC_COLUMNS
 from castai_focus_dagster.castai.units import (
     MICROS_PER_SECOND,
@@ -66,30 +67,30 @@ class BucketWindow:
         return f"answered {grid}s buckets, requested stepSeconds={self.step_seconds} (wrong bucket size)"
 
 
-def first_bad_metric(table: np.ndarray, columns: Sequence[str]) -> tuple[int, str, float] | None:
-    for name in columns:
-        values = table[name]
-        bad = ~(np.isfinite(values) & (values >= 0))
-        if bad.any():
-            row = int(np.argmax(bad))
-            return row, name, float(values[row])
-    return None
+def first_bad_metric(columns: MetricColumns) -> tuple[int, str, float] | None:
+    """(row, field, value) of the first value that is not a finite number >= 0, in field order."""
+    values = columns.values
+    bad = ~(np.isfinite(values) & (values >= 0))
+    if not bad.any():
+        return None
+    field, row = np.unravel_index(int(np.argmax(bad)), bad.shape)
+    return int(row), columns.names[field], float(values[field, row])
 
 
 def _is_cost(metric: str) -> bool:
     return metric.startswith("cost") or "Cost" in metric
 
 
-_METRIC_LIMITS = np.array([MAX_HOURLY_COST if _is_cost(m) else MAX_QUANTITY for m in METRIC_COLUMNS])
+_METRIC_LIMITS = np.array([MAX_HOURLY_COST if _is_cost(m) else MAX_QUANTITY for m in METRIC_COLUMNS])[:, None]
 
 
 def workload_bucket_problem(
-    table: np.ndarray, owner: np.ndarray, micros: np.ndarray, moment: Callable[[int], str]
+    table: MetricColumns, owner: np.ndarray, micros: np.ndarray, moment: Callable[[int], str]
 ) -> tuple[int, str, str] | None:
     """(row, field, problem) of the first bucket that is repeated, not a finite number >= 0, absurdly
     large or whose tier cost is not the sum of its resource costs; None when every bucket passes.
 
-    `table` holds the metric columns (a record array), `owner` the workload index of each row and
+    `table` holds the METRIC_COLUMNS of the buckets, `owner` the workload index of each row and
     `micros` its timestamp in epoch microseconds; `moment(row)` names a row's timestamp in messages.
     """
     order = np.lexsort((micros, owner))
@@ -97,17 +98,19 @@ def workload_bucket_problem(
     if repeated.any():
         row = int(order[1:][np.argmax(repeated)])
         return row, "timestamp", f"bucket timestamp {moment(row)} appears twice"
-    bad = first_bad_metric(table, METRIC_COLUMNS)
+    if table.names != METRIC_COLUMNS:
+        raise ValueError("workload buckets are checked on METRIC_COLUMNS, in that order")
+    bad = first_bad_metric(table)
     if bad:
         row, name, value = bad
         return row, name, f"{name} must be a finite number >= 0, got {value!r}"
-    for name, limit in zip(METRIC_COLUMNS, _METRIC_LIMITS, strict=True):
-        absurd = table[name] > limit
-        if absurd.any():
-            row = int(np.argmax(absurd))
-            unit = "USD per hour" if _is_cost(name) else "per bucket"
-            value = float(table[name][row])
-            return row, name, f"{name} = {value!r} exceeds the plausible maximum {limit:g} {unit}"
+    absurd = table.values > _METRIC_LIMITS
+    if absurd.any():
+        field, bucket = np.unravel_index(int(np.argmax(absurd)), absurd.shape)
+        name, limit = METRIC_COLUMNS[field], float(_METRIC_LIMITS[field, 0])
+        unit = "USD per hour" if _is_cost(name) else "per bucket"
+        value = float(table.values[field, bucket])
+        return int(bucket), name, f"{name} = {value!r} exceeds the plausible maximum {limit:g} {unit}"
     for tier, parts in TIER_PARTS.items():
         gap = np.abs(table[f"cost{tier}"] - sum(table[part] for part in parts))
         wrong = gap > TIER_SUM_TOLERANCE

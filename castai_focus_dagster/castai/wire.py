@@ -1,7 +1,7 @@
 """The msgspec structs of Cast AI's JSON answers (protojson: camelCase names, decimals as strings).
 
 Field names follow the API through `rename="camel"`; unknown keys are skipped and a missing metric
-means 0.0. The order of the metric fields is the column order of the decoded record arrays.
+means 0.0. Metric fields are read by their API names (`columns.bucket_columns`), not by position.
 """
 
 from __future__ import annotations

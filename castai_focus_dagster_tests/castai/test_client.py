@@ -588,6 +588,20 @@ def test_missing_metrics_are_zero_and_labels_are_canonical() -> None:
     assert table["labels"].to_pylist() == ['{"app":"données","team":"b"}', None]
 
 
+def test_every_metric_lands_in_its_own_column_and_offsets_become_utc() -> None:
+    """Each field a distinct value, sent out of order: a column mix-up or a dropped offset cannot pass."""
+    values = {name: f"{index + 1}.25" for index, name in enumerate(METRIC_COLUMNS)}
+    for tier in ("OnDemand", "Spot", "SpotFallback"):  # tier cost = sum of its parts, as Cast AI sends it
+        parts = ("cpuCost", "ramCost", "gpuCost", "tpuCost")
+        values[f"cost{tier}"] = str(sum(float(values[f"{part}{tier}"]) for part in parts))
+    shuffled = dict(reversed([("timestamp", "2026-09-01T05:00:00+02:00"), *values.items()]))
+    body = {"items": [_item("ns", "Deployment", "api", [shuffled])]}
+    client = _mock_client(lambda request: httpx.Response(200, json=body))
+    row = client.workload_costs("c", START, END, STEP).to_pylist()[0]
+    assert row["timestamp"] == datetime(2026, 9, 1, 3, tzinfo=UTC)
+    assert {name: row[name] for name in METRIC_COLUMNS} == {name: float(v) for name, v in values.items()}
+
+
 def test_metric_struct_field_order_matches_the_table_columns() -> None:
     assert WorkloadCostItem.__struct_encode_fields__ == ("timestamp", *METRIC_COLUMNS)
 

@@ -1,6 +1,6 @@
 """Bucket checks in isolation: the requested grid, repeated buckets, bad and absurd values, tier sums.
 
-Expected rows and fields are set up by hand in numpy record arrays, never read back from the checks.
+Expected rows and fields are set up by hand in a numpy matrix, never read back from the checks.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from castai_focus_dagster.castai.decode import WORKLOAD_RECORD
+from castai_focus_dagster.castai.columns import MetricColumns
+from castai_focus_dagster.castai.models import METRIC_COLUMNS
 from castai_focus_dagster.castai.validation import MAX_HOURLY_COST, BucketWindow, workload_bucket_problem
 
 START = datetime(2026, 9, 1, tzinfo=UTC)
@@ -19,17 +20,17 @@ START_US = int(START.timestamp()) * 1_000_000
 HOUR_US = 3600 * 1_000_000
 
 
-def _buckets(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _buckets(n: int) -> tuple[MetricColumns, np.ndarray, np.ndarray]:
     """n consistent buckets of one workload, an hour apart: cost = cpu + ram cost in every tier."""
-    table = np.zeros(n, dtype=WORKLOAD_RECORD)
+    table = MetricColumns(METRIC_COLUMNS, np.zeros((len(METRIC_COLUMNS), n)))
     for tier, cpu, ram in (("OnDemand", 0.25, 0.125), ("Spot", 0.1, 0.05), ("SpotFallback", 0.0, 0.0)):
-        table[f"cpuCost{tier}"], table[f"ramCost{tier}"], table[f"cost{tier}"] = cpu, ram, cpu + ram
+        table[f"cpuCost{tier}"][:], table[f"ramCost{tier}"][:], table[f"cost{tier}"][:] = cpu, ram, cpu + ram
     owner = np.zeros(n, dtype=np.int64)
     micros = START_US + HOUR_US * np.arange(1, n + 1, dtype=np.int64)
     return table, owner, micros
 
 
-def _problem(table: np.ndarray, owner: np.ndarray, micros: np.ndarray) -> tuple[int, str, str] | None:
+def _problem(table: MetricColumns, owner: np.ndarray, micros: np.ndarray) -> tuple[int, str, str] | None:
     return workload_bucket_problem(table, owner, micros, lambda row: f"row{row}")
 
 
