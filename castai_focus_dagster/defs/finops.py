@@ -27,6 +27,7 @@ MOVER_MIN_CHANGE = 1.0
 TOP_MOVERS = 5
 UNALLOCATED = "(unallocated)"  # split mode: the cluster's idle and unreported rows have no namespace
 _NAME_COLUMNS = ("x_CastAIClusterName", "x_CastAINamespace", "x_CastAIWorkloadType", "x_CastAIWorkloadName")
+MOVER_COLUMNS = [*_NAME_COLUMNS, "BilledCost"]  # all `workload_costs` (and the anomaly check) reads
 
 
 def workload_costs(table: pa.Table) -> pa.Table:

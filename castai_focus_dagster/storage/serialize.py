@@ -8,7 +8,7 @@ union many days). A day is written cluster by cluster, row groups of `MIN_ROW_GR
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -165,18 +165,21 @@ def read_focus_bytes(data: bytes, fmt: str) -> pa.Table:
     return table
 
 
-def iter_focus_batches(source: BinaryIO, fmt: str) -> Iterator[pa.Table]:
+def iter_focus_batches(
+    source: BinaryIO, fmt: str, columns: Sequence[str] | None = None
+) -> Iterator[pa.Table]:
     """Read a published object back in batches (Parquet: row groups), checked like `read_focus_bytes`.
 
     Memory holds one batch. An object without rows yields one empty table, so every consumer sees at
-    least one batch.
+    least one batch. With `columns`, batches hold only those (the object's schema is still checked
+    whole); Parquet then decodes only them, CSV parses every field (its layout is by row).
     """
     empty = True
-    for table in data_format(fmt).batches(source):
+    for table in data_format(fmt).batches(source, columns):
         empty = False
         yield table
     if empty:
-        yield FOCUS_SCHEMA.empty_table()
+        yield FOCUS_SCHEMA.empty_table() if columns is None else FOCUS_SCHEMA.empty_table().select(columns)
 
 
 def _read_csv(data: bytes) -> pa.Table:
@@ -193,15 +196,15 @@ def _read_csv(data: bytes) -> pa.Table:
     return table
 
 
-def _parquet_batches(source: BinaryIO) -> Iterator[pa.Table]:
+def _parquet_batches(source: BinaryIO, columns: Sequence[str] | None) -> Iterator[pa.Table]:
     parquet = pq.ParquetFile(source)
     _require_focus_schema(parquet.schema_arrow.empty_table())
     # Row group by row group: `iter_batches` reads ahead and holds about three times the memory.
     for index in range(parquet.num_row_groups):
-        yield parquet.read_row_group(index)
+        yield parquet.read_row_group(index, columns=columns)
 
 
-def _csv_batches(source: BinaryIO) -> Iterator[pa.Table]:
+def _csv_batches(source: BinaryIO, columns: Sequence[str] | None) -> Iterator[pa.Table]:
     reader = pacsv.open_csv(
         source,
         parse_options=pacsv.ParseOptions(newlines_in_values=True),
@@ -211,9 +214,10 @@ def _csv_batches(source: BinaryIO) -> Iterator[pa.Table]:
         _require_focus_schema(reader.schema.empty_table())
     for batch in reader:
         try:
-            yield pa.Table.from_batches([batch]).cast(FOCUS_SCHEMA)
+            table = pa.Table.from_batches([batch]).cast(FOCUS_SCHEMA)
         except (pa.ArrowInvalid, ValueError) as exc:
             raise ValueError(f"CSV object does not fit the FOCUS schema: {exc}") from exc
+        yield table if columns is None else table.select(columns)
 
 
 @dataclass(frozen=True)
@@ -224,7 +228,7 @@ class Format:
     content_type: str
     writer: Callable[[BinaryIO], FocusWriter]
     read: Callable[[bytes], pa.Table]  # a whole object, unchecked
-    batches: Callable[[BinaryIO], Iterator[pa.Table]]  # checked, one batch in memory
+    batches: Callable[[BinaryIO, Sequence[str] | None], Iterator[pa.Table]]  # checked, one batch in memory
     is_ours: Callable[[BinaryIO], bool]  # carries this exporter's mark
 
 
