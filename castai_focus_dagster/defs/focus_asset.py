@@ -28,7 +28,8 @@ from castai_focus_dagster.defs.publication import FocusDay, encode_focus_day
 from castai_focus_dagster.defs.resources import FocusStorageResource
 from castai_focus_dagster.defs.schedules import schedule_freshness_policy
 from castai_focus_dagster.defs.split_batches import split_batches
-from castai_focus_dagster.focus.audit import AuditReport, audit_focus
+from castai_focus_dagster.focus.audit import AuditReport, audited_ahead
+from castai_focus_dagster.focus.source import PreparedWorkloads
 from castai_focus_dagster.focus.transform import FocusOptions, is_anywhere, prepare_workloads, to_focus
 from castai_focus_dagster.focus.windows import DayWindow, day_window
 from castai_focus_dagster.storage.intermediates import WorkloadCostsDay, stored_input_warnings
@@ -137,10 +138,12 @@ def _focus_days(
                     stats,
                 )
                 return
+            yield from audited_ahead(transformed())
+
+        def transformed() -> Iterator[tuple[pa.Table, PreparedWorkloads]]:
             for cluster_workloads in workloads.clusters:
                 batch = prepare_workloads(cluster_workloads)  # prepared once, for transform and audit
-                table = to_focus(batch, clusters, enrichment, options, listing=listing, stats=stats)
-                yield table, audit_focus(table, batch)
+                yield to_focus(batch, clusters, enrichment, options, listing=listing, stats=stats), batch
 
         warnings = stored_input_warnings(workloads)
         window = _window_of(key, workloads, settings.step_seconds)
