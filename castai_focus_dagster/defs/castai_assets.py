@@ -22,7 +22,7 @@ from castai_focus_dagster.defs.asset_factory import (
 )
 from castai_focus_dagster.defs.daily import DailyValues
 from castai_focus_dagster.defs.resources import CastAIResource
-from castai_focus_dagster.focus.transform import is_anywhere
+from castai_focus_dagster.focus.clusters import is_anywhere
 from castai_focus_dagster.focus.windows import DayWindow, day_window
 from castai_focus_dagster.storage.intermediates import WorkloadCostsDay
 

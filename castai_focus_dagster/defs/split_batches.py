@@ -7,16 +7,17 @@ import pyarrow.compute as pc
 
 from castai_focus_dagster.castai.discounts import PricingStats
 from castai_focus_dagster.castai.models import Cluster, EnrichmentContext, empty_workload_costs
-from castai_focus_dagster.focus.audit import (
-    AuditReport,
+from castai_focus_dagster.focus.audit import AuditReport, cost_totals
+from castai_focus_dagster.focus.conformance import check_conformance
+from castai_focus_dagster.focus.options import FocusOptions
+from castai_focus_dagster.focus.rules.conservation import (
     check_castai_consistency,
     check_conservation,
-    cost_totals,
+    check_split_conservation,
 )
-from castai_focus_dagster.focus.conformance import check_conformance
+from castai_focus_dagster.focus.rules.split import check_split_allocation
 from castai_focus_dagster.focus.source import prepare_workloads
-from castai_focus_dagster.focus.split import check_split_allocation, check_split_conservation, to_focus_split
-from castai_focus_dagster.focus.transform import FocusOptions
+from castai_focus_dagster.focus.split import to_focus_split
 from castai_focus_dagster.storage.intermediates import WorkloadCostsDay
 
 

@@ -30,7 +30,8 @@ from castai_focus_dagster.castai.models import EnrichmentContext
 from castai_focus_dagster.castai.retry import RETRYABLE_STATUSES
 from castai_focus_dagster.castai.sandbox import Faults, SandboxOrg, SandboxServer
 from castai_focus_dagster.focus.audit import AuditReport, audit_focus
-from castai_focus_dagster.focus.transform import FocusOptions, to_focus
+from castai_focus_dagster.focus.options import FocusOptions
+from castai_focus_dagster.focus.transform import to_focus
 from castai_focus_dagster_tests.reliability.corpus import CASES, ENRICHMENT_KEYS, BadInput, Clean
 from castai_focus_dagster_tests.reliability.harness import (
     DAY,
