@@ -21,12 +21,15 @@ def _cost_reports(requests: list[RecordedRequest], *, listing: bool) -> list[str
     ]
 
 
-def _step_events(instance: dg.DagsterInstance, run_id: str, event_type: str) -> list[dg.EventLogEntry]:
-    return [
-        e
-        for e in instance.all_logs(run_id)
-        if e.dagster_event and e.dagster_event.event_type_value == event_type
-    ]
+def _failed_day() -> tuple[list[str], str]:
+    """Run the day, which must fail without a step retry: the failed steps and the first one's error."""
+    with dg.instance_for_test() as instance:
+        result = run([DAY], instance)
+        assert not result.success
+        events = [e.dagster_event for e in instance.all_logs(result.run_id) if e.dagster_event]
+    assert not [e for e in events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    failures = [e for e in events if e.event_type_value == "STEP_FAILURE"]
+    return [f.step_key or "" for f in failures], str(failures[0].event_specific_data)
 
 
 def test_a_failed_cluster_cost_report_fails_the_split_day_and_asks_for_no_more(
@@ -38,14 +41,8 @@ def test_a_failed_cluster_cost_report_fails_the_split_day_and_asks_for_no_more(
     assert len(ids) >= 2
     broken = ids[0]
     sandbox.faults.fail_paths = {rf"/clusters/{broken}/cost$": 404}
-    with dg.instance_for_test() as instance:
-        result = run([DAY], instance)
-        assert not result.success
-        failures = _step_events(instance, result.run_id, "STEP_FAILURE")
-        retried = _step_events(instance, result.run_id, "STEP_UP_FOR_RETRY")
-    assert [f.step_key for f in failures] == ["castai_cluster_costs"]
-    assert not retried
-    assert broken in str(failures[0].dagster_event.event_specific_data)  # type: ignore[union-attr]
+    steps, error = _failed_day()
+    assert steps == ["castai_cluster_costs"] and broken in error
     # The clusters after the failed one (by id) were never asked for.
     assert _cost_reports(sandbox.requests, listing=False) == [broken]
     assert not list(exporter_env.rglob("castai-focus-*.parquet"))
@@ -75,13 +72,7 @@ def test_a_listing_report_in_another_bucket_size_fails_the_day(
     """Degrading is for reports that are missing, never for one that would be misread."""
     cloud = sorted(c.id for c in sandbox_org.clusters if c.provider_type != "anywhere")
     sandbox.faults.answer_step_seconds = {rf"/clusters/{cloud[-1]}/cost$": 86400}
-    with dg.instance_for_test() as instance:
-        result = run([DAY], instance)
-        assert not result.success
-        failures = _step_events(instance, result.run_id, "STEP_FAILURE")
-        retried = _step_events(instance, result.run_id, "STEP_UP_FOR_RETRY")
-    assert [f.step_key for f in failures] == ["castai_listing_prices"]
-    assert not retried
-    text = str(failures[0].dagster_event.event_specific_data)  # type: ignore[union-attr]
-    assert cloud[-1] in text and "wrong bucket size" in text
+    steps, error = _failed_day()
+    assert steps == ["castai_listing_prices"]
+    assert cloud[-1] in error and "wrong bucket size" in error
     assert not list(exporter_env.rglob("castai-focus-*.parquet"))
