@@ -24,6 +24,8 @@ import pytest
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
+    from castai_focus_dagster.castai.sandbox import SandboxServer
+
 DAY = "2026-11-01"
 NO_STEP_RETRIES: dict[str, Any] = {"execution": {"config": {"retries": {"disabled": {}}}}}
 EXPORTER_PREFIXES = (
@@ -144,6 +146,13 @@ def exporter_environment(
     }
     for name, value in values.items():
         monkeypatch.setenv(name, value)
+
+
+def sandbox_environment(monkeypatch: pytest.MonkeyPatch, sandbox: SandboxServer, **settings: str) -> None:
+    """`exporter_environment` pointed at `sandbox`, with its organisation's key and id."""
+    exporter_environment(
+        monkeypatch, sandbox.url, sandbox.org.api_key, sandbox.org.organization_id, **settings
+    )
 
 
 def s3_settings(endpoint_url: str, bucket: str, secret: str = "dummy-secret") -> dict[str, str]:

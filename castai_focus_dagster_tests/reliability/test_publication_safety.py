@@ -30,11 +30,11 @@ from castai_focus_dagster_tests.reliability.harness import (
     RunOutcome,
     bucket_objects,
     consistency_problems,
-    exporter_environment,
     manifests,
     published,
     run_day,
     s3_settings,
+    sandbox_environment,
 )
 from castai_focus_dagster_tests.reliability.s3_proxy import Rule, S3FaultProxy, S3Request
 from castai_focus_dagster_tests.s3_server import (  # noqa: F401
@@ -47,15 +47,7 @@ from castai_focus_dagster_tests.s3_server import (  # noqa: F401
 RETRY_EVENTS = {"STEP_UP_FOR_RETRY", "STEP_RESTARTED"}
 
 
-@pytest.fixture(scope="module")
-def org() -> SandboxOrg:
-    return SandboxOrg.generate(seed=11, clusters=3, workloads_per_cluster=3)
-
-
-@pytest.fixture
-def sandbox(org: SandboxOrg) -> Iterator[SandboxServer]:
-    with SandboxServer(org) as server:
-        yield server
+ORG_CLUSTERS = 3  # the `org` fixture's size (conftest.py)
 
 
 def event_types(outcome: RunOutcome) -> set[str]:
@@ -75,13 +67,7 @@ def test_an_empty_or_shorter_cluster_list_cannot_replace_a_published_day(
     s3_server: S3TestServer, sandbox: SandboxServer, org: SandboxOrg, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client, bucket = s3_server.client(), s3_server.new_bucket()
-    exporter_environment(
-        monkeypatch,
-        sandbox.url,
-        org.api_key,
-        org.organization_id,
-        **s3_settings(s3_server.endpoint_url, bucket),
-    )
+    sandbox_environment(monkeypatch, sandbox, **s3_settings(s3_server.endpoint_url, bucket))
     with dg.DagsterInstance.ephemeral() as instance:
         assert run_day(instance).success
         good = bucket_objects(client, bucket)
@@ -132,11 +118,9 @@ def test_an_include_list_naming_an_unknown_cluster_is_a_configuration_error(
 ) -> None:
     out = str(tmp_path) + "/out"
     real = org.clusters[0].id
-    exporter_environment(
+    sandbox_environment(
         monkeypatch,
-        sandbox.url,
-        org.api_key,
-        org.organization_id,
+        sandbox,
         LOCAL_OUTPUT_DIR=out,
         COLLECTION_INCLUDE_CLUSTER_IDS=f"{real},0000-typo-cluster",
     )
@@ -154,7 +138,7 @@ def test_another_organisation_cannot_publish_under_a_claimed_prefix(
 ) -> None:
     client, bucket = s3_server.client(), s3_server.new_bucket()
     settings = s3_settings(s3_server.endpoint_url, bucket)
-    exporter_environment(monkeypatch, sandbox.url, org.api_key, org.organization_id, **settings)
+    sandbox_environment(monkeypatch, sandbox, **settings)
     with dg.DagsterInstance.ephemeral() as instance:
         assert run_day(instance).success
         first = bucket_objects(client, bucket)
@@ -186,7 +170,7 @@ def test_a_missing_bucket_fails_at_start_without_retries(
     s3_server: S3TestServer, sandbox: SandboxServer, org: SandboxOrg, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = s3_settings(s3_server.endpoint_url, "focus-bucket-that-was-never-created")
-    exporter_environment(monkeypatch, sandbox.url, org.api_key, org.organization_id, **settings)
+    sandbox_environment(monkeypatch, sandbox, **settings)
     with dg.DagsterInstance.ephemeral() as instance:
         outcome = run_day(instance, step_retries=True)
     assert not outcome.success
@@ -217,9 +201,7 @@ def small_filesystem(tmp_path: Path) -> Iterator[Path]:
 def test_a_full_disk_fails_at_once_naming_the_path_without_retries(
     small_filesystem: Path, sandbox: SandboxServer, org: SandboxOrg, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    exporter_environment(
-        monkeypatch, sandbox.url, org.api_key, org.organization_id, LOCAL_OUTPUT_DIR=str(small_filesystem)
-    )
+    sandbox_environment(monkeypatch, sandbox, LOCAL_OUTPUT_DIR=str(small_filesystem))
     with dg.DagsterInstance.ephemeral() as instance:
         outcome = run_day(instance, step_retries=True)
     assert not outcome.success
@@ -232,9 +214,7 @@ def test_a_read_only_output_folder_fails_at_start_without_retries(
     small_filesystem: Path, sandbox: SandboxServer, org: SandboxOrg, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     subprocess.run(["mount", "-o", "remount,ro", str(small_filesystem)], check=True)
-    exporter_environment(
-        monkeypatch, sandbox.url, org.api_key, org.organization_id, LOCAL_OUTPUT_DIR=str(small_filesystem)
-    )
+    sandbox_environment(monkeypatch, sandbox, LOCAL_OUTPUT_DIR=str(small_filesystem))
     with dg.DagsterInstance.ephemeral() as instance:
         outcome = run_day(instance, step_retries=True)
     assert not outcome.success
@@ -248,9 +228,7 @@ def test_leftovers_of_a_killed_run_are_removed_by_the_next_run_of_the_day(
     tmp_path: Path, sandbox: SandboxServer, org: SandboxOrg, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = tmp_path / "out"
-    exporter_environment(
-        monkeypatch, sandbox.url, org.api_key, org.organization_id, LOCAL_OUTPUT_DIR=str(out)
-    )
+    sandbox_environment(monkeypatch, sandbox, LOCAL_OUTPUT_DIR=str(out))
     with dg.DagsterInstance.ephemeral() as instance:
         assert run_day(instance).success
         (data,) = [p for p in out.rglob("*.parquet") if "version=focus-1.3" in p.parts[-5]]
@@ -283,9 +261,7 @@ def test_the_override_tag_through_the_cli_as_operators_use_it(
     tmp_path: Path, sandbox: SandboxServer, org: SandboxOrg, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = tmp_path / "out"
-    exporter_environment(
-        monkeypatch, sandbox.url, org.api_key, org.organization_id, LOCAL_OUTPUT_DIR=str(out)
-    )
+    sandbox_environment(monkeypatch, sandbox, LOCAL_OUTPUT_DIR=str(out))
     with dg.DagsterInstance.ephemeral() as instance:
         assert run_day(instance).success
     (manifest_path,) = out.rglob("manifest.json")
@@ -346,11 +322,9 @@ def test_overlapping_runs_of_one_day_publish_one_after_the_other(
     with S3FaultProxy(s3_server.endpoint_url) as proxy:
 
         def configure(account: str) -> None:
-            exporter_environment(
+            sandbox_environment(
                 monkeypatch,
-                sandbox.url,
-                org.api_key,
-                org.organization_id,
+                sandbox,
                 FOCUS_BILLING_ACCOUNT_NAME=account,
                 **s3_settings(proxy.url, bucket),
             )
@@ -418,13 +392,7 @@ def test_a_day_whose_manifest_is_gone_is_still_guarded(
 ) -> None:
     """The manifest retired, lost or withdrawn: an empty cluster list still cannot replace the day."""
     client, bucket = s3_server.client(), s3_server.new_bucket()
-    exporter_environment(
-        monkeypatch,
-        sandbox.url,
-        org.api_key,
-        org.organization_id,
-        **s3_settings(s3_server.endpoint_url, bucket),
-    )
+    sandbox_environment(monkeypatch, sandbox, **s3_settings(s3_server.endpoint_url, bucket))
     with dg.DagsterInstance.ephemeral() as instance:
         sandbox.faults.unlist_all_clusters = True
         first = run_day(instance)  # a true first publication of an empty list: nothing to compare
@@ -458,13 +426,7 @@ def test_a_store_rejecting_conditional_writes_still_publishes_every_day(
 ) -> None:
     client, bucket = s3_server.client(), s3_server.new_bucket()
     with S3FaultProxy(s3_server.endpoint_url) as proxy:
-        exporter_environment(
-            monkeypatch,
-            sandbox.url,
-            org.api_key,
-            org.organization_id,
-            **s3_settings(proxy.url, bucket),
-        )
+        sandbox_environment(monkeypatch, sandbox, **s3_settings(proxy.url, bucket))
         with (
             proxy.failing(*rejecting_conditional_puts()) as rules,
             dg.DagsterInstance.ephemeral() as instance,

@@ -10,7 +10,6 @@ byte as it was; the documented run tag publishes the same answer and the manifes
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -23,12 +22,12 @@ from castai_focus_dagster_tests.reliability.harness import (
     bucket_objects,
     consistency_problems,
     data_objects,
-    exporter_environment,
     local_objects,
     manifests,
     published,
     run_day,
     s3_settings,
+    sandbox_environment,
 )
 from castai_focus_dagster_tests.reliability.s3_proxy import Rule, S3FaultProxy
 from castai_focus_dagster_tests.s3_server import S3TestServer, s3_server_fixture  # noqa: F401
@@ -38,23 +37,13 @@ RETRY_EVENTS = {"STEP_UP_FOR_RETRY", "STEP_RESTARTED"}
 EVERY_CLUSTER = r"^/v1/cost-reports/clusters/"
 
 
-@pytest.fixture(scope="module")
-def org() -> SandboxOrg:
-    return SandboxOrg.generate(seed=11, clusters=3, workloads_per_cluster=3)
-
-
-@pytest.fixture
-def sandbox(org: SandboxOrg) -> Iterator[SandboxServer]:
-    with SandboxServer(org) as server:
-        yield server
+ORG_CLUSTERS = 3  # the `org` fixture's size (conftest.py)
 
 
 @pytest.fixture
 def out(tmp_path: Path, sandbox: SandboxServer, org: SandboxOrg, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder = tmp_path / "out"
-    exporter_environment(
-        monkeypatch, sandbox.url, org.api_key, org.organization_id, LOCAL_OUTPUT_DIR=str(folder)
-    )
+    sandbox_environment(monkeypatch, sandbox, LOCAL_OUTPUT_DIR=str(folder))
     return folder
 
 
@@ -213,13 +202,7 @@ def test_access_denied_at_the_copy_step_fails_the_run_without_a_step_retry(
     """Production retry policy on: a permanent S3 answer is not retried (no second Cast AI round)."""
     client, bucket = s3_server.client(), s3_server.new_bucket()
     with S3FaultProxy(s3_server.endpoint_url) as proxy:
-        exporter_environment(
-            monkeypatch,
-            sandbox.url,
-            org.api_key,
-            org.organization_id,
-            **s3_settings(proxy.url, bucket),
-        )
+        sandbox_environment(monkeypatch, sandbox, **s3_settings(proxy.url, bucket))
         with dg.DagsterInstance.ephemeral() as instance:
             assert run_day(instance).success
             good = bucket_objects(client, bucket)
