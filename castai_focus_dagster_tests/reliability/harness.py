@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 DAY = "2026-11-01"
 NO_STEP_RETRIES: dict[str, Any] = {"execution": {"config": {"retries": {"disabled": {}}}}}
+# The events of a step that Dagster runs again.
+RETRY_EVENTS = frozenset({"STEP_UP_FOR_RETRY", "STEP_RESTARTED"})
 EXPORTER_PREFIXES = (
     "CASTAI_", "COLLECTION_", "FOCUS_", "S3_", "TERNARY_", "JOB_", "SCHEDULE_", "LOCAL_",
     "LOG_LEVEL", "DELETE_LEGACY_",
@@ -88,6 +90,9 @@ class RunOutcome:
                     texts.append(error.to_string())
                     error = error.cause
         return texts
+
+    def event_types(self) -> set[str]:
+        return {e.dagster_event.event_type_value for e in self.events if e.dagster_event is not None}
 
     def log_messages(self, level: int | None = None) -> list[str]:
         return [
@@ -190,6 +195,12 @@ def data_objects(objects: Mapping[str, bytes]) -> dict[str, bytes]:
 
 def manifests(objects: Mapping[str, bytes]) -> dict[str, dict[str, Any]]:
     return {k: json.loads(v) for k, v in objects.items() if k.endswith("/manifest.json")}
+
+
+def the_manifest(objects: Mapping[str, bytes]) -> dict[str, Any]:
+    """The manifest of an object set that holds exactly one day."""
+    (manifest,) = manifests(objects).values()
+    return manifest
 
 
 def without_volatile(value: Any) -> Any:

@@ -27,7 +27,7 @@ from castai_focus_dagster.castai.sandbox import SandboxOrg, SandboxServer
 from castai_focus_dagster.storage.publication_guard import ALLOW_SHRINK_TAG
 from castai_focus_dagster_tests.reliability.harness import (
     DAY,
-    RunOutcome,
+    RETRY_EVENTS,
     bucket_objects,
     consistency_problems,
     manifests,
@@ -35,6 +35,7 @@ from castai_focus_dagster_tests.reliability.harness import (
     run_day,
     s3_settings,
     sandbox_environment,
+    the_manifest,
 )
 from castai_focus_dagster_tests.reliability.s3_proxy import Rule, S3FaultProxy, S3Request
 from castai_focus_dagster_tests.s3_server import (  # noqa: F401
@@ -44,23 +45,11 @@ from castai_focus_dagster_tests.s3_server import (  # noqa: F401
     s3_server_fixture,
 )
 
-RETRY_EVENTS = {"STEP_UP_FOR_RETRY", "STEP_RESTARTED"}
-
-
 ORG_CLUSTERS = 3  # the `org` fixture's size (conftest.py)
-
-
-def event_types(outcome: RunOutcome) -> set[str]:
-    return {e.dagster_event.event_type_value for e in outcome.events if e.dagster_event is not None}
 
 
 def castai_requests(sandbox: SandboxServer) -> int:
     return sum(1 for r in sandbox.requests if r.path.startswith(("/v1/", "/pricing/")))
-
-
-def the_manifest(objects: dict[str, bytes]) -> dict:  # type: ignore[type-arg]
-    (manifest,) = manifests(objects).values()
-    return manifest
 
 
 def test_an_empty_or_shorter_cluster_list_cannot_replace_a_published_day(
@@ -130,7 +119,7 @@ def test_an_include_list_naming_an_unknown_cluster_is_a_configuration_error(
     texts = [t for t in outcome.failures() if "COLLECTION_INCLUDE_CLUSTER_IDS" in t]
     assert texts and "0000-typo-cluster" in texts[0] and org.organization_id in texts[0]
     assert real not in texts[0].split("does not have:")[1]  # only the unknown id is named
-    assert not event_types(outcome) & RETRY_EVENTS  # a configuration error is not retried
+    assert not outcome.event_types() & RETRY_EVENTS  # a configuration error is not retried
 
 
 def test_another_organisation_cannot_publish_under_a_claimed_prefix(
@@ -155,7 +144,7 @@ def test_another_organisation_cannot_publish_under_a_claimed_prefix(
         assert "S3_PREFIX" in texts[0] and "delete its objects" in texts[0]
         assert bucket_objects(client, bucket) == first  # nothing written, not even intermediates
         assert castai_requests(sandbox) == 0  # refused at start, before calling Cast AI
-        assert not event_types(refused) & RETRY_EVENTS
+        assert not refused.event_types() & RETRY_EVENTS
 
         # A prefix published before markers existed: its manifests name the organisation.
         client.delete_object(Bucket=bucket, Key="metadata/organization.json")
@@ -176,7 +165,7 @@ def test_a_missing_bucket_fails_at_start_without_retries(
     assert not outcome.success
     texts = [t for t in outcome.failures() if "focus-bucket-that-was-never-created does not exist" in t]
     assert texts, outcome.failures()
-    assert not event_types(outcome) & RETRY_EVENTS
+    assert not outcome.event_types() & RETRY_EVENTS
     assert castai_requests(sandbox) == 0
 
 
@@ -207,7 +196,7 @@ def test_a_full_disk_fails_at_once_naming_the_path_without_retries(
     assert not outcome.success
     texts = [t for t in outcome.failures() if "No space left on device" in t]
     assert texts and str(small_filesystem) in texts[0], outcome.failures()
-    assert not event_types(outcome) & RETRY_EVENTS
+    assert not outcome.event_types() & RETRY_EVENTS
 
 
 def test_a_read_only_output_folder_fails_at_start_without_retries(
@@ -220,7 +209,7 @@ def test_a_read_only_output_folder_fails_at_start_without_retries(
     assert not outcome.success
     texts = [t for t in outcome.failures() if "is not writable" in t and str(small_filesystem) in t]
     assert texts and "Read-only file system" in texts[0], outcome.failures()
-    assert not event_types(outcome) & RETRY_EVENTS
+    assert not outcome.event_types() & RETRY_EVENTS
     assert castai_requests(sandbox) == 0  # found before calling Cast AI
 
 
