@@ -51,7 +51,9 @@ from castai_focus_dagster.castai.models import TIERS, Cluster, EnrichmentContext
 from castai_focus_dagster.castai.sandbox import Faults, SandboxOrg, SandboxServer
 from castai_focus_dagster.castai.sandbox.hours import hour_index
 from castai_focus_dagster.focus.audit import audit_focus
-from castai_focus_dagster.focus.transform import FocusOptions, prepare_workloads, to_focus
+from castai_focus_dagster.focus.options import FocusOptions
+from castai_focus_dagster.focus.source import prepare_workloads
+from castai_focus_dagster.focus.transform import to_focus
 from castai_focus_dagster.settings import Settings, load_settings
 from castai_focus_dagster.storage.keys import data_key, manifest_key
 from castai_focus_dagster.storage.serialize import FocusParquetWriter

@@ -33,7 +33,7 @@ from castai_focus_dagster.castai.models import (
     EnrichmentContext,
 )
 from castai_focus_dagster.castai.wire import COST_REPORT_COLUMNS
-from castai_focus_dagster.focus.transform import FocusOptions
+from castai_focus_dagster.focus.options import FocusOptions
 
 ORGANIZATION_ID = "3f6c2a90-5d1e-4b7a-9c2f-0a1b2c3d4e5f"
 ENTERPRISE_ID = ORGANIZATION_ID

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
@@ -13,7 +13,7 @@ V = TypeVar("V")
 
 def in_input_order(
     work: Callable[[K], V], keys: Iterable[K], width: int, *, thread_name_prefix: str
-) -> Iterator[tuple[K, V]]:
+) -> Generator[tuple[K, V], None, None]:
     """(key, work(key)) in input order, `width` at a time.
 
     At most `width` results are in flight or finished but not yet yielded, so memory is bounded by

@@ -4,8 +4,8 @@ Each returns a `DailyValues` so that a run over many days fetches and stores one
 workload costs stream cluster by cluster from the API into their stored file.
 """
 
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from contextlib import closing
 
 import dagster as dg
 import pyarrow as pa
@@ -13,6 +13,7 @@ import pyarrow as pa
 from castai_focus_dagster.castai.discounts import unusable_counts
 from castai_focus_dagster.castai.enrichment import fetch_enrichment
 from castai_focus_dagster.castai.errors import WRONG_STEP, CastAIError
+from castai_focus_dagster.castai.fanout import in_input_order
 from castai_focus_dagster.defs.asset_factory import (
     WINDOW_END_KEY,
     daily_asset,
@@ -21,8 +22,8 @@ from castai_focus_dagster.defs.asset_factory import (
 )
 from castai_focus_dagster.defs.daily import DailyValues
 from castai_focus_dagster.defs.resources import CastAIResource
-from castai_focus_dagster.focus.transform import is_anywhere
-from castai_focus_dagster.focus.windows import day_window
+from castai_focus_dagster.focus.clusters import is_anywhere
+from castai_focus_dagster.focus.windows import DayWindow, day_window
 from castai_focus_dagster.storage.intermediates import WorkloadCostsDay
 
 
@@ -133,14 +134,11 @@ def castai_cluster_costs(
 
     def fetch(key: str) -> dict[str, pa.Table]:
         window = day_window(key, settings.step_seconds)
+        ids = sorted(c.id for c in castai_clusters.get(key))
         if window.is_empty:
             return {}
-        reports = {}
-        for cluster in sorted(castai_clusters.get(key), key=lambda c: c.id):
-            with permanent_castai_errors_fail_fast():
-                reports[cluster.id] = castai.client.cluster_cost_report(
-                    cluster.id, window.start, window.end, window.step_seconds
-                )
+        # No report, no split of its cluster: a report that fails fails the day.
+        reports = _cluster_reports(castai, window, ids, use_listing_prices=False)
         context.log.info(f"{key}: cluster cost reports of {len(reports)} clusters")
         return reports
 
@@ -168,28 +166,14 @@ def castai_listing_prices(
         if window.is_empty or not ids:
             return {}
 
-        def one(cluster_id: str) -> pa.Table:
-            return castai.client.cluster_cost_report(
-                cluster_id, window.start, window.end, window.step_seconds, use_listing_prices=True
+        def unavailable(cluster_id: str, exc: CastAIError) -> None:
+            context.log.warning(
+                f"{key}: listing prices of cluster {cluster_id} unavailable ({exc.reason}); its rows keep "
+                f"their effective rate as ListUnitPrice: {exc}"
             )
 
-        reports: dict[str, pa.Table] = {}
-        # One small request per cluster and day, CASTAI_MAX_CONCURRENCY at a time (the client's rate limit
-        # still applies); a report is ~one row per bucket, so the day's reports stay small.
-        workers = max(1, min(settings.castai_max_concurrency, len(ids)))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="castai-listing") as pool:
-            futures = {cid: pool.submit(one, cid) for cid in ids}
-            for cid, future in futures.items():
-                try:
-                    reports[cid] = future.result()
-                except CastAIError as exc:  # list prices degrade to the effective rate; costs are unaffected
-                    if exc.reason == WRONG_STEP:  # another bucket size than asked: fail the day
-                        with permanent_castai_errors_fail_fast():
-                            raise
-                    context.log.warning(
-                        f"{key}: listing prices of cluster {cid} unavailable ({exc.reason}); its rows keep "
-                        f"their effective rate as ListUnitPrice: {exc}"
-                    )
+        # List prices degrade to the effective rate; costs are unaffected.
+        reports = _cluster_reports(castai, window, ids, use_listing_prices=True, on_unavailable=unavailable)
         context.log.info(f"{key}: listing-price reports of {len(reports)} of {len(ids)} cloud clusters")
         return reports
 
@@ -224,3 +208,46 @@ def castai_enrichment_context(context: dg.AssetExecutionContext, castai: CastAIR
     )
     # Prices and discounts are current values (the API has no history): one fetch serves every day of the run.
     return DailyValues(keys=context.partition_keys, produce=lambda _key: enrichment)
+
+
+def _cluster_reports(
+    castai: CastAIResource,
+    window: DayWindow,
+    cluster_ids: list[str],
+    *,
+    use_listing_prices: bool,
+    on_unavailable: Callable[[str, CastAIError], None] | None = None,
+) -> dict[str, pa.Table]:
+    """Each cluster's cost report for the window, CASTAI_MAX_CONCURRENCY requests at a time.
+
+    The failure policy: without `on_unavailable` the first cluster (by id) whose report fails fails the
+    day and the reports not yet asked for are not asked for; with it, that cluster is handed to it and
+    left out. A report in another bucket size than asked fails the day under either policy.
+    """
+
+    def attempt(cluster_id: str) -> pa.Table | CastAIError:
+        try:
+            return castai.client.cluster_cost_report(
+                cluster_id,
+                window.start,
+                window.end,
+                window.step_seconds,
+                use_listing_prices=use_listing_prices,
+            )
+        except CastAIError as exc:
+            return exc
+
+    reports: dict[str, pa.Table] = {}
+    # One small request per cluster and day (the client's rate limit still applies); a report is
+    # ~one row per bucket, so the day's reports stay small.
+    width = castai.settings.castai_max_concurrency
+    with closing(in_input_order(attempt, cluster_ids, width, thread_name_prefix="castai-report")) as results:
+        for cluster_id, result in results:
+            if not isinstance(result, CastAIError):
+                reports[cluster_id] = result
+            elif on_unavailable is None or result.reason == WRONG_STEP:
+                with permanent_castai_errors_fail_fast():
+                    raise result
+            else:
+                on_unavailable(cluster_id, result)
+    return reports

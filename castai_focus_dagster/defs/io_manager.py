@@ -21,8 +21,12 @@ from castai_focus_dagster.storage import intermediates
 from castai_focus_dagster.storage.keys import internal_key
 from castai_focus_dagster.storage.object_store import ObjectStoreError
 from castai_focus_dagster.storage.publication_guard import CONFIGURATION_CHANGED, allowed_kinds
-from castai_focus_dagster.storage.publish import ForeignObjectRefused, PrefixOwnedError, ReplacementRefused
-from castai_focus_dagster.storage.publish_model import JSON_CONTENT_TYPE
+from castai_focus_dagster.storage.publish_model import (
+    JSON_CONTENT_TYPE,
+    ForeignObjectRefused,
+    PrefixOwnedError,
+    ReplacementRefused,
+)
 from castai_focus_dagster.storage.serialize import PARQUET_CONTENT_TYPE
 
 

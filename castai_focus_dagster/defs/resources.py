@@ -22,7 +22,8 @@ from castai_focus_dagster.storage.object_store import (
     ObjectStoreError,
     object_store_from_settings,
 )
-from castai_focus_dagster.storage.publish import PrefixOwnedError, check_prefix_owner
+from castai_focus_dagster.storage.ownership import check_prefix_owner
+from castai_focus_dagster.storage.publish_model import PrefixOwnedError
 
 CASTAI_POOL = "castai_api"
 # Each run paces its requests 2% slower than its share, so 20 ms of jitter between the client and

@@ -7,15 +7,17 @@ import pyarrow.compute as pc
 
 from castai_focus_dagster.castai.discounts import PricingStats
 from castai_focus_dagster.castai.models import Cluster, EnrichmentContext, empty_workload_costs
-from castai_focus_dagster.focus.audit import (
-    AuditReport,
+from castai_focus_dagster.focus.audit import AuditReport, cost_totals
+from castai_focus_dagster.focus.conformance import check_conformance
+from castai_focus_dagster.focus.options import FocusOptions
+from castai_focus_dagster.focus.rules.conservation import (
     check_castai_consistency,
     check_conservation,
-    cost_totals,
+    check_split_conservation,
 )
-from castai_focus_dagster.focus.conformance import check_conformance
-from castai_focus_dagster.focus.split import check_split_allocation, check_split_conservation, to_focus_split
-from castai_focus_dagster.focus.transform import FocusOptions
+from castai_focus_dagster.focus.rules.split import check_split_allocation
+from castai_focus_dagster.focus.source import prepare_workloads
+from castai_focus_dagster.focus.split import to_focus_split
 from castai_focus_dagster.storage.intermediates import WorkloadCostsDay
 
 
@@ -34,8 +36,9 @@ def split_batches(
 
     def audited(cluster_workloads: pa.Table, ids: list[str]) -> tuple[pa.Table, AuditReport]:
         cluster_reports = {cid: reports[cid] for cid in ids if cid in reports}
+        batch = prepare_workloads(cluster_workloads)  # prepared once, for transform and audit
         table = to_focus_split(
-            cluster_workloads,
+            batch,
             cluster_reports,
             clusters,
             enrichment,
@@ -51,8 +54,8 @@ def split_batches(
                 *check_conformance(table),
                 *check_split_allocation(table),
                 check_split_conservation(table, cluster_reports),
-                check_conservation(allocated, cluster_workloads),
-                check_castai_consistency(cluster_workloads),
+                check_conservation(allocated, batch),
+                check_castai_consistency(batch),
             ],
             totals=cost_totals(table),
             # The clusters' own cost (idle included) plus what their workloads exceeded it by.

@@ -15,25 +15,11 @@ import pyarrow.compute as pc
 
 from castai_focus_dagster.focus.conformance import RuleResult, check_conformance, combine_results
 from castai_focus_dagster.focus.rules.conservation import (
-    CONSERVATION_TOLERANCE_PER_ROW,
     check_castai_consistency,
-    check_conservation,
     conservation,
     source_costs_by_workload,
 )
 from castai_focus_dagster.focus.source import PreparedWorkloads, prepared
-
-__all__ = [  # names other layers and tests import from here
-    "CONSERVATION_TOLERANCE_PER_ROW",
-    "COST_COLUMNS",
-    "AuditReport",
-    "audit_focus",
-    "check_castai_consistency",
-    "check_conservation",
-    "combine_reports",
-    "cost_totals",
-    "source_costs_by_workload",
-]
 
 COST_COLUMNS = ("BilledCost", "EffectiveCost", "ListCost", "ContractedCost")
 

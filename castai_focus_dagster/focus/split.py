@@ -21,13 +21,10 @@ from castai_focus_dagster.focus.charges import CHARGES, per_charge
 from castai_focus_dagster.focus.clusters import ClusterInfo
 from castai_focus_dagster.focus.options import FocusOptions
 from castai_focus_dagster.focus.prices import unit_prices
-from castai_focus_dagster.focus.rules.conservation import check_split_conservation
-from castai_focus_dagster.focus.rules.split import check_split_allocation
 from castai_focus_dagster.focus.schema import FOCUS_SCHEMA
 from castai_focus_dagster.focus.source import PreparedWorkloads, WorkloadSource, prepared
 from castai_focus_dagster.focus.split_inputs import (
     ALLOCATION_METHOD_ID,
-    CLUSTER_COST_ENDPOINT,
     CLUSTER_RESOURCE_TYPE,
     REMAINDER_RELATIVE_TOLERANCE,
     Entries,
@@ -38,15 +35,6 @@ from castai_focus_dagster.focus.split_inputs import (
 )
 from castai_focus_dagster.focus.tags import allocated_tags, cluster_tags, tags_json
 from castai_focus_dagster.focus.transform import ChargeRows, charge_columns, focus_table
-
-__all__ = [  # names other layers and tests import from here
-    "ALLOCATION_METHOD_ID",
-    "CLUSTER_COST_ENDPOINT",
-    "CLUSTER_RESOURCE_TYPE",
-    "check_split_allocation",
-    "check_split_conservation",
-    "to_focus_split",
-]
 
 
 def to_focus_split(

@@ -16,51 +16,17 @@ import pyarrow.compute as pc
 from castai_focus_dagster.castai.discounts import PricingStats
 from castai_focus_dagster.castai.models import Cluster, EnrichmentContext
 from castai_focus_dagster.castai.units import MICROS_PER_SECOND
-from castai_focus_dagster.focus.charges import CHARGES, Charge, per_charge
-from castai_focus_dagster.focus.clusters import (
-    HOST_PROVIDER_NAMES,
-    ClusterInfo,
-    billing_account_id,
-    host_provider_name,
-    is_anywhere,
-)
+from castai_focus_dagster.focus.charges import CHARGES, per_charge
+from castai_focus_dagster.focus.clusters import ClusterInfo, is_anywhere
 from castai_focus_dagster.focus.options import FocusOptions
-from castai_focus_dagster.focus.prices import LIST_SOURCES, listing_rate, unit_prices
+from castai_focus_dagster.focus.prices import unit_prices
 from castai_focus_dagster.focus.schema import FOCUS_COLUMNS, FOCUS_CONSTANTS, FOCUS_SCHEMA
 from castai_focus_dagster.focus.source import PreparedWorkloads, WorkloadSource, prepare_workloads, prepared
-from castai_focus_dagster.focus.tags import (
-    allowed_labels,
-    cluster_tags,
-    parse_labels,
-    tags_json,
-    workload_tags,
-)
+from castai_focus_dagster.focus.tags import workload_tags
 
-__all__ = [  # names other layers and tests import from here
-    "CHARGES",
-    "HOST_PROVIDER_NAMES",
-    "LIST_SOURCES",
-    "Charge",
-    "ChargeRows",
-    "ClusterInfo",
-    "FocusOptions",
-    "PreparedWorkloads",
-    "allowed_labels",
-    "billing_account_id",
-    "charge_columns",
-    "cluster_tags",
-    "constant_value",
-    "focus_table",
-    "host_provider_name",
-    "is_anywhere",
-    "listing_rate",
-    "parse_labels",
-    "per_charge",
-    "prepare_workloads",
-    "tags_json",
-    "to_focus",
-    "unit_prices",
-]
+# Old import paths defs/focus_asset.py still uses; the names are defined in focus/clusters.py and
+# focus/source.py, where every other module imports them from.
+__all__ = ["is_anywhere", "prepare_workloads"]
 
 
 def to_focus(

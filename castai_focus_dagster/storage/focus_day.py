@@ -21,8 +21,10 @@ from castai_focus_dagster.focus.schema import FOCUS_COLUMNS, FOCUS_SCHEMA
 from castai_focus_dagster.focus.windows import DayWindow
 from castai_focus_dagster.settings import Settings
 from castai_focus_dagster.storage.keys import DataFormat
+from castai_focus_dagster.storage.payload import Payload
 from castai_focus_dagster.storage.publication_guard import ChangeKind, collection_fingerprint
-from castai_focus_dagster.storage.publish import Payload, PublishRequest, PublishResult, publish_partition
+from castai_focus_dagster.storage.publish import publish_partition
+from castai_focus_dagster.storage.publish_model import PublishRequest, PublishResult
 from castai_focus_dagster.storage.serialize import focus_writer, iter_focus_batches
 from castai_focus_dagster.storage.store_base import ObjectStore
 

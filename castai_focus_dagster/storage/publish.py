@@ -23,7 +23,6 @@ from castai_focus_dagster.storage.keys import (
 )
 from castai_focus_dagster.storage.lease import (
     LEASE_POLL_SECONDS,
-    LEASE_SECONDS,
     LEASE_WAIT_SECONDS,
     acquire_lease,
     release_lease,
@@ -36,39 +35,19 @@ from castai_focus_dagster.storage.manifest import (
 )
 from castai_focus_dagster.storage.metadata import canonical_json
 from castai_focus_dagster.storage.metadata_publish import write_focus_metadata
-from castai_focus_dagster.storage.ownership import check_prefix_owner, claim_prefix
+from castai_focus_dagster.storage.ownership import claim_prefix
 from castai_focus_dagster.storage.payload import Payload, payload_sha256, payload_size, read_back, upload
 from castai_focus_dagster.storage.publication_guard import ChangeKind
 from castai_focus_dagster.storage.publish_model import (
-    ForeignObjectRefused,
-    LeaseHeld,
-    PrefixOwnedError,
     PublishError,
     PublishRequest,
     PublishResult,
-    ReplacementRefused,
     put_json_if_changed,
     read_json,
 )
 from castai_focus_dagster.storage.replacement import figures_document, guard_replacement
 from castai_focus_dagster.storage.serialize import data_format
 from castai_focus_dagster.storage.store_base import ObjectStore
-
-# The publication API in one place (callers import from here, whichever step module defines it).
-__all__ = [
-    "LEASE_SECONDS",
-    "ForeignObjectRefused",
-    "LeaseHeld",
-    "Payload",
-    "PrefixOwnedError",
-    "PublishError",
-    "PublishRequest",
-    "PublishResult",
-    "ReplacementRefused",
-    "check_prefix_owner",
-    "claim_prefix",
-    "publish_partition",
-]
 
 
 def _utc_now() -> datetime:

@@ -71,6 +71,15 @@ def requests_to(server: SandboxServer, path: str) -> list[Any]:
     return [r for r in server.requests if r.path == path]
 
 
+def workload_costs_error(
+    server: SandboxServer, org: SandboxOrg, cluster_id: str, **overrides: Any
+) -> CastAIError:
+    """The error the day's `workload_costs` of `cluster_id` ends in, under the sandbox's current faults."""
+    with make_client(server, org, **overrides) as client, pytest.raises(CastAIError) as info:
+        client.workload_costs(cluster_id, START, END, STEP)
+    return info.value
+
+
 @pytest.fixture
 def cluster_id(sandbox_org: SandboxOrg) -> str:
     return sandbox_org.clusters[0].id
@@ -369,14 +378,9 @@ def test_gives_up_after_max_retries_naming_endpoint_and_cluster(
 ) -> None:
     path = WORKLOAD_COSTS_PATH.format(cluster_id)
     sandbox.faults = Faults(fail_paths={path: 503})
-    with make_client(sandbox, sandbox_org, max_retries=2) as client, pytest.raises(CastAIError) as info:
-        client.workload_costs(cluster_id, START, END, STEP)
-    assert (info.value.endpoint, info.value.cluster_id, info.value.status) == (
-        "workload-costs",
-        cluster_id,
-        503,
-    )
-    assert "gave up after 3 attempt(s)" in str(info.value)
+    error = workload_costs_error(sandbox, sandbox_org, cluster_id, max_retries=2)
+    assert (error.endpoint, error.cluster_id, error.status) == ("workload-costs", cluster_id, 503)
+    assert "gave up after 3 attempt(s)" in str(error)
     assert len(requests_to(sandbox, path)) == 3
 
 
@@ -436,20 +440,15 @@ def test_rate_limit_is_shared_by_threads(sandbox: SandboxServer, sandbox_org: Sa
 
 def test_cursor_loop_is_detected(sandbox: SandboxServer, sandbox_org: SandboxOrg, cluster_id: str) -> None:
     sandbox.faults = Faults(cursor_loop=True)
-    with make_client(sandbox, sandbox_org, page_limit=5) as client, pytest.raises(CastAIError) as info:
-        client.workload_costs(cluster_id, START, END, STEP)
-    assert (info.value.reason, info.value.cluster_id) == ("cursor loop", cluster_id)
-    assert "cursor loop" in str(info.value)
+    error = workload_costs_error(sandbox, sandbox_org, cluster_id, page_limit=5)
+    assert (error.reason, error.cluster_id) == ("cursor loop", cluster_id)
+    assert "cursor loop" in str(error)
     assert len(requests_to(sandbox, WORKLOAD_COSTS_PATH.format(cluster_id))) == 2
 
 
 def test_hard_page_cap(sandbox: SandboxServer, sandbox_org: SandboxOrg, cluster_id: str) -> None:
-    with (
-        make_client(sandbox, sandbox_org, page_limit=1, max_pages=3) as client,
-        pytest.raises(CastAIError) as info,
-    ):
-        client.workload_costs(cluster_id, START, END, STEP)
-    assert info.value.reason == "page cap" and cluster_id in str(info.value)
+    error = workload_costs_error(sandbox, sandbox_org, cluster_id, page_limit=1, max_pages=3)
+    assert error.reason == "page cap" and cluster_id in str(error)
     assert len(requests_to(sandbox, WORKLOAD_COSTS_PATH.format(cluster_id))) == 3
 
 
@@ -474,14 +473,9 @@ def test_malformed_and_html_bodies_are_named(
     sandbox: SandboxServer, sandbox_org: SandboxOrg, cluster_id: str, fault: str
 ) -> None:
     sandbox.faults = Faults(**{fault: "workload-costs"})
-    with make_client(sandbox, sandbox_org) as client, pytest.raises(CastAIError) as info:
-        client.workload_costs(cluster_id, START, END, STEP)
-    assert (info.value.reason, info.value.endpoint, info.value.cluster_id) == (
-        "invalid JSON",
-        "workload-costs",
-        cluster_id,
-    )
-    assert "invalid JSON from workload-costs" in str(info.value) and cluster_id in str(info.value)
+    error = workload_costs_error(sandbox, sandbox_org, cluster_id)
+    assert (error.reason, error.endpoint, error.cluster_id) == ("invalid JSON", "workload-costs", cluster_id)
+    assert "invalid JSON from workload-costs" in str(error) and cluster_id in str(error)
 
 
 def _metrics(**overrides: Any) -> dict[str, Any]:
@@ -520,50 +514,28 @@ def _mock_client(handler: Callable[[httpx.Request], httpx.Response], **overrides
 
 
 @pytest.mark.parametrize(
-    ("item", "field", "problem"),
+    ("overrides", "field", "problem"),
     [
-        (_item("ns", "Deployment", "api", [_metrics(costSpot="-0.5")]), "costSpot", "finite number >= 0"),
+        ({"costSpot": "-0.5"}, "costSpot", "finite number >= 0"),
+        ({"ramGibOnDemand": "NaN"}, "ramGibOnDemand", "finite number"),
+        ({"storageCost": "Infinity"}, "storageCost", "finite number"),
+        ({"cpuCostOnDemand": "12,5"}, "cpuCostOnDemand", "Expected `float`"),
         (
-            _item("ns", "Deployment", "api", [_metrics(ramGibOnDemand="NaN")]),
-            "ramGibOnDemand",
-            "finite number",
-        ),
-        (
-            _item("ns", "Deployment", "api", [_metrics(storageCost="Infinity")]),
-            "storageCost",
-            "finite number",
-        ),
-        (
-            _item("ns", "Deployment", "api", [_metrics(cpuCostOnDemand="12,5")]),
-            "cpuCostOnDemand",
-            "Expected `float`",
-        ),
-        (
-            _item("ns", "Deployment", "api", [_metrics(timestamp="2026-09-01T01:30:00Z")]),
+            {"timestamp": "2026-09-01T01:30:00Z"},
             "timestamp",
             "off the requested grid: answered 1800s buckets, requested stepSeconds=3600",
         ),
-        (
-            _item("ns", "Deployment", "api", [_metrics(timestamp="2026-09-01T00:00:00Z")]),
-            "timestamp",
-            "not in",
-        ),
-        (
-            _item("ns", "Deployment", "api", [_metrics(timestamp="2026-09-02T01:00:00Z")]),
-            "timestamp",
-            "not in",
-        ),
-        (
-            _item("ns", "Deployment", "api", [_metrics(timestamp="2026-09-01T01:00:00")]),
-            "timestamp",
-            "timezone",
-        ),
+        ({"timestamp": "2026-09-01T00:00:00Z"}, "timestamp", "not in"),
+        ({"timestamp": "2026-09-02T01:00:00Z"}, "timestamp", "not in"),
+        ({"timestamp": "2026-09-01T01:00:00"}, "timestamp", "timezone"),
     ],
 )
 def test_invalid_metrics_name_cluster_endpoint_field_and_workload(
-    item: dict[str, Any], field: str, problem: str
+    overrides: dict[str, str], field: str, problem: str
 ) -> None:
+    """One metric of workload ns/Deployment/api is bad (`overrides`); its neighbour is fine."""
     good = _item("ns", "Deployment", "fine")
+    item = _item("ns", "Deployment", "api", [_metrics(**overrides)])
     client = _mock_client(lambda request: httpx.Response(200, json={"items": [good, item]}))
     with pytest.raises(CastAIError) as info:
         client.workload_costs("cluster-9", START, END, STEP)
@@ -851,11 +823,9 @@ def test_errors_say_whether_retrying_can_help(
         sandbox.requests.clear()
         sandbox.faults = faults
         timeout = 0.3 if faults.timeout_paths else 10.0
-        client = make_client(sandbox, sandbox_org, max_retries=1, timeout_seconds=timeout)
-        with client, pytest.raises(CastAIError) as info:
-            client.workload_costs(cluster_id, START, END, STEP)
-        assert info.value.transient is transient, (faults, info.value)
-        assert len(requests_to(sandbox, path)) == requests, (faults, info.value)
+        error = workload_costs_error(sandbox, sandbox_org, cluster_id, max_retries=1, timeout_seconds=timeout)
+        assert error.transient is transient, (faults, error)
+        assert len(requests_to(sandbox, path)) == requests, (faults, error)
 
 
 def test_a_trickling_answer_fails_at_the_request_deadline(
@@ -906,9 +876,7 @@ def test_invalid_utf8_is_refused_at_once_naming_cluster_and_workload(
     )
     body = b'{"clusterId":"c","items":[' + item + b'],"nextCursor":"","count":"1"}'
     sandbox.faults = Faults(responses={f"{path}$": lambda _query: CannedResponse(200, body)})
-    with make_client(sandbox, sandbox_org, max_retries=3) as client, pytest.raises(CastAIError) as info:
-        client.workload_costs(cluster_id, START, END, STEP)
-    error = info.value
+    error = workload_costs_error(sandbox, sandbox_org, cluster_id, max_retries=3)
     assert (error.endpoint, error.cluster_id, error.field, error.reason) == (
         "workload-costs",
         cluster_id,

@@ -30,7 +30,8 @@ from castai_focus_dagster.castai.sandbox.clusters import SandboxCluster
 from castai_focus_dagster.castai.sandbox.discounts import Discount as SandboxDiscount
 from castai_focus_dagster.castai.sandbox.discounts import discounted as _sandbox_discounted
 from castai_focus_dagster.castai.sandbox.hours import hour_index
-from castai_focus_dagster.focus.transform import CHARGES, to_focus
+from castai_focus_dagster.focus.charges import CHARGES
+from castai_focus_dagster.focus.transform import to_focus
 from castai_focus_dagster_tests.focus_inputs import CLUSTERS, DAY, focus_options, synthetic_org
 
 EKS, GKE, AKS, ONPREM = (CLUSTERS[c] for c in ("c-eks-prod", "c-gke-ml", "c-aks-edge", "c-onprem"))

@@ -18,7 +18,8 @@ from castai_focus_dagster.castai.input_warnings import INPUT_WARNINGS_KEY
 from castai_focus_dagster.castai.models import WORKLOAD_COSTS_SCHEMA
 from castai_focus_dagster.defs.publication import decode_check, encode_focus_day
 from castai_focus_dagster.focus.audit import audit_focus, combine_reports
-from castai_focus_dagster.focus.conformance import check_conformance, combine_results
+from castai_focus_dagster.focus.conformance import check_conformance
+from castai_focus_dagster.focus.rules.common import combine_results
 from castai_focus_dagster.focus.schema import FOCUS_SCHEMA
 from castai_focus_dagster.focus.transform import to_focus
 from castai_focus_dagster.focus.windows import DayWindow
@@ -35,7 +36,8 @@ from castai_focus_dagster.storage.object_store import (
     ObjectStore,
     S3ObjectStore,
 )
-from castai_focus_dagster.storage.publish import PublishRequest, publish_partition
+from castai_focus_dagster.storage.publish import publish_partition
+from castai_focus_dagster.storage.publish_model import PublishRequest
 from castai_focus_dagster_tests.focus_inputs import SyntheticOrg, focus_options, synthetic_org
 from castai_focus_dagster_tests.s3_server import (  # noqa: F401  (pytest fixtures)
     S3TestServer,

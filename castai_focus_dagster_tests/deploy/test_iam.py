@@ -160,7 +160,8 @@ def exporter_s3_calls(vals: Mapping[str, Any], endpoint: str) -> list[tuple[str,
     intermediates, through the exporter's own object store and publisher."""
     from castai_focus_dagster.storage.keys import DATA_FORMATS, internal_key
     from castai_focus_dagster.storage.object_store import S3ObjectStore
-    from castai_focus_dagster.storage.publish import PublishRequest, publish_partition
+    from castai_focus_dagster.storage.publish import publish_partition
+    from castai_focus_dagster.storage.publish_model import PublishRequest
 
     settings = load_settings({**env_of(deployment(vals)), "CASTAI_API_KEY": "unused"})
     calls: list[tuple[str, dict[str, Any]]] = []

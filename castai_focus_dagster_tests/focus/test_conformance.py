@@ -9,7 +9,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from castai_focus_dagster.focus.conformance import RuleResult, check_conformance
+from castai_focus_dagster.focus.conformance import check_conformance
+from castai_focus_dagster.focus.rules.common import RuleResult
 from castai_focus_dagster.focus.schema import FOCUS_SCHEMA
 from castai_focus_dagster.focus.transform import to_focus
 from castai_focus_dagster_tests.focus_inputs import focus_options, synthetic_org

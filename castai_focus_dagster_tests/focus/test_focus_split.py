@@ -32,14 +32,13 @@ from castai_focus_dagster.castai.enrichment import fetch_enrichment
 from castai_focus_dagster.castai.models import Cluster, EnrichmentContext
 from castai_focus_dagster.castai.sandbox import SandboxOrg, SandboxServer
 from castai_focus_dagster.focus.conformance import check_conformance
+from castai_focus_dagster.focus.options import FocusOptions
+from castai_focus_dagster.focus.rules.conservation import check_split_conservation
+from castai_focus_dagster.focus.rules.split import check_split_allocation
 from castai_focus_dagster.focus.schema import FOCUS_COLUMNS, FOCUS_SCHEMA
-from castai_focus_dagster.focus.split import (
-    ALLOCATION_METHOD_ID,
-    check_split_allocation,
-    check_split_conservation,
-    to_focus_split,
-)
-from castai_focus_dagster.focus.transform import FocusOptions, to_focus
+from castai_focus_dagster.focus.split import to_focus_split
+from castai_focus_dagster.focus.split_inputs import ALLOCATION_METHOD_ID
+from castai_focus_dagster.focus.transform import to_focus
 from castai_focus_dagster.storage.serialize import to_parquet_bytes
 from castai_focus_dagster_tests.focus.test_focus_validator import VALIDATOR, _validator_venv_ready, verdict
 from castai_focus_dagster_tests.focus_inputs import (

@@ -26,14 +26,12 @@ from castai_focus_dagster.castai.models import (
     EnrichmentContext,
     empty_workload_costs,
 )
+from castai_focus_dagster.focus.clusters import host_provider_name
 from castai_focus_dagster.focus.conformance import check_conformance
+from castai_focus_dagster.focus.options import FocusOptions
 from castai_focus_dagster.focus.schema import FOCUS_SCHEMA
-from castai_focus_dagster.focus.transform import (
-    FocusOptions,
-    host_provider_name,
-    prepare_workloads,
-    to_focus,
-)
+from castai_focus_dagster.focus.source import prepare_workloads
+from castai_focus_dagster.focus.transform import to_focus
 from castai_focus_dagster.settings import load_settings
 from castai_focus_dagster.storage.serialize import to_parquet_bytes
 from castai_focus_dagster_tests.focus_inputs import (

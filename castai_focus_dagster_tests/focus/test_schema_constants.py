@@ -12,9 +12,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from castai_focus_dagster.focus.options import FocusOptions
 from castai_focus_dagster.focus.schema import FOCUS_CONSTANTS, FOCUS_SCHEMA, Constant
 from castai_focus_dagster.focus.split import to_focus_split
-from castai_focus_dagster.focus.transform import FocusOptions, to_focus
+from castai_focus_dagster.focus.transform import to_focus
 from castai_focus_dagster.settings import load_settings
 from castai_focus_dagster_tests.focus.test_focus_split import CLUSTER, report_table
 from castai_focus_dagster_tests.focus_inputs import CLUSTERS, enrichment_context, synthetic_org

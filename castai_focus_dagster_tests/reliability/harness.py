@@ -24,8 +24,12 @@ import pytest
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
+    from castai_focus_dagster.castai.sandbox import SandboxServer
+
 DAY = "2026-11-01"
 NO_STEP_RETRIES: dict[str, Any] = {"execution": {"config": {"retries": {"disabled": {}}}}}
+# The events of a step that Dagster runs again.
+RETRY_EVENTS = frozenset({"STEP_UP_FOR_RETRY", "STEP_RESTARTED"})
 EXPORTER_PREFIXES = (
     "CASTAI_", "COLLECTION_", "FOCUS_", "S3_", "TERNARY_", "JOB_", "SCHEDULE_", "LOCAL_",
     "LOG_LEVEL", "DELETE_LEGACY_",
@@ -87,6 +91,9 @@ class RunOutcome:
                     error = error.cause
         return texts
 
+    def event_types(self) -> set[str]:
+        return {e.dagster_event.event_type_value for e in self.events if e.dagster_event is not None}
+
     def log_messages(self, level: int | None = None) -> list[str]:
         return [
             entry.user_message
@@ -146,6 +153,13 @@ def exporter_environment(
         monkeypatch.setenv(name, value)
 
 
+def sandbox_environment(monkeypatch: pytest.MonkeyPatch, sandbox: SandboxServer, **settings: str) -> None:
+    """`exporter_environment` pointed at `sandbox`, with its organisation's key and id."""
+    exporter_environment(
+        monkeypatch, sandbox.url, sandbox.org.api_key, sandbox.org.organization_id, **settings
+    )
+
+
 def s3_settings(endpoint_url: str, bucket: str, secret: str = "dummy-secret") -> dict[str, str]:
     return {
         "S3_BUCKET": bucket,
@@ -181,6 +195,12 @@ def data_objects(objects: Mapping[str, bytes]) -> dict[str, bytes]:
 
 def manifests(objects: Mapping[str, bytes]) -> dict[str, dict[str, Any]]:
     return {k: json.loads(v) for k, v in objects.items() if k.endswith("/manifest.json")}
+
+
+def the_manifest(objects: Mapping[str, bytes]) -> dict[str, Any]:
+    """The manifest of an object set that holds exactly one day."""
+    (manifest,) = manifests(objects).values()
+    return manifest
 
 
 def without_volatile(value: Any) -> Any:

@@ -30,16 +30,17 @@ from castai_focus_dagster.castai.models import EnrichmentContext
 from castai_focus_dagster.castai.retry import RETRYABLE_STATUSES
 from castai_focus_dagster.castai.sandbox import Faults, SandboxOrg, SandboxServer
 from castai_focus_dagster.focus.audit import AuditReport, audit_focus
-from castai_focus_dagster.focus.transform import FocusOptions, to_focus
+from castai_focus_dagster.focus.options import FocusOptions
+from castai_focus_dagster.focus.transform import to_focus
 from castai_focus_dagster_tests.reliability.corpus import CASES, ENRICHMENT_KEYS, BadInput, Clean
 from castai_focus_dagster_tests.reliability.harness import (
     DAY,
     data_objects,
-    exporter_environment,
     local_objects,
     manifests,
     published,
     run_day,
+    sandbox_environment,
 )
 
 START = datetime.fromisoformat(DAY).replace(tzinfo=UTC)
@@ -247,11 +248,9 @@ def test_outcomes_surface_in_the_run_log_metadata_and_errors(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     out = tmp_path / "out"
-    exporter_environment(
+    sandbox_environment(
         monkeypatch,
-        server.url,
-        org.api_key,
-        org.organization_id,
+        server,
         LOCAL_OUTPUT_DIR=str(out),
         COLLECTION_INCLUDE_CLUSTER_IDS=clean.cluster_id,
     )
@@ -317,11 +316,9 @@ def test_a_permanent_refusal_is_not_retried_by_the_production_retry_policy(
 ) -> None:
     """Undecodable bytes fail the step at once, with the retry policy of production in force
     (it used to retry a bare UnicodeDecodeError for minutes)."""
-    exporter_environment(
+    sandbox_environment(
         monkeypatch,
-        server.url,
-        org.api_key,
-        org.organization_id,
+        server,
         LOCAL_OUTPUT_DIR=str(tmp_path / "out"),
         COLLECTION_INCLUDE_CLUSTER_IDS=clean.cluster_id,
         CASTAI_MAX_RETRIES="3",

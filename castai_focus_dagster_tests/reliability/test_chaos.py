@@ -17,9 +17,9 @@ from castai_focus_dagster.castai.sandbox import Faults, SandboxOrg, SandboxServe
 from castai_focus_dagster_tests.reliability.harness import (
     comparable,
     data_objects,
-    exporter_environment,
     local_objects,
     run_day,
+    sandbox_environment,
 )
 
 CHAOS = {
@@ -37,9 +37,7 @@ CLIENT = {"CASTAI_PAGE_LIMIT": "1", "CASTAI_MAX_RETRIES": "12", "CASTAI_MAX_CONC
 
 def export(org: SandboxOrg, faults: Faults, out: Path, monkeypatch: pytest.MonkeyPatch) -> SandboxServer:
     with SandboxServer(org, faults=faults) as server, dg.DagsterInstance.ephemeral() as instance:
-        exporter_environment(
-            monkeypatch, server.url, org.api_key, org.organization_id, LOCAL_OUTPUT_DIR=str(out), **CLIENT
-        )
+        sandbox_environment(monkeypatch, server, LOCAL_OUTPUT_DIR=str(out), **CLIENT)
         outcome = run_day(instance)
         assert outcome.success, outcome.failures()
         assert outcome.materialization("focus_cost_and_usage")["dagster/row_count"] > 0

@@ -20,7 +20,7 @@ import pytest
 
 from castai_focus_dagster.castai.sandbox import SandboxOrg, SandboxServer
 from castai_focus_dagster.defs import checks
-from castai_focus_dagster_tests.reliability.harness import DAY, exporter_environment, run_day
+from castai_focus_dagster_tests.reliability.harness import DAY, run_day, sandbox_environment
 
 SECOND_DAY = "2026-11-02"
 
@@ -53,9 +53,7 @@ def test_a_day_republished_during_its_check_is_judged_on_the_new_state(
     sandbox: SandboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, manifest_catches_up: bool
 ) -> None:
     root = tmp_path / "out"
-    exporter_environment(
-        monkeypatch, sandbox.url, sandbox.org.api_key, sandbox.org.organization_id, LOCAL_OUTPUT_DIR=str(root)
-    )
+    sandbox_environment(monkeypatch, sandbox, LOCAL_OUTPUT_DIR=str(root))
     with dg.instance_for_test() as instance:
         assert run_day(instance, SECOND_DAY).success
         other_manifest, other_data = _published(root, SECOND_DAY)

@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -26,10 +25,10 @@ from castai_focus_dagster_tests.reliability.harness import (
     comparable,
     consistency_problems,
     data_objects,
-    exporter_environment,
     manifests,
     run_day,
     s3_settings,
+    sandbox_environment,
 )
 from castai_focus_dagster_tests.reliability.s3_proxy import Rule, S3FaultProxy, S3Request
 from castai_focus_dagster_tests.s3_server import S3TestServer, s3_server_fixture  # noqa: F401
@@ -46,17 +45,6 @@ sys.exit(0 if outcome.success else 1)
 """
 
 
-@pytest.fixture(scope="module")
-def org() -> SandboxOrg:
-    return SandboxOrg.generate(seed=11, clusters=2, workloads_per_cluster=3)
-
-
-@pytest.fixture(scope="module")
-def sandbox(org: SandboxOrg) -> Iterator[SandboxServer]:
-    with SandboxServer(org) as server:
-        yield server
-
-
 def test_a_run_killed_before_its_manifest_is_repaired_by_the_next_run(
     s3_server: S3TestServer,
     sandbox: SandboxServer,
@@ -70,11 +58,9 @@ def test_a_run_killed_before_its_manifest_is_repaired_by_the_next_run(
     with S3FaultProxy(s3_server.endpoint_url) as proxy:
 
         def configure(bucket: str, account: str) -> None:
-            exporter_environment(
+            sandbox_environment(
                 monkeypatch,
-                sandbox.url,
-                org.api_key,
-                org.organization_id,
+                sandbox,
                 TERNARY_ENABLED="true",
                 FOCUS_BILLING_ACCOUNT_NAME=account,
                 **s3_settings(proxy.url, bucket),

@@ -14,7 +14,7 @@ import dagster as dg
 import pytest
 
 from castai_focus_dagster.castai.sandbox import Faults, SandboxOrg, SandboxServer
-from castai_focus_dagster_tests.reliability.harness import containing, exporter_environment, run_day
+from castai_focus_dagster_tests.reliability.harness import containing, run_day, sandbox_environment
 
 DEADLINE_SECONDS = 2
 
@@ -26,11 +26,9 @@ def test_a_trickling_cluster_fails_the_run_at_the_deadline(
     org = SandboxOrg.generate(seed=7, clusters=2, workloads_per_cluster=3)
     slow = org.clusters[1].id
     with SandboxServer(org) as server:
-        exporter_environment(
+        sandbox_environment(
             monkeypatch,
-            server.url,
-            org.api_key,
-            org.organization_id,
+            server,
             LOCAL_OUTPUT_DIR=str(tmp_path / "out"),
             CASTAI_TIMEOUT_SECONDS=str(DEADLINE_SECONDS),
             CASTAI_MAX_RETRIES="1",

@@ -27,14 +27,15 @@ from castai_focus_dagster.castai.sandbox import SandboxOrg, SandboxServer
 from castai_focus_dagster.storage.publication_guard import ALLOW_SHRINK_TAG
 from castai_focus_dagster_tests.reliability.harness import (
     DAY,
-    RunOutcome,
+    RETRY_EVENTS,
     bucket_objects,
     consistency_problems,
-    exporter_environment,
     manifests,
     published,
     run_day,
     s3_settings,
+    sandbox_environment,
+    the_manifest,
 )
 from castai_focus_dagster_tests.reliability.s3_proxy import Rule, S3FaultProxy, S3Request
 from castai_focus_dagster_tests.s3_server import (  # noqa: F401
@@ -44,44 +45,18 @@ from castai_focus_dagster_tests.s3_server import (  # noqa: F401
     s3_server_fixture,
 )
 
-RETRY_EVENTS = {"STEP_UP_FOR_RETRY", "STEP_RESTARTED"}
-
-
-@pytest.fixture(scope="module")
-def org() -> SandboxOrg:
-    return SandboxOrg.generate(seed=11, clusters=3, workloads_per_cluster=3)
-
-
-@pytest.fixture
-def sandbox(org: SandboxOrg) -> Iterator[SandboxServer]:
-    with SandboxServer(org) as server:
-        yield server
-
-
-def event_types(outcome: RunOutcome) -> set[str]:
-    return {e.dagster_event.event_type_value for e in outcome.events if e.dagster_event is not None}
+ORG_CLUSTERS = 3  # the `org` fixture's size (conftest.py)
 
 
 def castai_requests(sandbox: SandboxServer) -> int:
     return sum(1 for r in sandbox.requests if r.path.startswith(("/v1/", "/pricing/")))
 
 
-def the_manifest(objects: dict[str, bytes]) -> dict:  # type: ignore[type-arg]
-    (manifest,) = manifests(objects).values()
-    return manifest
-
-
 def test_an_empty_or_shorter_cluster_list_cannot_replace_a_published_day(
     s3_server: S3TestServer, sandbox: SandboxServer, org: SandboxOrg, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client, bucket = s3_server.client(), s3_server.new_bucket()
-    exporter_environment(
-        monkeypatch,
-        sandbox.url,
-        org.api_key,
-        org.organization_id,
-        **s3_settings(s3_server.endpoint_url, bucket),
-    )
+    sandbox_environment(monkeypatch, sandbox, **s3_settings(s3_server.endpoint_url, bucket))
     with dg.DagsterInstance.ephemeral() as instance:
         assert run_day(instance).success
         good = bucket_objects(client, bucket)
@@ -132,11 +107,9 @@ def test_an_include_list_naming_an_unknown_cluster_is_a_configuration_error(
 ) -> None:
     out = str(tmp_path) + "/out"
     real = org.clusters[0].id
-    exporter_environment(
+    sandbox_environment(
         monkeypatch,
-        sandbox.url,
-        org.api_key,
-        org.organization_id,
+        sandbox,
         LOCAL_OUTPUT_DIR=out,
         COLLECTION_INCLUDE_CLUSTER_IDS=f"{real},0000-typo-cluster",
     )
@@ -146,7 +119,7 @@ def test_an_include_list_naming_an_unknown_cluster_is_a_configuration_error(
     texts = [t for t in outcome.failures() if "COLLECTION_INCLUDE_CLUSTER_IDS" in t]
     assert texts and "0000-typo-cluster" in texts[0] and org.organization_id in texts[0]
     assert real not in texts[0].split("does not have:")[1]  # only the unknown id is named
-    assert not event_types(outcome) & RETRY_EVENTS  # a configuration error is not retried
+    assert not outcome.event_types() & RETRY_EVENTS  # a configuration error is not retried
 
 
 def test_another_organisation_cannot_publish_under_a_claimed_prefix(
@@ -154,7 +127,7 @@ def test_another_organisation_cannot_publish_under_a_claimed_prefix(
 ) -> None:
     client, bucket = s3_server.client(), s3_server.new_bucket()
     settings = s3_settings(s3_server.endpoint_url, bucket)
-    exporter_environment(monkeypatch, sandbox.url, org.api_key, org.organization_id, **settings)
+    sandbox_environment(monkeypatch, sandbox, **settings)
     with dg.DagsterInstance.ephemeral() as instance:
         assert run_day(instance).success
         first = bucket_objects(client, bucket)
@@ -171,7 +144,7 @@ def test_another_organisation_cannot_publish_under_a_claimed_prefix(
         assert "S3_PREFIX" in texts[0] and "delete its objects" in texts[0]
         assert bucket_objects(client, bucket) == first  # nothing written, not even intermediates
         assert castai_requests(sandbox) == 0  # refused at start, before calling Cast AI
-        assert not event_types(refused) & RETRY_EVENTS
+        assert not refused.event_types() & RETRY_EVENTS
 
         # A prefix published before markers existed: its manifests name the organisation.
         client.delete_object(Bucket=bucket, Key="metadata/organization.json")
@@ -186,13 +159,13 @@ def test_a_missing_bucket_fails_at_start_without_retries(
     s3_server: S3TestServer, sandbox: SandboxServer, org: SandboxOrg, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = s3_settings(s3_server.endpoint_url, "focus-bucket-that-was-never-created")
-    exporter_environment(monkeypatch, sandbox.url, org.api_key, org.organization_id, **settings)
+    sandbox_environment(monkeypatch, sandbox, **settings)
     with dg.DagsterInstance.ephemeral() as instance:
         outcome = run_day(instance, step_retries=True)
     assert not outcome.success
     texts = [t for t in outcome.failures() if "focus-bucket-that-was-never-created does not exist" in t]
     assert texts, outcome.failures()
-    assert not event_types(outcome) & RETRY_EVENTS
+    assert not outcome.event_types() & RETRY_EVENTS
     assert castai_requests(sandbox) == 0
 
 
@@ -217,30 +190,26 @@ def small_filesystem(tmp_path: Path) -> Iterator[Path]:
 def test_a_full_disk_fails_at_once_naming_the_path_without_retries(
     small_filesystem: Path, sandbox: SandboxServer, org: SandboxOrg, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    exporter_environment(
-        monkeypatch, sandbox.url, org.api_key, org.organization_id, LOCAL_OUTPUT_DIR=str(small_filesystem)
-    )
+    sandbox_environment(monkeypatch, sandbox, LOCAL_OUTPUT_DIR=str(small_filesystem))
     with dg.DagsterInstance.ephemeral() as instance:
         outcome = run_day(instance, step_retries=True)
     assert not outcome.success
     texts = [t for t in outcome.failures() if "No space left on device" in t]
     assert texts and str(small_filesystem) in texts[0], outcome.failures()
-    assert not event_types(outcome) & RETRY_EVENTS
+    assert not outcome.event_types() & RETRY_EVENTS
 
 
 def test_a_read_only_output_folder_fails_at_start_without_retries(
     small_filesystem: Path, sandbox: SandboxServer, org: SandboxOrg, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     subprocess.run(["mount", "-o", "remount,ro", str(small_filesystem)], check=True)
-    exporter_environment(
-        monkeypatch, sandbox.url, org.api_key, org.organization_id, LOCAL_OUTPUT_DIR=str(small_filesystem)
-    )
+    sandbox_environment(monkeypatch, sandbox, LOCAL_OUTPUT_DIR=str(small_filesystem))
     with dg.DagsterInstance.ephemeral() as instance:
         outcome = run_day(instance, step_retries=True)
     assert not outcome.success
     texts = [t for t in outcome.failures() if "is not writable" in t and str(small_filesystem) in t]
     assert texts and "Read-only file system" in texts[0], outcome.failures()
-    assert not event_types(outcome) & RETRY_EVENTS
+    assert not outcome.event_types() & RETRY_EVENTS
     assert castai_requests(sandbox) == 0  # found before calling Cast AI
 
 
@@ -248,9 +217,7 @@ def test_leftovers_of_a_killed_run_are_removed_by_the_next_run_of_the_day(
     tmp_path: Path, sandbox: SandboxServer, org: SandboxOrg, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = tmp_path / "out"
-    exporter_environment(
-        monkeypatch, sandbox.url, org.api_key, org.organization_id, LOCAL_OUTPUT_DIR=str(out)
-    )
+    sandbox_environment(monkeypatch, sandbox, LOCAL_OUTPUT_DIR=str(out))
     with dg.DagsterInstance.ephemeral() as instance:
         assert run_day(instance).success
         (data,) = [p for p in out.rglob("*.parquet") if "version=focus-1.3" in p.parts[-5]]
@@ -283,9 +250,7 @@ def test_the_override_tag_through_the_cli_as_operators_use_it(
     tmp_path: Path, sandbox: SandboxServer, org: SandboxOrg, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = tmp_path / "out"
-    exporter_environment(
-        monkeypatch, sandbox.url, org.api_key, org.organization_id, LOCAL_OUTPUT_DIR=str(out)
-    )
+    sandbox_environment(monkeypatch, sandbox, LOCAL_OUTPUT_DIR=str(out))
     with dg.DagsterInstance.ephemeral() as instance:
         assert run_day(instance).success
     (manifest_path,) = out.rglob("manifest.json")
@@ -346,11 +311,9 @@ def test_overlapping_runs_of_one_day_publish_one_after_the_other(
     with S3FaultProxy(s3_server.endpoint_url) as proxy:
 
         def configure(account: str) -> None:
-            exporter_environment(
+            sandbox_environment(
                 monkeypatch,
-                sandbox.url,
-                org.api_key,
-                org.organization_id,
+                sandbox,
                 FOCUS_BILLING_ACCOUNT_NAME=account,
                 **s3_settings(proxy.url, bucket),
             )
@@ -418,13 +381,7 @@ def test_a_day_whose_manifest_is_gone_is_still_guarded(
 ) -> None:
     """The manifest retired, lost or withdrawn: an empty cluster list still cannot replace the day."""
     client, bucket = s3_server.client(), s3_server.new_bucket()
-    exporter_environment(
-        monkeypatch,
-        sandbox.url,
-        org.api_key,
-        org.organization_id,
-        **s3_settings(s3_server.endpoint_url, bucket),
-    )
+    sandbox_environment(monkeypatch, sandbox, **s3_settings(s3_server.endpoint_url, bucket))
     with dg.DagsterInstance.ephemeral() as instance:
         sandbox.faults.unlist_all_clusters = True
         first = run_day(instance)  # a true first publication of an empty list: nothing to compare
@@ -458,13 +415,7 @@ def test_a_store_rejecting_conditional_writes_still_publishes_every_day(
 ) -> None:
     client, bucket = s3_server.client(), s3_server.new_bucket()
     with S3FaultProxy(s3_server.endpoint_url) as proxy:
-        exporter_environment(
-            monkeypatch,
-            sandbox.url,
-            org.api_key,
-            org.organization_id,
-            **s3_settings(proxy.url, bucket),
-        )
+        sandbox_environment(monkeypatch, sandbox, **s3_settings(proxy.url, bucket))
         with (
             proxy.failing(*rejecting_conditional_puts()) as rules,
             dg.DagsterInstance.ephemeral() as instance,

@@ -10,8 +10,8 @@ byte as it was; the documented run tag publishes the same answer and the manifes
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -19,48 +19,31 @@ import pytest
 from castai_focus_dagster.castai.sandbox import Faults, SandboxOrg, SandboxServer
 from castai_focus_dagster.storage.publication_guard import ALLOW_GROWTH_TAG, ALLOW_SHRINK_TAG
 from castai_focus_dagster_tests.reliability.harness import (
+    RETRY_EVENTS,
     RunOutcome,
     bucket_objects,
     consistency_problems,
     data_objects,
-    exporter_environment,
     local_objects,
-    manifests,
     published,
     run_day,
     s3_settings,
+    sandbox_environment,
+    the_manifest,
 )
 from castai_focus_dagster_tests.reliability.s3_proxy import Rule, S3FaultProxy
 from castai_focus_dagster_tests.s3_server import S3TestServer, s3_server_fixture  # noqa: F401
 
-RETRY_EVENTS = {"STEP_UP_FOR_RETRY", "STEP_RESTARTED"}
 # Both cost endpoints of every cluster (workload costs and the cluster's own cost).
 EVERY_CLUSTER = r"^/v1/cost-reports/clusters/"
-
-
-@pytest.fixture(scope="module")
-def org() -> SandboxOrg:
-    return SandboxOrg.generate(seed=11, clusters=3, workloads_per_cluster=3)
+ORG_CLUSTERS = 3  # the `org` fixture's size (conftest.py)
 
 
 @pytest.fixture
-def sandbox(org: SandboxOrg) -> Iterator[SandboxServer]:
-    with SandboxServer(org) as server:
-        yield server
-
-
-@pytest.fixture
-def out(tmp_path: Path, sandbox: SandboxServer, org: SandboxOrg, monkeypatch: pytest.MonkeyPatch) -> Path:
+def out(tmp_path: Path, sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder = tmp_path / "out"
-    exporter_environment(
-        monkeypatch, sandbox.url, org.api_key, org.organization_id, LOCAL_OUTPUT_DIR=str(folder)
-    )
+    sandbox_environment(monkeypatch, sandbox, LOCAL_OUTPUT_DIR=str(folder))
     return folder
-
-
-def the_manifest(objects: dict[str, bytes]) -> dict:  # type: ignore[type-arg]
-    (manifest,) = manifests(objects).values()
-    return manifest
 
 
 def refusals(outcome: RunOutcome, *needles: str) -> list[str]:
@@ -68,8 +51,19 @@ def refusals(outcome: RunOutcome, *needles: str) -> list[str]:
     return [t for t in outcome.failures() if "refusing to replace" in t and all(n in t for n in needles)]
 
 
-def event_types(outcome: RunOutcome) -> set[str]:
-    return {e.dagster_event.event_type_value for e in outcome.events if e.dagster_event is not None}
+def refused(instance: dg.DagsterInstance, *needles: str) -> list[str]:
+    """Run the day, which the guard must refuse with every one of `needles`: the refusals' texts."""
+    outcome = run_day(instance)
+    texts = refusals(outcome, *needles)
+    assert texts, outcome.failures()
+    return texts
+
+
+def allowed(instance: dg.DagsterInstance, out: Path, tag: str) -> dict[str, Any]:
+    """Run the day with the operator's `tag`, which must publish it: the new manifest."""
+    outcome = run_day(instance, tags={tag: "true"})
+    assert outcome.success, outcome.failures()
+    return the_manifest(local_objects(out))
 
 
 def test_a_cluster_at_half_its_cost_is_refused_until_the_operator_allows_it(
@@ -82,16 +76,12 @@ def test_a_cluster_at_half_its_cost_is_refused_until_the_operator_allows_it(
         halved = max(clusters, key=lambda cid: clusters[cid]["billedCost"])
 
         sandbox.faults = Faults(cost_scale={rf"/clusters/{halved}/": 0.5})
-        refused = run_day(instance)
-        texts = refusals(refused, f"cluster {halved}", ALLOW_SHRINK_TAG)
-        assert texts, refused.failures()
+        texts = refused(instance, f"cluster {halved}", ALLOW_SHRINK_TAG)
         assert f"${clusters[halved]['billedCost']:.2f}" in texts[0] and "-50.0%" in texts[0]
         assert sandbox.faults.injected["answer"] > 0  # the halved answers were served
         assert published(local_objects(out)) == published(good)  # byte for byte, manifest included
 
-        allowed = run_day(instance, tags={ALLOW_SHRINK_TAG: "true"})
-        assert allowed.success
-        manifest = the_manifest(local_objects(out))
+        manifest = allowed(instance, out, ALLOW_SHRINK_TAG)
         assert manifest["clusters"][halved]["billedCost"] == pytest.approx(
             clusters[halved]["billedCost"] / 2, abs=1e-3
         )
@@ -107,16 +97,12 @@ def test_a_whole_day_at_1e5_times_its_cost_is_refused_until_the_operator_allows_
         billed = the_manifest(good)["costTotals"]["BilledCost"]
 
         sandbox.faults = Faults(cost_scale={EVERY_CLUSTER: 1e5})
-        refused = run_day(instance)
-        texts = refusals(refused, "day total", ALLOW_GROWTH_TAG)
-        assert texts, refused.failures()
+        texts = refused(instance, "day total", ALLOW_GROWTH_TAG)
         assert f"${billed:.2f}" in texts[0] and ALLOW_SHRINK_TAG not in texts[0]
         assert published(local_objects(out)) == published(good)
 
         assert refusals(run_day(instance, tags={ALLOW_SHRINK_TAG: "true"}), "day total")  # the wrong tag
-        allowed = run_day(instance, tags={ALLOW_GROWTH_TAG: "true"})
-        assert allowed.success
-        manifest = the_manifest(local_objects(out))
+        manifest = allowed(instance, out, ALLOW_GROWTH_TAG)
         assert manifest["costTotals"]["BilledCost"] == pytest.approx(billed * 1e5, rel=1e-6)
         assert [c for c in manifest["allowedChanges"] if c.startswith("growth: day total")]
 
@@ -131,14 +117,10 @@ def test_a_cluster_answering_no_data_after_a_good_day_is_refused_until_the_opera
         silent = min(clusters)
 
         sandbox.faults = Faults(no_data={rf"/clusters/{silent}/workload-costs": "AgentOutdated"})
-        refused = run_day(instance)
-        texts = refusals(refused, f"cluster {silent}", "-> $0.00", ALLOW_SHRINK_TAG)
-        assert texts, refused.failures()
+        refused(instance, f"cluster {silent}", "-> $0.00", ALLOW_SHRINK_TAG)
         assert published(local_objects(out)) == published(good)
 
-        allowed = run_day(instance, tags={ALLOW_SHRINK_TAG: "true"})
-        assert allowed.success
-        manifest = the_manifest(local_objects(out))
+        manifest = allowed(instance, out, ALLOW_SHRINK_TAG)
         assert manifest["clusters"][silent] == {"rows": 0, "billedCost": 0.0}
         assert [c for c in manifest["allowedChanges"] if silent in c]
 
@@ -201,9 +183,7 @@ def test_a_configuration_change_does_not_let_an_empty_cluster_list_through(
         good = local_objects(out)
         monkeypatch.setenv("FOCUS_ALLOCATION_MODE", "split")
         sandbox.faults = Faults(unlist_all_clusters=True)
-        refused = run_day(instance)
-        texts = refusals(refused, "Cast AI listed no clusters", ALLOW_SHRINK_TAG)
-        assert texts, refused.failures()
+        refused(instance, "Cast AI listed no clusters", ALLOW_SHRINK_TAG)
         assert published(local_objects(out)) == published(good)
 
 
@@ -213,13 +193,7 @@ def test_access_denied_at_the_copy_step_fails_the_run_without_a_step_retry(
     """Production retry policy on: a permanent S3 answer is not retried (no second Cast AI round)."""
     client, bucket = s3_server.client(), s3_server.new_bucket()
     with S3FaultProxy(s3_server.endpoint_url) as proxy:
-        exporter_environment(
-            monkeypatch,
-            sandbox.url,
-            org.api_key,
-            org.organization_id,
-            **s3_settings(proxy.url, bucket),
-        )
+        sandbox_environment(monkeypatch, sandbox, **s3_settings(proxy.url, bucket))
         with dg.DagsterInstance.ephemeral() as instance:
             assert run_day(instance).success
             good = bucket_objects(client, bucket)
@@ -230,7 +204,7 @@ def test_access_denied_at_the_copy_step_fails_the_run_without_a_step_retry(
     assert rule.matched == 1  # one attempt, not one per retry
     assert not failed.success
     assert [t for t in failed.failures() if "AccessDenied" in t and f"s3://{bucket}/" in t], failed.failures()
-    assert not event_types(failed) & RETRY_EVENTS
+    assert not failed.event_types() & RETRY_EVENTS
     after = bucket_objects(client, bucket)
     assert consistency_problems(after) == []
     assert data_objects(after) == data_objects(good)  # the good day's bytes, not a partial copy

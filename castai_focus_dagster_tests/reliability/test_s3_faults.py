@@ -23,11 +23,11 @@ from castai_focus_dagster_tests.reliability.harness import (
     comparable,
     consistency_problems,
     data_objects,
-    exporter_environment,
     manifests,
     published,
     run_day,
     s3_settings,
+    sandbox_environment,
 )
 from castai_focus_dagster_tests.reliability.s3_proxy import Rule, S3FaultProxy
 from castai_focus_dagster_tests.s3_server import S3TestServer, s3_server_fixture  # noqa: F401
@@ -51,17 +51,6 @@ STEPS = (
 
 
 @pytest.fixture(scope="module")
-def org() -> SandboxOrg:
-    return SandboxOrg.generate(seed=11, clusters=2, workloads_per_cluster=3)
-
-
-@pytest.fixture(scope="module")
-def sandbox(org: SandboxOrg) -> Iterator[SandboxServer]:
-    with SandboxServer(org) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def proxy(s3_server: S3TestServer) -> Iterator[S3FaultProxy]:
     with S3FaultProxy(s3_server.endpoint_url) as running:
         yield running
@@ -75,11 +64,9 @@ def configure(
     bucket: str,
     account: str,
 ) -> None:
-    exporter_environment(
+    sandbox_environment(
         monkeypatch,
-        sandbox.url,
-        org.api_key,
-        org.organization_id,
+        sandbox,
         TERNARY_ENABLED="true",
         FOCUS_BILLING_ACCOUNT_NAME=account,
         **s3_settings(proxy.url, bucket),

@@ -29,6 +29,7 @@ from castai_focus_dagster.focus.schema import FOCUS_SCHEMA
 from castai_focus_dagster.storage import keys as layout
 from castai_focus_dagster.storage import legacy as legacy_module
 from castai_focus_dagster.storage.keys import DataFormat
+from castai_focus_dagster.storage.lease import LEASE_SECONDS
 from castai_focus_dagster.storage.metadata import (
     TimeSector,
     column_definitions,
@@ -42,16 +43,15 @@ from castai_focus_dagster.storage.object_store import (
     ObjectStoreError,
     S3ObjectStore,
 )
-from castai_focus_dagster.storage.publish import (
-    LEASE_SECONDS,
+from castai_focus_dagster.storage.ownership import claim_prefix
+from castai_focus_dagster.storage.publish import publish_partition
+from castai_focus_dagster.storage.publish_model import (
     ForeignObjectRefused,
     LeaseHeld,
     PrefixOwnedError,
     PublishError,
     PublishRequest,
     ReplacementRefused,
-    claim_prefix,
-    publish_partition,
 )
 from castai_focus_dagster.storage.serialize import to_csv_bytes, to_parquet_bytes
 from castai_focus_dagster_tests.s3_server import (  # noqa: F401  (pytest fixtures)
