@@ -33,7 +33,8 @@ from castai_focus_dagster.defs.finops import (
 )
 from castai_focus_dagster.defs.partitions import daily_partitions
 from castai_focus_dagster.defs.resources import FocusStorageResource
-from castai_focus_dagster.focus.conformance import check_conformance, combine_results
+from castai_focus_dagster.focus.conformance import check_conformance
+from castai_focus_dagster.focus.rules.common import combine_results
 from castai_focus_dagster.storage.keys import manifest_key
 from castai_focus_dagster.storage.object_store import ObjectStore
 from castai_focus_dagster.storage.serialize import iter_focus_batches

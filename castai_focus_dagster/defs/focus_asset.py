@@ -24,14 +24,16 @@ from castai_focus_dagster.defs.asset_factory import (
 )
 from castai_focus_dagster.defs.daily import DailyValues
 from castai_focus_dagster.defs.finops import CostBreakdown
-from castai_focus_dagster.defs.publication import FocusDay, encode_focus_day
 from castai_focus_dagster.defs.resources import FocusStorageResource
 from castai_focus_dagster.defs.schedules import schedule_freshness_policy
 from castai_focus_dagster.defs.split_batches import split_batches
 from castai_focus_dagster.focus.audit import AuditReport, audited_ahead
-from castai_focus_dagster.focus.source import PreparedWorkloads
-from castai_focus_dagster.focus.transform import FocusOptions, is_anywhere, prepare_workloads, to_focus
+from castai_focus_dagster.focus.clusters import is_anywhere
+from castai_focus_dagster.focus.options import FocusOptions
+from castai_focus_dagster.focus.source import PreparedWorkloads, prepare_workloads
+from castai_focus_dagster.focus.transform import to_focus
 from castai_focus_dagster.focus.windows import DayWindow, day_window
+from castai_focus_dagster.storage.focus_day import FocusDay, encode_focus_day
 from castai_focus_dagster.storage.intermediates import WorkloadCostsDay, stored_input_warnings
 
 

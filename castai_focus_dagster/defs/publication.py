@@ -15,15 +15,11 @@ from castai_focus_dagster.settings import Settings
 from castai_focus_dagster.storage.focus_day import (
     PREVIEW_ROWS,
     FocusDay,
-    decode_check,
-    encode_focus_day,
     publish_day,
 )
 from castai_focus_dagster.storage.object_store import ObjectStore
 from castai_focus_dagster.storage.publication_guard import ChangeKind
 
-# FocusDay, encode_focus_day and decode_check are imported from here by the assets and tests.
-__all__ = ["FocusDay", "PublishedDay", "decode_check", "encode_focus_day", "publish_focus_day"]
 PREVIEW_COLUMNS = (
     "ChargePeriodStart",
     "SubAccountName",

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from castai_focus_dagster.focus.conformance import RuleResult, check_conformance, combine_results
+from castai_focus_dagster.focus.conformance import check_conformance
+from castai_focus_dagster.focus.rules.common import RuleResult, combine_results
 from castai_focus_dagster.focus.rules.conservation import (
     check_castai_consistency,
     conservation,

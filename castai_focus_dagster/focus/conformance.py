@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from castai_focus_dagster.focus.rules.common import Rule, RuleResult, columns_of, combine_results, outcome
+from castai_focus_dagster.focus.rules.common import Rule, RuleResult, columns_of, outcome
 from castai_focus_dagster.focus.rules.pricing import (
     NULL_PAIRS,
     UNIT_PRICE_COLUMNS,
@@ -35,10 +35,6 @@ from castai_focus_dagster.focus.rules.values import (
     service_pair,
 )
 from castai_focus_dagster.focus.schema import FOCUS_COLUMNS, FOCUS_SCHEMA, schema_problems
-
-# An old import path defs/checks.py and focus/audit.py still use; the name is defined in
-# focus/rules/common.py, where every other module imports it from.
-__all__ = ["combine_results"]
 
 
 def check_conformance(table: pa.Table) -> list[RuleResult]:

@@ -17,16 +17,12 @@ from castai_focus_dagster.castai.discounts import PricingStats
 from castai_focus_dagster.castai.models import Cluster, EnrichmentContext
 from castai_focus_dagster.castai.units import MICROS_PER_SECOND
 from castai_focus_dagster.focus.charges import CHARGES, per_charge
-from castai_focus_dagster.focus.clusters import ClusterInfo, is_anywhere
+from castai_focus_dagster.focus.clusters import ClusterInfo
 from castai_focus_dagster.focus.options import FocusOptions
 from castai_focus_dagster.focus.prices import unit_prices
 from castai_focus_dagster.focus.schema import FOCUS_COLUMNS, FOCUS_CONSTANTS, FOCUS_SCHEMA
-from castai_focus_dagster.focus.source import PreparedWorkloads, WorkloadSource, prepare_workloads, prepared
+from castai_focus_dagster.focus.source import PreparedWorkloads, WorkloadSource, prepared
 from castai_focus_dagster.focus.tags import workload_tags
-
-# Old import paths defs/focus_asset.py still uses; the names are defined in focus/clusters.py and
-# focus/source.py, where every other module imports them from.
-__all__ = ["is_anywhere", "prepare_workloads"]
 
 
 def to_focus(

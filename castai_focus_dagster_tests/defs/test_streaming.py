@@ -16,7 +16,6 @@ import pytest
 
 from castai_focus_dagster.castai.input_warnings import INPUT_WARNINGS_KEY
 from castai_focus_dagster.castai.models import WORKLOAD_COSTS_SCHEMA
-from castai_focus_dagster.defs.publication import decode_check, encode_focus_day
 from castai_focus_dagster.focus.audit import audit_focus, combine_reports
 from castai_focus_dagster.focus.conformance import check_conformance
 from castai_focus_dagster.focus.rules.common import combine_results
@@ -24,6 +23,7 @@ from castai_focus_dagster.focus.schema import FOCUS_SCHEMA
 from castai_focus_dagster.focus.transform import to_focus
 from castai_focus_dagster.focus.windows import DayWindow
 from castai_focus_dagster.storage import serialize
+from castai_focus_dagster.storage.focus_day import decode_check, encode_focus_day
 from castai_focus_dagster.storage.intermediates import (
     WorkloadCostsDay,
     workload_costs_from_file,
