@@ -27,10 +27,10 @@ from castai_focus_dagster.defs.finops import CostBreakdown
 from castai_focus_dagster.defs.resources import FocusStorageResource
 from castai_focus_dagster.defs.schedules import schedule_freshness_policy
 from castai_focus_dagster.defs.split_batches import split_batches
-from castai_focus_dagster.focus.audit import AuditReport, audited_ahead
+from castai_focus_dagster.focus.audit import AuditReport, audit_focus
 from castai_focus_dagster.focus.clusters import is_anywhere
 from castai_focus_dagster.focus.options import FocusOptions
-from castai_focus_dagster.focus.source import PreparedWorkloads, prepare_workloads
+from castai_focus_dagster.focus.source import prepare_workloads
 from castai_focus_dagster.focus.transform import to_focus
 from castai_focus_dagster.focus.windows import DayWindow, day_window
 from castai_focus_dagster.storage.focus_day import FocusDay, encode_focus_day
@@ -140,12 +140,10 @@ def _focus_days(
                     stats,
                 )
                 return
-            yield from audited_ahead(transformed())
-
-        def transformed() -> Iterator[tuple[pa.Table, PreparedWorkloads]]:
             for cluster_workloads in workloads.clusters:
                 batch = prepare_workloads(cluster_workloads)  # prepared once, for transform and audit
-                yield to_focus(batch, clusters, enrichment, options, listing=listing, stats=stats), batch
+                table = to_focus(batch, clusters, enrichment, options, listing=listing, stats=stats)
+                yield table, audit_focus(table, batch)
 
         warnings = stored_input_warnings(workloads)
         window = _window_of(key, workloads, settings.step_seconds)

@@ -6,8 +6,7 @@ rule is local to a row or a workload); `combine_reports` adds the batches' repor
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -63,23 +62,6 @@ def audit_focus(focus: pa.Table, workloads: pa.Table | PreparedWorkloads) -> Aud
         workloads=exported_workloads,
         clusters=pc.count_distinct(focus["x_CastAIClusterId"]).as_py() if focus.num_rows else 0,
     )
-
-
-def audited_ahead(
-    batches: Iterable[tuple[pa.Table, PreparedWorkloads]],
-) -> Iterator[tuple[pa.Table, AuditReport]]:
-    """(FOCUS table, its audit report) per batch of `(table, the prepared workloads it came from)`, in
-    order. Each batch is audited on a background thread while the caller makes the next one (the rules
-    run in pyarrow and numpy, which release the GIL); at most two batches are held beyond the caller's."""
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="focus-audit") as pool:
-        pending: tuple[pa.Table, Future[AuditReport]] | None = None
-        for table, workloads in batches:
-            audit = pool.submit(audit_focus, table, workloads)
-            if pending is not None:
-                yield pending[0], pending[1].result()
-            pending = (table, audit)
-        if pending is not None:
-            yield pending[0], pending[1].result()
 
 
 def combine_reports(reports: Sequence[AuditReport]) -> AuditReport:
