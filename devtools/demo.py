@@ -46,15 +46,12 @@ def local_environment(environ: Mapping[str, str]) -> dict[str, str]:
         env["FOCUS_ENTERPRISE_ID"] = environ.get(
             "FOCUS_ENTERPRISE_ID", SandboxOrg.generate(seed=7).enterprise_id
         )
-        # Absolute: `make dev` runs from DAGSTER_HOME, and must write where the demo wrote.
+        # Absolute: `make dev`'s runs must write where the demo wrote, whatever their working folder.
         env["LOCAL_OUTPUT_DIR"] = environ.get("LOCAL_OUTPUT_DIR", str(Path("data").resolve()))
     return env
 
 
 def main() -> int:
-    if sys.argv[1:] == ["--env"]:  # `make dev`: the same settings, as NAME=value lines for `env`
-        print("\n".join(f"{k}={v}" for k, v in local_environment(os.environ).items()))
-        return 0
     os.environ.update(local_environment(os.environ))
     home = Path(os.environ["DAGSTER_HOME"])
     home.mkdir(parents=True, exist_ok=True)
