@@ -49,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     services = [
         subprocess.Popen([*command, *workspace], cwd=REPO, env=env, process_group=0) for command in commands
     ]
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored
     signal.signal(signal.SIGTERM, lambda *_: _raise_interrupt())
     try:
         while all(service.poll() is None for service in services):
