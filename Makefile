@@ -43,14 +43,9 @@ demo: install
 	@mkdir -p $(DAGSTER_HOME)
 	$(BIN)/python -m devtools.demo
 
-## make dev: the Dagster UI (webserver + daemon) on the embedded defaults.
+## make dev: the Dagster UI (webserver + daemon) on the embedded defaults; DEV_ARGS="--port 3001" to move it.
 dev: install
-	@mkdir -p $(DAGSTER_HOME)
-	@cp -n dagster.yaml $(DAGSTER_HOME)/dagster.yaml 2>/dev/null || true
-	@# The demo's settings (devtools/demo.py: local_environment), so a day restated here keeps its bytes.
-	@# Started inside DAGSTER_HOME: Dagster then reads the instance there, not the template in this folder.
-	env $$($(BIN)/python -m devtools.demo --env) sh -c 'cd "$$DAGSTER_HOME" && exec "$(CURDIR)/$(BIN)/dagster" dev -w "$(CURDIR)/workspace.yaml"'
-
+	$(BIN)/python -m devtools.dev $(DEV_ARGS)
 
 ## make bench: speed and memory figures (benchmarks/results.json, docs/performance.md).
 bench: install

@@ -12,6 +12,7 @@ import re
 import shutil
 import time
 from collections.abc import Iterator
+from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 
 from castai_focus_dagster_tests.dagster_dev import (
+    REPO,
     DagsterDev,
     DagsterDevError,
     dagster_dev,
@@ -145,3 +147,42 @@ def test_one_day_and_a_backfill_clicked_in_the_ui(
 
     assert sorted(metadata) == sorted([one, *history])
     assert all(day["day_status"] == "complete" for day in metadata.values()), metadata
+
+
+@pytest.mark.timeout(300)
+def test_the_demo_run_shows_in_the_overview_timeline(
+    exporter_env: Path, tmp_path: Path, browser_page: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make demo`'s run path on the instance, then the UI on it: the run sits in the export job's row."""
+    import dagster as dg
+    from playwright.sync_api import TimeoutError as playwright_timeout
+
+    from devtools.demo import run_export
+
+    page = browser_page
+    errors = UIErrors(page)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    (day,) = complete_days(1)
+    with dg.DagsterInstance.get() as instance:
+        assert run_export(instance, day, day)
+        (demo_run,) = instance.get_runs()
+
+    with dagster_dev(home, os.environ) as dev:
+        wait_for_code_location(dev)
+        dev.query("mutation { setNuxSeen }")
+        page.goto(dev.url + "/overview/activity/timeline", wait_until="networkidle")
+        # The row of focus_export_job (its name links to the job page), not "Jobless asset materializations".
+        job_link = page.locator('a[href="/locations/castai_focus_dagster/jobs/focus_export_job"]')
+        row = page.locator("[class*=timelineRowContainer]").filter(has=job_link)
+        row.first.wait_for(timeout=60_000)
+        run_link = page.locator(f'a[href="/runs/{demo_run.run_id}"]')
+        for chunk in row.first.locator(".chunk-popover-target").all():  # hovering a run shows its link
+            chunk.hover()
+            with suppress(playwright_timeout):
+                run_link.wait_for(timeout=5_000)
+                break
+        assert run_link.count(), f"run {demo_run.run_id} not in the timeline's focus_export_job row"
+        errors.assert_none()
