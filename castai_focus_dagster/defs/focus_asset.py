@@ -5,7 +5,9 @@ and encoder: memory holds a few clusters, never the organisation's day. Every cl
 the IO manager publishes the day: a failing audit raises and nothing replaces the published object.
 """
 
-from collections.abc import Iterator
+import functools
+import os
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,18 +37,29 @@ from castai_focus_dagster.focus.transform import to_focus
 from castai_focus_dagster.focus.windows import DayWindow, day_window
 from castai_focus_dagster.storage.focus_day import FocusDay, encode_focus_day
 from castai_focus_dagster.storage.intermediates import WorkloadCostsDay, stored_input_warnings
+from castai_focus_dagster.storage.keys import DATA_FORMATS
 
 
 def focus_asset(*, split: bool) -> dg.AssetsDefinition:
-    """focus_cost_and_usage for one allocation mode: only split mode reads the cluster cost reports."""
-    return _SPLIT if split else _WORKLOAD
+    """focus_cost_and_usage for one allocation mode (only split mode reads the cluster cost reports),
+    tagged with the format and destination the environment configures when the code location loads."""
+    return _define(split=split, kinds=frozenset(published_kinds()))
 
 
-def _define(*, split: bool) -> dg.AssetsDefinition:
+def published_kinds(environ: Mapping[str, str] | None = None) -> set[str]:
+    """The UI's kind tags of the published asset: its format and where it goes (`s3`, or `file` for
+    the local folder), as the settings will read them; read when the code location loads."""
+    env = os.environ if environ is None else environ
+    fmt = env.get("S3_FORMAT", "").strip().lower()
+    return {fmt if fmt in DATA_FORMATS else "parquet", "s3" if env.get("S3_BUCKET", "").strip() else "file"}
+
+
+@functools.cache  # one definition per (mode, kinds): a reload with the same settings reuses it
+def _define(*, split: bool, kinds: frozenset[str]) -> dg.AssetsDefinition:
     publish = daily_asset(
         name=FOCUS_ASSET_KEY.path[-1],
         group_name="focus",
-        kinds={"parquet", "s3"},
+        kinds=set(kinds),
         description=(
             "FOCUS 1.3 Cost and Usage rows, published as Hive-partitioned Parquet/CSV "
             "(version=focus-1.3/year=/month=/day=) after a conformance and conservation audit."
@@ -98,11 +111,6 @@ def _define(*, split: bool) -> dg.AssetsDefinition:
         )
 
     return publish(workload_allocation)
-
-
-# Both built once, when the package is imported (as every other asset is), not on each reload.
-_WORKLOAD = _define(split=False)
-_SPLIT = _define(split=True)
 
 
 def _focus_days(

@@ -689,3 +689,21 @@ def test_a_go_exporter_hour_zero_object_needs_the_operators_choice(
     assert any(key in m and "Go exporter" in m for m in messages)
     materialization = result.asset_materializations_for_node("focus_cost_and_usage")[0]
     assert materialization.metadata["legacy_hourly_objects"].value == {"deleted": [key]}
+
+
+@pytest.mark.parametrize(
+    ("environment", "kinds"),
+    [
+        ({}, {"parquet", "file"}),
+        ({"S3_BUCKET": "team-finops", "S3_FORMAT": "CSV"}, {"csv", "s3"}),
+    ],
+)
+def test_the_published_asset_is_tagged_with_its_format_and_destination(
+    monkeypatch: pytest.MonkeyPatch, environment: dict[str, str], kinds: set[str]
+) -> None:
+    for name in ("S3_BUCKET", "S3_FORMAT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    graph = load_defs().resolve_asset_graph()
+    assert graph.get(PUBLISHED_ASSET_KEY).kinds == kinds
