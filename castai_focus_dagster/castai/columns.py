@@ -19,7 +19,7 @@ import msgspec
 import numpy as np
 import pyarrow as pa
 
-TIMESTAMP = pa.timestamp("us", tz="UTC")
+_TIMESTAMP = pa.timestamp("us", tz="UTC")
 _timestamp_of = operator.attrgetter("timestamp")
 
 
@@ -32,10 +32,6 @@ class MetricColumns:
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.values[self.names.index(name)]
-
-    @property
-    def rows(self) -> int:
-        return int(self.values.shape[1])
 
 
 @functools.cache
@@ -57,5 +53,5 @@ def bucket_columns(
         itertools.chain.from_iterable(map(_fields_of(struct, names), buckets)), np.float64, count=n * width
     )
     values = np.ascontiguousarray(flat.reshape(n, width).T)
-    timestamps = pa.array(list(map(_timestamp_of, buckets)), type=TIMESTAMP)
+    timestamps = pa.array(list(map(_timestamp_of, buckets)), type=_TIMESTAMP)
     return timestamps, MetricColumns(names, values)
