@@ -6,14 +6,13 @@ manifest, keep one schema and show no unexplained cost jump. Each check is parti
 and records one evaluation per day, in a one-day run and in every day of a range.
 """
 
-import hashlib
 import json
-import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, BinaryIO
 
 import dagster as dg
 import pyarrow.compute as pc
@@ -37,6 +36,7 @@ from castai_focus_dagster.focus.conformance import check_conformance
 from castai_focus_dagster.focus.rules.common import combine_results
 from castai_focus_dagster.storage.keys import manifest_key
 from castai_focus_dagster.storage.object_store import ObjectStore
+from castai_focus_dagster.storage.payload import payload_sha256, payload_size
 from castai_focus_dagster.storage.serialize import iter_focus_batches
 
 TOTAL_TOLERANCE = 1e-6
@@ -83,15 +83,14 @@ def settled(judge: Callable[[str], DayVerdict]) -> Callable[[str], DayVerdict]:
     return judge_settled
 
 
-def _fetch_listed(store: ObjectStore, item: dict[str, Any], sink: Any) -> None:
-    """The listed object into `sink` (rewound), or `Republished` when it is not the one the manifest lists."""
-    store.get_file(item["key"], sink)
-    size = sink.tell()
-    sink.seek(0)
-    digest = hashlib.file_digest(sink, "sha256").hexdigest()
-    sink.seek(0)
-    if digest != item["sha256"] or size != item["bytes"]:
-        raise Republished(f"{item['key']} differs from its manifest entry")
+@contextmanager
+def _open_listed(store: ObjectStore, item: dict[str, Any]) -> Iterator[BinaryIO]:
+    """The listed object as an open file (rewound), or `Republished` when it is not the one the manifest
+    lists."""
+    with store.open_file(item["key"]) as data:
+        if payload_size(data) != item["bytes"] or payload_sha256(data) != item["sha256"]:
+            raise Republished(f"{item['key']} differs from its manifest entry")
+        yield data
 
 
 def _checked_materialization(
@@ -164,12 +163,12 @@ def focus_manifest_consistency(
             return DayVerdict(False, {"problems": dg.MetadataValue.json(["no manifest"])}, "no manifest")
         problems: list[str] = []
         for item in manifest["files"]:
-            # Through a temporary file: a day of a large organisation is hundreds of MB.
-            with tempfile.TemporaryFile() as data:
-                try:
-                    _fetch_listed(storage.store, item, data)
-                except KeyError:
-                    problems.append(f"{item['key']} is listed but missing")
+            # Hashed from a file, never in memory: a day of a large organisation is hundreds of MB.
+            try:
+                with _open_listed(storage.store, item):
+                    pass
+            except KeyError:
+                problems.append(f"{item['key']} is listed but missing")
         return DayVerdict(
             not problems,
             {"objects": len(manifest["files"]), "problems": dg.MetadataValue.json(problems)},
@@ -209,9 +208,8 @@ def published_conformance(store: ObjectStore, prefix: str, default_format: str, 
     fmt = manifest.get("format", default_format)
     for item in manifest["files"]:
         item_rows, billed, results = 0, 0.0, []
-        # Row group by row group from a temporary file: memory holds one batch, not the day.
-        with tempfile.TemporaryFile() as data:
-            _fetch_listed(store, item, data)  # Republished unless these are the listed bytes
+        # Row group by row group from a file: memory holds one batch, not the day.
+        with _open_listed(store, item) as data:  # Republished unless these are the listed bytes
             for batch in iter_focus_batches(data, fmt, None if audited is None else ["BilledCost"]):
                 item_rows += batch.num_rows
                 billed += float(pc.sum(batch["BilledCost"]).as_py() or 0.0)
@@ -347,9 +345,7 @@ def _data_batches(store: ObjectStore, manifest: dict[str, Any]) -> Iterator[Any]
     for item in manifest["files"]:
         if item.get("role", "data") != "data":
             continue
-        with tempfile.TemporaryFile() as data:
-            store.get_file(item["key"], data)
-            data.seek(0)
+        with store.open_file(item["key"]) as data:
             yield from iter_focus_batches(data, manifest["format"], MOVER_COLUMNS)
 
 

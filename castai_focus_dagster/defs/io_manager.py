@@ -116,16 +116,14 @@ class IntermediatesIOManager(dg.ConfigurableIOManager):
         def load(key: str) -> Any:
             object_key = internal_key(prefix, name, _day(key), codec.ext)
             # Read lazily by the codec (workload costs: one cluster at a time), which closes the file.
-            source = tempfile.TemporaryFile(prefix="castai-focus-")  # noqa: SIM115
             try:
-                store.get_file(object_key, source)
-                source.seek(0)
-                return codec.load(source)
+                source = store.open_file(object_key)
             except KeyError as exc:
-                source.close()
                 raise dg.Failure(
                     f"{name} for {key} is not stored at {store.describe(object_key)}: materialise it first"
                 ) from exc
+            try:
+                return codec.load(source)
             except BaseException:
                 source.close()
                 raise

@@ -7,6 +7,7 @@ batch, not the day.
 from __future__ import annotations
 
 import io
+import math
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -133,13 +134,25 @@ def _add_cluster_totals(totals: dict[str, tuple[int, float]], table: pa.Table) -
         totals[cid] = (before_rows + int(rows), before_cost + float(cost or 0.0))
 
 
-def decode_check(data: Payload, fmt: str, expected_rows: int) -> None:
-    """Audit of the staged bytes themselves: they parse back (batch by batch, as the FOCUS reader reads
-    them) to the FOCUS schema with the expected rows."""
+def decode_check(data: Payload, fmt: str, expected_rows: int, expected_billed: float) -> None:
+    """Audit of the staged bytes themselves, before they are published: they parse back with the FOCUS
+    reader to exactly the FOCUS schema, with the expected rows, and their BilledCost column decodes to
+    the audited total.
+
+    The caller has already matched their SHA-256 to the encoded bytes, so this checks the encoding, not
+    the transport. Parquet decodes only BilledCost (the schema and row counts come from the footer), a
+    tenth of a full decode; CSV parses every field (its layout is by row).
+    """
     source = io.BytesIO(data) if isinstance(data, bytes) else data
-    rows = sum(batch.num_rows for batch in iter_focus_batches(source, fmt))
+    rows, billed = 0, 0.0
+    for batch in iter_focus_batches(source, fmt, ["BilledCost"]):
+        rows += batch.num_rows
+        billed += float(pc.sum(batch["BilledCost"]).as_py() or 0.0)
     if rows != expected_rows:
         raise ValueError(f"staged object holds {rows} rows, expected {expected_rows}")
+    # The two sums differ by summation order only (row groups vs cluster batches).
+    if not math.isclose(billed, expected_billed, rel_tol=1e-9, abs_tol=1e-6):
+        raise ValueError(f"staged object's Σ BilledCost is {billed:.6f}, the audit's {expected_billed:.6f}")
 
 
 def publish_day(
@@ -192,7 +205,9 @@ def publish_day(
         request,
         prefix=settings.s3_prefix,
         ternary_prefix=settings.ternary_path_prefix if settings.ternary_enabled else None,
-        audit=lambda staged: decode_check(staged, fmt, day.row_count),
+        audit=lambda staged: decode_check(
+            staged, fmt, day.row_count, day.audit.totals.get("BilledCost", 0.0)
+        ),
         delete_legacy_hourly=settings.delete_legacy_hourly_objects,
         allow_changes=allow_changes,
     )

@@ -8,6 +8,7 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -165,6 +166,14 @@ class LocalObjectStore:
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise ObjectNotFound(f"no object at {path}") from None
 
+    def open_file(self, key: str) -> BinaryIO:
+        # Objects are replaced, never rewritten in place: the open file stays the version it opened.
+        path = self._path(key)
+        try:
+            return path.open("rb")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise ObjectNotFound(f"no object at {path}") from None
+
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
@@ -200,7 +209,30 @@ class LocalObjectStore:
             parent = parent.parent
 
     def copy(self, src: str, dst: str) -> None:
-        self._write(self._path(dst), lambda handle: self.get_file(src, handle))
+        """A hard link where the file system has them, else a byte copy: either way atomic.
+
+        Linking is sound because no object is ever changed in place (every put replaces its file), so
+        the two keys can share the file; publishing a day's copies then costs no I/O.
+        """
+        source, target = self._path(src), self._path(dst)
+        if not source.is_file():
+            raise ObjectNotFound(f"no object at {source}")
+        try:
+            self._link(source, target)
+        except OSError:  # no hard links here (another device, FAT, some network file systems)
+            self._write(target, lambda handle: self.get_file(src, handle))
+
+    def _link(self, source: Path, target: Path) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.tmp_dir / f"{target.name}.{uuid.uuid4().hex}{_TMP_SUFFIX}"
+        os.link(source, tmp)
+        try:
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(target.parent)
 
     def describe(self, key: str) -> str:
         return str(self._path(key))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import BinaryIO
@@ -42,11 +41,9 @@ def upload(store: ObjectStore, key: str, data: Payload, content_type: str) -> No
 
 @contextmanager
 def read_back(store: ObjectStore, key: str, like: Payload) -> Iterator[Payload]:
-    """The stored object as the same kind of payload as the uploaded one (a file: a temporary one)."""
+    """The stored object as the same kind of payload as the uploaded one (a file: `store.open_file`)."""
     if isinstance(like, bytes):
         yield store.get(key)
         return
-    with tempfile.TemporaryFile() as staged:
-        store.get_file(key, staged)
-        staged.seek(0)
+    with store.open_file(key) as staged:
         yield staged

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -141,6 +142,16 @@ class S3ObjectStore:
     def get_file(self, key: str, sink: BinaryIO) -> None:
         with self._errors("GetObject", key, missing=self._missing(key)):
             self.client.download_fileobj(self.bucket, key, sink, Config=_S3_TRANSFER)
+
+    def open_file(self, key: str) -> BinaryIO:
+        local = tempfile.TemporaryFile(prefix="castai-focus-")  # noqa: SIM115  (the caller closes it)
+        try:
+            self.get_file(key, local)
+        except BaseException:
+            local.close()
+            raise
+        local.seek(0)
+        return local
 
     def _head(self, key: str) -> dict[str, Any] | None:
         """HeadObject's answer, None when the object does not exist."""

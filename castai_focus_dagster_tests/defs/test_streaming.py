@@ -129,19 +129,24 @@ def test_the_streaming_writer_refuses_a_drifted_schema(org: SyntheticOrg) -> Non
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
-def test_batches_read_back_equal_the_object_and_decode_check_counts_rows(
+def test_batches_read_back_equal_the_object_and_decode_check_counts_rows_and_cost(
     org: SyntheticOrg, fmt: DataFormat
 ) -> None:
     data, rows = encode(org, per_cluster(org.hourly), fmt=fmt)
     back = pa.concat_tables(serialize.iter_focus_batches(io.BytesIO(data), fmt))
     assert back.equals(serialize.read_focus_bytes(data, fmt)) and back.num_rows == rows
+    billed = pc.sum(back["BilledCost"]).as_py()
+    assert billed > 1
     with tempfile.TemporaryFile() as staged:
         staged.write(data)
         staged.seek(0)
-        decode_check(staged, fmt, rows)  # a file payload, as publication stages it
+        decode_check(staged, fmt, rows, billed)  # a file payload, as publication stages it
         staged.seek(0)
         with pytest.raises(ValueError, match=f"holds {rows} rows, expected {rows + 1}"):
-            decode_check(staged, fmt, rows + 1)
+            decode_check(staged, fmt, rows + 1, billed)
+        staged.seek(0)
+        with pytest.raises(ValueError, match="Σ BilledCost"):
+            decode_check(staged, fmt, rows, billed + 0.01)
 
 
 def test_reports_of_cluster_batches_add_up_to_the_whole_day_report(org: SyntheticOrg) -> None:

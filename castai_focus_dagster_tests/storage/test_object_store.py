@@ -85,6 +85,22 @@ def test_copy_makes_an_identical_object_and_missing_source_raises(store: ObjectS
     with pytest.raises(KeyError):
         store.copy("_staging/run/gone.parquet", "final/b.parquet")
     assert not store.exists("final/b.parquet")
+    # The copy is an object of its own: replacing or deleting the source leaves it as it was.
+    store.put("_staging/run/a.parquet", b"replaced", "application/vnd.apache.parquet")
+    assert store.get("final/a.parquet") == payload
+    store.delete("_staging/run/a.parquet")
+    assert store.get("final/a.parquet") == payload
+
+
+def test_open_file_reads_the_object_and_missing_raises(store: ObjectStore) -> None:
+    payload = bytes(range(256)) * 4096  # 1 MiB: more than one transfer chunk
+    store.put("p/day.parquet", payload, "application/vnd.apache.parquet")
+    with store.open_file("p/day.parquet") as data:
+        assert data.read() == payload
+        data.seek(0)
+        assert data.read(3) == payload[:3]
+    with pytest.raises(KeyError):
+        store.open_file("p/gone.parquet")
 
 
 def test_describe(store: ObjectStore, tmp_path: Path) -> None:
@@ -95,6 +111,25 @@ def test_describe(store: ObjectStore, tmp_path: Path) -> None:
 
 
 # Local folder specifics --------------------------------------------------------------------------------
+
+
+def test_local_copy_links_the_file_and_copies_bytes_where_links_fail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = LocalObjectStore(tmp_path / "out")
+    store.put("_staging/a.parquet", b"day", "application/vnd.apache.parquet")
+    store.copy("_staging/a.parquet", "final/a.parquet")
+    staged, final = (tmp_path / "out" / "_staging" / "a.parquet"), (tmp_path / "out" / "final" / "a.parquet")
+    assert final.stat().st_ino == staged.stat().st_ino  # linked: no bytes copied
+
+    def no_links(*_args: Any) -> None:  # a file system without hard links (e.g. another device)
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", no_links)
+    store.copy("_staging/a.parquet", "final/b.parquet")
+    copied = tmp_path / "out" / "final" / "b.parquet"
+    assert copied.read_bytes() == b"day" and copied.stat().st_ino != staged.stat().st_ino
+    assert list((tmp_path / "out" / TMP_DIR).iterdir()) == []
 
 
 def test_local_put_is_atomic_and_leaves_no_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
