@@ -88,7 +88,7 @@ def encode_focus_day(
             for table, report in batches:
                 writer.write(table)
                 reports.append(report)
-                _add_cluster_totals(totals, table)
+                _add_cluster_totals(totals, table, report)
                 if preview.num_rows < PREVIEW_ROWS and table.num_rows:
                     # take() copies: a slice would keep the whole batch alive.
                     head = table.take(pa.array(range(min(PREVIEW_ROWS - preview.num_rows, table.num_rows))))
@@ -115,9 +115,15 @@ def encode_focus_day(
     )
 
 
-def _add_cluster_totals(totals: dict[str, tuple[int, float]], table: pa.Table) -> None:
+def _add_cluster_totals(totals: dict[str, tuple[int, float]], table: pa.Table, report: AuditReport) -> None:
     """Rows and Σ BilledCost per x_CastAIClusterId of one batch, added to `totals` (vectorised)."""
     if not table.num_rows:
+        return
+    clusters = table["x_CastAIClusterId"]
+    if report.clusters == 1 and clusters.null_count == 0:  # one cluster (workload mode): the audit summed it
+        cid = str(clusters[0].as_py())
+        before_rows, before_cost = totals.get(cid, (0, 0.0))
+        totals[cid] = (before_rows + table.num_rows, before_cost + report.totals.get("BilledCost", 0.0))
         return
     grouped = (
         pa.table({"cluster": pc.cast(table["x_CastAIClusterId"], pa.string()), "cost": table["BilledCost"]})

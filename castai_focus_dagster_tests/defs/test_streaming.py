@@ -274,3 +274,38 @@ def test_a_stored_day_without_clusters_reads_back_as_one_empty_table() -> None:
         data.seek(0)
         back = list(workload_costs_from_file(data).clusters)
     assert len(back) == 1 and back[0].num_rows == 0 and back[0].schema.equals(WORKLOAD_COSTS_SCHEMA)
+
+
+@pytest.mark.parametrize("batching", ["per cluster", "whole day"])
+def test_cluster_totals_are_the_rows_and_cost_of_each_cluster_in_the_encoded_object(
+    org: SyntheticOrg, batching: str
+) -> None:
+    options = focus_options()
+    batches = per_cluster(org.hourly) if batching == "per cluster" else [org.hourly]
+    audited = (
+        (t, audit_focus(t, w))
+        for t, w in ((to_focus(w, org.clusters, org.context, options), w) for w in batches)
+    )
+    silent = "cluster-listed-without-rows"
+    day = encode_focus_day(
+        day_window(org), audited, "parquet", enrichment_completeness=1.0, enrichment_missing={},
+        cluster_ids=[*org.clusters, silent],
+    )  # fmt: skip
+    try:
+        day.data.seek(0)
+        table = pq.read_table(day.data, columns=["x_CastAIClusterId", "BilledCost"])
+    finally:
+        day.discard()
+    grouped = table.group_by("x_CastAIClusterId").aggregate([("BilledCost", "sum"), ("BilledCost", "count")])
+    expected = {
+        cid: (rows, cost)
+        for cid, cost, rows in zip(
+            *(grouped[c].to_pylist() for c in ("x_CastAIClusterId", "BilledCost_sum", "BilledCost_count")),
+            strict=True,
+        )
+    }
+    assert len(expected) > 1 and day.cluster_totals is not None
+    assert day.cluster_totals.pop(silent) == (0, 0.0)
+    assert day.cluster_totals.keys() == expected.keys()
+    for cid, (rows, cost) in day.cluster_totals.items():
+        assert rows == expected[cid][0] and cost == pytest.approx(expected[cid][1], rel=1e-12)
