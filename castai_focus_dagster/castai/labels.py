@@ -26,9 +26,8 @@ def labels_json(labels: Sequence[Label]) -> str | None:
     """Canonical JSON object of the workload's labels (sorted keys; a repeated key keeps its last value)."""
     if not labels:
         return None
-    return json.dumps(
-        {label.name: label.value for label in labels},
-        sort_keys=True,
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
+    return _LABELS_ENCODER.encode({label.name: label.value for label in labels})
+
+
+# Built once (json.dumps with options builds an encoder per call): one call per workload and page.
+_LABELS_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"))

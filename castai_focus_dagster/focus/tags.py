@@ -26,12 +26,15 @@ def workload_tags(
     combo = source.cluster_entry.astype(np.int64) * (len(label_texts) + 1) + (label_entry + 1)
     distinct, inverse = np.unique(combo, return_inverse=True)
     values: list[str | None] = []
+    of_cluster: dict[int, dict[str, Any]] = {}  # each cluster's filtered tags, once
     for key in distinct.tolist():
-        cluster = clusters.clusters[key // (len(label_texts) + 1)]
-        label_index = key % (len(label_texts) + 1) - 1
-        labels = allowed_labels(label_texts[label_index] if label_index >= 0 else None, cluster.id, allowlist)
+        entry, label_index = divmod(key, len(label_texts) + 1)
+        cluster = clusters.clusters[entry]
+        if entry not in of_cluster:
+            of_cluster[entry] = cluster_tags(cluster, allowlist)
+        text = label_texts[label_index - 1] if label_index > 0 else None
         # As the original exporter: keys as they are, a workload label wins over a cluster tag.
-        values.append(tags_json(cluster_tags(cluster, allowlist) | labels))
+        values.append(tags_json(of_cluster[entry] | allowed_labels(text, cluster.id, allowlist)))
     return pa.array(values, pa.string()).take(pa.array(inverse.reshape(-1)[row].astype(np.int64)))
 
 
@@ -49,7 +52,11 @@ def allowed_labels(text: str | None, cluster_id: str, allowlist: tuple[str, ...]
 
 def tags_json(tags: Mapping[str, Any]) -> str | None:
     """Key-value JSON as every Tags-like column carries it (sorted keys, compact); null when empty."""
-    return json.dumps(tags, sort_keys=True, ensure_ascii=False, separators=(",", ":")) if tags else None
+    return _TAGS_ENCODER.encode(tags) if tags else None
+
+
+# Built once (json.dumps with options builds an encoder per call): one call per workload and day.
+_TAGS_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
 def parse_labels(text: str | None, cluster_id: str) -> dict[str, Any]:

@@ -44,15 +44,20 @@ def service_pair(table: pa.Table) -> tuple[np.ndarray, str]:
     return ~ok, sample(table, ~ok, ("ServiceCategory", "ServiceSubcategory"))
 
 
-def _key_value_problem(text: str) -> str | None:
-    def unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
-        keys = [k for k, _ in pairs]
-        if len(keys) != len(set(keys)):
-            raise ValueError("duplicate keys")
-        return dict(pairs)
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        raise ValueError("duplicate keys")
+    return value
 
+
+# Built once: json.loads with a hook builds a decoder per call, which costs more than the parse.
+_KEY_VALUE_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys)
+
+
+def _key_value_problem(text: str) -> str | None:
     try:
-        value = json.loads(text, object_pairs_hook=unique_keys)
+        value = _KEY_VALUE_DECODER.decode(text)
     except ValueError as exc:
         return f"not a JSON object with unique keys ({exc})"
     if not isinstance(value, dict):
@@ -111,8 +116,6 @@ def three_capitals(values: pa.ChunkedArray) -> np.ndarray:
             ok &= chunk.is_valid().to_numpy(zero_copy_only=False)
         parts.append(ok)
     return np.concatenate(parts) if parts else np.zeros(0, dtype=bool)
-
-
 
 
 def _blank(values: pa.ChunkedArray) -> np.ndarray:
