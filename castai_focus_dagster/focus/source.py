@@ -49,7 +49,9 @@ def prepare_workloads(workloads: pa.Table) -> PreparedWorkloads:
     sorted_keys = np.column_stack([k[order] for k in keys] + [timestamp[order]])
     first = np.ones(order.size, dtype=bool)
     first[1:] = np.any(sorted_keys[1:] != sorted_keys[:-1], axis=1)
-    table = table.take(pa.array(order[first])).combine_chunks()
+    kept = order[first]
+    if kept.size != order.size or np.any(kept != np.arange(kept.size)):  # usually sorted and unique already
+        table = table.take(pa.array(kept)).combine_chunks()
     # Re-encode the cluster ids so their dictionary holds only clusters that have rows.
     cluster_ids = pc.dictionary_encode(table.column("cluster_id").cast(pa.string()))
     table = table.set_column(0, WORKLOAD_COSTS_SCHEMA.field(0), cluster_ids)

@@ -140,10 +140,11 @@ def charge_columns(
     def instant(micros: np.ndarray) -> pa.Array:
         return pa.array(micros, FOCUS_SCHEMA.field("ChargePeriodStart").type)
 
-    resource_np = np.array([c.resource for c in CHARGES])[charge]
+    resources = np.array([c.resource for c in CHARGES])
 
     def component(name: str) -> pa.Array:
-        return pa.array(billed, pa.float64(), mask=resource_np != name)
+        # A per-charge flag gathered to the rows: no string comparison per row.
+        return pa.array(billed, pa.float64(), mask=(resources != name)[charge])
 
     return {
         "BilledCost": money(billed),
