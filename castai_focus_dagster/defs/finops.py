@@ -49,7 +49,7 @@ def workload_costs(table: pa.Table) -> pa.Table:
                 "cost": pc.cast(table["BilledCost"], pa.float64()),
             }
         )
-        .group_by(["cluster", "namespace", "workload"])
+        .group_by(["cluster", "namespace", "workload"], use_threads=False)
         .aggregate([("cost", "sum")])
     )
     return grouped.rename_columns(["cluster", "namespace", "workload", "cost"])
@@ -59,7 +59,7 @@ def totals_by(grouped: pa.Table, keys: list[str]) -> dict[str, float]:
     """Σ cost per `keys` (joined with "/") of a `workload_costs` table."""
     if not grouped.num_rows:
         return {}
-    by = grouped.group_by(keys).aggregate([("cost", "sum")])
+    by = grouped.group_by(keys, use_threads=False).aggregate([("cost", "sum")])
     labels = by[keys[0]]
     for key in keys[1:]:
         labels = pc.binary_join_element_wise(labels, by[key], "/")

@@ -127,7 +127,7 @@ def _add_cluster_totals(totals: dict[str, tuple[int, float]], table: pa.Table, r
         return
     grouped = (
         pa.table({"cluster": pc.cast(table["x_CastAIClusterId"], pa.string()), "cost": table["BilledCost"]})
-        .group_by("cluster")
+        .group_by("cluster", use_threads=False)
         .aggregate([("cost", "sum"), ("cost", "count")])
     )
     for cid, cost, rows in zip(

@@ -51,7 +51,7 @@ def source_costs_by_workload(workloads: pa.Table | PreparedWorkloads) -> pa.Tabl
         {key: pc.cast(table[key], pa.string()) for key in _WORKLOAD_KEYS}
         | {"cost": pc.multiply(hourly, hours)}
     )
-    return keyed.group_by(list(_WORKLOAD_KEYS)).aggregate([("cost", "sum")])
+    return keyed.group_by(list(_WORKLOAD_KEYS), use_threads=False).aggregate([("cost", "sum")])
 
 
 def check_castai_consistency(workloads: pa.Table | PreparedWorkloads) -> RuleResult:
@@ -87,10 +87,10 @@ def conservation(focus: pa.Table, source: pa.Table) -> tuple[RuleResult, int]:
             }
             | {"billed": focus["BilledCost"], "rows": pa.array(np.ones(focus.num_rows, dtype=np.int64))}
         )
-        .group_by(list(_WORKLOAD_KEYS))
+        .group_by(list(_WORKLOAD_KEYS), use_threads=False)
         .aggregate([("billed", "sum"), ("rows", "sum")])
     )
-    joined = source.join(exported, keys=list(_WORKLOAD_KEYS), join_type="full outer")
+    joined = source.join(exported, keys=list(_WORKLOAD_KEYS), join_type="full outer", use_threads=False)
     src = np.nan_to_num(joined["cost_sum"].to_numpy(zero_copy_only=False).astype(float))
     out = np.nan_to_num(joined["billed_sum"].to_numpy(zero_copy_only=False).astype(float))
     rows = np.nan_to_num(joined["rows_sum"].to_numpy(zero_copy_only=False).astype(float))
@@ -125,10 +125,12 @@ def check_split_conservation(focus: pa.Table, cluster_costs: Mapping[str, pa.Tab
                 "rows": pa.array(np.ones(focus.num_rows, dtype=np.int64)),
             }
         )
-        .group_by(["cluster", "end"])
+        .group_by(["cluster", "end"], use_threads=False)
         .aggregate([("billed", "sum"), ("unreported", "sum"), ("hours", "max"), ("rows", "sum")])
     )
-    joined = _report_rates(cluster_costs).join(exported, keys=["cluster", "end"], join_type="full outer")
+    joined = _report_rates(cluster_costs).join(
+        exported, keys=["cluster", "end"], join_type="full outer", use_threads=False
+    )
 
     def values(name: str) -> np.ndarray:
         return np.nan_to_num(joined.column(name).to_numpy(zero_copy_only=False).astype(np.float64))
