@@ -94,6 +94,14 @@ def currency_codes(table: pa.Table) -> tuple[np.ndarray, str]:
     return failing, sample(table, failing, ("BillingCurrency", "PricingCurrency"))
 
 
+def string_buffers(chunk: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """A string array's offsets (len + 1, into `data`) and UTF-8 bytes, as numpy views of its buffers."""
+    _validity, offsets_buffer, data_buffer = chunk.buffers()
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int32)[chunk.offset : chunk.offset + len(chunk) + 1]
+    data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer else np.zeros(0, dtype=np.uint8)
+    return offsets, data
+
+
 def three_capitals(values: pa.ChunkedArray) -> np.ndarray:
     """Rows holding exactly three ASCII capitals, `^[A-Z]{3}$` (null: False).
 
@@ -105,9 +113,7 @@ def three_capitals(values: pa.ChunkedArray) -> np.ndarray:
         if chunk.null_count == len(chunk):
             parts.append(np.zeros(len(chunk), dtype=bool))
             continue
-        _validity, offsets_buffer, data_buffer = chunk.buffers()
-        offsets = np.frombuffer(offsets_buffer, dtype=np.int32)[chunk.offset : chunk.offset + len(chunk) + 1]
-        data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer else np.zeros(0, dtype=np.uint8)
+        offsets, data = string_buffers(chunk)
         capitals = np.zeros(data.size + 1, dtype=np.int64)
         np.cumsum((data - np.uint8(ord("A"))) < 26, out=capitals[1:])  # uint8 wraps below "A"
         starts, ends = offsets[:-1], offsets[1:]
@@ -131,9 +137,7 @@ def _blank(values: pa.ChunkedArray) -> np.ndarray:
         if chunk.null_count == len(chunk):  # all null (a null constant column): nothing to read
             parts.append(blank)
             continue
-        _validity, offsets_buffer, data_buffer = chunk.buffers()
-        offsets = np.frombuffer(offsets_buffer, dtype=np.int32)[chunk.offset : chunk.offset + len(chunk) + 1]
-        data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer else np.zeros(0, dtype=np.uint8)
+        offsets, data = string_buffers(chunk)
         data = data if data.size else np.zeros(1, dtype=np.uint8)  # only empty strings: none to read
         # uint8 arithmetic wraps: lead - 0x21 < 0x5E exactly for the printable ASCII bytes 0x21..0x7E.
         lead = np.take(data, offsets[:-1], mode="clip") - np.uint8(0x21)
