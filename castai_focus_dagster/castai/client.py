@@ -191,6 +191,7 @@ class CastAIClient(OrganizationEndpoints):
             self._session.decoded(WORKLOAD_COSTS, cluster_id, assembler.add, page.items)
             assembler.expect_count(page.count)
             assembler.note_no_data_reason(page.no_data_reason)
+            del page  # not held while the next page waits for its request
         table = self._session.decoded(WORKLOAD_COSTS, cluster_id, assembler.table)
         if assembler.single_last_bucket():
             probe_coarser_bucket(
