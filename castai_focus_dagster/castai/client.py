@@ -191,6 +191,7 @@ class CastAIClient(OrganizationEndpoints):
             self._session.decoded(WORKLOAD_COSTS, cluster_id, assembler.add, page.items)
             assembler.expect_count(page.count)
             assembler.note_no_data_reason(page.no_data_reason)
+            del page  # not held while the next page waits for its request
         table = self._session.decoded(WORKLOAD_COSTS, cluster_id, assembler.table)
         if assembler.single_last_bucket():
             probe_coarser_bucket(
@@ -219,7 +220,7 @@ class CastAIClient(OrganizationEndpoints):
         is bounded by that many clusters, not by the organization. The first failure is raised
         when its cluster's turn comes; fetches not yet started are cancelled.
         """
-        fetch = functools.partial(
+        costs = functools.partial(
             self.workload_costs,
             start=start,
             end=end,
@@ -228,6 +229,16 @@ class CastAIClient(OrganizationEndpoints):
             include_namespaces=include_namespaces,
             exclude_namespaces=exclude_namespaces,
         )
+
+        def fetch(cluster_id: str) -> pa.Table:
+            try:
+                return costs(cluster_id)
+            finally:
+                # Arrow's allocator (mimalloc) keeps freed pages in the heap of the thread that
+                # allocated them, returned only when that thread collects: without this, every fetch
+                # thread would hold its own high-water mark, and memory grow with the threads in use.
+                pa.default_memory_pool().release_unused()
+
         return in_input_order(fetch, cluster_ids, self._max_concurrency, thread_name_prefix="castai")
 
     def workload_label_names(self, start: datetime, end: datetime, cluster_ids: Sequence[str]) -> list[str]:

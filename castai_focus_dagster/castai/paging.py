@@ -34,6 +34,7 @@ def paginate(
         page, cursor = session.decoded(endpoint, cluster_id, decode_page, body)
         del body
         yield page
+        del page
         if not cursor:
             return
         if cursor in seen:

@@ -150,15 +150,22 @@ class ApiSession:
         json_body: bytes | None = None,
     ) -> bytes:
         self._bucket.acquire()
+        method = "GET" if json_body is None else "POST"
+        headers = None if json_body is None else {"Content-Type": "application/json"}
+        request = self.http.build_request(
+            method, path, params=list(params), headers=headers, content=json_body
+        )
         with request_deadline(self._timeout):
-            if json_body is None:
-                response = self.http.get(path, params=list(params))
-            else:
-                headers = {"Content-Type": "application/json"}
-                response = self.http.post(path, params=list(params), headers=headers, content=json_body)
+            response = self.http.send(request, stream=True)
+            try:
+                # Joined here, never cached on the response: httpx keeps a response and its stream in
+                # a reference cycle, so a cached body (MBs a page) would live until the cyclic GC runs.
+                body = b"".join(response.iter_bytes())
+            finally:
+                response.close()
         if response.is_success:
-            return response.content
-        message, field = error_message(response.content)
+            return body
+        message, field = error_message(body)
         detail = self.clean(message)
         if response.status_code in RETRYABLE_STATUSES:
             raise RetryableResponse(
