@@ -13,13 +13,16 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import dagster as dg
 import pytest
 
 from castai_focus_dagster.castai.sandbox import SandboxOrg, SandboxServer
 from castai_focus_dagster.defs import checks
+from castai_focus_dagster.storage.object_store import ObjectStore
 from castai_focus_dagster_tests.reliability.harness import DAY, run_day, sandbox_environment
 
 SECOND_DAY = "2026-11-02"
@@ -57,11 +60,12 @@ def test_a_day_republished_during_its_check_is_judged_on_the_new_state(
     with dg.instance_for_test() as instance:
         assert run_day(instance, SECOND_DAY).success
         other_manifest, other_data = _published(root, SECOND_DAY)
-        fetch = checks._fetch_listed
+        open_listed = checks._open_listed
         waits: list[float] = []
         replacement: dict[str, object] = {}
 
-        def fetch_while_run_b_republishes(store: object, item: dict[str, object], sink: object) -> None:
+        @contextmanager
+        def open_while_run_b_republishes(store: ObjectStore, item: dict[str, Any]) -> Iterator[BinaryIO]:
             """Before the check's first read, "run B" replaces the object: same key, another valid day's
             bytes, its manifest not written yet (the window between B's data and B's manifest)."""
             if not replacement:
@@ -69,8 +73,10 @@ def test_a_day_republished_during_its_check_is_judged_on_the_new_state(
                 replacement.update(json.loads(other_manifest.read_text()))
                 replacement["files"][0]["key"] = item["key"]  # type: ignore[index]
                 replacement["manifest_path"] = str(manifest)
+                data.unlink()  # replaced as a publisher replaces it: a new file under the same key
                 shutil.copyfile(other_data, data)
-            fetch(store, item, sink)  # type: ignore[arg-type]
+            with open_listed(store, item) as opened:
+                yield opened
 
         def wait(seconds: float) -> None:
             if manifest_catches_up and not waits:  # run B's manifest lands while the check waits
@@ -78,7 +84,7 @@ def test_a_day_republished_during_its_check_is_judged_on_the_new_state(
                 Path(str(replacement["manifest_path"])).write_text(json.dumps(document))
             waits.append(seconds)
 
-        monkeypatch.setattr(checks, "_fetch_listed", fetch_while_run_b_republishes)
+        monkeypatch.setattr(checks, "_open_listed", open_while_run_b_republishes)
         monkeypatch.setattr(checks, "_settle_wait", wait)
         outcome = run_day(instance, DAY)
 
