@@ -121,21 +121,22 @@ def _add_cluster_totals(totals: dict[str, tuple[int, float]], table: pa.Table, r
         return
     clusters = table["x_CastAIClusterId"]
     if report.clusters == 1 and clusters.null_count == 0:  # one cluster (workload mode): the audit summed it
-        cid = str(clusters[0].as_py())
-        before_rows, before_cost = totals.get(cid, (0, 0.0))
-        totals[cid] = (before_rows + table.num_rows, before_cost + report.totals.get("BilledCost", 0.0))
-        return
-    grouped = (
-        pa.table({"cluster": pc.cast(table["x_CastAIClusterId"], pa.string()), "cost": table["BilledCost"]})
-        .group_by("cluster", use_threads=False)
-        .aggregate([("cost", "sum"), ("cost", "count")])
-    )
-    for cid, cost, rows in zip(
-        grouped["cluster"].to_pylist(),
-        grouped["cost_sum"].to_pylist(),
-        grouped["cost_count"].to_pylist(),
-        strict=True,
-    ):
+        per_cluster = [(clusters[0].as_py(), report.totals.get("BilledCost", 0.0), table.num_rows)]
+    else:
+        grouped = (
+            pa.table({"cluster": pc.cast(clusters, pa.string()), "cost": table["BilledCost"]})
+            .group_by("cluster", use_threads=False)
+            .aggregate([("cost", "sum"), ("cost", "count")])
+        )
+        per_cluster = list(
+            zip(
+                grouped["cluster"].to_pylist(),
+                grouped["cost_sum"].to_pylist(),
+                grouped["cost_count"].to_pylist(),
+                strict=True,
+            )
+        )
+    for cid, cost, rows in per_cluster:
         before_rows, before_cost = totals.get(cid, (0, 0.0))
         totals[cid] = (before_rows + int(rows), before_cost + float(cost or 0.0))
 
@@ -146,8 +147,8 @@ def decode_check(data: Payload, fmt: str, expected_rows: int, expected_billed: f
     the audited total.
 
     The caller has already matched their SHA-256 to the encoded bytes, so this checks the encoding, not
-    the transport. Parquet decodes only BilledCost (the schema and row counts come from the footer), a
-    tenth of a full decode; CSV parses every field (its layout is by row).
+    the transport. Parquet decodes only BilledCost (the schema and row counts come from the footer);
+    CSV parses every field (its layout is by row).
     """
     source = io.BytesIO(data) if isinstance(data, bytes) else data
     rows, billed = 0, 0.0

@@ -86,8 +86,7 @@ def key_value_format(table: pa.Table) -> tuple[np.ndarray, str]:
 def currency_codes(table: pa.Table) -> tuple[np.ndarray, str]:
     failing = np.zeros(table.num_rows, dtype=bool)
     for name in ("BillingCurrency", "PricingCurrency"):
-        column = table.column(name)
-        ok = three_capitals(column)
+        ok = three_capitals(table.column(name))
         if name == "PricingCurrency":  # nullable
             ok |= ~valid(table, name)
         failing |= ~ok
@@ -106,7 +105,7 @@ def three_capitals(values: pa.ChunkedArray) -> np.ndarray:
     """Rows holding exactly three ASCII capitals, `^[A-Z]{3}$` (null: False).
 
     Read from the Arrow buffers (lengths from the offsets, capitals counted by a running sum over the
-    bytes): a tenth of the regular expression's time on a day's millions of rows.
+    bytes) instead of running a regular expression over a day's millions of rows.
     """
     parts = []
     for chunk in values.chunks:
