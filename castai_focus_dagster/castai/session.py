@@ -4,6 +4,7 @@ every failure becomes a `CastAIError`; server text is redacted, one line and tru
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -35,7 +36,12 @@ T = TypeVar("T")
 
 
 class ApiSession:
-    """Thread-safe: one connection pool, one token bucket, shared by every client thread."""
+    """Thread-safe: one connection pool, one token bucket, shared by every client thread.
+
+    Decoding is serialised (`decoded` takes one lock): it holds the GIL anyway, and threads taking
+    turns at it through the GIL instead cost a context switch at every short GIL release (see
+    docs/performance.md, figure 5).
+    """
 
     def __init__(
         self,
@@ -58,6 +64,7 @@ class ApiSession:
         self._jitter = tenacity.wait_random_exponential(multiplier=0.5, max=max_backoff_seconds)
         self._bucket = TokenBucket(rate_limit_rps, burst=rate_limit_burst)
         self._log = logger
+        self._decoding = threading.Lock()
         limits = httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size)
         self.http = httpx.Client(
             base_url=base_url,
@@ -73,8 +80,10 @@ class ApiSession:
         self.http.close()
 
     def decoded(self, endpoint: str, cluster_id: str | None, decode: Callable[..., T], *args: object) -> T:
+        """`decode(*args)`, one thread at a time, its `InvalidResponse` raised as a `CastAIError`."""
         try:
-            return decode(*args)
+            with self._decoding:
+                return decode(*args)
         except InvalidResponse as exc:
             detail = self.clean(str(exc))
             if exc.reason == "invalid JSON":
