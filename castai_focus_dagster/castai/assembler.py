@@ -204,7 +204,7 @@ class WorkloadCostsAssembler:
             _dictionary(label_texts, owners),
             timestamps,
             pa.array(np.full(n, self.window.step_seconds, dtype=np.int32)),
-            *(pa.array(column) for column in table.values),
+            *table.arrays(),
         ]
         self._tables.append(pa.Table.from_arrays(arrays, schema=WORKLOAD_COSTS_SCHEMA))
 

@@ -33,6 +33,13 @@ class MetricColumns:
     def __getitem__(self, name: str) -> np.ndarray:
         return self.values[self.names.index(name)]
 
+    def arrays(self) -> list[pa.Array]:
+        """One float64 Arrow array per field, in `names` order: slices of one zero-copy array over the
+        matrix (one conversion instead of one per field)."""
+        n = self.values.shape[1]
+        flat = pa.array(self.values.reshape(-1))
+        return [flat.slice(i * n, n) for i in range(len(self.names))]
+
 
 @functools.cache
 def _fields_of(struct: type[msgspec.Struct], names: tuple[str, ...]) -> Callable[[Any], tuple[float, ...]]:

@@ -245,7 +245,7 @@ def decode_cost_report(body: bytes, window: BucketWindow) -> pa.Table:
             reason="invalid response",
             field=name,
         )
-    arrays = [timestamps, *(pa.array(column) for column in table.values)]
+    arrays = [timestamps, *table.arrays()]
     return pa.Table.from_arrays(arrays, schema=cost_report_schema())
 
 
