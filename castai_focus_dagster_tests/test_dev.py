@@ -15,6 +15,11 @@ import pytest
 
 from castai_focus_dagster_tests.dagster_dev import REPO, free_port
 
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 MAKE = shutil.which("make") or ""
 # What `dagster dev` printed on every start, and any other notice or warning of Dagster's.
 NOTICES = re.compile(r"dg dev|superseded|deprecat|warning|traceback|will not be used", re.IGNORECASE)
@@ -60,6 +65,9 @@ def test_make_dev_starts_quietly_and_stops_on_ctrl_c(exporter_env: Path, tmp_pat
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            # As a terminal's shell starts it: a suite launched in the background inherits SIGINT
+            # ignored, and make then ignores the Ctrl-C this test sends.
+            preexec_fn=_default_sigint,
         )
     try:
 
