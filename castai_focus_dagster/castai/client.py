@@ -195,7 +195,14 @@ class CastAIClient(OrganizationEndpoints):
         table = self._session.decoded(WORKLOAD_COSTS, cluster_id, assembler.table)
         if assembler.single_last_bucket():
             probe_coarser_bucket(
-                self._session, self._page_limit, cluster_id, path, params, window, assembler.wanted
+                self._session,
+                self._page_limit,
+                self._max_pages,
+                cluster_id,
+                path,
+                params,
+                window,
+                assembler.wanted,
             )
         warnings = workload_costs_warnings(assembler, cluster_id, step_seconds)
         for warning in warnings:

@@ -287,6 +287,29 @@ def test_the_client_settles_a_lone_last_bucket_with_one_probe(
     assert asked.count(probe_end) == 1 and len(asked) == 2
 
 
+def test_the_probe_reads_past_an_empty_first_page(sandbox: SandboxServer, sandbox_org: SandboxOrg) -> None:
+    """Regression: the probe read only its first page; an empty page with a cursor hid the earlier
+    bucket that proves the lone last bucket a daily one (exported as hourly: 1/24 of the day)."""
+    cluster = sandbox_org.clusters[0].id
+    probe_end = (END - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    asked: list[tuple[str, str | None]] = []
+
+    def answer(query: Any) -> CannedResponse:
+        cursor = query.get("page.cursor", [None])[0]
+        asked.append((query["endTime"][0], cursor))
+        if query["endTime"][0] != probe_end:
+            return CannedResponse(body=_page(_hourly_item("late", (24,), "45")))
+        if cursor is None:
+            return CannedResponse(body=json.dumps({"items": [], "nextCursor": "p2", "count": "1"}).encode())
+        return CannedResponse(body=_page(_hourly_item("late", (23,), "45")))
+
+    sandbox.faults.responses = {rf"/{cluster}/workload-costs$": answer}
+    with client_for(sandbox, sandbox_org) as client, pytest.raises(CastAIError) as info:
+        client.workload_costs(cluster, START, END, 3600)
+    assert info.value.reason == "wrong step" and "86400s buckets" in str(info.value)
+    assert asked[1:] == [(probe_end, None), (probe_end, "p2")]
+
+
 def test_the_probe_ignores_workloads_of_excluded_namespaces(
     sandbox: SandboxServer, sandbox_org: SandboxOrg
 ) -> None:
