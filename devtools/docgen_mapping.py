@@ -200,8 +200,9 @@ A discount is **in scope** of a row when all of these hold (an empty list is no 
   memory rows (an instance is billed for its vCPUs and memory; GPUs and volumes are priced
   separately). Not applied: `TARGET_COMMITMENT` (a commitment-based discount, which FOCUS excludes
   from ContractedUnitPrice), `TARGET_CUSTOM_*` (custom instance shapes the rows cannot see),
-  `TARGET_UNKNOWN`, and a `TYPE_FIXED` price on `TARGET_INSTANCE` (a whole-instance price cannot be
-  split into vCPU and GiB prices).
+  `TARGET_UNKNOWN`, and a `TYPE_FIXED` price or a `TYPE_FLAT` amount on `TARGET_INSTANCE` (a
+  whole-instance price cannot be split into vCPU and GiB prices, and an amount off an instance's
+  price, subtracted from every vCPU-hour and GiB-hour, would be taken off many times).
 - `lifeCycles`: `LIFECYCLE_ON_DEMAND` matches on-demand and spot-fallback rows (spot-fallback
   capacity is on-demand instances started when spot was unavailable; its PricingCategory stays
   `Dynamic`), `LIFECYCLE_SPOT` matches spot rows. The list holds alternatives: `LIFECYCLE_UNKNOWN`
@@ -229,10 +230,10 @@ without a listing report, which fell back to the effective rate; each also logge
 (rows a discount date cuts, priced as the time-weighted mean; also logged as a warning), `discounts` (how many
 Cast AI listed), `in_scope` (ids of those that may apply to the day's clusters) and `not_applied`,
 every other discount counted by its reason: `disabled`, `unsupported_target`,
-`unsupported_pricing_type`, `fixed_instance_price`, `negative_fixed_price`, `node_scope`,
-`unknown_csp`, `unknown_lifecycle`, `provider_without_csp` (the day's clusters are all of a provider
-without known cloud), `out_of_scope` (csp, clusters or regions exclude every cluster of the day) and
-`outside_dates`.
+`unsupported_pricing_type`, `fixed_instance_price`, `flat_instance_amount`, `negative_fixed_price`,
+`node_scope`, `unknown_csp`, `unknown_lifecycle`, `provider_without_csp` (the day's clusters are all
+of a provider without known cloud), `out_of_scope` (csp, clusters or regions exclude every cluster of
+the day) and `outside_dates`.
 
 **Why this source, and the alternatives.** The definition offers listing prices on several cost
 endpoints. The cluster cost report was chosen because it is one small, unpaged request per cluster

@@ -50,6 +50,7 @@ DISABLED = "disabled"
 UNSUPPORTED_TARGET = "unsupported_target"  # TARGET_COMMITMENT, TARGET_CUSTOM_*, TARGET_UNKNOWN
 UNSUPPORTED_PRICING_TYPE = "unsupported_pricing_type"  # TYPE_UNKNOWN or a type this code does not know
 FIXED_INSTANCE_PRICE = "fixed_instance_price"  # a whole-instance price cannot be split into vCPU and GiB
+FLAT_INSTANCE_AMOUNT = "flat_instance_amount"  # nor can an amount off a whole instance's price
 NEGATIVE_FIXED_PRICE = "negative_fixed_price"
 NODE_SCOPE = "node_scope"  # families / instanceTypes / zones / os: not evaluable on workload rows
 UNKNOWN_CSP = "unknown_csp"  # csp missing or not one of aws, azure, gcp, oracle
@@ -67,6 +68,8 @@ def unusable_reason(discount: Discount) -> str | None:
         return UNSUPPORTED_TARGET
     if discount.pricing_type not in PRICING_TYPES:
         return UNSUPPORTED_PRICING_TYPE
+    if discount.target == "TARGET_INSTANCE" and discount.pricing_type == "TYPE_FLAT":
+        return FLAT_INSTANCE_AMOUNT  # subtracted from each vCPU-hour and GiB-hour it would count many times
     if discount.pricing_type == "TYPE_FIXED":
         if discount.target == "TARGET_INSTANCE":
             return FIXED_INSTANCE_PRICE

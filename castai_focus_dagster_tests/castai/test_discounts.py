@@ -52,6 +52,13 @@ def discount(**fields: object) -> Discount:
         ({"target": "TARGET_UNKNOWN"}, rules.UNSUPPORTED_TARGET),
         ({"pricing_type": "TYPE_UNKNOWN"}, rules.UNSUPPORTED_PRICING_TYPE),
         ({"target": "TARGET_INSTANCE", "pricing_type": "TYPE_FIXED"}, rules.FIXED_INSTANCE_PRICE),
+        # Regression: a flat amount off an instance was taken off every vCPU-hour and GiB-hour.
+        ({"target": "TARGET_INSTANCE", "pricing_type": "TYPE_FLAT"}, rules.FLAT_INSTANCE_AMOUNT),
+        (
+            {"target": "TARGET_INSTANCE", "pricing_type": "TYPE_FLAT", "value": -1.0},
+            rules.FLAT_INSTANCE_AMOUNT,
+        ),
+        ({"target": "TARGET_INSTANCE"}, None),  # a percentage applies to each part alike
         ({"pricing_type": "TYPE_FIXED", "value": -0.01}, rules.NEGATIVE_FIXED_PRICE),
         ({"pricing_type": "TYPE_FLAT", "value": -1.0}, None),  # a negative flat value is valid
         ({"families": ("n1",)}, rules.NODE_SCOPE),

@@ -224,7 +224,7 @@ def expected_on_demand_cpu_price(cluster: dict[str, Any], list_unit: float, disc
         if not (
             discount["enabled"] and discount["csp"] == csp
             and discount["target"] in ("TARGET_CPU", "TARGET_INSTANCE")
-            and not (discount["target"] == "TARGET_INSTANCE" and pricing["type"] == "TYPE_FIXED")
+            and not (discount["target"] == "TARGET_INSTANCE" and pricing["type"] != "TYPE_PERCENTAGE")
             and not (pricing["type"] == "TYPE_FIXED" and float(pricing["value"]) < 0)
             and not any(discount[k] for k in ("families", "instanceTypes", "zones", "os"))
             and (not discount["clusters"] or cluster["id"] in discount["clusters"])

@@ -463,6 +463,7 @@ def test_instance_discount_lowers_cpu_and_memory_but_not_gpu_or_storage() -> Non
         (_aws("commit", "TARGET_COMMITMENT", "TYPE_PERCENTAGE", 0.5), "commitment"),
         (_aws("custom", "TARGET_CUSTOM_CPU", "TYPE_PERCENTAGE", 0.5), "custom instance"),
         (_aws("fixinst", "TARGET_INSTANCE", "TYPE_FIXED", 0.01), "whole-instance fixed price"),
+        (_aws("flatinst", "TARGET_INSTANCE", "TYPE_FLAT", 0.01), "amount off a whole instance"),
         (_aws("negfix", "TARGET_CPU", "TYPE_FIXED", -0.01), "negative fixed price"),
         (_aws("unknown", "TARGET_CPU", "TYPE_UNKNOWN", 0.5), "pricing type"),
         (_aws("late", "TARGET_CPU", "TYPE_PERCENTAGE", 0.5, start_date=DAY + timedelta(hours=1)), "not yet"),

@@ -29,8 +29,9 @@ class Discount:
 
     INFERRED pricing model (the definition states the fields, not how Cast AI prices with them):
     TARGET_CPU / TARGET_MEMORY lower that resource, TARGET_INSTANCE lowers vCPU and memory (not GPUs,
-    not volumes); a whole-instance TYPE_FIXED price cannot be split per vCPU and GiB and changes
-    nothing, and so does a negative TYPE_FIXED (not a price); other targets change nothing. The sandbox
+    not volumes) by a percentage; a whole-instance TYPE_FIXED price or TYPE_FLAT amount cannot be split
+    per vCPU and GiB and changes nothing, and so does a negative TYPE_FIXED (not a price); other
+    targets change nothing. The sandbox
     has no node inventory: a discount narrowed by `families`, `instanceTypes`, `zones` or `os` matches
     no sandbox node. `lifeCycles` lists alternatives: LIFECYCLE_UNKNOWN matches no tier. Each discount
     clamps the price at 0; an hour that a startDate/endDate cuts pays each part at its own price.
@@ -63,7 +64,7 @@ class Discount:
             and cluster.price_is_default
             and CSP_OF_PROVIDER.get(cluster.provider_type) == self.csp
             and resource in targets.get(self.target, ())
-            and not (self.pricing_type == "TYPE_FIXED" and self.target == "TARGET_INSTANCE")
+            and not (self.pricing_type in ("TYPE_FIXED", "TYPE_FLAT") and self.target == "TARGET_INSTANCE")
             and not (self.pricing_type == "TYPE_FIXED" and float(self.value) < 0)
             and self.pricing_type in ("TYPE_PERCENTAGE", "TYPE_FLAT", "TYPE_FIXED")
             and not (self.families or self.instance_types or self.zones or self.os)
