@@ -16,7 +16,7 @@ import pyarrow as pa
 from castai_focus_dagster.castai.columns import MetricColumns, bucket_columns
 from castai_focus_dagster.castai.diagnose import workload_label
 from castai_focus_dagster.castai.errors import WRONG_STEP, InvalidResponse
-from castai_focus_dagster.castai.labels import labels_json, printable_labels
+from castai_focus_dagster.castai.labels import exported_labels
 from castai_focus_dagster.castai.models import METRIC_COLUMNS, TIERS, WORKLOAD_COSTS_SCHEMA
 from castai_focus_dagster.castai.repeats import identity, placeholder, same_as_rows
 from castai_focus_dagster.castai.units import MICROS_PER_SECOND, to_microseconds
@@ -37,7 +37,8 @@ class WorkloadCostsAssembler:
 
     Applies the namespace include/exclude filters client-side (the server filter is only a hint),
     drops an identical repeat of a workload (counted in `duplicates`) but refuses a repeat with other
-    numbers, leaves out labels holding control characters (counted in `dropped_labels`), and
+    numbers, leaves out labels holding control characters (counted in `dropped_labels`) and label
+    names listed with different values (counted in `conflicting_labels`), and
     validates every bucket: timestamp on the requested grid and not repeated, metrics finite, >= 0
     and plausible, tier costs equal to their resource costs. `table()` refuses a page sequence that
     delivered fewer workloads than the `count` the pages announced.
@@ -55,6 +56,7 @@ class WorkloadCostsAssembler:
         self.window = window
         self.duplicates = 0
         self.dropped_labels = 0
+        self.conflicting_labels = 0  # label names listed twice with different values, left out
         self._include = frozenset(include_namespaces)
         self._exclude = frozenset(exclude_namespaces)
         # Every workload received (whatever its namespace) -> where its kept rows are (None: filtered out).
@@ -189,9 +191,10 @@ class WorkloadCostsAssembler:
         self._validate(kept, owner, timestamps, table)
         label_texts = []
         for item in kept:
-            labels, dropped = printable_labels(item.labels)
-            self.dropped_labels += dropped
-            label_texts.append(labels_json(labels))
+            text, control, conflicting = exported_labels(item.labels)
+            self.dropped_labels += control
+            self.conflicting_labels += conflicting
+            label_texts.append(text)
         owners = pa.array(owner)
         n = len(buckets)
         arrays = [

@@ -18,6 +18,7 @@ from castai_focus_dagster.castai.wire import MISSING_IDENTITY
 INPUT_WARNINGS_KEY = b"castai_focus.input_warnings"
 DUPLICATE_WORKLOAD = "duplicate-workload"
 CONTROL_CHARACTERS_IN_LABELS = "control-characters-in-labels"
+CONFLICTING_LABEL_VALUES = "conflicting-label-values"
 MISSING_WORKLOAD_IDENTITY = "missing-workload-identity"
 # Correctly spaced buckets whose uptimeMinutes* exceed the step (uptime may count pod-minutes): kept.
 UPTIME_OVER_STEP = "uptime-over-step"
@@ -92,6 +93,17 @@ def workload_costs_warnings(
                 assembler.dropped_labels,
                 f"left out {assembler.dropped_labels} label(s) whose key or value holds control "
                 "characters (not valid Kubernetes labels); costs are unaffected",
+            )
+        )
+    if assembler.conflicting_labels:
+        warnings.append(
+            InputWarning(
+                WORKLOAD_COSTS,
+                cluster_id,
+                CONFLICTING_LABEL_VALUES,
+                assembler.conflicting_labels,
+                f"left out {assembler.conflicting_labels} label name(s) that a workload lists with "
+                "different values (which one holds cannot be told); costs are unaffected",
             )
         )
     if assembler.missing_identity:

@@ -22,8 +22,28 @@ def printable_labels(labels: Sequence[Label]) -> tuple[list[Label], int]:
     return kept, len(labels) - len(kept)
 
 
+def unambiguous_labels(labels: Sequence[Label]) -> tuple[list[Label], int]:
+    """The labels without a name listed with two different values (which one holds cannot be told),
+    and how many such names were left out; an identical repeat is one label."""
+    values: dict[str, set[str]] = {}
+    for label in labels:
+        values.setdefault(label.name, set()).add(label.value)
+    conflicting = {name for name, seen in values.items() if len(seen) > 1}
+    if not conflicting:
+        return list(labels), 0
+    return [label for label in labels if label.name not in conflicting], len(conflicting)
+
+
+def exported_labels(labels: Sequence[Label]) -> tuple[str | None, int, int]:
+    """(labels_json, labels left out for control characters, names left out for conflicting values):
+    the one rule the assembler and the repeat comparison both apply."""
+    printable, control = printable_labels(labels)
+    kept, conflicting = unambiguous_labels(printable)
+    return labels_json(kept), control, conflicting
+
+
 def labels_json(labels: Sequence[Label]) -> str | None:
-    """Canonical JSON object of the workload's labels (sorted keys; a repeated key keeps its last value)."""
+    """Canonical JSON object of the workload's labels (sorted keys; names unique, see `exported_labels`)."""
     if not labels:
         return None
     return _LABELS_ENCODER.encode({label.name: label.value for label in labels})

@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 
 from castai_focus_dagster.castai.columns import bucket_columns
-from castai_focus_dagster.castai.labels import labels_json, printable_labels
+from castai_focus_dagster.castai.labels import exported_labels
 from castai_focus_dagster.castai.models import METRIC_COLUMNS
 from castai_focus_dagster.castai.wire import IDENTITY_FIELDS, MISSING_IDENTITY, WorkloadCostItem, WorkloadItem
 
@@ -55,5 +55,5 @@ def same_as_rows(item: WorkloadItem, first: pa.Table) -> bool:
     same_metrics = all(
         np.array_equal(records[name][mine], first.column(name).to_numpy()[theirs]) for name in METRIC_COLUMNS
     )
-    labels, _ = printable_labels(item.labels)
-    return same_times and same_metrics and labels_json(labels) == first.column("labels")[0].as_py()
+    labels, _, _ = exported_labels(item.labels)
+    return same_times and same_metrics and labels == first.column("labels")[0].as_py()

@@ -38,6 +38,7 @@ from castai_focus_dagster.castai.endpoints import (
     WORKLOAD_COSTS,
 )
 from castai_focus_dagster.castai.input_warnings import (
+    CONFLICTING_LABEL_VALUES,
     CONTROL_CHARACTERS_IN_LABELS,
     DUPLICATE_WORKLOAD,
     MISSING_WORKLOAD_IDENTITY,
@@ -350,6 +351,14 @@ def control_character_labels(items: list[JSON], clean: Clean) -> None:
     ]
 
 
+def conflicting_label_values(items: list[JSON], clean: Clean) -> None:
+    items[0]["labels"] = [
+        {"name": "version", "value": "v1"},
+        {"name": "app", "value": "checkout"},
+        {"name": "version", "value": "v2"},
+    ]
+
+
 def invalid_utf8_label(clean: Clean) -> dict[str, Responder]:
     """A label value holding a byte that is not UTF-8 (Latin-1 "é"): JSON text must be UTF-8."""
     items = clean.items()
@@ -543,6 +552,10 @@ CASES: tuple[BadInput, ...] = (
     BadInput("control-characters-in-labels", WORKLOAD_COSTS, "label key or value with NUL / newline",
              "repaired", "repaired: those labels are left out of Tags (Kubernetes forbids them); "
              "costs unaffected", one_page(control_character_labels), warning=CONTROL_CHARACTERS_IN_LABELS),
+    BadInput("conflicting-label-values", WORKLOAD_COSTS, "a workload lists the label `version` twice, "
+             "as `v1` and `v2`", "repaired", "repaired: that label is left out of Tags (which value holds "
+             "cannot be told); costs unaffected", one_page(conflicting_label_values),
+             warning=CONFLICTING_LABEL_VALUES),
     BadInput("invalid-utf8-label", WORKLOAD_COSTS, "a label value holding a non-UTF-8 byte (Latin-1 `é`)",
              "refused", "refused at once, not retried (the same bytes would come back): JSON text is UTF-8",
              invalid_utf8_label, field="labels"),
