@@ -99,8 +99,9 @@ refuses such an answer; it is kept and counted in the `uptime-over-step` input w
 sit at one single timestamp are ambiguous: a coarser answer (one daily bucket for an hourly request), or
 a cluster that only ran in that hour. There a bucket with more uptime minutes than its step holds is
 refused. When that timestamp is the window's last, the client also asks Cast AI once more, with the same
-query for (start, end − step]: a cluster that really ran only in the last bucket has no bucket there, so
-any bucket in that answer means the lone timestamp was one coarser bucket, and the run fails the same
+query for (start, end − step], reading its pages until one holds a bucket (an empty page may still carry a
+cursor): a cluster that really ran only in the last bucket has no bucket there, so any bucket in that
+answer means the lone timestamp was one coarser bucket, and the run fails the same
 way (both bucket sizes named). One case stays indistinguishable from the wire: a coarser answer for a
 cluster in which every workload ran only in the window's last step (so the probe finds nothing and no
 uptime exceeds the step). It is exported as that one hourly bucket; if Cast AI had in fact averaged the
@@ -166,8 +167,13 @@ So
    Anywhere spot row keeps its effective rate (rule 3) rather than an invented one.
 3. Otherwise (no listing report — the request failed, or the bucket is missing, or the report counts
    zero of that resource — or spot and GPU/TPU/storage rows of Anywhere clusters): the effective rate
-   `BilledCost ÷ PricingQuantity`; ListCost then equals BilledCost up to float rounding.
-4. A row with cost but zero quantity has no rate under rule 3: ListUnitPrice is `0`, PricingQuantity
+   of the row's SKU price, Σ BilledCost ÷ Σ PricingQuantity over the cluster's rows of the same
+   resource, tier and charge period. FOCUS requires one list price per `SkuPriceId`, and a rate per
+   row would give the workloads of one SKU price several. Over those rows ListCost sums to BilledCost,
+   up to float rounding. A single row's ListCost is that rate × its quantity: the cluster's average,
+   as under rule 1.
+4. A row with cost but zero quantity adds nothing to that rate and gets it as its ListUnitPrice
+   (`0` when no row of the group has a quantity); PricingQuantity
    stays the `0` Cast AI reported, ListCost is `0` and BilledCost keeps Cast AI's cost. FOCUS forbids a
    null unit price on a usage row, and inventing a quantity would misstate usage. (With a list price
    from rule 1 or 2 such a row keeps that price, and ListCost is `0` as well; a row with quantity but
@@ -241,8 +247,8 @@ and day (one row per bucket, whatever the number of workloads), the split alloca
 fetches the same report, and its per-tier counts give a unit price per bucket, tier and resource.
 Workload costs with `useListingPrices=true` would give a per-workload list price but double the
 largest, paged fetch of the export; the on-demand rate of the cluster's instances is not in the
-definition; `BilledCost ÷ PricingQuantity` alone (kept as the fallback) makes ListCost equal to
-BilledCost and shows no discount at all. Measured on the demo organisation (six clusters, four of them
+definition; the effective rate alone (kept as the fallback) makes ListCost sum to BilledCost and
+shows no discount at all. Measured on the demo organisation (six clusters, four of them
 cloud clusters, one hourly day): four requests added per day, 67 for a 100-cluster organisation;
 timings in [performance](performance.md#list-prices).
 

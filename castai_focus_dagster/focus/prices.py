@@ -40,8 +40,6 @@ def unit_prices(
     `listing` maps cluster ids to their cluster cost report at listing prices (same window and step);
     `stats`, when given, receives what the rules did (list price sources, discounted and clamped rows).
     """
-    # The effective rate is cost per unit; a charge with cost but no quantity has no rate (documented: 0).
-    effective = np.divide(cost_rate, quantity_rate, out=np.zeros_like(cost_rate), where=quantity_rate != 0)
     row_list = np.full(charge.size, np.nan)
     source = np.full(charge.size, LIST_SOURCES.index("effective_rate"), dtype=np.int8)
     # Cast AI documents its default and cluster prices for Anywhere clusters only, and with no spot price:
@@ -64,7 +62,12 @@ def unit_prices(
         row_list[rows[found]] = rate[found]
         source[rows[found]] = LIST_SOURCES.index("listing_report")
     has_list = ~np.isnan(row_list)
-    list_price = np.where(has_list, row_list, effective)
+    list_price = np.where(has_list, row_list, 0.0)
+    fallback = np.flatnonzero(~has_list)
+    list_price[fallback] = sku_effective_rate(
+        cluster_entry[fallback], charge[fallback], period_end_us[fallback],
+        cost_rate[fallback], quantity_rate[fallback],
+    )  # fmt: skip
 
     # Discounts lower a list price, never Cast AI's effective rate (which already includes them).
     resources = [c.resource for c in CHARGES]
@@ -95,6 +98,35 @@ def unit_prices(
             if count:
                 stats.list_price_rows[name] += count
     return list_price, contracted
+
+
+def sku_effective_rate(
+    cluster_entry: np.ndarray,
+    charge: np.ndarray,
+    period_end_us: np.ndarray,
+    cost_rate: np.ndarray,
+    quantity_rate: np.ndarray,
+) -> np.ndarray:
+    """Per row, the effective rate of its SKU price in its charge period: Σ cost ÷ Σ quantity over the
+    rows of the same cluster, charge (resource and tier) and period that have a quantity.
+
+    One rate per SkuPriceId and period, as FOCUS requires of a price looked up by SkuPriceId (a rate
+    per row would give the workloads of one SKU price several list prices). Rows without quantity
+    add nothing to it (their cost has no unit to spread over) and get the group's rate; 0 where no
+    row of the group has a quantity.
+    """
+    if charge.size == 0:
+        return np.zeros(0)
+    _, period = np.unique(period_end_us, return_inverse=True)  # a few distinct ends per day
+    entries = int(cluster_entry.max()) + 1
+    key = (period.reshape(-1).astype(np.int64) * entries + cluster_entry) * len(CHARGES) + charge
+    _, group = np.unique(key, return_inverse=True)
+    group = group.reshape(-1)
+    measured = quantity_rate != 0
+    cost = np.bincount(group, weights=np.where(measured, cost_rate, 0.0))
+    quantity = np.bincount(group, weights=np.where(measured, quantity_rate, 0.0))
+    rate = np.divide(cost, quantity, out=np.zeros_like(cost), where=quantity != 0)
+    return rate[group]
 
 
 def listing_rate(report: pa.Table, period_end_us: np.ndarray, charge: np.ndarray) -> np.ndarray:

@@ -99,6 +99,21 @@ def column(table: pa.Table, name: str) -> list[float]:
     return [float(v) for v in table[name].to_pylist()]
 
 
+def sku_effective_rates(selected: pa.Table) -> list[float]:
+    """Per row of one cluster, resource and tier: Σ BilledCost ÷ Σ PricingQuantity of the rows of its
+    charge period that have a quantity (the one effective rate of its SkuPriceId in that period)."""
+    sums: dict[object, list[float]] = {}
+    for row in selected.select(["ChargePeriodStart", "BilledCost", "PricingQuantity"]).to_pylist():
+        if row["PricingQuantity"]:
+            total = sums.setdefault(row["ChargePeriodStart"], [0.0, 0.0])
+            total[0] += row["BilledCost"]
+            total[1] += row["PricingQuantity"]
+    return [
+        sums[start][0] / sums[start][1] if start in sums else 0.0
+        for start in selected["ChargePeriodStart"].to_pylist()
+    ]
+
+
 def test_prices_follow_each_clusters_source_and_discount_scope(
     env: Path, org: SandboxOrg, server: SandboxServer
 ) -> None:
@@ -142,11 +157,13 @@ def test_prices_follow_each_clusters_source_and_discount_scope(
     assert set(column(edge_cpu, "ListUnitPrice")) == {DEFAULT_CPU_HOURLY_PRICE}
     edge_memory = rows(table, edge.id, "memory", "spot-fallback")
     assert set(column(edge_memory, "ListUnitPrice")) == {DEFAULT_MEMORY_GIB_HOURLY_PRICE}
-    # Cast AI's Anywhere prices have no spot price: spot rows keep Cast AI's own rate.
+    # Cast AI's Anywhere prices have no spot price: spot rows keep Cast AI's own rate, one per SKU price
+    # and period (the workloads' own rates differ by Cast AI's 6-decimal rounding).
     for cluster in (edge, onprem):
         spot = rows(table, cluster.id, "cpu", "spot")
-        effective = pc.divide(spot["BilledCost"], spot["PricingQuantity"])
-        assert spot["ListUnitPrice"].equals(effective) and spot["ContractedUnitPrice"].equals(effective)
+        effective = sku_effective_rates(spot)
+        assert column(spot, "ListUnitPrice") == pytest.approx(effective, rel=1e-12)
+        assert spot["ContractedUnitPrice"].equals(spot["ListUnitPrice"])
     assert set(column(rows(table, onprem.id, "cpu", "on-demand"), "ContractedUnitPrice")) == {
         round(onprem.cpu_hourly_price, 6)
     }
@@ -202,8 +219,8 @@ def test_listing_prices_unavailable_degrade_to_the_effective_rate(
     table = published(env, org)
     eks = org.clusters[0]
     eks_cpu = rows(table, eks.id, "cpu", "on-demand")
-    effective = pc.divide(eks_cpu["BilledCost"], eks_cpu["PricingQuantity"])
-    assert eks_cpu["ListUnitPrice"].equals(effective)  # no list price: the effective rate, no discount
+    # No list price: the SKU price's effective rate, no discount.
+    assert column(eks_cpu, "ListUnitPrice") == pytest.approx(sku_effective_rates(eks_cpu), rel=1e-12)
     assert eks_cpu["ContractedUnitPrice"].equals(eks_cpu["ListUnitPrice"])
     pricing = result.asset_materializations_for_node("focus_cost_and_usage")[0].metadata["pricing"].value
     assert isinstance(pricing, dict)

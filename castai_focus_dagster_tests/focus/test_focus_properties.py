@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -157,6 +158,12 @@ def test_random_payloads_give_conformant_conserving_rows(
         assert np.array_equal(out.column(cost).to_numpy(), out.column(price).to_numpy() * quantity)
         assert np.all(out.column(price).to_numpy() >= 0)
     assert out.column("SkuPriceId").null_count == 0
+    # A SKU price has one list and one contracted price per charge period (FOCUS: SkuPriceId "MUST allow
+    # looking up ListUnitPrice and verifying ContractedUnitPrice"), whatever the workloads' own rates.
+    prices = out.select(["SkuPriceId", "ChargePeriodStart", "ListUnitPrice", "ContractedUnitPrice"])
+    for price in ("ListUnitPrice", "ContractedUnitPrice"):
+        distinct = prices.group_by(["SkuPriceId", "ChargePeriodStart"]).aggregate([(price, "count_distinct")])
+        assert pc.max(distinct[f"{price}_count_distinct"]).as_py() in (None, 1), price
     for column in FOCUS_COLUMNS:
         if not column.nullable:
             assert out.column(column.name).null_count == 0, column.name

@@ -571,6 +571,24 @@ def test_cost_without_quantity_keeps_cost_and_zero_rate() -> None:
     assert with_list["ListUnitPrice"] == list_rate("cpu", "OnDemand") and with_list["ListCost"] == 0.0
 
 
+def test_workloads_of_one_sku_price_share_its_effective_rate() -> None:
+    """Regression: the effective rate was per row, so one SkuPriceId had several list prices in one
+    period. Now Σ cost ÷ Σ quantity of its rows with a quantity, which a zero-quantity row also gets."""
+    later = DAY + timedelta(hours=2)
+    rows = [
+        {"workload_name": "a", "cpuCostSpot": 0.010, "cpuCountSpot": 1.0},
+        {"workload_name": "b", "cpuCostSpot": 0.030, "cpuCountSpot": 3.0},
+        {"workload_name": "c", "cpuCostSpot": 0.004},  # cost without quantity: adds nothing to the rate
+        {"workload_name": "d", "cpuCostSpot": 0.050, "cpuCountSpot": 1.0, "timestamp": later},
+    ]
+    out = to_focus(workload_table(rows), CLUSTERS, EnrichmentContext(), focus_options(), listing={})
+    price = {r["x_CastAIWorkloadName"]: (r["ListUnitPrice"], r["ListCost"]) for r in out.to_pylist()}
+    assert price["a"][0] == price["b"][0] == price["c"][0] == pytest.approx(0.04 / 4.0)
+    assert price["a"][1] + price["b"][1] == pytest.approx(0.010 + 0.030) and price["c"][1] == 0.0
+    assert price["d"][0] == pytest.approx(0.05)  # another charge period: its own rate
+    assert {r["SkuPriceId"] for r in out.to_pylist()} == {"castai-k8s-cpu-spot-c-eks-prod"}
+
+
 # --- tags -----------------------------------------------------------------------------------------
 
 
