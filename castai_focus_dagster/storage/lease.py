@@ -45,6 +45,7 @@ def acquire_lease(
                 "expiresAt": focus_datetime(now + timedelta(seconds=LEASE_SECONDS)),
                 "host": socket.gethostname(),
                 "pid": os.getpid(),
+                "pidNamespace": _pid_namespace(),
             }
         )
         expected = None
@@ -85,11 +86,23 @@ def _lease_holder(document: Any) -> tuple[str, datetime | None]:
         return str(document.get("runId")), None
 
 
+def _pid_namespace() -> str | None:
+    """This process table's identity (Linux: the PID namespace, e.g. `pid:[4026531836]`); None where
+    the system does not tell."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
 def _holder_died(key: str, document: Any) -> bool:
-    """True when the lease names a process of this host that no longer exists (a killed run here);
-    a holder on another host (another pod) is alive until its lease expires."""
+    """True when the lease names a process of this process table that no longer exists (a killed run
+    here); a holder elsewhere is alive until its lease expires. The same hostname is not the same
+    process table: containers sharing the host's network (and name) each have their own PIDs."""
     if not isinstance(document, dict) or document.get("host") != socket.gethostname():
         return False
+    if "pidNamespace" not in document or document["pidNamespace"] != _pid_namespace():
+        return False  # another container on this host, or a lease that does not say
     pid = document.get("pid")
     if pid == os.getpid():
         return (key, str(document.get("runId"))) not in _HELD_LEASES

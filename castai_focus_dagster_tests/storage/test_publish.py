@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import re
 import socket
 import subprocess
@@ -27,6 +28,7 @@ import pytest
 
 from castai_focus_dagster.focus.schema import FOCUS_SCHEMA
 from castai_focus_dagster.storage import keys as layout
+from castai_focus_dagster.storage import lease as lease_module
 from castai_focus_dagster.storage import legacy as legacy_module
 from castai_focus_dagster.storage.keys import DataFormat
 from castai_focus_dagster.storage.lease import LEASE_SECONDS
@@ -1025,7 +1027,11 @@ def test_a_lease_left_by_a_killed_process_of_this_host_is_taken_over_at_once(sto
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, check=True
     )
     document = json.loads(lease("run-killed", T0 + timedelta(minutes=10)))
-    document |= {"host": socket.gethostname(), "pid": int(dead.stdout)}
+    document |= {
+        "host": socket.gethostname(),
+        "pid": int(dead.stdout),
+        "pidNamespace": lease_module._pid_namespace(),
+    }
     store.put(layout.lease_key(PREFIX, DAY), json.dumps(document).encode(), "application/json")
     publish_partition(
         store, request(data=b"new", run_id="run-2"), prefix=PREFIX, ternary_prefix=TERNARY,
@@ -1033,6 +1039,31 @@ def test_a_lease_left_by_a_killed_process_of_this_host_is_taken_over_at_once(sto
     )  # fmt: skip
     assert store.get(layout.data_key(PREFIX, ORG, DAY, "parquet")) == b"new"
     assert not store.exists(layout.lease_key(PREFIX, DAY))
+
+
+@pytest.mark.parametrize("holder", ["dead-pid", "own-pid", "unsaid"])
+def test_a_lease_of_another_container_on_this_host_is_waited_out(store: ObjectStore, holder: str) -> None:
+    """Regression: containers sharing the host's name (hostNetwork) have process tables of their own;
+    a pid missing here (or equal to ours: both pid 1) said nothing, and a live run's lease was taken."""
+    publish(store, request(data=b"published-before"))
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, check=True
+    )
+    document = json.loads(lease("run-beside", T0 + timedelta(minutes=10)))
+    document |= {
+        "host": socket.gethostname(),
+        "pid": os.getpid() if holder == "own-pid" else int(dead.stdout),
+    }
+    if holder != "unsaid":  # a lease written before the namespace was recorded says nothing of it
+        document["pidNamespace"] = "pid:[1]"
+    store.put(layout.lease_key(PREFIX, DAY), json.dumps(document).encode(), "application/json")
+    before = snapshot(store)
+    with pytest.raises(LeaseHeld, match="run run-beside is publishing"):
+        publish_partition(
+            store, request(data=b"new", run_id="run-2"), prefix=PREFIX, ternary_prefix=TERNARY,
+            clock=at(T0), lease_wait_seconds=0,
+        )  # fmt: skip
+    assert snapshot(store) == before
 
 
 def test_a_lease_this_process_failed_to_release_does_not_block_its_next_run(store: ObjectStore) -> None:
