@@ -313,6 +313,21 @@ class Settings(BaseModel):
     def _strip(cls, value: Any) -> Any:
         return value.strip() if isinstance(value, str) else value
 
+    @field_validator("s3_access_key_id", mode="before")
+    @classmethod
+    def _access_key_id(cls, value: Any) -> Any:
+        """Stripped like its secret (both come from one Kubernetes Secret); a control or non-ASCII
+        character inside could not be signed into a request header."""
+        if not isinstance(value, str):
+            return value
+        value = value.strip()
+        if not header_safe(value):
+            raise ValueError(
+                "holds a control or non-ASCII character inside the value; an access key id is "
+                "printable ASCII: check how the secret was created"
+            )
+        return value
+
     @field_validator("focus_billing_currency")
     @classmethod
     def _currency(cls, value: str) -> str:

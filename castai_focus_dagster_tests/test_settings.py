@@ -317,11 +317,12 @@ def test_secrets_lose_surrounding_whitespace_when_settings_load(around: tuple[st
         PRODUCTION
         | {
             "CASTAI_API_KEY": before + SECRET_KEY + after,
-            "S3_ACCESS_KEY_ID": "AKIAEXAMPLE",
+            "S3_ACCESS_KEY_ID": before + "AKIAEXAMPLE" + after,  # regression: was kept with its newline
             "S3_SECRET_ACCESS_KEY": before + SECRET_S3 + after,
         }
     )
     assert settings.castai_api_key.get_secret_value() == SECRET_KEY
+    assert settings.s3_access_key_id == "AKIAEXAMPLE"
     assert settings.s3_secret_access_key.get_secret_value() == SECRET_S3
 
 
@@ -337,6 +338,15 @@ def test_a_secret_with_a_control_character_inside_is_refused_without_showing_it(
     text = "\n".join(problems)
     for part in (SECRET_KEY[:5], SECRET_KEY[5:], SECRET_S3[:4], SECRET_S3[4:]):
         assert part not in text
+
+
+@pytest.mark.parametrize("inside", ["\n", "\x00", "é"])
+def test_an_access_key_id_with_a_control_character_inside_is_refused(inside: str) -> None:
+    problems = problems_of(
+        PRODUCTION | {"S3_ACCESS_KEY_ID": "AKIA" + inside + "EXAMPLE", "S3_SECRET_ACCESS_KEY": SECRET_S3}
+    )
+    assert [p.split(":")[0] for p in problems] == ["S3_ACCESS_KEY_ID"]
+    assert "control or non-ASCII character" in problems[0]
 
 
 @pytest.mark.parametrize(
