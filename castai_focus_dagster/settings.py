@@ -204,8 +204,8 @@ class Settings(BaseModel):
     )
     job_gap_fill_days: int = setting(
         "7",
-        "Days (yesterday backwards) the sensor checks every hour for days never published, e.g. after"
-        " an outage, and requests them (0 = off).",
+        "Days (yesterday backwards) the sensor checks every hour for days never published, or last "
+        "published before they were complete, e.g. after an outage, and requests them (0 = off).",
         added=True,
         ge=0,
         le=3650,

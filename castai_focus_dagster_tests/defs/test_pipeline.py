@@ -218,6 +218,33 @@ def test_gap_sensor_requests_exactly_the_missing_days(monkeypatch: pytest.Monkey
     assert missing_partition_keys(datetime(2026, 1, 3, tzinfo=UTC), 2, {"2026-01-01"}) == ["2026-01-02"]
 
 
+def test_gap_sensor_requests_days_last_published_before_they_were_complete(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Regression: a day published while it ran (complete_day false) whose later schedule runs all failed
+    counted as published, and was never asked for again."""
+    monkeypatch.setenv("CASTAI_API_URL", "sandbox")
+    monkeypatch.setenv("JOB_GAP_FILL_DAYS", "3")
+    days = complete_days_before(datetime.now(UTC).date(), 3)
+
+    def publish(key: str, complete: bool) -> None:
+        event = dg.AssetMaterialization(
+            PUBLISHED_ASSET_KEY, partition=key, metadata={"complete_day": complete}
+        )
+        instance.report_runless_asset_event(event)
+
+    sensor = defs.resolve_sensor_def("focus_gap_sensor")
+    with dg.instance_for_test() as instance:
+        publish(days[0], False)
+        publish(days[1], False)
+        publish(days[1], True)  # restated once complete: the latest materialisation decides
+        publish(days[2], True)
+        result = sensor.evaluate_tick(
+            dg.build_sensor_context(instance=instance, repository_def=REPOSITORY, cursor=FIRST_TICK_DONE)
+        )
+        assert [r.partition_key for r in result.run_requests or []] == [days[0]]
+
+
 def complete_days_before(today: date, count: int) -> list[str]:
     return [(today - timedelta(days=n)).isoformat() for n in range(count, 0, -1)]
 
@@ -240,6 +267,9 @@ def test_first_deployment_backfills_job_backfill_days_once(
         # Days inside the gap window keep the gap run key, so the gap logic never asks for them twice.
         gap_keys = {r.partition_key for r in requests if (r.run_key or "").startswith("gap-")}
         assert gap_keys == set(days[len(days) - int(gap_days) :])
+        # History runs queue behind the schedule's (priority 0): the run queue starts those first.
+        backfill = [r for r in requests if (r.run_key or "").startswith("backfill-")]
+        assert backfill and all(r.tags["dagster/priority"] == "-1" for r in backfill)
         assert first.cursor is not None
         # The runs have not finished yet (nothing materialised): the next tick does not backfill again.
         second = sensor.evaluate_tick(
