@@ -9,6 +9,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from hypothesis import settings
+
+# Every property test is derandomised (the same examples on every run and machine) unless
+# HYPOTHESIS_PROFILE=explore asks for fresh random examples while hunting for new failures.
+settings.register_profile("deterministic", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
 
 if TYPE_CHECKING:
     from castai_focus_dagster.castai.sandbox import SandboxOrg, SandboxServer

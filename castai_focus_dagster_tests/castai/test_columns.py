@@ -38,7 +38,7 @@ class NoTimestamp(msgspec.Struct, rename="camel"):
 finite = st.floats(min_value=0, max_value=1e6, allow_nan=False)
 
 
-@settings(max_examples=60, deadline=None, derandomize=True)
+@settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(finite, finite, finite), min_size=1, max_size=30))
 def test_columns_are_picked_by_api_name_not_by_field_order(values: list[tuple[float, float, float]]) -> None:
     buckets = [

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from castai_focus_dagster.castai import discounts as rules
@@ -240,7 +240,8 @@ def _in_scope(d: Discount, cluster: Cluster, resource: str, tier: str | None) ->
         and _CSP.get(cluster.provider_type) == d.csp
         and resource in _TARGETS.get(d.target, set())
         and not (d.families or d.zones)
-        and not (d.target == "TARGET_INSTANCE" and d.pricing_type == "TYPE_FIXED")
+        # A whole instance's fixed price or flat amount cannot be split into CPU and memory.
+        and not (d.target == "TARGET_INSTANCE" and d.pricing_type in ("TYPE_FIXED", "TYPE_FLAT"))
         and not (d.pricing_type == "TYPE_FIXED" and d.value < 0)
         and (not d.clusters or cluster.id in d.clusters)
         and (not d.regions or cluster.region_name in d.regions)
@@ -248,8 +249,15 @@ def _in_scope(d: Discount, cluster: Cluster, resource: str, tier: str | None) ->
     )
 
 
+_FLAT_INSTANCE = {
+    "csp": "aws", "enabled": True, "target": "TARGET_INSTANCE", "pricing_type": "TYPE_FLAT", "value": 0.0,
+    "clusters": (), "regions": (), "life_cycles": (), "families": (), "zones": (),
+}  # fmt: skip
+
+
 @settings(max_examples=60, deadline=None)
 @given(scope=SCOPES)
+@example(scope=_FLAT_INSTANCE)  # the model once counted a flat instance amount as applied
 def test_a_discount_changes_only_rows_in_its_scope_and_never_billed_cost(scope: dict[str, object]) -> None:
     d = discount(id="x", **scope)
     plain = to_focus(ORG.daily, ORG.clusters, EnrichmentContext(), focus_options(), listing=ORG.listing)

@@ -564,7 +564,7 @@ def test_a_wrongly_shaped_child_listing_falls_back_to_clusters_and_is_recorded(
 identity_value = st.one_of(st.none(), st.just(""), st.just("  "), st.sampled_from(["a", "b"]))
 
 
-@settings(max_examples=150, deadline=None, derandomize=True)
+@settings(max_examples=150, deadline=None)
 @given(
     st.lists(
         st.tuples(
@@ -624,7 +624,7 @@ def test_every_item_keeps_its_cost_and_its_own_identity(items: list[tuple[Any, .
     assert all(v.strip() for column in columns for v in column)  # never blank in FOCUS
 
 
-@settings(max_examples=100, deadline=None, derandomize=True)
+@settings(max_examples=100, deadline=None)
 @given(st.sets(st.integers(min_value=1, max_value=24), min_size=1), st.sampled_from([7200, 21600, 86400]))
 def test_buckets_of_a_coarser_grid_are_always_refused_and_dense_hourly_ones_never(
     hours: set[int], answered: int

@@ -125,7 +125,7 @@ def castai_total(rows: list[dict[str, Any]]) -> tuple[float, int]:
     return math.fsum(total), charges
 
 
-@settings(max_examples=80, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     rows=payload(),
     ctx=context(),
