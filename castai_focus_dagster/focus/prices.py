@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from castai_focus_dagster.castai.discounts import (
     PricingStats,
@@ -117,16 +118,22 @@ def sku_effective_rate(
     """
     if charge.size == 0:
         return np.zeros(0)
-    _, period = np.unique(period_end_us, return_inverse=True)  # a few distinct ends per day
+    # Hash-based grouping (O(n)): np.unique sorts, over a second per 4 million rows.
+    period = _codes(period_end_us)  # a few distinct ends per day
     entries = int(cluster_entry.max()) + 1
-    key = (period.reshape(-1).astype(np.int64) * entries + cluster_entry) * len(CHARGES) + charge
-    _, group = np.unique(key, return_inverse=True)
-    group = group.reshape(-1)
+    group = (period * entries + cluster_entry) * len(CHARGES) + charge
+    if (int(period.max()) + 1) * entries * len(CHARGES) > 4 * group.size:
+        group = _codes(group)  # sparse keys: number the groups that occur, so the sums stay small
     measured = quantity_rate != 0
     cost = np.bincount(group, weights=np.where(measured, cost_rate, 0.0))
     quantity = np.bincount(group, weights=np.where(measured, quantity_rate, 0.0))
     rate = np.divide(cost, quantity, out=np.zeros_like(cost), where=quantity != 0)
     return rate[group]
+
+
+def _codes(values: np.ndarray) -> np.ndarray:
+    """Each value's number among the distinct values, in order of first appearance (int64)."""
+    return pc.dictionary_encode(pa.array(values.reshape(-1))).indices.to_numpy().astype(np.int64)
 
 
 def listing_rate(report: pa.Table, period_end_us: np.ndarray, charge: np.ndarray) -> np.ndarray:
