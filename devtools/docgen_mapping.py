@@ -102,15 +102,26 @@ refused. When that timestamp is the window's last, the client also asks Cast AI 
 query for (start, end − step], reading its pages until one holds a bucket (an empty page may still carry a
 cursor): a cluster that really ran only in the last bucket has no bucket there, so any bucket in that
 answer means the lone timestamp was one coarser bucket, and the run fails the same
-way (both bucket sizes named). One case stays indistinguishable from the wire: a coarser answer for a
-cluster in which every workload ran only in the window's last step (so the probe finds nothing and no
-uptime exceeds the step). It is exported as that one hourly bucket; if Cast AI had in fact averaged the
-rates over a whole day, that cluster's day would read low (1/24 for a daily bucket).
-`COLLECTION_GRANULARITY=daily` asks for the window in one step and leaves no such case. (The split-mode
-cluster cost report carries no uptime: there a single last-hour bucket is refused;
-`COLLECTION_GRANULARITY=daily` exports such a day.) The listing-price report (`useListingPrices`) is
-checked the same way, and a wrong bucket size there fails the day too instead of falling back to the
-effective rate.
+way (both bucket sizes named).
+
+Spacing cannot reveal every other bucket size: finer buckets that all fall on the requested grid (a job
+that ran 00:30–01:00 and 05:30–06:00, answered in 30-minute buckets), one coarser bucket alone that is
+not the window's last, or one hourly bucket answering a daily request for a cluster that ran only in
+the last hour. Read at the requested size they would export a multiple or a fraction of the cost. So
+every answer is also checked against its own total, which does not depend on the bucket size: each
+workload's buckets, read at the requested step (Σ (`costOnDemand` + `costSpot` + `costSpotFallback` +
+`storageCost`) × h), must equal its `summary.totalCost`, within what 6-decimal rounding allows (half a
+micro-dollar per summed rate and bucket hour, plus half for the summary). A mismatch fails the run the
+same way, naming the workload and both totals (their ratio is the misread bucket size); it is raised
+after the spacing checks, whose messages name both sizes. A workload listed without buckets is no data
+(above), not checked; one sent without a `summary` is checked by its spacing alone and counted in the
+`summary-missing` input warning. The cluster cost report (split mode, and the listing-price report of
+`useListingPrices`) is checked the same way against its `summary.totalCost`, and a bucket timestamp it
+lists twice is refused; a wrong bucket size there fails the day too instead of falling back to the
+effective rate. Cast AI's definition gives the workload summary no description: that `totalCost` is
+the buckets' rates times their hours, storage included, is inferred from the cluster report, whose
+summary was checked against a live answer. If Cast AI's workload summary ever meant something else,
+every run would fail with this message (never a wrong number).
 
 Workload identity: the definition requires none of `workloadName`, `workloadType` and `namespace`.
 A workload lacking one (or sending it blank) is exported with `{missing}` in its place (parentheses

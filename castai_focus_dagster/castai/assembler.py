@@ -20,7 +20,13 @@ from castai_focus_dagster.castai.labels import exported_labels
 from castai_focus_dagster.castai.models import METRIC_COLUMNS, TIERS, WORKLOAD_COSTS_SCHEMA
 from castai_focus_dagster.castai.repeats import identity, placeholder, same_as_rows
 from castai_focus_dagster.castai.units import MICROS_PER_SECOND, to_microseconds
-from castai_focus_dagster.castai.validation import BucketWindow, workload_bucket_problem
+from castai_focus_dagster.castai.validation import (
+    BucketWindow,
+    bucketed_totals,
+    summary_mismatches,
+    summary_problem,
+    workload_bucket_problem,
+)
 from castai_focus_dagster.castai.wire import WorkloadCostItem, WorkloadItem
 
 
@@ -70,6 +76,8 @@ class WorkloadCostsAssembler:
         self.received = 0  # items received over all pages, whatever their namespace
         self.buckets_received = 0  # costMetrics entries over every item received, whatever its namespace
         self.no_data_reason: str | None = None
+        self._summary_error: InvalidResponse | None = None  # the first summary mismatch, for table()
+        self.without_summary = 0  # kept workloads with buckets but no `summary`: spacing alone checked them
 
     def note_no_data_reason(self, reason: str | None) -> None:
         """Record a page's `noDataReason` (the last non-empty one wins)."""
@@ -161,6 +169,8 @@ class WorkloadCostsAssembler:
         problem = self._step_problem()
         if problem:
             raise InvalidResponse(problem[0], reason=WRONG_STEP, field=problem[1])
+        if self._summary_error is not None:
+            raise self._summary_error
         if len(self._first) < self._announced:
             raise InvalidResponse(
                 f"pages ended after {len(self._first)} distinct workload(s), but the response counted "
@@ -189,6 +199,7 @@ class WorkloadCostsAssembler:
         owner = np.repeat(np.arange(len(kept), dtype=np.int64), counts)
         timestamps, table = bucket_columns(buckets, WorkloadCostItem, METRIC_COLUMNS)
         self._validate(kept, owner, timestamps, table)
+        self._check_summaries(kept, counts, table)
         label_texts = []
         for item in kept:
             text, control, conflicting = exported_labels(item.labels)
@@ -211,10 +222,45 @@ class WorkloadCostsAssembler:
         ]
         self._tables.append(pa.Table.from_arrays(arrays, schema=WORKLOAD_COSTS_SCHEMA))
 
+    def _check_summaries(
+        self, kept: Sequence[WorkloadItem], counts: np.ndarray, table: MetricColumns
+    ) -> None:
+        """Each workload's buckets, read at the requested step, must total its `summary.totalCost`.
+
+        The spacing of timestamps cannot tell every other bucket size (finer buckets that all fall on
+        the requested grid, one coarser bucket alone); the summary can. A workload without buckets
+        is no data (`no_data`), and one without a summary is checked by its spacing alone (counted).
+        A mismatch is raised by `table()`, after the spacing checks, whose messages name both sizes.
+        """
+        present = np.fromiter((item.summary is not None for item in kept), dtype=bool, count=len(kept))
+        self.without_summary += int(np.count_nonzero(~present & (counts > 0)))
+        checked = present & (counts > 0)
+        if not checked.any():
+            return
+        step = self.window.step_seconds
+        stated = np.array([item.summary.total_cost if item.summary else 0.0 for item in kept])
+        bucketed = bucketed_totals(table, counts, step)
+        wrong = checked & summary_mismatches(bucketed, stated, counts, step)
+        if wrong.any() and self._summary_error is None:
+            index = int(np.argmax(wrong))
+            label = workload_label(*identity(kept[index]))
+            self._summary_error = InvalidResponse(
+                f"{summary_problem(float(bucketed[index]), float(stated[index]), step)} (workload {label})",
+                reason=WRONG_STEP,
+                field="summary.totalCost",
+                workload=label,
+            )
+
     def _check_repeat(self, item: WorkloadItem) -> None:
         """An identical repeat is dropped (and counted); a repeat with other numbers is refused."""
         location = self._first[identity(item)]
-        if location is None or same_as_rows(item, self._tables[location[0]].slice(*location[1:])):
+        if location is None:  # the first copy was filtered out: nothing of it is exported
+            same = True
+        elif location[2] == 0:  # the first copy had no bucket, so no table holds it
+            same = not item.cost_metrics
+        else:
+            same = same_as_rows(item, self._tables[location[0]].slice(*location[1:]))
+        if same:
             self.duplicates += 1
             return
         label = workload_label(*identity(item))

@@ -26,9 +26,16 @@ from castai_focus_dagster.castai.models import (
     Discount,
     FeatureUsage,
 )
-from castai_focus_dagster.castai.validation import BucketWindow, first_bad_metric
+from castai_focus_dagster.castai.validation import (
+    BucketWindow,
+    bucketed_totals,
+    first_bad_metric,
+    summary_mismatches,
+    summary_problem,
+)
 from castai_focus_dagster.castai.wire import (
     COST_REPORT_COLUMNS,
+    AnswerSummary,
     ChildOrganizationsResponse,
     ClusterPricesResponse,
     ClustersResponse,
@@ -219,9 +226,12 @@ def decode_platform_usage(body: bytes) -> list[FeatureUsage]:
 
 
 def decode_cost_report(body: bytes, window: BucketWindow) -> pa.Table:
-    """Cluster cost report → `timestamp` + every CostReportItem decimal as float64."""
-    items = _decode(body, _COST_REPORT).items
+    """Cluster cost report → `timestamp` + every CostReportItem decimal as float64; its buckets must
+    be of the requested size, each at its own timestamp, and total its `summary.totalCost`."""
+    report = _decode(body, _COST_REPORT)
+    items = report.items
     if not items:
+        _check_report_summary(report.summary, 0.0, 0, window.step_seconds)
         return cost_report_schema().empty_table()
     timestamps, table = bucket_columns(items, CostReportItem, COST_REPORT_COLUMNS)
     micros = timestamps.cast(pa.int64()).to_numpy()
@@ -237,6 +247,15 @@ def decode_cost_report(body: bytes, window: BucketWindow) -> pa.Table:
     problem = window.step_problem(window.grid_seconds(micros))
     if problem:
         raise InvalidResponse(problem, reason=WRONG_STEP, field="timestamp")
+    ordered = np.sort(micros)
+    repeated = ordered[1:] == ordered[:-1]
+    if repeated.any():
+        moment = timestamps[int(np.flatnonzero(micros == ordered[1:][repeated][0])[0])].as_py()
+        raise InvalidResponse(
+            f"bucket timestamp {moment.isoformat()} appears twice",
+            reason="invalid response",
+            field="timestamp",
+        )
     bad = first_bad_metric(table)
     if bad:
         row, name, value = bad
@@ -245,8 +264,22 @@ def decode_cost_report(body: bytes, window: BucketWindow) -> pa.Table:
             reason="invalid response",
             field=name,
         )
+    counts = np.array([len(items)])
+    bucketed = float(bucketed_totals(table, counts, window.step_seconds)[0])
+    _check_report_summary(report.summary, bucketed, len(items), window.step_seconds)
     arrays = [timestamps, *table.arrays()]
     return pa.Table.from_arrays(arrays, schema=cost_report_schema())
+
+
+def _check_report_summary(summary: AnswerSummary | None, bucketed: float, buckets: int, step: int) -> None:
+    """The report's buckets, read at the requested step, must total its summary (when it has one)."""
+    if summary is None:
+        return
+    stated = np.array([summary.total_cost])
+    if summary_mismatches(np.array([bucketed]), stated, np.array([buckets]), step)[0]:
+        raise InvalidResponse(
+            summary_problem(bucketed, summary.total_cost, step), reason=WRONG_STEP, field="summary.totalCost"
+        )
 
 
 def cost_report_schema() -> pa.Schema:

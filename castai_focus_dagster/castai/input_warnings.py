@@ -22,6 +22,8 @@ CONFLICTING_LABEL_VALUES = "conflicting-label-values"
 MISSING_WORKLOAD_IDENTITY = "missing-workload-identity"
 # Correctly spaced buckets whose uptimeMinutes* exceed the step (uptime may count pod-minutes): kept.
 UPTIME_OVER_STEP = "uptime-over-step"
+# Workloads whose answer carried no `summary`: their bucket size was judged by its spacing alone.
+SUMMARY_MISSING = "summary-missing"
 # Not a repair but a fact the day must show: Cast AI listed no workload for the cluster (see `no_data`).
 NO_DATA = "no-data"
 
@@ -71,6 +73,17 @@ def workload_costs_warnings(
                 f"a bucket reports {assembler.uptime_over_step:g} uptime minutes, more than a "
                 f"stepSeconds={step_seconds} bucket lasts; the buckets are spaced as requested, so "
                 "they are kept (uptime may count pod-minutes)",
+            )
+        )
+    if assembler.without_summary:
+        warnings.append(
+            InputWarning(
+                WORKLOAD_COSTS,
+                cluster_id,
+                SUMMARY_MISSING,
+                assembler.without_summary,
+                f"{assembler.without_summary} workload(s) came without a summary: their bucket size was "
+                "checked by the spacing of their timestamps only (not against their total)",
             )
         )
     if assembler.duplicates:

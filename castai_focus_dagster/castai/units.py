@@ -13,6 +13,10 @@ _MICROSECOND = timedelta(microseconds=1)
 
 # cost{Tier} versus cpu + ram + gpu + tpu cost of the tier: four 6-decimal strings round apart by < 5e-6.
 TIER_SUM_TOLERANCE = 5e-6
+# Half the last of the 6 decimals of Cast AI's strings: how far one rounded value may be from its own.
+HALF_MICRO = 0.5e-6
+# The hourly rates whose sum, times the bucket hours, a summary's totalCost totals: every tier and storage.
+SUMMARY_RATES: tuple[str, ...] = (*(f"cost{tier}" for tier in TIERS), "storageCost")
 # The resource costs whose sum is a tier's cost, per tier (`cost{Tier}` = Σ parts).
 TIER_PARTS: dict[str, tuple[str, ...]] = {
     tier: tuple(f"{part}{tier}" for part in ("cpuCost", "ramCost", "gpuCost", "tpuCost")) for tier in TIERS

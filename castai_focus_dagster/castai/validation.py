@@ -12,7 +12,9 @@ import numpy as np
 from castai_focus_dagster.castai.columns import MetricColumns
 from castai_focus_dagster.castai.models import METRIC_COLUMNS
 from castai_focus_dagster.castai.units import (
+    HALF_MICRO,
     MICROS_PER_SECOND,
+    SUMMARY_RATES,
     TIER_PARTS,
     TIER_SUM_TOLERANCE,
     to_microseconds,
@@ -124,3 +126,39 @@ def workload_bucket_problem(
                 f"at {moment(row)}",
             )
     return None
+
+
+def bucketed_totals(table: MetricColumns, counts: np.ndarray, step_seconds: int) -> np.ndarray:
+    """USD per workload as the exporter reads its buckets: Σ of the `SUMMARY_RATES` of its rows times
+    the requested bucket hours. `counts` are the rows of each workload, which are consecutive."""
+    rates = sum(table[name] for name in SUMMARY_RATES)
+    totals = np.zeros(counts.size)
+    filled = counts > 0
+    if filled.any():
+        starts = np.cumsum(counts) - counts
+        totals[filled] = np.add.reduceat(rates, starts[filled])
+    return totals * (step_seconds / 3600)
+
+
+def summary_mismatches(
+    bucketed: np.ndarray, stated: np.ndarray, counts: np.ndarray, step_seconds: int
+) -> np.ndarray:
+    """Where the total of a workload's buckets at the requested step is not its summary `totalCost`.
+
+    6-decimal rounding moves each summed rate by half a micro-unit per bucket hour and the summary by
+    half a micro-unit, so a gap beyond that (or NaN) means the buckets are of another size than asked:
+    read at the requested size they would export a multiple or a fraction of the real cost.
+    """
+    hours = step_seconds / 3600
+    tolerance = HALF_MICRO * (1 + len(SUMMARY_RATES) * counts * hours) + 1e-9 * np.abs(stated)
+    return ~(np.abs(bucketed - stated) <= tolerance)
+
+
+def summary_problem(bucketed: float, stated: float, step_seconds: int) -> str:
+    """The refusal's text: both totals and their ratio, which is the bucket size misread."""
+    ratio = f" ({stated / bucketed:.4g} times the buckets' total)" if bucketed else ""
+    return (
+        f"summary.totalCost {stated!r} USD differs from its buckets read as stepSeconds={step_seconds} "
+        f"buckets, {bucketed:.6f} USD{ratio}: the buckets are not of the requested size "
+        "(wrong bucket size), or the summary is not their total; refusing both"
+    )

@@ -87,6 +87,14 @@ class WorkloadCostItem(msgspec.Struct, rename="camel", gc=False):
     storage_gib: float = 0.0
 
 
+class AnswerSummary(msgspec.Struct, rename="camel", gc=False):
+    """The `summary` of a workload or of a cluster cost report: USD over the whole window (each
+    bucket's hourly rates times its hours, storage included), the one figure of an answer that does
+    not depend on the bucket size. The bucket-size check compares it with the buckets (`validation`)."""
+
+    total_cost: float = 0.0
+
+
 class Label(msgspec.Struct, gc=False):
     name: str
     value: str = ""
@@ -105,6 +113,7 @@ class WorkloadItem(msgspec.Struct, rename="camel"):
     workload_type: str | None = None
     cost_metrics: list[WorkloadCostItem] = []
     labels: list[Label] = []
+    summary: AnswerSummary | None = None  # None: not sent, so only the spacing checks the bucket size
 
     def missing_identity(self) -> tuple[str, ...]:
         """The identity fields (API names) this item lacks or leaves blank."""
@@ -170,6 +179,7 @@ class CostReportItem(msgspec.Struct, rename="camel", gc=False):
 
 class CostReportResponse(Body):
     items: list[CostReportItem] = []
+    summary: AnswerSummary | None = None
 
 
 class _ClusterPrice(msgspec.Struct, rename="camel"):

@@ -170,7 +170,13 @@ def _hourly_item(name: str, hours: tuple[int, ...], uptime_minutes: str) -> Work
         }
         for h in hours
     ]
-    item = {"namespace": "ns", "workloadType": "Deployment", "workloadName": name, "costMetrics": buckets}
+    item = {
+        "namespace": "ns",
+        "workloadType": "Deployment",
+        "workloadName": name,
+        "costMetrics": buckets,
+        "summary": {"totalCost": f"{len(hours):.6f}"},  # 1 USD an hour, hourly buckets
+    }
     return msgspec.convert(item, WorkloadItem, strict=False)
 
 

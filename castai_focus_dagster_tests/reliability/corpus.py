@@ -43,6 +43,7 @@ from castai_focus_dagster.castai.input_warnings import (
     DUPLICATE_WORKLOAD,
     MISSING_WORKLOAD_IDENTITY,
     NO_DATA,
+    SUMMARY_MISSING,
     UPTIME_OVER_STEP,
 )
 from castai_focus_dagster.castai.sandbox.faults import CannedResponse, Responder
@@ -327,6 +328,17 @@ def daily_buckets(items: list[JSON], clean: Clean) -> None:
         item["costMetrics"] = [{"timestamp": "2026-11-02T00:00:00Z", **day}]
 
 
+def half_hour_summaries(items: list[JSON], clean: Clean) -> None:
+    """Each summary half its buckets' total: what 30-minute buckets that all end on the hour total."""
+    for item in items:
+        item["summary"]["totalCost"] = f"{Decimal(item['summary']['totalCost']) / 2:.6f}"
+
+
+def without_summaries(items: list[JSON], clean: Clean) -> None:
+    for item in items:
+        del item["summary"]
+
+
 def add_bucket(timestamp: str | None = None) -> Build:
     """A copy of the first workload's first bucket, at `timestamp` (None: the same timestamp)."""
 
@@ -499,6 +511,14 @@ CASES: tuple[BadInput, ...] = (
              "workload for an hourly request", "refused",
              "refused (permanent, no retry): the bucket size answered is not the one requested; read as "
              "hourly it would be 1/24 of the cost", one_page(daily_buckets), field="timestamp"),
+    BadInput("summary-half-the-buckets", WORKLOAD_COSTS, "hourly-spaced buckets whose `summary.totalCost` "
+             "is half their total (30-minute buckets that all end on the hour)", "refused",
+             "refused (permanent, no retry): the buckets do not total their summary at the requested "
+             "size; read as hourly they would be twice the cost", one_page(half_hour_summaries),
+             field="summary.totalCost"),
+    BadInput("summary-missing", WORKLOAD_COSTS, "workloads without `summary`", "repaired",
+             "kept, with a warning: their bucket size is checked by spacing alone",
+             one_page(without_summaries), warning=SUMMARY_MISSING, same_rows=True),
     BadInput("timestamp-without-zone", WORKLOAD_COSTS, "a timestamp without a UTC offset", "refused",
              "refused: a local time cannot be placed in a UTC charge period",
              in_paid_bucket(timestamp="2026-11-01T01:00:00"), field="timestamp"),

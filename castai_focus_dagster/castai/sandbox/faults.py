@@ -84,6 +84,9 @@ class Faults:
     no_data_keep_items: dict[str, str | None] = field(default_factory=dict)
     omit_identity: dict[str, tuple[str, ...]] = field(default_factory=dict)  # regex -> item fields left out
     cost_scale: dict[str, float] = field(default_factory=dict)  # regex -> factor on every cost field
+    # regex -> the UTC hours of the day (0: 00:00-01:00) in which the cluster's workloads ran; the other
+    # hours are idle and each workload's answer leaves out its buckets without uptime or storage
+    active_hours: dict[str, frozenset[int]] = field(default_factory=dict)
     # Cluster id -> its `deletedAt` (RFC 3339): listed with status "deleted"; windows starting at or
     # after it answer `items: []` without a noDataReason (the cluster has nothing to report any more).
     deleted_clusters: dict[str, str] = field(default_factory=dict)

@@ -9,7 +9,7 @@ described in docs/architecture.md.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -142,10 +142,11 @@ class SandboxOrg:
 
     def bucket_metrics(
         self, cluster_id: str, start_hour: int, n_buckets: int, hours_per_bucket: int,
-        rows: np.ndarray | None = None, *, listing: bool = False,
+        rows: np.ndarray | None = None, *, listing: bool = False, active_hours: Collection[int] | None = None,
     ) -> dict[str, np.ndarray]:  # fmt: skip
         """Per bucket (shape workloads x buckets): the mean of the bucket's hours for every metric, the sum
-        for `uptimeMinutes*`. Bucket b covers hours [start_hour + b*h, start_hour + (b+1)*h)."""
+        for `uptimeMinutes*`. Bucket b covers hours [start_hour + b*h, start_hour + (b+1)*h).
+        `active_hours`: only these UTC hours of the day count; every metric is 0 in the others."""
         cluster = self.cluster(cluster_id)
         n_rows = len(cluster.workloads) if rows is None else len(rows)
         out = {
@@ -155,6 +156,10 @@ class SandboxOrg:
         for first, last in chunks(n_buckets, max(1, MAX_CHUNK_HOURS // hours_per_bucket)):
             hours = start_hour + np.arange(first * hours_per_bucket, last * hours_per_bucket, dtype=np.int64)
             hourly = self.hourly_metrics(cluster_id, hours, rows, listing=listing)
+            if active_hours is not None:
+                idle = ~np.isin(hours % 24, list(active_hours))
+                for values in hourly.values():
+                    values[:, idle] = 0
             for name, values in hourly.items():
                 per_bucket = values.reshape(n_rows, last - first, hours_per_bucket)
                 out[name][:, first:last] = (

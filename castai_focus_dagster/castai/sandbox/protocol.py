@@ -94,6 +94,9 @@ class Window:
     hours_per_bucket: int
     listing: bool = False  # useListingPrices=true: costs at listing prices (no discount)
     cost_scale: float = 1.0  # fault `cost_scale`: every cost series multiplied by this
+    # fault `active_hours`: the UTC hours of the day in which the workloads ran; each workload's buckets
+    # without uptime or storage are left out of its answer (None: every bucket of every listed workload)
+    active_hours: frozenset[int] | None = None
 
     @property
     def hours(self) -> int:

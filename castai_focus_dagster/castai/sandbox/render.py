@@ -139,7 +139,12 @@ def render_window(
 ) -> RenderedWindow:
     """`cost_only`: only the /cost body (no per-workload JSON, the expensive part)."""
     means = org.bucket_metrics(
-        cluster.id, window.start_hour, window.n_buckets, window.hours_per_bucket, listing=window.listing
+        cluster.id,
+        window.start_hour,
+        window.n_buckets,
+        window.hours_per_bucket,
+        listing=window.listing,
+        active_hours=window.active_hours,
     )
     if window.cost_scale != 1.0:
         # Only the resource cost series: `cost{Tier}` and the summaries are derived from them below.
@@ -150,8 +155,8 @@ def render_window(
     micro = {name: values if name in SUMMED_FIELDS else _micro(values) for name, values in means.items()}
     for tier in TIERS:
         micro[f"cost{tier}"] = _add(micro[f"{cost}{tier}"] for cost in RESOURCE_COSTS)
-    uptime = _add(means[f"uptimeMinutes{tier}"].sum(axis=1) for tier in TIERS)
-    rows = np.flatnonzero((uptime > 0) | (means["storageGib"].sum(axis=1) > 0))
+    uptime = _add(means[f"uptimeMinutes{tier}"] for tier in TIERS)  # workloads x buckets
+    rows = np.flatnonzero((uptime.sum(axis=1) > 0) | (means["storageGib"].sum(axis=1) > 0))
     timestamps = [
         hour_timestamp(window.start_hour + (b + 1) * window.hours_per_bucket) for b in range(window.n_buckets)
     ]
@@ -165,7 +170,12 @@ def render_window(
         [("timestamp", pa.array(timestamps * len(rows), pa.string()))]
         + [(name, _field_strings(name, listed[name])) for name in WORKLOAD_ITEM_FIELDS]
     )
-    offsets = pa.array(np.arange(len(rows) + 1, dtype=np.int32) * window.n_buckets, pa.int32())
+    per_row = np.full(len(rows), window.n_buckets)
+    if window.active_hours is not None:  # a sparse answer: only the buckets in which a workload ran
+        ran = (uptime[rows] > 0) | (means["storageGib"][rows] > 0)
+        bucket_objects = bucket_objects.filter(pa.array(ran.ravel()))
+        per_row = ran.sum(axis=1)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(per_row)]).astype(np.int32), pa.int32())
     cost_metrics = pc.binary_join(pa.ListArray.from_arrays(offsets, bucket_objects), ",")
     summary = _summary_columns(listed, WORKLOAD_SUMMARY_FIELDS, window)
     summaries = _json_objects([(name, _decimal_strings(summary[name])) for name in WORKLOAD_SUMMARY_FIELDS])

@@ -163,7 +163,10 @@ class SandboxApi:
         raise ApiError(404, f"no such endpoint: {request.path}")
 
     def render(self, cluster: SandboxCluster, window: Window, *, cost_only: bool = False) -> RenderedWindow:
-        """Cached render; a full render also serves `cost_only` requests."""
+        """Cached render; a full render also serves `cost_only` requests. A window of the
+        `active_hours` fault (tests only) is rendered afresh."""
+        if window.active_hours is not None:
+            return render_window(self._org, cluster, window, cost_only=cost_only)
         base = (
             cluster.id,
             window.start_hour,
@@ -211,12 +214,16 @@ class SandboxApi:
 
     def _served_window(self, request: Request) -> Window:
         """The requested window, or (fault `answer_step_seconds`) the same span in buckets of another size;
-        (fault `cost_scale`) with every cost multiplied."""
+        (fault `cost_scale`) with every cost multiplied, (fault `active_hours`) with workloads that ran
+        only in some hours of the day, answered sparsely."""
         faults = self._server.faults
         window = parse_window(request)
         scaled, scale = faults.answer(faults.cost_scale, request.path)
         if scaled and scale is not None:
             window = replace(window, cost_scale=float(scale))
+        active, hours = faults.answer(faults.active_hours, request.path)
+        if active and hours is not None:
+            window = replace(window, active_hours=frozenset(hours))
         matched, step = faults.answer(faults.answer_step_seconds, request.path)
         if not matched or step is None:
             return window
