@@ -30,6 +30,7 @@ from castai_focus_dagster.castai.validation import (
     BucketWindow,
     bucketed_totals,
     first_bad_metric,
+    first_repeated_bucket,
     summary_mismatches,
     summary_problem,
 )
@@ -247,12 +248,10 @@ def decode_cost_report(body: bytes, window: BucketWindow) -> pa.Table:
     problem = window.step_problem(window.grid_seconds(micros))
     if problem:
         raise InvalidResponse(problem, reason=WRONG_STEP, field="timestamp")
-    ordered = np.sort(micros)
-    repeated = ordered[1:] == ordered[:-1]
-    if repeated.any():
-        moment = timestamps[int(np.flatnonzero(micros == ordered[1:][repeated][0])[0])].as_py()
+    repeated = first_repeated_bucket(np.zeros_like(micros), micros)  # one owner: the cluster
+    if repeated is not None:
         raise InvalidResponse(
-            f"bucket timestamp {moment.isoformat()} appears twice",
+            f"bucket timestamp {items[repeated].timestamp.isoformat()} appears twice",
             reason="invalid response",
             field="timestamp",
         )

@@ -86,6 +86,13 @@ def _is_cost(metric: str) -> bool:
 _METRIC_LIMITS = np.array([MAX_HOURLY_COST if _is_cost(m) else MAX_QUANTITY for m in METRIC_COLUMNS])[:, None]
 
 
+def first_repeated_bucket(owner: np.ndarray, micros: np.ndarray) -> int | None:
+    """The row of a bucket whose owner (workload index) already has a bucket at its timestamp."""
+    order = np.lexsort((micros, owner))
+    repeated = (owner[order][1:] == owner[order][:-1]) & (micros[order][1:] == micros[order][:-1])
+    return int(order[1:][np.argmax(repeated)]) if repeated.any() else None
+
+
 def workload_bucket_problem(
     table: MetricColumns, owner: np.ndarray, micros: np.ndarray, moment: Callable[[int], str]
 ) -> tuple[int, str, str] | None:
@@ -95,10 +102,8 @@ def workload_bucket_problem(
     `table` holds the METRIC_COLUMNS of the buckets, `owner` the workload index of each row and
     `micros` its timestamp in epoch microseconds; `moment(row)` names a row's timestamp in messages.
     """
-    order = np.lexsort((micros, owner))
-    repeated = (owner[order][1:] == owner[order][:-1]) & (micros[order][1:] == micros[order][:-1])
-    if repeated.any():
-        row = int(order[1:][np.argmax(repeated)])
+    row = first_repeated_bucket(owner, micros)
+    if row is not None:
         return row, "timestamp", f"bucket timestamp {moment(row)} appears twice"
     if table.names != METRIC_COLUMNS:
         raise ValueError("workload buckets are checked on METRIC_COLUMNS, in that order")

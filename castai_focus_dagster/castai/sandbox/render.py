@@ -155,8 +155,9 @@ def render_window(
     micro = {name: values if name in SUMMED_FIELDS else _micro(values) for name, values in means.items()}
     for tier in TIERS:
         micro[f"cost{tier}"] = _add(micro[f"{cost}{tier}"] for cost in RESOURCE_COSTS)
-    uptime = _add(means[f"uptimeMinutes{tier}"] for tier in TIERS)  # workloads x buckets
-    rows = np.flatnonzero((uptime.sum(axis=1) > 0) | (means["storageGib"].sum(axis=1) > 0))
+    uptime = _add(means[f"uptimeMinutes{tier}"] for tier in TIERS)
+    ran = (uptime > 0) | (means["storageGib"] > 0)  # workloads x buckets (metrics are >= 0)
+    rows = np.flatnonzero(ran.any(axis=1))
     timestamps = [
         hour_timestamp(window.start_hour + (b + 1) * window.hours_per_bucket) for b in range(window.n_buckets)
     ]
@@ -172,9 +173,8 @@ def render_window(
     )
     per_row = np.full(len(rows), window.n_buckets)
     if window.active_hours is not None:  # a sparse answer: only the buckets in which a workload ran
-        ran = (uptime[rows] > 0) | (means["storageGib"][rows] > 0)
-        bucket_objects = bucket_objects.filter(pa.array(ran.ravel()))
-        per_row = ran.sum(axis=1)
+        bucket_objects = bucket_objects.filter(pa.array(ran[rows].ravel()))
+        per_row = ran[rows].sum(axis=1)
     offsets = pa.array(np.concatenate([[0], np.cumsum(per_row)]).astype(np.int32), pa.int32())
     cost_metrics = pc.binary_join(pa.ListArray.from_arrays(offsets, bucket_objects), ",")
     summary = _summary_columns(listed, WORKLOAD_SUMMARY_FIELDS, window)
