@@ -75,8 +75,9 @@ average hourly rates per bucket; a bucket of `stepSeconds` ends at its `timestam
 - `BilledCost = EffectiveCost = {{cost field}} × h`
 - `PricingQuantity = ConsumedQuantity = {{quantity field}} × h`
 
-Rows whose cost and quantity are both zero are omitted; duplicate buckets of the same workload
-(same cluster, namespace, type, name and timestamp) are counted once (the first one wins).
+Rows whose cost and quantity are both zero are omitted. A bucket a workload lists twice (same
+timestamp) is refused by the client; an identical repeat of a whole workload is dropped (its first copy
+kept, counted as input warning `duplicate-workload`), and a repeat with other numbers is refused.
 Storage is not tiered: one storage row per workload and period. For every workload and day the
 sum of `BilledCost` equals Cast AI's cost (compute + storage, × hours), and hourly and daily
 granularity give the same daily total. Rows are sorted by cluster, namespace, workload type,

@@ -21,7 +21,8 @@ from castai_focus_dagster_tests.deploy.helm import (
 @pytest.fixture(scope="module")
 def chart_ref() -> Path:
     if not CHART_REF.is_dir():
-        pytest.fail(f"chart reference files not found at {CHART_REF} (shared/ is not next to the repo)")
+        # A user's clone has no shared/: skip with the reason, as the validator tests do (CI has it).
+        pytest.skip(f"chart reference files not found at {CHART_REF} (shared/ is not next to the repo)")
     return CHART_REF
 
 
