@@ -489,11 +489,18 @@ def test_documented_duckdb_queries_run_on_the_published_layout(
     folder = tmp_path / "version=focus-1.3/year=2026/month=03/day=02"
     folder.mkdir(parents=True)
     (folder / "castai-focus-org-2026-03-02-00.parquet").write_bytes(to_parquet_bytes(case.split))
+    # The working files beside the published tree (internal_key): a glob over the whole prefix
+    # would read them too, and DuckDB refuses their other partitions (regression).
+    internal = tmp_path / "_internal/castai_listing_prices/year=2026/month=03/day=02"
+    internal.mkdir(parents=True)
+    (internal / "castai_listing_prices.parquet").write_bytes(to_parquet_bytes(case.split))
     queries = re.findall(r"```sql\n(.*?)```", DOCS.read_text(encoding="utf-8"), flags=re.DOTALL)
     assert len(queries) == 3
-    path = (tmp_path / "version=focus-1.3/**/*.parquet").as_posix()
+    documented = "focus/version=focus-1.3/*/*/*/*.parquet"
+    assert all(documented in q for q in queries)
+    path = (tmp_path / "version=focus-1.3/*/*/*/*.parquet").as_posix()
     with duckdb.connect() as db:
-        results = [db.execute(q.replace("focus/**/*.parquet", path)).df() for q in queries]
+        results = [db.execute(q.replace(documented, path)).df() for q in queries]
 
     split = case.split.to_pandas()
     idle_rows = split["AllocatedResourceId"].isna()
