@@ -36,6 +36,7 @@ class _Codec:
     dump: Callable[[Any, BinaryIO], dict[str, Any]]  # writes the value, returns what it wrote
     load: Callable[[BinaryIO], Any]
     content_type: str
+    rows_are: str = ""  # what one stored row is, for the log line (a file without rows says nothing)
 
 
 CODECS: dict[str, _Codec] = {
@@ -47,18 +48,21 @@ CODECS: dict[str, _Codec] = {
         intermediates.workload_costs_to_file,
         intermediates.workload_costs_from_file,
         PARQUET_CONTENT_TYPE,
+        "workload buckets",
     ),
     "castai_cluster_costs": _Codec(
         "parquet",
         intermediates.cluster_costs_to_file,
         intermediates.cluster_costs_from_file,
         PARQUET_CONTENT_TYPE,
+        "cluster cost-report buckets",
     ),
     "castai_listing_prices": _Codec(
         "parquet",
         intermediates.cluster_costs_to_file,
         intermediates.cluster_costs_from_file,
         PARQUET_CONTENT_TYPE,
+        "cluster cost-report buckets",
     ),
     "castai_enrichment_context": _Codec(
         "json", intermediates.enrichment_to_file, intermediates.enrichment_from_file, JSON_CONTENT_TYPE
@@ -97,9 +101,9 @@ class IntermediatesIOManager(dg.ConfigurableIOManager):
                     store.put_file(object_key, data, codec.content_type)
                 written.append(store.describe(object_key))
                 warnings += [{"day": key, **warning} for warning in facts.get("input_warnings", [])]
-                if "rows" in facts:
+                if codec.rows_are:
                     context.log.info(
-                        f"{key}: {facts['rows']} workload buckets from {facts['clusters']} clusters"
+                        f"{key}: {facts['rows']} {codec.rows_are} from {facts['clusters']} clusters"
                     )
         metadata: dict[str, Any] = {"stored_at": dg.MetadataValue.json(written)}
         if name == INPUT_ASSET:

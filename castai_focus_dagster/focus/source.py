@@ -96,6 +96,12 @@ class WorkloadSource:
         column = _dictionary(self.table, name)
         return column.dictionary.take(column.indices)
 
+    def text_of_rows(self, name: str, rows: pa.Array) -> pa.Array:
+        """A dictionary column's strings at source rows `rows`: the indices are gathered first, so the
+        strings are copied once."""
+        column = _dictionary(self.table, name)
+        return column.dictionary.take(column.indices.take(rows))
+
     def label_entries(self) -> tuple[list[str | None], np.ndarray]:
         """Distinct label JSON texts and, per row, the index into them (-1: no labels)."""
         labels = _dictionary(self.table, "labels")

@@ -6,10 +6,10 @@ pair is parsed and serialised once and the text gathered to the rows.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
+import msgspec
 import numpy as np
 import pyarrow as pa
 
@@ -51,26 +51,28 @@ def allowed_labels(text: str | None, cluster_id: str, allowlist: tuple[str, ...]
 
 
 def tags_json(tags: Mapping[str, Any]) -> str | None:
-    """Key-value JSON as every Tags-like column carries it (sorted keys, compact); null when empty."""
-    return _TAGS_ENCODER.encode(tags) if tags else None
+    """Key-value JSON as every Tags-like column carries it (sorted keys, compact, UTF-8 unescaped: the
+    bytes of `json.dumps(sort_keys=True, ensure_ascii=False, separators=(",", ":"))`); null when empty."""
+    return _TAGS_ENCODER.encode(tags).decode() if tags else None
 
 
-# Built once (json.dumps with options builds an encoder per call): one call per workload and day.
-_TAGS_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+# msgspec (in C): one call per workload and day, about a quarter of the json module's time.
+_TAGS_ENCODER = msgspec.json.Encoder(order="sorted")
+_LABELS_DECODER = msgspec.json.Decoder(dict[str, str])
 
 
-def parse_labels(text: str | None, cluster_id: str) -> dict[str, Any]:
+def parse_labels(text: str | None, cluster_id: str) -> dict[str, str]:
+    """A workload's labels column (a JSON object of strings, `castai.labels.labels_json`) as a dict."""
     if not text:
         return {}
     try:
-        labels = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"cluster {cluster_id}: workload labels are not valid JSON ({exc.msg})") from exc
-    if not isinstance(labels, dict):
+        return _LABELS_DECODER.decode(text)
+    except msgspec.ValidationError as exc:
         raise ValueError(
-            f"cluster {cluster_id}: workload labels must be a JSON object, got {type(labels).__name__}"
-        )
-    return labels
+            f"cluster {cluster_id}: workload labels must be a JSON object of strings ({exc})"
+        ) from exc
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"cluster {cluster_id}: workload labels are not valid JSON ({exc})") from exc
 
 
 def allocated_tags(

@@ -6,7 +6,7 @@ One row per cluster × workload × charge period × pricing tier × resource; do
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,6 +75,8 @@ def to_focus(
     charges = ChargeRows(charge, cluster_entry, period_start, period_end, billed, quantity)
     row_idx = pa.array(row.astype(np.int64))
     columns = charge_columns(charges, list_price, contracted_price, cluster_info, options)
+    workload_name = source.text_of_rows("workload_name", row_idx)
+    workload_type = source.text_of_rows("workload_type", row_idx)
     columns |= {
         "ChargeDescription": pc.binary_join_element_wise(
             per_charge([c.description for c in CHARGES], pa.array(charge.astype(np.int32))),
@@ -82,12 +84,12 @@ def to_focus(
             " for ",
         ),
         "ResourceId": source.resource_id.take(row_idx),
-        "ResourceName": source.text("workload_name").take(row_idx),
-        "ResourceType": source.text("workload_type").take(row_idx),
+        "ResourceName": workload_name,
+        "ResourceType": workload_type,
         "Tags": workload_tags(source, cluster_info, options.tag_allowlist, row),
-        "x_CastAINamespace": source.text("namespace").take(row_idx),
-        "x_CastAIWorkloadType": source.text("workload_type").take(row_idx),
-        "x_CastAIWorkloadName": source.text("workload_name").take(row_idx),
+        "x_CastAINamespace": source.text_of_rows("namespace", row_idx),
+        "x_CastAIWorkloadType": workload_type,  # the same array twice: gathered once
+        "x_CastAIWorkloadName": workload_name,
     }
     return focus_table(columns, int(row.size), options)
 
@@ -121,18 +123,15 @@ def charge_columns(
     list_cost = list_price * quantity
     contracted_cost = contracted_price * quantity
 
-    month = rows.period_start_us.astype("datetime64[us]").astype("datetime64[M]")
-    billing_start = month.astype("datetime64[us]").astype(np.int64)
-    billing_end = (month + 1).astype("datetime64[us]").astype(np.int64)
-    invoice_months, invoice_index = np.unique(month, return_inverse=True)
+    billing_start, billing_end, invoice_months, invoice_index = _billing_months(rows.period_start_us)
     invoice_ids = pa.array(
         [f"CASTAI-{options.organization_id}-{str(m)[:4]}-{str(m)[5:7]}" for m in invoice_months], pa.string()
     )
 
     charge_idx = pa.array(charge.astype(np.int32))
-    cluster_idx = pa.array(rows.cluster_entry.astype(np.int32))
+    of_cluster = _gather_to(rows.cluster_entry)
     unit = per_charge([c.pricing_unit for c in CHARGES], charge_idx)
-    cluster_id = clusters.id.take(cluster_idx)
+    cluster_id = of_cluster(clusters.id)
 
     def money(values: np.ndarray) -> pa.Array:
         return pa.array(values, pa.float64())
@@ -148,8 +147,8 @@ def charge_columns(
 
     return {
         "BilledCost": money(billed),
-        "BillingAccountId": clusters.billing_account_id.take(cluster_idx),
-        "BillingAccountName": clusters.billing_account_name.take(cluster_idx),
+        "BillingAccountId": of_cluster(clusters.billing_account_id),
+        "BillingAccountName": of_cluster(clusters.billing_account_name),
         "BillingPeriodEnd": instant(billing_end),
         "BillingPeriodStart": instant(billing_start),
         "ChargePeriodEnd": instant(rows.period_end_us),
@@ -159,7 +158,7 @@ def charge_columns(
         "ContractedCost": money(contracted_cost),
         "ContractedUnitPrice": money(contracted_price),
         "EffectiveCost": money(billed),
-        "HostProviderName": clusters.host_provider.take(cluster_idx),
+        "HostProviderName": of_cluster(clusters.host_provider),
         "InvoiceId": invoice_ids.take(pa.array(invoice_index.astype(np.int32))),
         "ListCost": money(list_cost),
         "ListUnitPrice": money(list_price),
@@ -169,18 +168,18 @@ def charge_columns(
         "PricingCurrencyListUnitPrice": money(list_price),
         "PricingQuantity": money(quantity),
         "PricingUnit": unit,
-        "RegionId": clusters.region_id.take(cluster_idx),
-        "RegionName": clusters.region_name.take(cluster_idx),
+        "RegionId": of_cluster(clusters.region_id),
+        "RegionName": of_cluster(clusters.region_name),
         "SkuId": per_charge([c.sku_id for c in CHARGES], charge_idx),
         "SkuMeter": per_charge([c.sku_meter for c in CHARGES], charge_idx),
         "SkuPriceId": _sku_price_ids(clusters).take(
             pa.array(rows.cluster_entry.astype(np.int64) * len(CHARGES) + charge)
         ),
-        "SubAccountId": clusters.sub_account_id.take(cluster_idx),
-        "SubAccountName": clusters.sub_account_name.take(cluster_idx),
-        "SubAccountType": clusters.sub_account_type.take(cluster_idx),
+        "SubAccountId": of_cluster(clusters.sub_account_id),
+        "SubAccountName": of_cluster(clusters.sub_account_name),
+        "SubAccountType": of_cluster(clusters.sub_account_type),
         "x_CastAIClusterId": cluster_id,
-        "x_CastAIClusterName": clusters.name.take(cluster_idx),
+        "x_CastAIClusterName": of_cluster(clusters.name),
         "x_CastAIPricingTier": per_charge([c.tier for c in CHARGES], charge_idx),
         "x_CastAIResource": per_charge([c.resource for c in CHARGES], charge_idx),
         "x_CastAICpuCost": component("cpu"),
@@ -189,6 +188,33 @@ def charge_columns(
         "x_CastAITpuCost": component("tpu"),
         "x_CastAIStorageCost": component("storage"),
     }
+
+
+def _billing_months(period_start_us: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per row: its billing period's start and end (µs), and the index of its month among the distinct
+    months (also returned)."""
+    size = period_start_us.size
+    if size:
+        extremes = np.array([period_start_us.min(), period_start_us.max()])
+        first, last = extremes.astype("datetime64[us]").astype("datetime64[M]")
+        if first == last:  # a day lies in one month: calendar arithmetic on one value, not on every row
+            start, end = np.array([first, first + 1]).astype("datetime64[us]").astype(np.int64)
+            return np.full(size, start), np.full(size, end), np.array([first]), np.zeros(size, np.int64)
+    month = period_start_us.astype("datetime64[us]").astype("datetime64[M]")
+    months, index = np.unique(month, return_inverse=True)
+    start = month.astype("datetime64[us]").astype(np.int64)
+    end = (month + 1).astype("datetime64[us]").astype(np.int64)
+    return start, end, months, index
+
+
+def _gather_to(entry: np.ndarray) -> Callable[[pa.Array], pa.Array]:
+    """`values[entry]` for per-cluster arrays: a batch usually holds one cluster, and repeating its one
+    value costs a third of gathering it row by row through an index."""
+    if entry.size and not np.any(entry != entry[0]):
+        first, size = int(entry[0]), int(entry.size)
+        return lambda values: pa.repeat(values[first], size)
+    index = pa.array(entry.astype(np.int32))
+    return lambda values: values.take(index)
 
 
 def _sku_price_ids(clusters: ClusterInfo) -> pa.Array:

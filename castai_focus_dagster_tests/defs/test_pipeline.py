@@ -409,6 +409,15 @@ def test_split_allocation_mode_end_to_end(
     with dg.instance_for_test() as instance:
         result = run([DAY], instance)
         assert result.success
+        stored = {
+            e.step_key: e.user_message
+            for e in instance.all_logs(result.run_id)
+            if not e.dagster_event and " clusters" in e.user_message
+        }
+    # Each intermediate's log line names what its rows are (it said "workload buckets" for all of them).
+    assert "workload buckets" in stored["castai_workload_costs"]
+    assert "cluster cost-report buckets" in stored["castai_cluster_costs"]
+    assert "cluster cost-report buckets" in stored["castai_listing_prices"]
     table = pq.read_table(
         exporter_env / data_key(PREFIX, sandbox_org.organization_id, date.fromisoformat(DAY), "parquet")
     )

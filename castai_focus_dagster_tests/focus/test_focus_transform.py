@@ -800,3 +800,31 @@ def test_option_defaults_are_the_settings_defaults() -> None:
     for name in ("service_provider_name", "invoice_issuer_name", "publisher_name"):
         assert getattr(options, name) == getattr(from_settings, name), name
     assert options.publisher_name == "Cast AI"
+
+
+# --- gathers that take a shortcut (one cluster, one month): the general path must agree -------------
+
+
+def test_a_batch_over_two_clusters_and_two_months_keeps_each_rows_own_values() -> None:
+    """A batch usually holds one cluster of one day, and the transform repeats that cluster's values and
+    month; a batch of several clusters or months must gather each row's own."""
+    rows = [
+        {"cluster_id": cid, "timestamp": moment, "cpuCostOnDemand": 1.0, "cpuCountOnDemand": 1.0}
+        for cid in ("c-eks-prod", "c-gke-ml")
+        for moment in (datetime(2026, 3, 31, 23, tzinfo=UTC), datetime(2026, 4, 1, 2, tzinfo=UTC))
+    ]
+    out = transform(workload_table(rows))
+    assert len(out) == 4
+    for _, row in out.iterrows():
+        cluster = CLUSTERS[row["x_CastAIClusterId"]]
+        assert row["x_CastAIClusterName"] == cluster.name and row["RegionId"] == cluster.region_name
+        month = (row["ChargePeriodStart"].year, row["ChargePeriodStart"].month)
+        assert (row["BillingPeriodStart"].year, row["BillingPeriodStart"].month) == month
+        assert row["InvoiceId"].endswith(f"-{month[0]}-{month[1]:02d}")
+    one = [transform(workload_table([r])).iloc[0] for r in rows]  # each row alone: the shortcut
+    for alone, _ in zip(one, rows, strict=True):
+        together = out[
+            (out["x_CastAIClusterId"] == alone["x_CastAIClusterId"])
+            & (out["ChargePeriodStart"] == alone["ChargePeriodStart"])
+        ].iloc[0]
+        assert together.equals(alone)

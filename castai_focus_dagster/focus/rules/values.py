@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import msgspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -55,7 +56,23 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
 _KEY_VALUE_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys)
 
 
+# A canonical text (what `focus.tags.tags_json` writes) proves itself: decoded as a flat object and
+# encoded again with sorted keys it gives back the same bytes, which a repeated key or a nested value
+# cannot. Any other text takes the full parse below.
+_FLAT_OBJECT = msgspec.json.Decoder(dict[str, str | int | float | bool | None])
+_CANONICAL = msgspec.json.Encoder(order="sorted")
+
+
+def _is_canonical_flat_object(text: str) -> bool:
+    try:
+        return _CANONICAL.encode(_FLAT_OBJECT.decode(text)) == text.encode()
+    except (msgspec.DecodeError, UnicodeEncodeError):
+        return False
+
+
 def _key_value_problem(text: str) -> str | None:
+    if _is_canonical_flat_object(text):
+        return None
     try:
         value = _KEY_VALUE_DECODER.decode(text)
     except ValueError as exc:
