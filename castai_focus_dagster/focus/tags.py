@@ -7,7 +7,6 @@ pair is parsed and serialised once and the text gathered to the rows.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import msgspec
 import numpy as np
@@ -26,7 +25,7 @@ def workload_tags(
     combo = source.cluster_entry.astype(np.int64) * (len(label_texts) + 1) + (label_entry + 1)
     distinct, inverse = np.unique(combo, return_inverse=True)
     values: list[str | None] = []
-    of_cluster: dict[int, dict[str, Any]] = {}  # each cluster's filtered tags, once
+    of_cluster: dict[int, dict[str, str]] = {}  # each cluster's filtered tags, once
     for key in distinct.tolist():
         entry, label_index = divmod(key, len(label_texts) + 1)
         cluster = clusters.clusters[entry]
@@ -38,21 +37,22 @@ def workload_tags(
     return pa.array(values, pa.string()).take(pa.array(inverse.reshape(-1)[row].astype(np.int64)))
 
 
-def cluster_tags(cluster: Cluster, allowlist: tuple[str, ...]) -> dict[str, Any]:
+def cluster_tags(cluster: Cluster, allowlist: tuple[str, ...]) -> dict[str, str]:
     """The cluster's Cast AI tags with their keys as they are (user-defined, like labels), filtered."""
     allowed = set(allowlist)
     return {k: v for k, v in cluster.tags.items() if not allowed or k in allowed}
 
 
-def allowed_labels(text: str | None, cluster_id: str, allowlist: tuple[str, ...]) -> dict[str, Any]:
+def allowed_labels(text: str | None, cluster_id: str, allowlist: tuple[str, ...]) -> dict[str, str]:
     """A workload's labels (canonical JSON text) with keys as-is, filtered by the allowlist."""
     allowed = set(allowlist)
     return {k: v for k, v in parse_labels(text, cluster_id).items() if not allowed or k in allowed}
 
 
-def tags_json(tags: Mapping[str, Any]) -> str | None:
-    """Key-value JSON as every Tags-like column carries it (sorted keys, compact, UTF-8 unescaped: the
-    bytes of `json.dumps(sort_keys=True, ensure_ascii=False, separators=(",", ":"))`); null when empty."""
+def tags_json(tags: Mapping[str, str]) -> str | None:
+    """Key-value JSON as every Tags-like column carries it (sorted keys, compact, UTF-8 unescaped: for
+    string values the bytes of `json.dumps(sort_keys=True, ensure_ascii=False, separators=(",", ":"))`);
+    null when empty."""
     return _TAGS_ENCODER.encode(tags).decode() if tags else None
 
 

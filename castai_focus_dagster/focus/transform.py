@@ -210,7 +210,7 @@ def _billing_months(period_start_us: np.ndarray) -> tuple[np.ndarray, np.ndarray
 def _gather_to(entry: np.ndarray) -> Callable[[pa.Array], pa.Array]:
     """`values[entry]` for per-cluster arrays: a batch usually holds one cluster, and repeating its one
     value costs a third of gathering it row by row through an index."""
-    if entry.size and not np.any(entry != entry[0]):
+    if entry.size and entry[0] >= 0 and not np.any(entry != entry[0]):  # -1 fails in the take, as ever
         first, size = int(entry[0]), int(entry.size)
         return lambda values: pa.repeat(values[first], size)
     index = pa.array(entry.astype(np.int32))

@@ -828,3 +828,12 @@ def test_a_batch_over_two_clusters_and_two_months_keeps_each_rows_own_values() -
             & (out["ChargePeriodStart"] == alone["ChargePeriodStart"])
         ].iloc[0]
         assert together.equals(alone)
+
+
+def test_the_one_cluster_shortcut_never_reads_a_negative_entry_as_the_last_cluster() -> None:
+    from castai_focus_dagster.focus.transform import _gather_to
+
+    values = pa.array(["a", "b"])
+    assert _gather_to(np.array([1, 1]))(values).to_pylist() == ["b", "b"]
+    with pytest.raises(pa.ArrowIndexError):
+        _gather_to(np.array([-1, -1]))(values)
