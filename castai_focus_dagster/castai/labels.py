@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+
+import msgspec
 
 from castai_focus_dagster.castai.wire import Label
 
@@ -43,11 +44,18 @@ def exported_labels(labels: Sequence[Label]) -> tuple[str | None, int, int]:
 
 
 def labels_json(labels: Sequence[Label]) -> str | None:
-    """Canonical JSON object of the workload's labels (sorted keys; names unique, see `exported_labels`)."""
+    """Canonical JSON object of the workload's labels (names unique, see `exported_labels`)."""
     if not labels:
         return None
-    return _LABELS_ENCODER.encode({label.name: label.value for label in labels})
+    return canonical_json({label.name: label.value for label in labels})
 
 
-# Built once (json.dumps with options builds an encoder per call): one call per workload and page.
-_LABELS_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+def canonical_json(values: Mapping[str, object]) -> str:
+    """The one key-value JSON form of labels and every Tags-like column: sorted keys, compact, UTF-8
+    unescaped; for string values the bytes of `json.dumps(sort_keys=True, ensure_ascii=False,
+    separators=(",", ":"))`."""
+    return _CANONICAL_ENCODER.encode(values).decode()
+
+
+# msgspec (in C): one call per workload and page or day, about a quarter of the json module's time.
+_CANONICAL_ENCODER = msgspec.json.Encoder(order="sorted")

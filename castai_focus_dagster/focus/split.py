@@ -209,11 +209,12 @@ def _assemble(
         [tags_json(cluster_tags(c, options.tag_allowlist)) for c in info.clusters], pa.string()
     )
     unit = per_charge([c.pricing_unit for c in CHARGES], charge_idx)
+    workload_name = source.text_of_rows("workload_name", workload_idx)  # null on the unallocated rows
     columns |= {
         "AllocatedMethodDetails": _method_details(rows.ratio, unit, rows.usage_quantity),
         "AllocatedMethodId": pa.repeat(pa.scalar(ALLOCATION_METHOD_ID, pa.string()), n),
         "AllocatedResourceId": source.resource_id.take(workload_idx),
-        "AllocatedResourceName": source.text("workload_name").take(workload_idx),
+        "AllocatedResourceName": workload_name,
         "AllocatedTags": allocated_tags(rows.source_row, cluster, source, info, options.tag_allowlist),
         "ChargeDescription": pc.binary_join_element_wise(
             per_charge([c.description for c in CHARGES], charge_idx),
@@ -224,9 +225,9 @@ def _assemble(
         "ResourceName": info.name.take(cluster_idx),
         "ResourceType": pa.repeat(pa.scalar(CLUSTER_RESOURCE_TYPE, pa.string()), n),
         "Tags": cluster_tag_texts.take(cluster_idx),
-        "x_CastAINamespace": source.text("namespace").take(workload_idx),
-        "x_CastAIWorkloadType": source.text("workload_type").take(workload_idx),
-        "x_CastAIWorkloadName": source.text("workload_name").take(workload_idx),
+        "x_CastAINamespace": source.text_of_rows("namespace", workload_idx),
+        "x_CastAIWorkloadType": source.text_of_rows("workload_type", workload_idx),
+        "x_CastAIWorkloadName": workload_name,  # the same array twice: gathered once
         "x_CastAIUnreportedCost": pa.array(rows.unreported, pa.float64(), mask=np.isnan(rows.unreported)),
     }
     return focus_table(columns, n, options)

@@ -12,6 +12,7 @@ import msgspec
 import numpy as np
 import pyarrow as pa
 
+from castai_focus_dagster.castai.labels import canonical_json
 from castai_focus_dagster.castai.models import Cluster
 from castai_focus_dagster.focus.clusters import ClusterInfo
 from castai_focus_dagster.focus.source import WorkloadSource
@@ -50,14 +51,10 @@ def allowed_labels(text: str | None, cluster_id: str, allowlist: tuple[str, ...]
 
 
 def tags_json(tags: Mapping[str, str]) -> str | None:
-    """Key-value JSON as every Tags-like column carries it (sorted keys, compact, UTF-8 unescaped: for
-    string values the bytes of `json.dumps(sort_keys=True, ensure_ascii=False, separators=(",", ":"))`);
-    null when empty."""
-    return _TAGS_ENCODER.encode(tags).decode() if tags else None
+    """Key-value JSON as every Tags-like column carries it (`canonical_json`); null when empty."""
+    return canonical_json(tags) if tags else None
 
 
-# msgspec (in C): one call per workload and day, about a quarter of the json module's time.
-_TAGS_ENCODER = msgspec.json.Encoder(order="sorted")
 _LABELS_DECODER = msgspec.json.Decoder(dict[str, str])
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from castai_focus_dagster.castai.labels import canonical_json
 from castai_focus_dagster.focus.rules.common import Rule, sample, valid
 from castai_focus_dagster.focus.rules.taxonomy import ALLOWED_SERVICE_PAIRS
 from castai_focus_dagster.focus.schema import FOCUS_COLUMNS
@@ -56,16 +57,15 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
 _KEY_VALUE_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys)
 
 
-# A canonical text (what `focus.tags.tags_json` writes) proves itself: decoded as a flat object and
-# encoded again with sorted keys it gives back the same bytes, which a repeated key or a nested value
-# cannot. Any other text takes the full parse below.
+# A canonical text (`castai.labels.canonical_json`, what Tags carry) proves itself: decoded as a flat
+# object and encoded again it gives back the same text, which a repeated key or a nested value cannot.
+# Any other text takes the full parse below.
 _FLAT_OBJECT = msgspec.json.Decoder(dict[str, str | int | float | bool | None])
-_CANONICAL = msgspec.json.Encoder(order="sorted")
 
 
 def _is_canonical_flat_object(text: str) -> bool:
     try:
-        return _CANONICAL.encode(_FLAT_OBJECT.decode(text)) == text.encode()
+        return canonical_json(_FLAT_OBJECT.decode(text)) == text
     except (msgspec.DecodeError, UnicodeEncodeError):
         return False
 
